@@ -1,0 +1,1 @@
+//! The admin REST API (tenants, consumers, keys, approvals, analytics) and dashboard.

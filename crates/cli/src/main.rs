@@ -1,0 +1,22 @@
+//! `holdfast`: the API and AI gateway that never hangs up on its clients, and the doctor
+//! that tells who sent a TCP reset and why.
+
+mod plugins;
+
+use clap::{Parser, Subcommand};
+
+/// Holdfast: an API and AI gateway that never resets its clients, and a doctor for resets.
+#[derive(Parser)]
+#[command(name = "holdfast", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {}
+}

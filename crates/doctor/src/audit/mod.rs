@@ -1,0 +1,1 @@
+//! Host audit: kernel counters, sysctls, sockets, firewall rules, proxy configs and logs.

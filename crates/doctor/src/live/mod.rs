@@ -1,0 +1,1 @@
+//! Live probes of a URL, layer by layer, ending in a verdict.

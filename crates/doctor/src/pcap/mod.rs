@@ -1,0 +1,1 @@
+//! Capture analysis: reads pcap/pcapng and says who sent each RST and why.

@@ -1,0 +1,1 @@
+//! Test support: real TCP servers that misbehave on request (resets, idle closes, hangs, garbage).
