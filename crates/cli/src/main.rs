@@ -1,6 +1,7 @@
 //! `holdfast`: the API and AI gateway that never hangs up on its clients, and the doctor
 //! that tells who sent a TCP reset and why.
 
+mod pcap;
 mod plugins;
 
 use clap::{Parser, Subcommand};
@@ -14,9 +15,20 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Read a capture and say who sent each TCP reset and why.
+    Pcap(pcap::PcapArgs),
+}
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    match cli.command {}
+    match cli.command {
+        Command::Pcap(args) => {
+            let status = pcap::run(args)?;
+            if status != 0 {
+                std::process::exit(i32::from(status));
+            }
+            Ok(())
+        }
+    }
 }

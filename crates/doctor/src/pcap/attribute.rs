@@ -1,0 +1,631 @@
+//! Attribution: from a connection's state around its first reset to a [`Verdict`].
+//!
+//! Follows Weaver, Sommer and Paxson, "Detecting Forged TCP Reset Packets" (NDSS 2009): a
+//! reset whose TTL differs from the claimed sender's other packets, data from that sender after
+//! its own reset (the race), and resets whose sequence or acknowledgment numbers jump are signs
+//! of a forger. Endpoint causes are told apart by what preceded the reset (SYN, FIN, data, the
+//! handshake) and whether the stack answered with or without an ACK. When the signals do not
+//! single out one cause, the verdict says `unknown`.
+
+use super::decode::flags;
+use super::flow::{seq_before, FirstRst, Flow};
+use super::ttl;
+use super::verdict::{Cause, Evidence, Resetter, Verdict};
+
+/// Silence (ns) before a reset, or before the packet that provoked it, that counts as "long".
+pub const IDLE_NS: i64 = 2_000_000_000;
+/// How soon (ns) after a client packet a stack's reset counts as "right after" it.
+const PROMPT_NS: i64 = 1_000_000_000;
+
+/// Which flow side is the client, and whether that was inferred from ports.
+#[derive(Debug, Clone, Copy)]
+pub struct Roles {
+    /// Index of the client side in the flow key.
+    pub client: usize,
+    /// True when no SYN was captured.
+    pub inferred: bool,
+}
+
+impl Roles {
+    /// The server side's index.
+    pub fn server(self) -> usize {
+        1 - self.client
+    }
+}
+
+/// Decides who is client and server.
+pub fn roles(flow: &Flow) -> Roles {
+    if let Some(client) = flow.syn_sender {
+        return Roles {
+            client,
+            inferred: false,
+        };
+    }
+    let port = |i: usize| flow.key.addr(i).port();
+    let (p0, p1) = (port(0), port(1));
+    // The well-known (or lower) port is the server's.
+    let server = if (p0 < 1024) != (p1 < 1024) {
+        usize::from(p1 < 1024)
+    } else {
+        usize::from(p1 < p0)
+    };
+    Roles {
+        client: 1 - server,
+        inferred: true,
+    }
+}
+
+/// How the reset's TTL compares with its claimed sender's other packets.
+#[derive(Debug, Clone, Copy)]
+enum TtlCheck {
+    Unknown,
+    Same { frame: u64 },
+    Differs { baseline: u8, frame: u64 },
+}
+
+/// Attributes the first reset of `flow` (which must have one).
+pub fn attribute(flow: &Flow, roles: Roles) -> Verdict {
+    let Some(rst) = flow.first_rst.as_ref() else {
+        return Verdict::unknown(Evidence::new("no reset in this connection", vec![]));
+    };
+    let facts = Facts::gather(flow, rst, roles);
+    let mut evidence = Vec::new();
+    if roles.inferred {
+        evidence.push(Evidence::new(
+            format!(
+                "the handshake is not in the capture: roles inferred from ports ({} is the server)",
+                flow.key.addr(roles.server())
+            ),
+            vec![],
+        ));
+    }
+    evidence.push(facts.describe_rst());
+    let verdict = if facts.sender == roles.client {
+        facts.client_side(evidence)
+    } else {
+        facts.server_side(evidence)
+    };
+    facts.finish(verdict)
+}
+
+/// The signals around one reset.
+struct Facts<'a> {
+    flow: &'a Flow,
+    rst: &'a FirstRst,
+    roles: Roles,
+    sender: usize,
+    frame: u64,
+    ttl: TtlCheck,
+    /// Frames of data or FIN from the sender after its reset, with the sender's usual TTL.
+    race: Vec<u64>,
+    /// A later reset from the same sender with another sequence number.
+    seq_change: Option<u64>,
+    /// A later reset from the same sender with another acknowledgment number.
+    ack_change: Option<u64>,
+}
+
+impl<'a> Facts<'a> {
+    fn gather(flow: &'a Flow, rst: &'a FirstRst, roles: Roles) -> Self {
+        let sender = rst.entry.side;
+        let segment = &rst.segment;
+        let baseline = rst.sides[sender].ttl.or(rst.host_ttl);
+        let ttl = match baseline {
+            None => TtlCheck::Unknown,
+            Some((ttl, frame)) if ttl == segment.ttl => TtlCheck::Same { frame },
+            Some((baseline, frame)) => TtlCheck::Differs { baseline, frame },
+        };
+        let usual = baseline.map(|(t, _)| t);
+        let mut race = Vec::new();
+        let mut seq_change = None;
+        let mut ack_change = None;
+        for (entry, later) in flow.after_rst.iter().filter(|(e, _)| e.side == sender) {
+            if later.has(flags::RST) {
+                if later.seq != segment.seq && seq_change.is_none() {
+                    seq_change = Some(entry.frame);
+                }
+                if later.has(flags::ACK)
+                    && segment.has(flags::ACK)
+                    && later.ack != segment.ack
+                    && ack_change.is_none()
+                {
+                    ack_change = Some(entry.frame);
+                }
+            } else if (later.payload_len > 0 || later.has(flags::FIN))
+                && usual.is_none_or(|t| t == later.ttl)
+            {
+                race.push(entry.frame);
+            }
+        }
+        Self {
+            flow,
+            rst,
+            roles,
+            sender,
+            frame: rst.entry.frame,
+            ttl,
+            race,
+            seq_change,
+            ack_change,
+        }
+    }
+
+    fn role_name(&self, side: usize) -> &'static str {
+        if side == self.roles.client {
+            "client"
+        } else {
+            "server"
+        }
+    }
+
+    fn describe_rst(&self) -> Evidence {
+        let s = &self.rst.segment;
+        let ack = if s.has(flags::ACK) {
+            format!("ack {}", s.ack)
+        } else {
+            "no ACK flag".to_string()
+        };
+        let id = s
+            .ip_id
+            .map(|id| format!(", IP ID {id}{}", if s.df { ", DF" } else { "" }))
+            .unwrap_or_default();
+        Evidence::new(
+            format!(
+                "frame {}: RST from the {}'s address {} (seq {}, {}, TTL {}{}, window {}, {})",
+                self.frame,
+                self.role_name(self.sender),
+                self.flow.key.addr(self.sender),
+                s.seq,
+                ack,
+                s.ttl,
+                id,
+                s.window,
+                if s.has_options {
+                    "with TCP options"
+                } else {
+                    "no options"
+                }
+            ),
+            vec![self.frame],
+        )
+    }
+
+    fn ttl_evidence(&self) -> Option<Evidence> {
+        let who = self.role_name(self.sender);
+        let own = self.rst.sides[self.sender].ttl.is_some();
+        let whose = if own {
+            format!("the {who}'s own packets in this connection")
+        } else {
+            format!("the {who}'s address in other connections")
+        };
+        match self.ttl {
+            TtlCheck::Unknown => Some(Evidence::new(
+                format!(
+                    "frame {}: no other packet from the {who}'s address to compare its TTL {} with",
+                    self.frame, self.rst.segment.ttl
+                ),
+                vec![self.frame],
+            )),
+            TtlCheck::Same { frame } => Some(Evidence::new(
+                format!(
+                    "frame {}: TTL {} matches {whose} (frame {frame})",
+                    self.frame, self.rst.segment.ttl
+                ),
+                vec![self.frame, frame],
+            )),
+            TtlCheck::Differs { baseline, frame } => {
+                let closer = self.rst.segment.ttl > baseline;
+                Some(Evidence::new(
+                    format!(
+                        "frame {}: TTL {} but {whose} arrive with TTL {baseline} (frame {frame}): \
+                         the RST was sent {} {} {} than the {who}",
+                        self.frame,
+                        self.rst.segment.ttl,
+                        self.rst.segment.ttl.abs_diff(baseline),
+                        if self.rst.segment.ttl.abs_diff(baseline) == 1 {
+                            "hop"
+                        } else {
+                            "hops"
+                        },
+                        if closer { "closer" } else { "farther" }
+                    ),
+                    vec![self.frame, frame],
+                ))
+            }
+        }
+    }
+
+    /// A middlebox's hop distance, when its TTL puts it before the real sender.
+    fn middlebox_hop(&self) -> Option<u8> {
+        let TtlCheck::Differs { baseline, .. } = self.ttl else {
+            return None;
+        };
+        let hop = ttl::hop_distance(self.rst.segment.ttl);
+        (hop < ttl::hop_distance(baseline)).then_some(hop)
+    }
+
+    fn forgery_evidence(&self, evidence: &mut Vec<Evidence>) {
+        let who = self.role_name(self.sender);
+        if let Some(&first) = self.race.first() {
+            evidence.push(Evidence::new(
+                format!(
+                    "frame {first}: the {who}'s address sent data after its own RST (frame {}), \
+                     with its usual TTL: the RST raced genuine traffic{}",
+                    self.frame,
+                    if self.race.len() > 1 {
+                        format!(" ({} such packets)", self.race.len())
+                    } else {
+                        String::new()
+                    }
+                ),
+                vec![self.frame, first],
+            ));
+        }
+        if let Some(frame) = self.seq_change {
+            evidence.push(Evidence::new(
+                format!(
+                    "frame {frame}: another RST from the {who}'s address with a different sequence \
+                     number than frame {} (RST-SEQ-CHANGE)",
+                    self.frame
+                ),
+                vec![self.frame, frame],
+            ));
+        }
+        if let Some(frame) = self.ack_change {
+            evidence.push(Evidence::new(
+                format!(
+                    "frame {frame}: another RST from the {who}'s address with a different \
+                     acknowledgment number than frame {} (RST-ACK-CHANGE)",
+                    self.frame
+                ),
+                vec![self.frame, frame],
+            ));
+        }
+    }
+
+    fn client_side(&self, mut evidence: Vec<Evidence>) -> Verdict {
+        evidence.extend(self.ttl_evidence());
+        self.forgery_evidence(&mut evidence);
+        match self.ttl {
+            TtlCheck::Differs { .. } => Verdict {
+                resetter: Resetter::Middlebox,
+                cause: if self.race.is_empty() && self.seq_change.is_none() {
+                    Cause::Unknown
+                } else {
+                    Cause::Injected
+                },
+                hop: self.middlebox_hop(),
+                confidence: 0.6,
+                evidence,
+            },
+            TtlCheck::Same { .. } | TtlCheck::Unknown => {
+                let confidence = if matches!(self.ttl, TtlCheck::Same { .. }) {
+                    0.9
+                } else {
+                    0.7
+                };
+                Verdict {
+                    resetter: Resetter::Client,
+                    cause: Cause::ClientAbort,
+                    hop: None,
+                    confidence,
+                    evidence,
+                }
+            }
+        }
+    }
+
+    fn server_side(&self, mut evidence: Vec<Evidence>) -> Verdict {
+        let server = self.roles.server();
+        let answers_syn = self.flow.syn_frame.is_some() && self.rst.sides[server].packets == 0;
+        if answers_syn {
+            return self.answer_to_syn(evidence);
+        }
+        evidence.extend(self.ttl_evidence());
+        self.forgery_evidence(&mut evidence);
+        let forged = matches!(self.ttl, TtlCheck::Differs { .. }) || !self.race.is_empty();
+        if forged {
+            self.forged_server_reset(evidence)
+        } else {
+            self.genuine_server_reset(evidence)
+        }
+    }
+
+    fn answer_to_syn(&self, mut evidence: Vec<Evidence>) -> Verdict {
+        let syn = self.flow.syn_frame.unwrap_or(0);
+        let expected_ack = self.rst.sides[self.roles.client]
+            .isn
+            .map(|isn| isn.wrapping_add(1));
+        let acks_syn =
+            self.rst.segment.has(flags::ACK) && Some(self.rst.segment.ack) == expected_ack;
+        evidence.push(Evidence::new(
+            if acks_syn {
+                format!(
+                    "frame {}: answers the SYN (frame {syn}) before any SYN-ACK: its ACK number is \
+                     the SYN's sequence number plus one",
+                    self.frame
+                )
+            } else {
+                format!(
+                    "frame {}: arrives after the SYN (frame {syn}) and before any SYN-ACK",
+                    self.frame
+                )
+            },
+            vec![syn, self.frame],
+        ));
+        evidence.extend(self.ttl_evidence());
+        let s = &self.rst.segment;
+        if s.ip_id == Some(0) && s.df && s.window == 0 && !s.has_options {
+            evidence.push(Evidence::new(
+                format!(
+                    "frame {}: IP ID 0, DF, window 0 and no options, like a netfilter REJECT; Linux \
+                     answers a closed port the same way, so this alone does not name the sender",
+                    self.frame
+                ),
+                vec![self.frame],
+            ));
+        }
+        match self.ttl {
+            TtlCheck::Same { .. } => Verdict {
+                resetter: Resetter::Server,
+                cause: Cause::Refused,
+                hop: None,
+                confidence: 0.9,
+                evidence,
+            },
+            TtlCheck::Differs { baseline, .. } if s.ttl > baseline => Verdict {
+                resetter: Resetter::Middlebox,
+                cause: Cause::FirewallReject,
+                hop: self.middlebox_hop(),
+                confidence: 0.85,
+                evidence,
+            },
+            TtlCheck::Differs { .. } => {
+                evidence.push(Evidence::new(
+                    "a reset from farther away than the server itself fits neither the server nor a \
+                     firewall in front of it",
+                    vec![self.frame],
+                ));
+                Verdict {
+                    evidence,
+                    ..Verdict::unknown(Evidence::new("", vec![]))
+                }
+            }
+            TtlCheck::Unknown => {
+                evidence.push(Evidence::new(
+                    "a firewall answering for the server would look the same here; capture a \
+                     working connection to the same host to tell them apart",
+                    vec![],
+                ));
+                Verdict {
+                    resetter: Resetter::Server,
+                    cause: Cause::Refused,
+                    hop: None,
+                    confidence: 0.5,
+                    evidence,
+                }
+            }
+        }
+    }
+
+    /// The client's last data before the reset, and whether the server acknowledged or
+    /// answered it (before or after the reset).
+    fn client_data_fate(&self) -> Option<(u64, Option<u64>)> {
+        let client = self.roles.client;
+        let server = self.roles.server();
+        let data = self.rst.sides[client].last_data?;
+        let covers = |ack: u32| !seq_before(ack, data.end_seq);
+        if let Some(acked) = self.rst.sides[server].acked {
+            if covers(acked) {
+                let frame = self.rst.sides[server].ttl.map(|(_, f)| f).unwrap_or(0);
+                return Some((data.frame, Some(frame)));
+            }
+        }
+        let later = self.flow.after_rst.iter().find(|(entry, seg)| {
+            entry.side == server
+                && !seg.has(flags::RST)
+                && ((seg.has(flags::ACK) && covers(seg.ack)) || seg.payload_len > 0)
+        });
+        Some((data.frame, later.map(|(entry, _)| entry.frame)))
+    }
+
+    /// Silence before the reset and before the packet just before it.
+    fn silences(&self) -> (Option<i64>, Option<i64>) {
+        match self.rst.previous {
+            Some((previous, gap)) => (Some(self.rst.entry.time_ns - previous.time_ns), gap),
+            None => (None, None),
+        }
+    }
+
+    fn forged_server_reset(&self, mut evidence: Vec<Evidence>) -> Verdict {
+        let hop = self.middlebox_hop();
+        let fate = self.client_data_fate();
+        let (silence, silence_before_trigger) = self.silences();
+        let previous = self.rst.previous.map(|(p, _)| p);
+        let verdict = |cause, confidence, evidence| Verdict {
+            resetter: Resetter::Middlebox,
+            cause,
+            hop,
+            confidence,
+            evidence,
+        };
+        if let Some((data, Some(answer))) = fate {
+            evidence.push(Evidence::new(
+                format!(
+                    "frame {answer}: the server acknowledged or answered the client's data (frame \
+                     {data}), so the request reached it: the RST did not come from the server"
+                ),
+                vec![data, answer],
+            ));
+            let strong = matches!(self.ttl, TtlCheck::Differs { .. }) && !self.race.is_empty();
+            return verdict(Cause::Injected, if strong { 0.95 } else { 0.8 }, evidence);
+        }
+        if !self.race.is_empty() {
+            return verdict(Cause::Injected, 0.75, evidence);
+        }
+        if let Some(silence) = silence.filter(|&s| s >= IDLE_NS) {
+            evidence.push(Evidence::new(
+                format!(
+                    "frame {}: sent after {:.1} s of silence, not provoked by any packet",
+                    self.frame,
+                    silence as f64 / 1e9
+                ),
+                vec![self.frame],
+            ));
+            return verdict(Cause::IdleTimeoutMiddlebox, 0.75, evidence);
+        }
+        let provoked_by_client = previous.filter(|p| p.side == self.roles.client);
+        if let (Some(trigger), Some(quiet)) = (provoked_by_client, silence_before_trigger) {
+            if quiet >= IDLE_NS {
+                evidence.push(Evidence::new(
+                    format!(
+                        "frame {}: the client's first packet after {:.1} s of silence (frame {}) \
+                         drew the RST: a device on the path had forgotten the connection",
+                        self.frame,
+                        quiet as f64 / 1e9,
+                        trigger.frame
+                    ),
+                    vec![trigger.frame, self.frame],
+                ));
+                return verdict(Cause::IdleTimeoutMiddlebox, 0.7, evidence);
+            }
+        }
+        if let Some((data, None)) = fate {
+            evidence.push(Evidence::new(
+                format!(
+                    "frame {data}: the server never acknowledged the client's data, before or after \
+                     the RST (frame {}): the request was stopped on the path",
+                    self.frame
+                ),
+                vec![data, self.frame],
+            ));
+            return verdict(Cause::ContentFilter, 0.8, evidence);
+        }
+        verdict(Cause::Unknown, 0.4, evidence)
+    }
+
+    fn genuine_server_reset(&self, mut evidence: Vec<Evidence>) -> Verdict {
+        let client = self.roles.client;
+        let server = self.roles.server();
+        let sides = &self.rst.sides;
+        let sure = matches!(self.ttl, TtlCheck::Same { .. });
+        let scale = |confidence: f64| if sure { confidence } else { confidence - 0.2 };
+        let server_verdict = |cause, confidence, evidence| Verdict {
+            resetter: Resetter::Server,
+            cause,
+            hop: None,
+            confidence,
+            evidence,
+        };
+        if let (Some((fin, _)), Some(data)) = (sides[server].fin, sides[client].data_after_peer_fin)
+        {
+            evidence.push(Evidence::new(
+                format!(
+                    "frame {fin}: the server closed the connection (FIN); frame {data}: the client \
+                     then sent data; frame {}: the server answered it with RST",
+                    self.frame
+                ),
+                vec![fin, data, self.frame],
+            ));
+            return server_verdict(Cause::IdleKeepaliveClose, scale(0.9), evidence);
+        }
+        let segment = &self.rst.segment;
+        let no_socket = !segment.has(flags::ACK);
+        let server_isn_next = sides[server].isn.map(|isn| isn.wrapping_add(1));
+        let client_isn_next = sides[client].isn.map(|isn| isn.wrapping_add(1));
+        let nothing_read = sides[server].bytes == 0
+            && sides[server]
+                .acked
+                .is_none_or(|a| Some(a) == client_isn_next);
+        let prompt = self
+            .rst
+            .previous
+            .filter(|(p, _)| p.side == client)
+            .map(|(p, _)| (p.frame, self.rst.entry.time_ns - p.time_ns))
+            .filter(|&(_, gap)| gap <= PROMPT_NS);
+        if let (Some(done), true, true, Some((trigger, _))) =
+            (self.flow.handshake_done, no_socket, nothing_read, prompt)
+        {
+            if Some(segment.seq) == server_isn_next {
+                evidence.push(Evidence::new(
+                    format!(
+                        "frame {done}: the handshake completed, but the server never acknowledged \
+                         or sent any data; frame {}: its stack answered the client's packet (frame \
+                         {trigger}) with a bare RST (no ACK flag, sequence right after its SYN-ACK): \
+                         no socket was ever accepted",
+                        self.frame
+                    ),
+                    vec![done, trigger, self.frame],
+                ));
+                return server_verdict(Cause::AcceptQueueOverflow, scale(0.8), evidence);
+            }
+        }
+        let fin_note = if sides[server].fin.is_none() {
+            "without a FIN first"
+        } else {
+            "after its FIN"
+        };
+        let (silence, _) = self.silences();
+        if no_socket {
+            evidence.push(Evidence::new(
+                format!(
+                    "frame {}: the server's stack reset {fin_note} and with no ACK flag: it had \
+                     no socket for this connection any more",
+                    self.frame
+                ),
+                vec![self.frame],
+            ));
+        } else {
+            evidence.push(Evidence::new(
+                format!(
+                    "frame {}: the server reset {fin_note}, mid-exchange, acknowledging up to \
+                     {}: its application aborted the connection",
+                    self.frame, segment.ack
+                ),
+                vec![self.frame],
+            ));
+        }
+        if silence.is_some_and(|s| s >= IDLE_NS) && !sure {
+            return Verdict::unknown(Evidence::new(
+                "an unprovoked reset after a long silence, and no TTL to tell the server from a \
+                 middlebox",
+                vec![self.frame],
+            ));
+        }
+        server_verdict(
+            Cause::AppAbort,
+            scale(if no_socket { 0.6 } else { 0.8 }),
+            evidence,
+        )
+    }
+
+    /// Adds the in-window note and clamps confidence.
+    fn finish(&self, mut verdict: Verdict) -> Verdict {
+        let segment = &self.rst.segment;
+        if let Some(next) = self.rst.sides[self.sender].next_seq {
+            let offset = segment.seq.wrapping_sub(next) as i32;
+            let window = u32::from(self.rst.sides[1 - self.sender].window) << 14;
+            let text = if offset == 0 {
+                format!(
+                    "frame {}: its sequence number is exactly the next one expected from that side",
+                    self.frame
+                )
+            } else if offset > 0 && (offset as u32) <= window.max(65_535) {
+                format!(
+                    "frame {}: its sequence number is {offset} bytes ahead, inside the window",
+                    self.frame
+                )
+            } else {
+                verdict.confidence -= 0.1;
+                format!(
+                    "frame {}: its sequence number is {offset} bytes off the expected one: out of \
+                     window, a receiver would ignore it",
+                    self.frame
+                )
+            };
+            verdict.evidence.push(Evidence::new(text, vec![self.frame]));
+        }
+        verdict.evidence.retain(|e| !e.text.is_empty());
+        verdict.confidence = (verdict.confidence * 100.0).round().clamp(0.0, 100.0) / 100.0;
+        verdict
+    }
+}

@@ -1,0 +1,279 @@
+//! Streaming capture reader: pcap (both byte orders, µs and ns) and pcapng (several sections
+//! and interfaces), optionally gzip-compressed. Calls back once per packet with a borrowed
+//! slice; memory stays bounded by the read buffer.
+
+use std::io::{self, BufRead, BufReader, Read};
+use std::sync::{Arc, Mutex};
+
+use pcap_parser::pcapng::Block;
+use pcap_parser::traits::PcapNGPacketBlock;
+use pcap_parser::{create_reader, Linktype, PcapBlockOwned, PcapError as ParserError};
+
+use super::error::PcapError;
+
+/// Initial read buffer size.
+const BUFFER_BYTES: usize = 1 << 20;
+/// The read buffer grows for large blocks up to this size; a larger block is damage.
+const MAX_BLOCK_BYTES: usize = 16 << 20;
+
+/// One captured packet.
+#[derive(Debug, Clone, Copy)]
+pub struct Frame<'a> {
+    /// 1-based frame number, as Wireshark counts.
+    pub number: u64,
+    /// Capture time in nanoseconds since the Unix epoch.
+    pub time_ns: i64,
+    /// Link type of the interface it was captured on.
+    pub linktype: i32,
+    /// Captured bytes (possibly cut by the snap length).
+    pub data: &'a [u8],
+    /// Length on the wire.
+    pub orig_len: u32,
+}
+
+/// What reading noticed besides the frames.
+#[derive(Debug, Default)]
+pub struct ReadOutcome {
+    /// Frames delivered.
+    pub frames: u64,
+    /// Bytes of capture consumed (after decompression).
+    pub bytes: u64,
+    /// Non-fatal problems (e.g. the file ends inside a record).
+    pub warnings: Vec<String>,
+    /// Fatal damage after some frames were delivered.
+    pub damage: Option<PcapError>,
+}
+
+/// What to do after one call to the parser.
+enum Step {
+    Consume(usize),
+    Eof,
+    Incomplete(usize),
+    Damaged(String),
+}
+
+/// Per-interface facts of a pcapng section.
+#[derive(Debug, Clone, Copy)]
+struct Interface {
+    linktype: i32,
+    units_per_second: u64,
+    offset_seconds: i64,
+}
+
+/// Reads every frame of `input` and calls `visit` for each. Returns an error only when the
+/// input cannot be read as a capture at all; damage later on ends reading and is reported in
+/// [`ReadOutcome::damage`].
+pub fn read_frames<R, F>(input: R, mut visit: F) -> Result<ReadOutcome, PcapError>
+where
+    R: Read + Send + 'static,
+    F: FnMut(&Frame<'_>),
+{
+    let error_slot = Arc::new(Mutex::new(None));
+    let input = decompress(BufReader::with_capacity(BUFFER_BYTES, input)).map_err(|source| {
+        PcapError::Io {
+            what: "the input".into(),
+            source,
+        }
+    })?;
+    let input = ErrorKeeping {
+        inner: input,
+        slot: Arc::clone(&error_slot),
+    };
+    let mut reader = match create_reader(BUFFER_BYTES, input) {
+        Ok(reader) => reader,
+        Err(ParserError::Eof) => return Err(PcapError::Empty),
+        Err(ParserError::ReadError) => {
+            return Err(read_error(&error_slot));
+        }
+        Err(ParserError::Incomplete(_)) => {
+            return Err(PcapError::NotACapture {
+                detail: "the input is shorter than a capture header".into(),
+            })
+        }
+        Err(other) => {
+            return Err(PcapError::NotACapture {
+                detail: other.to_string(),
+            })
+        }
+    };
+    let mut outcome = ReadOutcome::default();
+    let mut legacy: Option<(i32, i64)> = None;
+    let mut interfaces: Vec<Interface> = Vec::new();
+    let mut capacity = BUFFER_BYTES;
+    let mut last_time = 0i64;
+    loop {
+        let offset = reader.consumed() as u64;
+        let step = match reader.next() {
+            Ok((length, block)) => {
+                let frame = match &block {
+                    PcapBlockOwned::LegacyHeader(header) => {
+                        let units = if header.is_nanosecond_precision() {
+                            1_000_000_000
+                        } else {
+                            1_000_000
+                        };
+                        legacy = Some((header.network.0, units));
+                        None
+                    }
+                    PcapBlockOwned::Legacy(packet) => {
+                        let (linktype, units) = legacy.unwrap_or((Linktype::ETHERNET.0, 1_000_000));
+                        let fraction = i64::from(packet.ts_usec) * (1_000_000_000 / units);
+                        Some((
+                            linktype,
+                            i64::from(packet.ts_sec) * 1_000_000_000 + fraction,
+                            packet.data,
+                            packet.origlen,
+                        ))
+                    }
+                    PcapBlockOwned::NG(Block::SectionHeader(_)) => {
+                        interfaces.clear();
+                        None
+                    }
+                    PcapBlockOwned::NG(Block::InterfaceDescription(idb)) => {
+                        interfaces.push(Interface {
+                            linktype: idb.linktype.0,
+                            units_per_second: idb.ts_resolution().unwrap_or(1_000_000).max(1),
+                            offset_seconds: idb.ts_offset(),
+                        });
+                        None
+                    }
+                    PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => {
+                        match interfaces.get(epb.if_id as usize) {
+                            Some(iface) => {
+                                let ticks = (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
+                                Some((
+                                    iface.linktype,
+                                    ticks_to_ns(ticks, iface),
+                                    epb.packet_data(),
+                                    epb.origlen,
+                                ))
+                            }
+                            None => {
+                                outcome.warnings.push(format!(
+                                    "byte offset {offset}: packet for undeclared interface {} skipped",
+                                    epb.if_id
+                                ));
+                                None
+                            }
+                        }
+                    }
+                    PcapBlockOwned::NG(Block::SimplePacket(spb)) => {
+                        let linktype = interfaces.first().map(|i| i.linktype);
+                        linktype
+                            .map(|linktype| (linktype, last_time, spb.packet_data(), spb.origlen))
+                    }
+                    PcapBlockOwned::NG(_) => None,
+                };
+                if let Some((linktype, time_ns, data, orig_len)) = frame {
+                    outcome.frames += 1;
+                    last_time = time_ns;
+                    visit(&Frame {
+                        number: outcome.frames,
+                        time_ns,
+                        linktype,
+                        data,
+                        orig_len,
+                    });
+                }
+                Step::Consume(length)
+            }
+            Err(ParserError::Eof) => Step::Eof,
+            Err(ParserError::Incomplete(needed)) => Step::Incomplete(needed),
+            Err(ParserError::ReadError) => Step::Damaged(read_error(&error_slot).to_string()),
+            Err(other) => Step::Damaged(format!("unparsable block ({other})")),
+        };
+        match step {
+            Step::Consume(length) => reader.consume(length),
+            Step::Eof => break,
+            Step::Damaged(detail) => {
+                outcome.damage = Some(PcapError::Damaged { offset, detail });
+                break;
+            }
+            Step::Incomplete(needed) => {
+                if reader.reader_exhausted() {
+                    if !reader.data().is_empty() {
+                        outcome.warnings.push(format!(
+                            "the capture ends inside a record at byte offset {offset} ({} bytes left over); \
+                             the capture was probably cut short",
+                            reader.data().len()
+                        ));
+                    }
+                    break;
+                }
+                if reader.data().len() + needed.max(1) > capacity {
+                    let wanted = (reader.data().len() + needed).max(capacity * 2);
+                    if wanted > MAX_BLOCK_BYTES {
+                        outcome.damage = Some(PcapError::Damaged {
+                            offset,
+                            detail: format!(
+                                "a record claims more than {} MiB; its length field is corrupt",
+                                MAX_BLOCK_BYTES >> 20
+                            ),
+                        });
+                        break;
+                    }
+                    reader.grow(wanted);
+                    capacity = wanted;
+                }
+                let refill = reader.refill().map_err(|err| match err {
+                    ParserError::ReadError => read_error(&error_slot).to_string(),
+                    other => other.to_string(),
+                });
+                if let Err(detail) = refill {
+                    outcome.damage = Some(PcapError::Damaged { offset, detail });
+                    break;
+                }
+            }
+        }
+    }
+    outcome.bytes = reader.consumed() as u64;
+    Ok(outcome)
+}
+
+/// Nanoseconds since the epoch from pcapng ticks, without overflow.
+fn ticks_to_ns(ticks: u64, iface: &Interface) -> i64 {
+    let units = u128::from(iface.units_per_second);
+    let ns = u128::from(ticks) * 1_000_000_000 / units;
+    let ns = i64::try_from(ns).unwrap_or(i64::MAX);
+    ns.saturating_add(iface.offset_seconds.saturating_mul(1_000_000_000))
+}
+
+/// Wraps gzip input in a decoder; passes anything else through.
+fn decompress<R: Read + Send + 'static>(
+    mut input: BufReader<R>,
+) -> io::Result<Box<dyn Read + Send>> {
+    let head = input.fill_buf()?;
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Ok(Box::new(flate2::read::MultiGzDecoder::new(input)))
+    } else {
+        Ok(Box::new(input))
+    }
+}
+
+fn read_error(slot: &Arc<Mutex<Option<String>>>) -> PcapError {
+    let detail = slot
+        .lock()
+        .ok()
+        .and_then(|mut slot| slot.take())
+        .unwrap_or_else(|| "read failed".into());
+    PcapError::Io {
+        what: "the capture".into(),
+        source: io::Error::other(detail),
+    }
+}
+
+/// Remembers the last I/O error, which the parser otherwise reduces to "read error".
+struct ErrorKeeping<R> {
+    inner: R,
+    slot: Arc<Mutex<Option<String>>>,
+}
+
+impl<R: Read> Read for ErrorKeeping<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf).inspect_err(|err| {
+            if let Ok(mut slot) = self.slot.lock() {
+                *slot = Some(err.to_string());
+            }
+        })
+    }
+}
