@@ -448,19 +448,29 @@ impl<'a> Facts<'a> {
             confidence,
             evidence,
         };
-        if let Some((data, Some(answer))) = fate {
-            evidence.push(Evidence::new(
-                format!(
-                    "frame {answer}: the server acknowledged or answered the client's data (frame \
-                     {data}), so the request reached it: the RST did not come from the server"
-                ),
-                vec![data, answer],
-            ));
-            let strong = matches!(self.ttl, TtlCheck::Differs { .. }) && !self.race.is_empty();
-            return verdict(Cause::Injected, if strong { 0.95 } else { 0.8 }, evidence);
-        }
+        let answered = |evidence: &mut Vec<Evidence>| {
+            if let Some((data, Some(answer))) = fate {
+                evidence.push(Evidence::new(
+                    format!(
+                        "frame {answer}: the server acknowledged or answered the client's data \
+                         (frame {data}), so the request reached it: the RST did not come from \
+                         the server"
+                    ),
+                    vec![data, answer],
+                ));
+                true
+            } else {
+                false
+            }
+        };
+        let ttl_differs = matches!(self.ttl, TtlCheck::Differs { .. });
         if !self.race.is_empty() {
-            return verdict(Cause::Injected, 0.75, evidence);
+            answered(&mut evidence);
+            return verdict(
+                Cause::Injected,
+                if ttl_differs { 0.95 } else { 0.75 },
+                evidence,
+            );
         }
         if let Some(silence) = silence.filter(|&s| s >= IDLE_NS) {
             evidence.push(Evidence::new(
@@ -488,6 +498,9 @@ impl<'a> Facts<'a> {
                 ));
                 return verdict(Cause::IdleTimeoutMiddlebox, 0.7, evidence);
             }
+        }
+        if answered(&mut evidence) {
+            return verdict(Cause::Injected, 0.8, evidence);
         }
         if let Some((data, None)) = fate {
             evidence.push(Evidence::new(

@@ -48,6 +48,7 @@ pub struct ReadOutcome {
 enum Step {
     Consume(usize),
     Eof,
+    CutShort,
     Incomplete(usize),
     Damaged(String),
 }
@@ -178,6 +179,7 @@ where
                 Step::Consume(length)
             }
             Err(ParserError::Eof) => Step::Eof,
+            Err(ParserError::UnexpectedEof) => Step::CutShort,
             Err(ParserError::Incomplete(needed)) => Step::Incomplete(needed),
             Err(ParserError::ReadError) => Step::Damaged(read_error(&error_slot).to_string()),
             Err(other) => Step::Damaged(format!("unparsable block ({other})")),
@@ -185,6 +187,12 @@ where
         match step {
             Step::Consume(length) => reader.consume(length),
             Step::Eof => break,
+            Step::CutShort => {
+                outcome
+                    .warnings
+                    .push(cut_short(offset, reader.data().len()));
+                break;
+            }
             Step::Damaged(detail) => {
                 outcome.damage = Some(PcapError::Damaged { offset, detail });
                 break;
@@ -192,11 +200,9 @@ where
             Step::Incomplete(needed) => {
                 if reader.reader_exhausted() {
                     if !reader.data().is_empty() {
-                        outcome.warnings.push(format!(
-                            "the capture ends inside a record at byte offset {offset} ({} bytes left over); \
-                             the capture was probably cut short",
-                            reader.data().len()
-                        ));
+                        outcome
+                            .warnings
+                            .push(cut_short(offset, reader.data().len()));
                     }
                     break;
                 }
@@ -228,6 +234,13 @@ where
     }
     outcome.bytes = reader.consumed() as u64;
     Ok(outcome)
+}
+
+fn cut_short(offset: u64, left_over: usize) -> String {
+    format!(
+        "the capture ends inside a record at byte offset {offset} ({left_over} bytes left over); \
+         it was probably cut short while being written"
+    )
 }
 
 /// Nanoseconds since the epoch from pcapng ticks, without overflow.

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod stage;
+pub mod synth;
 
 use std::path::PathBuf;
 
