@@ -19,7 +19,7 @@ use super::report::{ResetReport, Summary};
 /// How long after its first reset a connection is kept, to see what races it (ns).
 const RST_GRACE_NS: i64 = 5_000_000_000;
 /// How long a cleanly closed connection is kept for late packets (ns).
-const CLOSED_GRACE_NS: i64 = 5_000_000_000;
+const CLOSED_GRACE_NS: i64 = 1_000_000_000;
 /// A connection silent this long is forgotten (ns).
 const IDLE_EVICT_NS: i64 = 600_000_000_000;
 /// At most this many connections are tracked at once; more are counted as untracked.
