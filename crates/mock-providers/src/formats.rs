@@ -131,6 +131,20 @@ fn text_of(content: &Value) -> String {
     }
 }
 
+/// Whether the request asks for a JSON answer (each provider has its own switch).
+fn wants_json(kind: Kind, body: &Value) -> bool {
+    match kind {
+        Kind::OpenAi | Kind::Azure => body["response_format"]["type"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("json")),
+        Kind::Anthropic => body["system"]
+            .as_str()
+            .is_some_and(|s| s.contains("JSON object")),
+        Kind::Gemini => body["generationConfig"]["responseMimeType"] == "application/json",
+        Kind::Ollama => !body["format"].is_null(),
+    }
+}
+
 /// Work out the answer from a chat request in `kind`'s format.
 pub fn answer(kind: Kind, body: &Value) -> Answer {
     let (last_user, last_is_user, tool) = match kind {
@@ -150,10 +164,11 @@ pub fn answer(kind: Kind, body: &Value) -> Answer {
         }
         Kind::Anthropic => {
             let msgs = body["messages"].as_array().cloned().unwrap_or_default();
+            // A user turn that carries only tool results is not a new question.
             let is_tool_result = |m: &Value| {
                 m["content"]
                     .as_array()
-                    .map(|b| b.iter().any(|b| b["type"] == "tool_result"))
+                    .map(|b| b.iter().all(|b| b["type"] == "tool_result"))
                     .unwrap_or(false)
             };
             let last_user = msgs
@@ -174,7 +189,7 @@ pub fn answer(kind: Kind, body: &Value) -> Answer {
             let is_fn_response = |c: &Value| {
                 c["parts"]
                     .as_array()
-                    .map(|p| p.iter().any(|p| p.get("functionResponse").is_some()))
+                    .map(|p| p.iter().all(|p| p.get("functionResponse").is_some()))
                     .unwrap_or(false)
             };
             let last_user = contents
@@ -193,7 +208,10 @@ pub fn answer(kind: Kind, body: &Value) -> Answer {
             (last_user, last_is_user, tool)
         }
     };
-    let sentence = format!("Hello from {}: {}", kind.name(), last_user.trim());
+    let mut sentence = format!("Hello from {}: {}", kind.name(), last_user.trim());
+    if wants_json(kind, body) {
+        sentence = json!({ "answer": sentence }).to_string();
+    }
     let mut words: Vec<String> = sentence.split(' ').map(|w| format!("{w} ")).collect();
     if let Some(last) = words.last_mut() {
         *last = last.trim_end().to_string();

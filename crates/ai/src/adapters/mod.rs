@@ -1,0 +1,281 @@
+//! Provider adapters. The gateway's canonical format is OpenAI's chat completions: each
+//! adapter turns a canonical request into its provider's request, and the provider's
+//! response, stream frames, errors and usage back into canonical form.
+//!
+//! Streams are decoded into [`Delta`]s, which the client-side writers (OpenAI chunks or
+//! Anthropic events) re-encode.
+
+mod anthropic;
+mod gemini;
+mod ollama;
+mod openai;
+
+use holdfast_core::config::ai::{Deployment, Provider};
+use serde_json::{json, Value};
+
+use crate::error::AiError;
+use crate::usage::Usage;
+
+/// One piece of a streamed answer, independent of any provider.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delta {
+    Text(String),
+    /// A tool call starts (`index` counts tool calls of this answer from 0).
+    ToolStart {
+        index: u32,
+        id: String,
+        name: String,
+    },
+    /// More JSON text of a tool call's arguments.
+    ToolArgs {
+        index: u32,
+        args: String,
+    },
+    /// OpenAI finish reason: `stop`, `length`, `tool_calls`, `content_filter`.
+    Finish(String),
+    Usage(Usage),
+}
+
+/// Decodes one provider's stream frames into [`Delta`]s.
+pub trait Decoder: Send {
+    /// One SSE event (`event` name, `data`) or one NDJSON line (`event` empty).
+    fn feed(&mut self, event: &str, data: &str) -> Result<Vec<Delta>, AiError>;
+    /// The body ended cleanly: final deltas, or an error when the provider's end marker
+    /// never came (a cut stream must not pass as complete).
+    fn end(&mut self) -> Result<Vec<Delta>, AiError>;
+}
+
+/// How a provider frames its stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    Sse,
+    Ndjson,
+}
+
+/// An upstream HTTP request, ready to send.
+#[derive(Debug, Clone)]
+pub struct UpstreamRequest {
+    pub url: String,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Value,
+}
+
+/// Build the provider request for a canonical chat request.
+pub fn chat_request(d: &Deployment, req: &Value, stream: bool) -> Result<UpstreamRequest, AiError> {
+    match d.provider {
+        Provider::OpenAi | Provider::Azure => Ok(openai::chat_request(d, req, stream)),
+        Provider::Anthropic => anthropic::chat_request(d, req, stream),
+        Provider::Gemini => gemini::chat_request(d, req, stream),
+        Provider::Ollama => ollama::chat_request(d, req, stream),
+    }
+}
+
+/// Turn a provider's complete response into a canonical `chat.completion` and its usage.
+pub fn parse_chat(d: &Deployment, body: &[u8]) -> Result<(Value, Option<Usage>), AiError> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| AiError::bad_upstream(&d.name, e))?;
+    match d.provider {
+        Provider::OpenAi | Provider::Azure => openai::parse_chat(d, v),
+        Provider::Anthropic => anthropic::parse_chat(d, v),
+        Provider::Gemini => gemini::parse_chat(d, v),
+        Provider::Ollama => ollama::parse_chat(d, v),
+    }
+}
+
+/// A stream decoder for the deployment's provider.
+pub fn decoder(d: &Deployment) -> Box<dyn Decoder> {
+    match d.provider {
+        Provider::OpenAi | Provider::Azure => Box::new(openai::StreamDecoder::new(&d.name)),
+        Provider::Anthropic => Box::new(anthropic::StreamDecoder::new(&d.name)),
+        Provider::Gemini => Box::new(gemini::StreamDecoder::new(&d.name)),
+        Provider::Ollama => Box::new(ollama::StreamDecoder::new(&d.name)),
+    }
+}
+
+pub fn framing(p: Provider) -> Framing {
+    match p {
+        Provider::Ollama => Framing::Ndjson,
+        _ => Framing::Sse,
+    }
+}
+
+/// Build the provider request for a canonical embeddings request.
+pub fn embed_request(d: &Deployment, req: &Value) -> Result<UpstreamRequest, AiError> {
+    let inputs: Vec<String> = match &req["input"] {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(a) if a.iter().all(Value::is_string) => a
+            .iter()
+            .filter_map(|s| s.as_str().map(String::from))
+            .collect(),
+        Value::Array(_) if matches!(d.provider, Provider::OpenAi | Provider::Azure) => Vec::new(),
+        _ => {
+            return Err(AiError::bad_request(
+                "`input` must be a string or an array of strings",
+            ))
+        }
+    };
+    match d.provider {
+        Provider::OpenAi | Provider::Azure => Ok(openai::embed_request(d, req)),
+        Provider::Gemini => Ok(gemini::embed_request(d, &inputs)),
+        Provider::Ollama => Ok(ollama::embed_request(d, &inputs)),
+        Provider::Anthropic => Err(AiError::bad_request(format!(
+            "deployment {} is on Anthropic, which has no embeddings API; route embeddings to another provider",
+            d.name
+        ))),
+    }
+}
+
+/// Turn a provider's embeddings response into OpenAI's shape (`usage` may be estimated later).
+pub fn parse_embed(d: &Deployment, body: &[u8]) -> Result<(Value, Option<Usage>), AiError> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| AiError::bad_upstream(&d.name, e))?;
+    let vectors: Vec<Value> = match d.provider {
+        Provider::OpenAi | Provider::Azure => {
+            let usage = v["usage"]["prompt_tokens"]
+                .as_u64()
+                .map(|input| Usage { input, output: 0 });
+            return Ok((v, usage));
+        }
+        Provider::Gemini => v["embeddings"]
+            .as_array()
+            .map(|a| a.iter().map(|e| e["values"].clone()).collect())
+            .ok_or_else(|| AiError::bad_upstream(&d.name, "no `embeddings` array"))?,
+        Provider::Ollama => v["embeddings"]
+            .as_array()
+            .cloned()
+            .ok_or_else(|| AiError::bad_upstream(&d.name, "no `embeddings` array"))?,
+        Provider::Anthropic => return Err(AiError::bad_upstream(&d.name, "no embeddings API")),
+    };
+    let usage = v["prompt_eval_count"]
+        .as_u64()
+        .map(|input| Usage { input, output: 0 });
+    let data: Vec<Value> = vectors
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| json!({"object": "embedding", "index": i, "embedding": e}))
+        .collect();
+    Ok((
+        json!({"object": "list", "data": data, "model": d.model}),
+        usage,
+    ))
+}
+
+/// The human message in a provider's error body (each provider nests it differently).
+pub fn error_message(body: &[u8]) -> String {
+    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        let text = String::from_utf8_lossy(body);
+        return text.chars().take(300).collect();
+    };
+    v["error"]["message"]
+        .as_str()
+        .or_else(|| v["error"].as_str())
+        .or_else(|| v["message"].as_str())
+        .map(String::from)
+        .unwrap_or_else(|| v.to_string().chars().take(300).collect())
+}
+
+/// `data:image/png;base64,AAAA` → (`image/png`, `AAAA`).
+pub(crate) fn parse_data_url(url: &str) -> Option<(String, String)> {
+    let rest = url.strip_prefix("data:")?;
+    let (meta, data) = rest.split_once(',')?;
+    let mime = meta.strip_suffix(";base64")?;
+    Some((mime.to_string(), data.to_string()))
+}
+
+/// The text of an OpenAI message content (string, or the text parts of an array).
+pub(crate) fn content_text(content: &Value) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p["text"].as_str())
+            .collect::<Vec<_>>()
+            .join(""),
+        _ => String::new(),
+    }
+}
+
+/// System (and developer) messages joined, plus a JSON instruction when JSON mode is asked
+/// of a provider without a JSON switch.
+pub(crate) fn system_text(req: &Value, add_json_instruction: bool) -> Option<String> {
+    let mut parts: Vec<String> = req["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["role"] == "system" || m["role"] == "developer")
+        .map(|m| content_text(&m["content"]))
+        .collect();
+    if add_json_instruction {
+        match json_mode(req) {
+            Some(Some(schema)) => parts.push(format!(
+                "Respond with only a JSON object that follows this JSON schema: {schema}"
+            )),
+            Some(None) => parts.push("Respond with only a valid JSON object.".to_string()),
+            None => {}
+        }
+    }
+    (!parts.is_empty()).then(|| parts.join("\n\n"))
+}
+
+/// `Some(schema?)` when `response_format` asks for JSON.
+pub(crate) fn json_mode(req: &Value) -> Option<Option<Value>> {
+    match req["response_format"]["type"].as_str() {
+        Some("json_object") => Some(None),
+        Some("json_schema") => Some(Some(
+            req["response_format"]["json_schema"]["schema"].clone(),
+        )),
+        _ => None,
+    }
+}
+
+/// `max_completion_tokens`, else `max_tokens`.
+pub(crate) fn max_tokens(req: &Value) -> Option<u64> {
+    req["max_completion_tokens"]
+        .as_u64()
+        .or_else(|| req["max_tokens"].as_u64())
+}
+
+/// `stop` as a list.
+pub(crate) fn stop_list(req: &Value) -> Option<Vec<String>> {
+    match &req["stop"] {
+        Value::String(s) => Some(vec![s.clone()]),
+        Value::Array(a) => Some(
+            a.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+/// A canonical `chat.completion` from its parts.
+pub(crate) fn completion(
+    id: &str,
+    model: &str,
+    text: Option<String>,
+    tool_calls: Vec<Value>,
+    finish: &str,
+    usage: Option<Usage>,
+) -> Value {
+    let mut message = json!({"role": "assistant", "content": text});
+    if !tool_calls.is_empty() {
+        message["tool_calls"] = Value::Array(tool_calls);
+    }
+    let mut v = json!({
+        "id": id, "object": "chat.completion", "created": crate::now_secs(), "model": model,
+        "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish}],
+    });
+    if let Some(u) = usage {
+        v["usage"] = json!({"prompt_tokens": u.input, "completion_tokens": u.output,
+            "total_tokens": u.input + u.output});
+    }
+    v
+}
+
+/// Parse a JSON string of tool arguments (an object), keeping bad JSON as a string value.
+pub(crate) fn parse_args(args: &Value) -> Value {
+    match args {
+        Value::String(s) if s.trim().is_empty() => json!({}),
+        Value::String(s) => serde_json::from_str(s).unwrap_or_else(|_| json!({"_raw": s})),
+        Value::Object(_) => args.clone(),
+        _ => json!({}),
+    }
+}

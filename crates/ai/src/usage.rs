@@ -1,0 +1,113 @@
+//! Token accounting: usage from the provider when it reports it, else counted locally with
+//! `tiktoken-rs` (marked as estimated); cost from the configured price table.
+
+use holdfast_core::config::ai::AiConfig;
+use serde_json::Value;
+
+/// Input and output tokens of one call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub input: u64,
+    pub output: u64,
+}
+
+/// Count tokens of `text` with the tokenizer that fits `model` (o200k for gpt-4o / o-series,
+/// cl100k otherwise: a fair estimate for other providers too).
+pub fn count_tokens(model: &str, text: &str) -> u64 {
+    let bpe =
+        if model.starts_with("gpt-4o") || model.starts_with("gpt-4.1") || model.starts_with('o') {
+            tiktoken_rs::o200k_base_singleton()
+        } else {
+            tiktoken_rs::cl100k_base_singleton()
+        };
+    bpe.encode_with_special_tokens(text).len() as u64
+}
+
+/// All the text of an OpenAI chat request's messages (and tool definitions), for estimates.
+pub fn request_text(body: &Value) -> String {
+    let mut out = String::new();
+    if let Some(msgs) = body["messages"].as_array() {
+        for m in msgs {
+            match &m["content"] {
+                Value::String(s) => out.push_str(s),
+                Value::Array(parts) => {
+                    for p in parts {
+                        if let Some(t) = p["text"].as_str() {
+                            out.push_str(t);
+                        }
+                    }
+                }
+                _ => {}
+            }
+            out.push('\n');
+        }
+    }
+    if let Some(tools) = body.get("tools") {
+        out.push_str(&tools.to_string());
+    }
+    out
+}
+
+/// Estimate usage of a call whose provider reported none.
+pub fn estimate(model: &str, request: &Value, output_text: &str) -> Usage {
+    // OpenAI's documented overhead: about 3 tokens per message plus 3 for the reply.
+    let messages = body_messages(request) as u64;
+    Usage {
+        input: count_tokens(model, &request_text(request)) + 3 * messages + 3,
+        output: count_tokens(model, output_text),
+    }
+}
+
+fn body_messages(body: &Value) -> usize {
+    body["messages"].as_array().map(Vec::len).unwrap_or(0)
+}
+
+/// Cost in USD of `usage` on the provider model `model`, 0 when the price is unknown.
+pub fn cost(config: &AiConfig, model: &str, usage: Usage) -> f64 {
+    match config.price(model) {
+        Some(p) => {
+            (usage.input as f64 * p.input_per_mtok + usage.output as f64 * p.output_per_mtok)
+                / 1_000_000.0
+        }
+        None => 0.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_known_text() {
+        // "hello world" is two tokens in both cl100k and o200k.
+        assert_eq!(count_tokens("gpt-4o-mini", "hello world"), 2);
+        assert_eq!(count_tokens("claude-3-5-haiku", "hello world"), 2);
+        assert!(count_tokens("x", "a much longer sentence with several words") > 5);
+    }
+
+    #[test]
+    fn cost_uses_prefix_price() {
+        let raw: holdfast_core::config::ai::RawAiConfig = Default::default();
+        let cfg = holdfast_core::config::ai::validate(&raw).unwrap();
+        let c = cost(
+            &cfg,
+            "gpt-4o-mini-2024-07-18",
+            Usage {
+                input: 1_000_000,
+                output: 1_000_000,
+            },
+        );
+        assert!((c - 0.75).abs() < 1e-9, "{c}");
+        assert_eq!(
+            cost(
+                &cfg,
+                "unknown-model",
+                Usage {
+                    input: 5,
+                    output: 5
+                }
+            ),
+            0.0
+        );
+    }
+}
