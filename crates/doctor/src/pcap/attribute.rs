@@ -386,8 +386,11 @@ impl<'a> Facts<'a> {
                     vec![self.frame],
                 ));
                 Verdict {
+                    resetter: Resetter::Unknown,
+                    cause: Cause::Unknown,
+                    hop: None,
+                    confidence: 0.2,
                     evidence,
-                    ..Verdict::unknown(Evidence::new("", vec![]))
                 }
             }
             TtlCheck::Unknown => {
@@ -598,11 +601,21 @@ impl<'a> Facts<'a> {
             ));
         }
         if silence.is_some_and(|s| s >= IDLE_NS) && !sure {
-            return Verdict::unknown(Evidence::new(
-                "an unprovoked reset after a long silence, and no TTL to tell the server from a \
-                 middlebox",
+            evidence.push(Evidence::new(
+                format!(
+                    "frame {}: an unprovoked reset after a long silence, and no TTL to tell the \
+                     server from a middlebox",
+                    self.frame
+                ),
                 vec![self.frame],
             ));
+            return Verdict {
+                resetter: Resetter::Unknown,
+                cause: Cause::Unknown,
+                hop: None,
+                confidence: 0.3,
+                evidence,
+            };
         }
         server_verdict(
             Cause::AppAbort,
