@@ -120,6 +120,15 @@ pub async fn forward(
         },
     );
     if let End::Broken(e) = end {
+        // Let the data plane write the error event out before the abort: an aborted body
+        // drops whatever it has not flushed yet.
+        for _ in 0..100 {
+            if tx.capacity() == tx.max_capacity() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
         // An aborted body: the client sees the connection end without a clean finish.
         tx.abort(Box::new(StreamBroken(e.message)));
     }

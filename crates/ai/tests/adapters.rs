@@ -160,7 +160,7 @@ async fn tool_calls_for_every_provider() {
                 let finish = chunks
                     .iter()
                     .filter_map(|c| c["choices"][0]["finish_reason"].as_str())
-                    .last()
+                    .next_back()
                     .unwrap()
                     .to_string();
                 let (n, a) = tool.unwrap_or_else(|| panic!("{p}: no tool call in {chunks:?}"));
