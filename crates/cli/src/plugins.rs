@@ -25,6 +25,10 @@ impl PluginFactory for Extensions {
 /// Build the extensions for `serve`, and the admin API routes to mount on the admin listener
 /// (beside `/metrics`), if the config enables them.
 pub async fn init(_config: &Config) -> anyhow::Result<(Extensions, Option<axum::Router>)> {
-    let extensions = Extensions::default();
+    let mut extensions = Extensions::default();
+    // AI gateway: registers the `ai` route handler when the config has an `[ai]` section.
+    extensions
+        .factories
+        .push(Arc::new(holdfast_ai::AiPluginFactory::new()));
     Ok((extensions, None))
 }
