@@ -12,6 +12,7 @@ pub mod error;
 pub mod handler;
 pub mod messages;
 pub mod prompts;
+pub mod standalone;
 pub mod stream;
 pub mod stream_out;
 pub mod usage;
