@@ -1,0 +1,204 @@
+//! `[[routes]]`: match on host, path prefix and method; send to an upstream pool or a handler.
+//!
+//! ```toml
+//! [[routes]]
+//! name = "api"
+//! host = "api.example.com"          # optional; exact match, port ignored
+//! path_prefix = "/v1/"              # default "/"
+//! methods = ["GET", "POST"]         # optional; any method when absent
+//! upstream = "api"                  # or: handler = "ai"
+//! service = "orders"                # optional: the managed service it belongs to
+//! retry_non_idempotent = false      # retry POST/PATCH after the upstream may have processed it
+//! max_attempts = 3
+//! timeout_ms = 30000                # upstream response head timeout -> 504
+//! max_concurrent = 1000             # 0: unlimited
+//! queue_size = 100                  # requests waiting for a slot; beyond: 503 + Retry-After
+//! queue_timeout_ms = 1000
+//! ```
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::server::positive_ms;
+use super::upstream::Upstream;
+use super::ConfigError;
+
+/// `[[routes]]` as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub name: Option<String>,
+    pub host: Option<String>,
+    pub path_prefix: Option<String>,
+    pub methods: Option<Vec<String>>,
+    pub upstream: Option<String>,
+    pub handler: Option<String>,
+    pub service: Option<String>,
+    pub retry_non_idempotent: Option<bool>,
+    pub max_attempts: Option<u32>,
+    pub timeout_ms: Option<u64>,
+    pub max_concurrent: Option<usize>,
+    pub queue_size: Option<usize>,
+    pub queue_timeout_ms: Option<u64>,
+}
+
+/// Where a route sends its requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteTarget {
+    /// An upstream pool by name.
+    Upstream(String),
+    /// A registered [handler](https://docs.rs) by name (e.g. `ai`).
+    Handler(String),
+}
+
+/// A validated route.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    pub name: String,
+    /// Lower-case host without port.
+    pub host: Option<String>,
+    pub path_prefix: String,
+    /// Upper-case methods; empty means any.
+    pub methods: Vec<String>,
+    pub target: RouteTarget,
+    pub service: Option<String>,
+    pub retry_non_idempotent: bool,
+    pub max_attempts: u32,
+    pub timeout: Duration,
+    /// 0 means unlimited.
+    pub max_concurrent: usize,
+    pub queue_size: usize,
+    pub queue_timeout: Duration,
+}
+
+impl Route {
+    /// A catch-all route to `upstream` with the defaults (quick mode).
+    pub fn catch_all(upstream: &str) -> Route {
+        Route {
+            name: "default".into(),
+            host: None,
+            path_prefix: "/".into(),
+            methods: Vec::new(),
+            target: RouteTarget::Upstream(upstream.into()),
+            service: None,
+            retry_non_idempotent: false,
+            max_attempts: 3,
+            timeout: Duration::from_secs(30),
+            max_concurrent: 0,
+            queue_size: 100,
+            queue_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Validate every route against the known pools.
+pub fn validate_all(
+    raw: &[RawRoute],
+    upstreams: &BTreeMap<String, Upstream>,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<Route> {
+    let mut names = std::collections::HashSet::new();
+    let mut routes = Vec::new();
+    for (i, r) in raw.iter().enumerate() {
+        let key = format!("routes[{i}]");
+        let name = r.name.clone().unwrap_or_else(|| format!("route-{i}"));
+        if !names.insert(name.clone()) {
+            errors.push(ConfigError::new(
+                format!("{key}.name"),
+                format!("route name `{name}` is used twice"),
+                "give each route its own name",
+            ));
+        }
+        let target = match (&r.upstream, &r.handler) {
+            (Some(u), None) => {
+                if !upstreams.contains_key(u) {
+                    let known: Vec<&str> = upstreams.keys().map(String::as_str).collect();
+                    errors.push(ConfigError::new(
+                        format!("{key}.upstream"),
+                        format!("no upstream pool named `{u}`"),
+                        format!("define [upstreams.{u}] or use one of: {}", known.join(", ")),
+                    ));
+                }
+                RouteTarget::Upstream(u.clone())
+            }
+            (None, Some(h)) => RouteTarget::Handler(h.clone()),
+            (Some(_), Some(_)) => {
+                errors.push(ConfigError::new(
+                    format!("{key}.handler"),
+                    "a route has either `upstream` or `handler`, not both",
+                    "remove one of them",
+                ));
+                RouteTarget::Handler(String::new())
+            }
+            (None, None) => {
+                errors.push(ConfigError::new(
+                    format!("{key}.upstream"),
+                    "the route says neither where to send requests",
+                    "add upstream = \"POOL\" or handler = \"NAME\"",
+                ));
+                RouteTarget::Handler(String::new())
+            }
+        };
+        let path_prefix = r.path_prefix.clone().unwrap_or_else(|| "/".into());
+        if !path_prefix.starts_with('/') {
+            errors.push(ConfigError::new(
+                format!("{key}.path_prefix"),
+                "must start with `/`",
+                "e.g. path_prefix = \"/api/\"",
+            ));
+        }
+        let mut methods = Vec::new();
+        for (j, m) in r.methods.iter().flatten().enumerate() {
+            let upper = m.to_ascii_uppercase();
+            if http_method_ok(&upper) {
+                methods.push(upper);
+            } else {
+                errors.push(ConfigError::new(
+                    format!("{key}.methods[{j}]"),
+                    format!("`{m}` is not an HTTP method"),
+                    "use names like \"GET\" or \"POST\"",
+                ));
+            }
+        }
+        let max_attempts = r.max_attempts.unwrap_or(3);
+        if !(1..=10).contains(&max_attempts) {
+            errors.push(ConfigError::new(
+                format!("{key}.max_attempts"),
+                "must be from 1 to 10",
+                "e.g. max_attempts = 3",
+            ));
+        }
+        let d = Route::catch_all("");
+        routes.push(Route {
+            name,
+            host: r.host.as_ref().map(|h| h.to_ascii_lowercase()),
+            path_prefix,
+            methods,
+            target,
+            service: r.service.clone(),
+            retry_non_idempotent: r.retry_non_idempotent.unwrap_or(false),
+            max_attempts: max_attempts.clamp(1, 10),
+            timeout: positive_ms(
+                &format!("{key}.timeout_ms"),
+                r.timeout_ms,
+                d.timeout,
+                errors,
+            ),
+            max_concurrent: r.max_concurrent.unwrap_or(0),
+            queue_size: r.queue_size.unwrap_or(d.queue_size),
+            queue_timeout: positive_ms(
+                &format!("{key}.queue_timeout_ms"),
+                r.queue_timeout_ms,
+                d.queue_timeout,
+                errors,
+            ),
+        });
+    }
+    routes
+}
+
+fn http_method_ok(m: &str) -> bool {
+    !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase())
+}

@@ -1,0 +1,275 @@
+//! `[server]` (listeners, admin listener, client-side limits and timeouts) and
+//! `[retry_budget]`.
+//!
+//! ```toml
+//! [server]
+//! listen = ["127.0.0.1:8080"]
+//! admin = "127.0.0.1:9901"          # /metrics (and the admin API when enabled)
+//! max_connections = 10000           # excess connections get 503 and a FIN
+//! client_idle_timeout_ms = 60000
+//! header_timeout_ms = 10000         # slow request heads get 408
+//! max_header_bytes = 16384          # 431 above
+//! max_body_bytes = 10485760         # 413 above
+//! drain_timeout_ms = 30000          # SIGTERM: time to finish in-flight requests
+//! access_log = "stdout"             # "stdout", "off", or a file path
+//! demo_upstream = "127.0.0.1:9000"  # start the built-in demo upstream here
+//! front_idle_timeout_ms = 60000     # idle timeout of a load balancer in front (for `check`)
+//! ```
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::ConfigError;
+
+/// `[server]` as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    #[serde(default)]
+    pub listen: Vec<String>,
+    pub admin: Option<String>,
+    pub max_connections: Option<usize>,
+    pub client_idle_timeout_ms: Option<u64>,
+    pub header_timeout_ms: Option<u64>,
+    pub max_header_bytes: Option<usize>,
+    pub max_body_bytes: Option<u64>,
+    pub drain_timeout_ms: Option<u64>,
+    pub access_log: Option<String>,
+    pub demo_upstream: Option<String>,
+    pub front_idle_timeout_ms: Option<u64>,
+}
+
+/// Where the JSON access log goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLog {
+    Off,
+    Stdout,
+    File(String),
+}
+
+/// Validated `[server]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    pub listen: Vec<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+    pub max_connections: usize,
+    pub client_idle_timeout: Duration,
+    pub header_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_body_bytes: u64,
+    pub drain_timeout: Duration,
+    pub access_log: AccessLog,
+    pub demo_upstream: Option<SocketAddr>,
+    pub front_idle_timeout: Option<Duration>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 8080))],
+            admin: None,
+            max_connections: 10_000,
+            client_idle_timeout: Duration::from_secs(60),
+            header_timeout: Duration::from_secs(10),
+            max_header_bytes: 16 * 1024,
+            max_body_bytes: 10 * 1024 * 1024,
+            drain_timeout: Duration::from_secs(30),
+            access_log: AccessLog::Stdout,
+            demo_upstream: None,
+            front_idle_timeout: None,
+        }
+    }
+}
+
+/// Parse `value` as `host:port`, naming `key` on failure.
+pub fn parse_addr(key: &str, value: &str, errors: &mut Vec<ConfigError>) -> Option<SocketAddr> {
+    match value.parse::<SocketAddr>() {
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            errors.push(ConfigError::new(
+                key,
+                format!("`{value}` is not an IP address and port"),
+                "write it as `127.0.0.1:8080` (or `0.0.0.0:8080` for every interface)",
+            ));
+            None
+        }
+    }
+}
+
+/// A positive millisecond value, or the default.
+pub fn positive_ms(
+    key: &str,
+    value: Option<u64>,
+    default: Duration,
+    errors: &mut Vec<ConfigError>,
+) -> Duration {
+    match value {
+        Some(0) => {
+            errors.push(ConfigError::new(
+                key,
+                "must be greater than 0",
+                "give a duration in milliseconds, e.g. 1000",
+            ));
+            default
+        }
+        Some(ms) => Duration::from_millis(ms),
+        None => default,
+    }
+}
+
+/// Validate `[server]`.
+pub fn validate(raw: &RawServer, errors: &mut Vec<ConfigError>) -> ServerConfig {
+    let d = ServerConfig::default();
+    let listen = if raw.listen.is_empty() {
+        d.listen.clone()
+    } else {
+        raw.listen
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| parse_addr(&format!("server.listen[{i}]"), v, errors))
+            .collect()
+    };
+    let admin = raw
+        .admin
+        .as_deref()
+        .and_then(|v| parse_addr("server.admin", v, errors));
+    let demo_upstream = raw
+        .demo_upstream
+        .as_deref()
+        .and_then(|v| parse_addr("server.demo_upstream", v, errors));
+    let max_connections = match raw.max_connections {
+        Some(0) => {
+            errors.push(ConfigError::new(
+                "server.max_connections",
+                "must be at least 1",
+                "e.g. 10000",
+            ));
+            d.max_connections
+        }
+        Some(n) => n,
+        None => d.max_connections,
+    };
+    let max_header_bytes = match raw.max_header_bytes {
+        Some(n) if n < 1024 => {
+            errors.push(ConfigError::new(
+                "server.max_header_bytes",
+                "is below 1024",
+                "use at least 1024 (default 16384)",
+            ));
+            d.max_header_bytes
+        }
+        Some(n) => n,
+        None => d.max_header_bytes,
+    };
+    let access_log = match raw.access_log.as_deref() {
+        None | Some("stdout") => AccessLog::Stdout,
+        Some("off") => AccessLog::Off,
+        Some("") => {
+            errors.push(ConfigError::new(
+                "server.access_log",
+                "is empty",
+                "use \"stdout\", \"off\" or a file path",
+            ));
+            AccessLog::Stdout
+        }
+        Some(path) => AccessLog::File(path.to_string()),
+    };
+    ServerConfig {
+        listen,
+        admin,
+        max_connections,
+        client_idle_timeout: positive_ms(
+            "server.client_idle_timeout_ms",
+            raw.client_idle_timeout_ms,
+            d.client_idle_timeout,
+            errors,
+        ),
+        header_timeout: positive_ms(
+            "server.header_timeout_ms",
+            raw.header_timeout_ms,
+            d.header_timeout,
+            errors,
+        ),
+        max_header_bytes,
+        max_body_bytes: raw.max_body_bytes.unwrap_or(d.max_body_bytes),
+        drain_timeout: positive_ms(
+            "server.drain_timeout_ms",
+            raw.drain_timeout_ms,
+            d.drain_timeout,
+            errors,
+        ),
+        access_log,
+        demo_upstream,
+        front_idle_timeout: raw.front_idle_timeout_ms.map(Duration::from_millis),
+    }
+}
+
+/// `[retry_budget]` as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetryBudget {
+    /// Retries allowed as a percentage of requests (default 20).
+    pub percent: Option<u32>,
+    /// Retries always allowed per second (default 3).
+    pub min_per_second: Option<u32>,
+    /// First backoff before a retry, ms (default 5); doubled each retry, with full jitter.
+    pub backoff_base_ms: Option<u64>,
+    /// Longest backoff, ms (default 250).
+    pub backoff_max_ms: Option<u64>,
+}
+
+/// Validated retry budget and backoff.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryBudget {
+    pub percent: u32,
+    pub min_per_second: u32,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Default for RetryBudget {
+    fn default() -> Self {
+        RetryBudget {
+            percent: 20,
+            min_per_second: 3,
+            backoff_base: Duration::from_millis(5),
+            backoff_max: Duration::from_millis(250),
+        }
+    }
+}
+
+/// Validate `[retry_budget]`.
+pub fn validate_budget(raw: &RawRetryBudget, errors: &mut Vec<ConfigError>) -> RetryBudget {
+    let d = RetryBudget::default();
+    let percent = raw.percent.unwrap_or(d.percent);
+    if percent > 100 {
+        errors.push(ConfigError::new(
+            "retry_budget.percent",
+            "is above 100",
+            "use a percentage from 0 to 100",
+        ));
+    }
+    let backoff_base = raw
+        .backoff_base_ms
+        .map(Duration::from_millis)
+        .unwrap_or(d.backoff_base);
+    let backoff_max = raw
+        .backoff_max_ms
+        .map(Duration::from_millis)
+        .unwrap_or(d.backoff_max);
+    if backoff_max < backoff_base {
+        errors.push(ConfigError::new(
+            "retry_budget.backoff_max_ms",
+            "is below backoff_base_ms",
+            "make it at least backoff_base_ms",
+        ));
+    }
+    RetryBudget {
+        percent: percent.min(100),
+        min_per_second: raw.min_per_second.unwrap_or(d.min_per_second),
+        backoff_base,
+        backoff_max,
+    }
+}

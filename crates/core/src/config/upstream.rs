@@ -1,0 +1,388 @@
+//! `[upstreams.NAME]`: pools of weighted targets, load balancing, health checks, outlier
+//! ejection and upstream keep-alive.
+//!
+//! ```toml
+//! [upstreams.api]
+//! targets = [{ url = "http://127.0.0.1:9000", weight = 2 }, "http://127.0.0.1:9001"]
+//! balance = "round_robin"          # round_robin | least_request | consistent_hash
+//! hash_on = "header:x-user"        # consistent_hash: header:NAME | cookie:NAME | client_ip
+//! connect_timeout_ms = 2000
+//! idle_timeout_ms = 30000          # retire pooled connections idle this long
+//! server_keepalive_timeout_ms = 5000   # the upstream's own idle timeout, if known (for `check`)
+//! panic_threshold_percent = 50     # below this share of healthy targets, use them all
+//! health_check = { kind = "http", path = "/healthz", interval_ms = 5000 }
+//! outlier = { consecutive_failures = 5, base_ejection_ms = 1000, max_ejection_ms = 30000 }
+//! ```
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::server::positive_ms;
+use super::ConfigError;
+
+/// One target as written: a URL string or `{ url, weight }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawTarget {
+    Url(String),
+    Weighted(RawWeightedTarget),
+}
+
+/// `{ url = "...", weight = N }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWeightedTarget {
+    pub url: String,
+    pub weight: Option<u32>,
+}
+
+/// `[upstreams.NAME]` as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    #[serde(default)]
+    pub targets: Vec<RawTarget>,
+    pub balance: Option<String>,
+    pub hash_on: Option<String>,
+    pub connect_timeout_ms: Option<u64>,
+    pub idle_timeout_ms: Option<u64>,
+    pub server_keepalive_timeout_ms: Option<u64>,
+    pub max_idle_per_target: Option<usize>,
+    pub panic_threshold_percent: Option<u32>,
+    pub health_check: Option<RawHealthCheck>,
+    pub outlier: Option<RawOutlier>,
+}
+
+/// `health_check` as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    pub kind: Option<String>,
+    pub path: Option<String>,
+    pub interval_ms: Option<u64>,
+    pub timeout_ms: Option<u64>,
+    pub healthy_threshold: Option<u32>,
+    pub unhealthy_threshold: Option<u32>,
+}
+
+/// `outlier` as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutlier {
+    pub consecutive_failures: Option<u32>,
+    pub base_ejection_ms: Option<u64>,
+    pub max_ejection_ms: Option<u64>,
+}
+
+/// How a pool picks a target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Balance {
+    RoundRobin,
+    LeastRequest,
+    ConsistentHash(HashOn),
+}
+
+/// What consistent hashing hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashOn {
+    Header(String),
+    Cookie(String),
+    ClientIp,
+}
+
+/// A target: scheme-less `host:port` authority plus weight.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// `host:port`.
+    pub authority: String,
+    pub weight: u32,
+}
+
+/// Active health check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthCheck {
+    /// `Some(path)` for HTTP checks (2xx/3xx is healthy), `None` for TCP connect checks.
+    pub http_path: Option<String>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+}
+
+/// Passive outlier ejection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outlier {
+    pub consecutive_failures: u32,
+    pub base_ejection: Duration,
+    pub max_ejection: Duration,
+}
+
+impl Default for Outlier {
+    fn default() -> Self {
+        Outlier {
+            consecutive_failures: 5,
+            base_ejection: Duration::from_secs(1),
+            max_ejection: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A validated pool.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Upstream {
+    pub name: String,
+    pub targets: Vec<Target>,
+    pub balance: Balance,
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub server_keepalive_timeout: Option<Duration>,
+    pub max_idle_per_target: usize,
+    pub panic_threshold_percent: u32,
+    pub health_check: Option<HealthCheck>,
+    pub outlier: Outlier,
+}
+
+impl Upstream {
+    /// A pool with the defaults (quick mode).
+    pub fn with_defaults(name: &str, targets: Vec<Target>) -> Upstream {
+        Upstream {
+            name: name.to_string(),
+            targets,
+            balance: Balance::RoundRobin,
+            connect_timeout: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(30),
+            server_keepalive_timeout: None,
+            max_idle_per_target: 256,
+            panic_threshold_percent: 50,
+            health_check: None,
+            outlier: Outlier::default(),
+        }
+    }
+}
+
+/// Parse `http://host:port[/]` into `host:port` (port 80 when absent).
+pub fn parse_target_url(key: &str, url: &str, errors: &mut Vec<ConfigError>) -> Option<String> {
+    let fix = "write it as `http://HOST:PORT` (HTTPS upstreams are not supported yet)";
+    let Some(rest) = url.strip_prefix("http://") else {
+        errors.push(ConfigError::new(
+            key,
+            format!("`{url}` is not an http:// URL"),
+            fix,
+        ));
+        return None;
+    };
+    let authority = rest.trim_end_matches('/');
+    if authority.is_empty() || authority.contains('/') || authority.contains('@') {
+        errors.push(ConfigError::new(
+            key,
+            format!("`{url}` must be scheme, host and port only"),
+            fix,
+        ));
+        return None;
+    }
+    let has_port = authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| !p.contains(']'));
+    if has_port {
+        let port = authority.rsplit_once(':').map(|(_, p)| p).unwrap_or("");
+        if port.parse::<u16>().is_err() {
+            errors.push(ConfigError::new(
+                key,
+                format!("`{url}` has a bad port"),
+                fix,
+            ));
+            return None;
+        }
+        Some(authority.to_string())
+    } else {
+        Some(format!("{authority}:80"))
+    }
+}
+
+/// Validate one `[upstreams.NAME]`.
+pub fn validate(name: &str, raw: &RawUpstream, errors: &mut Vec<ConfigError>) -> Upstream {
+    let base = format!("upstreams.{name}");
+    let mut up = Upstream::with_defaults(name, Vec::new());
+    if raw.targets.is_empty() {
+        errors.push(ConfigError::new(
+            format!("{base}.targets"),
+            "the pool has no targets",
+            "add at least one: targets = [\"http://127.0.0.1:9000\"]",
+        ));
+    }
+    for (i, t) in raw.targets.iter().enumerate() {
+        let key = format!("{base}.targets[{i}]");
+        let (url, weight) = match t {
+            RawTarget::Url(u) => (u.as_str(), 1),
+            RawTarget::Weighted(w) => (w.url.as_str(), w.weight.unwrap_or(1)),
+        };
+        if weight == 0 || weight > 1000 {
+            errors.push(ConfigError::new(
+                format!("{key}.weight"),
+                "must be from 1 to 1000",
+                "e.g. weight = 1",
+            ));
+        }
+        if let Some(authority) = parse_target_url(&key, url, errors) {
+            up.targets.push(Target {
+                authority,
+                weight: weight.clamp(1, 1000),
+            });
+        }
+    }
+    up.balance = match (raw.balance.as_deref(), raw.hash_on.as_deref()) {
+        (None | Some("round_robin"), None) => Balance::RoundRobin,
+        (Some("least_request"), None) => Balance::LeastRequest,
+        (Some("consistent_hash"), Some(on)) => match parse_hash_on(on) {
+            Some(h) => Balance::ConsistentHash(h),
+            None => {
+                errors.push(ConfigError::new(
+                    format!("{base}.hash_on"),
+                    format!("`{on}` is not a hash key"),
+                    "use \"header:NAME\", \"cookie:NAME\" or \"client_ip\"",
+                ));
+                Balance::RoundRobin
+            }
+        },
+        (Some("consistent_hash"), None) => {
+            errors.push(ConfigError::new(
+                format!("{base}.hash_on"),
+                "consistent_hash needs hash_on",
+                "add hash_on = \"client_ip\" (or header:NAME / cookie:NAME)",
+            ));
+            Balance::RoundRobin
+        }
+        (Some("round_robin" | "least_request"), Some(_)) | (None, Some(_)) => {
+            errors.push(ConfigError::new(
+                format!("{base}.hash_on"),
+                "hash_on only applies to consistent_hash",
+                "set balance = \"consistent_hash\" or remove hash_on",
+            ));
+            Balance::RoundRobin
+        }
+        (Some(other), _) => {
+            errors.push(ConfigError::new(
+                format!("{base}.balance"),
+                format!("`{other}` is not a balancing policy"),
+                "use \"round_robin\", \"least_request\" or \"consistent_hash\"",
+            ));
+            Balance::RoundRobin
+        }
+    };
+    up.connect_timeout = positive_ms(
+        &format!("{base}.connect_timeout_ms"),
+        raw.connect_timeout_ms,
+        up.connect_timeout,
+        errors,
+    );
+    up.idle_timeout = positive_ms(
+        &format!("{base}.idle_timeout_ms"),
+        raw.idle_timeout_ms,
+        up.idle_timeout,
+        errors,
+    );
+    up.server_keepalive_timeout = raw.server_keepalive_timeout_ms.map(Duration::from_millis);
+    up.max_idle_per_target = raw.max_idle_per_target.unwrap_or(up.max_idle_per_target);
+    if let Some(p) = raw.panic_threshold_percent {
+        if p > 100 {
+            errors.push(ConfigError::new(
+                format!("{base}.panic_threshold_percent"),
+                "is above 100",
+                "use 0 to 100 (default 50)",
+            ));
+        }
+        up.panic_threshold_percent = p.min(100);
+    }
+    if let Some(h) = &raw.health_check {
+        up.health_check = Some(validate_health(&base, h, errors));
+    }
+    if let Some(o) = &raw.outlier {
+        let d = Outlier::default();
+        let key = format!("{base}.outlier");
+        up.outlier = Outlier {
+            consecutive_failures: o
+                .consecutive_failures
+                .unwrap_or(d.consecutive_failures)
+                .max(1),
+            base_ejection: positive_ms(
+                &format!("{key}.base_ejection_ms"),
+                o.base_ejection_ms,
+                d.base_ejection,
+                errors,
+            ),
+            max_ejection: positive_ms(
+                &format!("{key}.max_ejection_ms"),
+                o.max_ejection_ms,
+                d.max_ejection,
+                errors,
+            ),
+        };
+    }
+    up
+}
+
+fn parse_hash_on(on: &str) -> Option<HashOn> {
+    if on == "client_ip" {
+        return Some(HashOn::ClientIp);
+    }
+    match on.split_once(':') {
+        Some(("header", n)) if !n.is_empty() => Some(HashOn::Header(n.to_ascii_lowercase())),
+        Some(("cookie", n)) if !n.is_empty() => Some(HashOn::Cookie(n.to_string())),
+        _ => None,
+    }
+}
+
+fn validate_health(base: &str, h: &RawHealthCheck, errors: &mut Vec<ConfigError>) -> HealthCheck {
+    let key = format!("{base}.health_check");
+    let http_path = match h.kind.as_deref() {
+        None | Some("http") => {
+            let path = h.path.clone().unwrap_or_else(|| "/".into());
+            if !path.starts_with('/') {
+                errors.push(ConfigError::new(
+                    format!("{key}.path"),
+                    "must start with `/`",
+                    "e.g. path = \"/healthz\"",
+                ));
+            }
+            Some(path)
+        }
+        Some("tcp") => None,
+        Some(other) => {
+            errors.push(ConfigError::new(
+                format!("{key}.kind"),
+                format!("`{other}` is not a check kind"),
+                "use \"http\" or \"tcp\"",
+            ));
+            None
+        }
+    };
+    HealthCheck {
+        http_path,
+        interval: positive_ms(
+            &format!("{key}.interval_ms"),
+            h.interval_ms,
+            Duration::from_secs(5),
+            errors,
+        ),
+        timeout: positive_ms(
+            &format!("{key}.timeout_ms"),
+            h.timeout_ms,
+            Duration::from_secs(1),
+            errors,
+        ),
+        healthy_threshold: h.healthy_threshold.unwrap_or(2).max(1),
+        unhealthy_threshold: h.unhealthy_threshold.unwrap_or(3).max(1),
+    }
+}
+
+/// Validate every pool.
+pub fn validate_all(
+    raw: &BTreeMap<String, RawUpstream>,
+    errors: &mut Vec<ConfigError>,
+) -> BTreeMap<String, Upstream> {
+    raw.iter()
+        .map(|(name, r)| (name.clone(), validate(name, r, errors)))
+        .collect()
+}
