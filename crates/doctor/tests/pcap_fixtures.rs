@@ -120,6 +120,16 @@ fn cli_prints_verdict_timeline_evidence_and_summary() {
     assert!(text.contains("evidence:"), "{text}");
     let summary = summary.human();
     assert!(summary.contains("resets by cause: injected 1"), "{summary}");
+    assert!(
+        text.contains("does not follow the server's IP ID sequence"),
+        "{text}"
+    );
+    let (genuine, _) = analyze_file(&fixture_dir().join("app_abort.pcap"));
+    let genuine = genuine[0].human();
+    assert!(
+        !genuine.contains("does not follow"),
+        "a genuine RST continues the IP IDs: {genuine}"
+    );
     let json = serde_json::to_value(reports[0].json()).unwrap();
     for key in [
         "client",

@@ -245,6 +245,31 @@ impl<'a> Facts<'a> {
 
     fn forgery_evidence(&self, evidence: &mut Vec<Evidence>) {
         let who = self.role_name(self.sender);
+        let side = &self.rst.sides[self.sender];
+        let rst = &self.rst.segment;
+        // A stack that numbers IP IDs per connection continues its sequence in its own RST
+        // (or uses 0 when it has no socket); a forger rarely knows the sequence.
+        if let (Some(last), Some(id)) = (side.ip_id.filter(|&id| id != 0), rst.ip_id) {
+            let step = id.wrapping_sub(last);
+            if id != 0 && !(1..=64).contains(&step) {
+                evidence.push(Evidence::new(
+                    format!(
+                        "frame {}: IP ID {id} does not follow the {who}'s IP ID sequence (last {last})",
+                        self.frame
+                    ),
+                    vec![self.frame],
+                ));
+            }
+        }
+        if let Some(tos) = side.tos.filter(|&tos| tos != rst.tos) {
+            evidence.push(Evidence::new(
+                format!(
+                    "frame {}: TOS {:#04x} differs from the {who}'s other packets ({tos:#04x})",
+                    self.frame, rst.tos
+                ),
+                vec![self.frame],
+            ));
+        }
         if let Some(&first) = self.race.first() {
             evidence.push(Evidence::new(
                 format!(

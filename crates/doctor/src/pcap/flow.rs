@@ -89,6 +89,8 @@ pub struct Side {
     pub data_after_peer_fin: Option<u64>,
     /// Last advertised window.
     pub window: u16,
+    /// TOS / traffic class of its latest non-RST packet.
+    pub tos: Option<u8>,
 }
 
 /// One row of the compact timeline.
@@ -308,6 +310,7 @@ impl Flow {
         }
         me.ttl = Some((segment.ttl, frame));
         me.ip_id = segment.ip_id;
+        me.tos = Some(segment.tos);
         me.window = segment.window;
         if segment.has(flags::SYN) || me.isn.is_none() {
             me.isn = Some(segment.seq);
