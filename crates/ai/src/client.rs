@@ -29,8 +29,18 @@ impl Upstream {
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(Duration::from_secs(10)));
-        let https = HttpsConnectorBuilder::new()
-            .with_webpki_roots()
+        // An explicit crypto provider: never depends on which rustls features other crates
+        // of the binary happen to enable.
+        let builder = match HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
+        {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "rustls has no safe protocol versions; using defaults");
+                HttpsConnectorBuilder::new().with_webpki_roots()
+            }
+        };
+        let https = builder
             .https_or_http()
             .enable_http1()
             .enable_http2()

@@ -311,3 +311,22 @@ async fn weighted_and_least_busy_spread_load() {
     assert_eq!(na + nb, 80);
     assert!(na > nb && nb >= 5, "weights 3:1 gave {na}:{nb}");
 }
+
+#[tokio::test]
+async fn https_deployments_use_tls_and_report_handshake_failures() {
+    // The mock speaks plain HTTP: a TLS handshake against it must fail cleanly (no panic,
+    // no plaintext fallback) and the client gets a 502 naming the deployment.
+    let a = MockProvider::start().await.unwrap();
+    let url = format!("https://{}/v1", a.addr());
+    let gw = start(&format!(
+        "max_attempts = 1\n{}",
+        model("m", "openai", "gpt-4o-mini", &url)
+    ))
+    .await;
+    let r = post(&gw, "/v1/chat/completions", chat(false)).await;
+    assert_eq!(r.status, 502, "{}", r.body);
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("openai/gpt-4o-mini"));
+}
