@@ -50,23 +50,44 @@ fn our_view(path: &Path) -> (u64, usize, BTreeSet<u64>) {
     (outcome.frames, flows.len(), rsts)
 }
 
-fn tshark_fields(path: &Path, filter: Option<&str>, field: &str) -> Vec<String> {
-    let mut command = Command::new("tshark");
-    command.arg("-n").arg("-r").arg(path);
-    if let Some(filter) = filter {
-        command.args(["-Y", filter]);
-    }
-    command.args(["-T", "fields", "-e", field]);
-    let output = command.output().expect("tshark runs");
+/// tshark's view in one run: frames, distinct TCP streams, frames with RST.
+fn tshark_view(path: &Path) -> (u64, usize, BTreeSet<u64>) {
+    let output = Command::new("tshark")
+        .arg("-n")
+        .arg("-r")
+        .arg(path)
+        .args(["-T", "fields", "-E", "separator=/t"])
+        .args([
+            "-e",
+            "frame.number",
+            "-e",
+            "tcp.stream",
+            "-e",
+            "tcp.flags.reset",
+        ])
+        .output()
+        .expect("tshark runs");
     assert!(
         output.status.success(),
         "tshark failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect()
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut frames = 0;
+    let mut streams = BTreeSet::new();
+    let mut rsts = BTreeSet::new();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split('\t').collect();
+        frames += 1;
+        if let Some(stream) = fields.get(1).filter(|s| !s.is_empty()) {
+            streams.insert(stream.to_string());
+        }
+        let reset = fields.get(2).copied().unwrap_or("");
+        if reset == "1" || reset.eq_ignore_ascii_case("true") {
+            rsts.insert(fields[0].parse().unwrap());
+        }
+    }
+    (frames, streams.len(), rsts)
 }
 
 #[test]
@@ -78,17 +99,9 @@ fn parsing_agrees_with_tshark_on_every_fixture() {
     for scenario in SCENARIOS {
         let path = fixture_dir().join(format!("{}.pcap", scenario.name));
         let (frames, flows, rsts) = our_view(&path);
-        let tshark_frames = tshark_fields(&path, None, "frame.number").len() as u64;
+        let (tshark_frames, tshark_streams, tshark_rsts) = tshark_view(&path);
         assert_eq!(frames, tshark_frames, "{}: frame count", scenario.name);
-        let streams: BTreeSet<String> = tshark_fields(&path, Some("tcp"), "tcp.stream")
-            .into_iter()
-            .collect();
-        assert_eq!(flows, streams.len(), "{}: flows", scenario.name);
-        let tshark_rsts: BTreeSet<u64> =
-            tshark_fields(&path, Some("tcp.flags.reset==1"), "frame.number")
-                .iter()
-                .map(|n| n.parse().unwrap())
-                .collect();
+        assert_eq!(flows, tshark_streams, "{}: flows", scenario.name);
         assert_eq!(rsts, tshark_rsts, "{}: RST frames", scenario.name);
         assert!(
             !rsts.is_empty(),
@@ -97,8 +110,7 @@ fn parsing_agrees_with_tshark_on_every_fixture() {
         );
         let (_, summary) = analyze_file(&path);
         assert_eq!(
-            summary.connections as usize,
-            streams.len(),
+            summary.connections as usize, tshark_streams,
             "{}",
             scenario.name
         );
