@@ -7,10 +7,14 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let mut reports = 0usize;
-    let _ = pcap::analyze(std::io::Cursor::new(data.to_vec()), &Filter::default(), |report| {
-        reports += 1;
-        let _ = report.human();
-    });
+    let _ = pcap::analyze(
+        std::io::Cursor::new(data.to_vec()),
+        &Filter::default(),
+        |report| {
+            reports += 1;
+            let _ = report.human();
+        },
+    );
     for linktype in [0, 1, 101, 113, 276] {
         let _ = decode::decode(linktype, data);
     }
