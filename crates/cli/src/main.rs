@@ -1,6 +1,7 @@
 //! `holdfast`: the API and AI gateway that never hangs up on its clients, and the doctor
 //! that tells who sent a TCP reset and why.
 
+mod audit;
 mod pcap;
 mod plugins;
 
@@ -18,11 +19,20 @@ struct Cli {
 enum Command {
     /// Read a capture and say who sent each TCP reset and why.
     Pcap(pcap::PcapArgs),
+    /// Check this host for what makes it reset connections.
+    Audit(audit::AuditArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Audit(args) => {
+            let status = audit::run(args)?;
+            if status != 0 {
+                std::process::exit(i32::from(status));
+            }
+            Ok(())
+        }
         Command::Pcap(args) => {
             let status = pcap::run(args)?;
             if status != 0 {

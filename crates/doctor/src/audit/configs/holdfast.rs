@@ -1,0 +1,92 @@
+//! Holdfast's own TOML config: its upstream pool idle time (reuse) and its client keep-alive
+//! idle time (closes), wherever they appear in the file's tables.
+//!
+//! Keys read: `pool_idle_timeout_ms` and `upstream_keepalive_ms` (how long idle upstream
+//! connections are kept for reuse), `keepalive_timeout_ms` and `client_idle_timeout_ms` (how
+//! long an idle client connection is kept). A file that does not parse is a warning.
+
+use super::{ConfigFacts, IdleTime, CHECK};
+use crate::audit::{Finding, Severity};
+
+const REUSE_KEYS: [&str; 2] = ["pool_idle_timeout_ms", "upstream_keepalive_ms"];
+const CLOSE_KEYS: [&str; 2] = ["keepalive_timeout_ms", "client_idle_timeout_ms"];
+
+fn walk(file: &str, path: &str, table: &toml::Table, facts: &mut ConfigFacts) {
+    for (key, value) in table {
+        let here = if path.is_empty() {
+            key.clone()
+        } else {
+            format!("{path}.{key}")
+        };
+        match value {
+            toml::Value::Table(inner) => walk(file, &here, inner, facts),
+            toml::Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    if let toml::Value::Table(inner) = item {
+                        walk(file, &format!("{here}[{i}]"), inner, facts);
+                    }
+                }
+            }
+            toml::Value::Integer(ms) if *ms >= 0 => {
+                let idle = IdleTime {
+                    file: file.to_string(),
+                    label: format!("{file} holdfast {here}"),
+                    seconds: *ms as f64 / 1000.0,
+                };
+                if REUSE_KEYS.contains(&key.as_str()) {
+                    facts.reuse.push(idle);
+                } else if CLOSE_KEYS.contains(&key.as_str()) {
+                    facts.closes.push(idle);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Reads a Holdfast TOML config.
+pub fn facts(file: &str, text: &str) -> ConfigFacts {
+    let mut facts = ConfigFacts::default();
+    match text.parse::<toml::Table>() {
+        Ok(table) => {
+            walk(file, "", &table, &mut facts);
+            facts.findings.push(Finding::ok(
+                CHECK,
+                format!("{file} holdfast"),
+                format!(
+                    "parsed; {} upstream idle time(s), {} client idle time(s)",
+                    facts.reuse.len(),
+                    facts.closes.len()
+                ),
+            ));
+        }
+        Err(e) => facts.findings.push(Finding::new(
+            CHECK,
+            format!("{file} holdfast"),
+            Severity::Warn,
+            format!("does not parse: {}", e.message()),
+            "Holdfast will refuse to start with this config",
+            "fix the TOML syntax at the reported place",
+        )),
+    }
+    facts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holdfast_idle_keys_are_found_in_nested_tables() {
+        let f = facts(
+            "h.toml",
+            "[routes.api]\npool_idle_timeout_ms = 90000\n[listen]\nkeepalive_timeout_ms = 5000\n",
+        );
+        assert_eq!(f.reuse[0].seconds, 90.0);
+        assert_eq!(f.closes[0].seconds, 5.0);
+        assert_eq!(
+            facts("bad.toml", "x = [").findings[0].severity,
+            Severity::Warn
+        );
+    }
+}

@@ -1,0 +1,291 @@
+//! `holdfast audit` against files staged in a temporary directory: a proc tree (counters,
+//! sysctls, sockets, a listening process with its descriptors), proxy configs, logs and a
+//! saved firewall ruleset. Every check group must report what the staged files hold.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use holdfast_doctor::audit::{self, AuditOptions, AuditReport, Finding, Severity};
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/audit");
+
+/// A staged directory removed on drop.
+struct Staged(PathBuf);
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// Copies the fixture proc tree and adds pid 4242 ("app") holding 1000 descriptors of a 1024
+/// limit, one of them the listening socket with inode 424242.
+fn stage(tag: &str) -> Staged {
+    let dir = std::env::temp_dir().join(format!("holdfast-audit-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    copy_tree(&Path::new(FIXTURES).join("proc"), &dir);
+    let pid = dir.join("4242");
+    std::fs::create_dir_all(pid.join("fd")).unwrap();
+    std::fs::write(pid.join("comm"), "app\n").unwrap();
+    std::fs::write(
+        pid.join("limits"),
+        "Limit                     Soft Limit           Hard Limit           Units     \n\
+         Max open files            1024                 4096                 files     \n",
+    )
+    .unwrap();
+    for fd in 0..1000 {
+        let target = if fd == 3 {
+            "socket:[424242]".to_string()
+        } else {
+            format!("/dev/null-{fd}")
+        };
+        std::os::unix::fs::symlink(target, pid.join("fd").join(fd.to_string())).unwrap();
+    }
+    Staged(dir)
+}
+
+fn options(root: &Path) -> AuditOptions {
+    let fixture = |name: &str| Path::new(FIXTURES).join(name);
+    AuditOptions {
+        proc_root: root.to_path_buf(),
+        configs: vec![
+            fixture("nginx.conf"),
+            fixture("apache.conf"),
+            fixture("haproxy.cfg"),
+            fixture("holdfast.toml"),
+        ],
+        logs: vec![fixture("error.log"), fixture("kern.log")],
+        rulesets: vec![fixture("iptables.rules")],
+        watch: None,
+        system_tools: false,
+    }
+}
+
+fn find<'a>(report: &'a AuditReport, check: &str, subject_part: &str) -> &'a Finding {
+    report
+        .findings
+        .iter()
+        .find(|f| f.check == check && f.subject.contains(subject_part))
+        .unwrap_or_else(|| panic!("no {check} finding about {subject_part:?}: {report:#?}"))
+}
+
+#[test]
+fn staged_counters_sysctls_and_sockets_are_judged() {
+    let staged = stage("host");
+    let report = audit::run(&options(&staged.0));
+
+    let overflows = find(&report, "counters", "TcpExtListenOverflows");
+    assert_eq!(overflows.severity, Severity::Warn);
+    assert!(overflows.value.starts_with("17 total"), "{overflows:?}");
+    let out_rsts = report
+        .counters
+        .iter()
+        .find(|c| c.name == "TcpOutRsts")
+        .unwrap();
+    assert_eq!(out_rsts.total, 1234);
+    assert_eq!(out_rsts.delta, None);
+    assert_eq!(
+        find(&report, "counters", "TCPAbortOnMemory").severity,
+        Severity::Ok
+    );
+
+    for (key, severity) in [
+        ("net.core.somaxconn", Severity::Warn),
+        ("tcp_abort_on_overflow", Severity::Warn),
+        ("tcp_syncookies", Severity::Warn),
+        ("nf_conntrack_count", Severity::Warn),
+        ("ip_local_port_range", Severity::Warn),
+        ("tcp_keepalive", Severity::Info),
+    ] {
+        assert_eq!(find(&report, "sysctl", key).severity, severity, "{key}");
+    }
+    assert_eq!(
+        find(&report, "sysctl", "ip_local_port_range").value,
+        "32768-33767 (1000 ports)"
+    );
+
+    let full = find(&report, "sockets", "127.0.0.1:8080");
+    assert_eq!(full.severity, Severity::Critical);
+    assert!(full.subject.contains("pid 4242 (app)"), "{full:?}");
+    assert!(
+        full.value.starts_with("accept queue 128 of 128"),
+        "{full:?}"
+    );
+    let near = find(&report, "sockets", "[::]:443");
+    assert_eq!(near.severity, Severity::Warn);
+    assert!(
+        !report.findings.iter().any(|f| f.subject.contains(":22")),
+        "an empty queue is not a finding"
+    );
+
+    let fds = find(&report, "limits", "pid 4242");
+    assert_eq!(fds.severity, Severity::Critical);
+    assert_eq!(fds.value, "1000 open of 1024");
+}
+
+#[test]
+fn staged_configs_logs_and_rules_are_judged() {
+    let staged = stage("files");
+    let report = audit::run(&options(&staged.0));
+
+    // nginx reuses idle upstream connections 30 s; Apache closes its idle ones after 5 s.
+    let race = find(&report, "config", "nginx upstream app keepalive_timeout vs");
+    let race_apache = report
+        .findings
+        .iter()
+        .find(|f| {
+            f.subject.contains("upstream app keepalive_timeout vs") && f.subject.contains("apache")
+        })
+        .expect("nginx vs apache comparison");
+    assert_eq!(race_apache.severity, Severity::Critical);
+    assert!(race_apache.value.contains("up to 30s") && race_apache.value.contains("after 5s"));
+    assert!(race.fix.contains("keepalive_timeout"));
+    // Holdfast's 1 s pool is below every backend's idle time.
+    let holdfast_vs_nginx = report
+        .findings
+        .iter()
+        .find(|f| f.subject.contains("pool_idle_timeout_ms vs") && f.subject.contains("nginx"))
+        .expect("holdfast vs nginx comparison");
+    assert_eq!(holdfast_vs_nginx.severity, Severity::Ok);
+    assert_eq!(
+        find(&report, "config", "proxy_read_timeout").severity,
+        Severity::Warn
+    );
+    let workers = find(&report, "config", "worker_connections");
+    assert_eq!(workers.severity, Severity::Warn);
+    assert!(
+        workers.fix.contains("worker_rlimit_nofile 8192"),
+        "{workers:?}"
+    );
+    assert_eq!(
+        find(&report, "config", "haproxy global maxconn").severity,
+        Severity::Warn
+    );
+    assert_eq!(
+        find(&report, "config", "backend app timeout server").severity,
+        Severity::Warn
+    );
+    assert_eq!(
+        find(&report, "config", "MaxRequestWorkers").severity,
+        Severity::Warn
+    );
+
+    let upstream = find(&report, "logs", "upstream prematurely closed");
+    assert_eq!(
+        upstream.value,
+        "3 lines (2026-11-24 10:00: 2, 2026-11-24 11:00: 1)"
+    );
+    assert_eq!(
+        find(&report, "logs", "recv() failed").value,
+        "1 lines (2026-11-24 10:00: 1)"
+    );
+    let oom = find(&report, "logs", "OOM kills");
+    assert_eq!(oom.severity, Severity::Critical);
+    assert_eq!(oom.value, "1 lines (2026-11-24 10:00: 1)");
+    assert_eq!(
+        find(&report, "logs", "Connection reset by peer").value,
+        "1 lines (2026-11-24 12:00: 1)"
+    );
+
+    let rules: Vec<&Finding> = report
+        .findings
+        .iter()
+        .filter(|f| f.check == "firewall")
+        .collect();
+    assert_eq!(rules.len(), 2, "{rules:#?}");
+    assert_eq!(rules[0].severity, Severity::Warn);
+    assert_eq!(rules[0].value, "42 packets matched");
+    assert!(rules[0].subject.contains("--dport 8082"));
+    assert_eq!(rules[1].severity, Severity::Info);
+    assert_eq!(report.worst(), Severity::Critical);
+}
+
+#[test]
+fn watch_reports_counter_deltas() {
+    let staged = stage("watch");
+    let netstat = staged.0.join("net/netstat");
+    let before = std::fs::read_to_string(&netstat).unwrap();
+    let keys: Vec<&str> = before.lines().next().unwrap().split_whitespace().collect();
+    let index = keys.iter().position(|k| *k == "ListenOverflows").unwrap();
+    let mut values: Vec<String> = before
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    values[index] = "20".to_string();
+    let after = format!("{}\n{}\n", before.lines().next().unwrap(), values.join(" "));
+    let writer = {
+        let netstat = netstat.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            std::fs::write(netstat, after).unwrap();
+        })
+    };
+    let mut opts = options(&staged.0);
+    opts.watch = Some(Duration::from_millis(1500));
+    let report = audit::run(&opts);
+    writer.join().unwrap();
+    let overflows = report
+        .counters
+        .iter()
+        .find(|c| c.name == "TcpExtListenOverflows")
+        .unwrap();
+    assert_eq!((overflows.total, overflows.delta), (20, Some(3)));
+    assert_eq!(
+        find(&report, "counters", "TcpExtListenOverflows").severity,
+        Severity::Critical
+    );
+    let rsts = report
+        .counters
+        .iter()
+        .find(|c| c.name == "TcpOutRsts")
+        .unwrap();
+    assert_eq!(rsts.delta, Some(0));
+    assert_eq!(
+        find(&report, "counters", "TcpOutRsts").severity,
+        Severity::Ok
+    );
+}
+
+#[test]
+fn unreadable_sources_are_skips_not_crashes() {
+    let empty = std::env::temp_dir().join(format!("holdfast-audit-empty-{}", std::process::id()));
+    std::fs::create_dir_all(&empty).unwrap();
+    let staged = Staged(empty);
+    let report = audit::run(&AuditOptions {
+        proc_root: staged.0.clone(),
+        configs: vec![staged.0.join("missing.conf")],
+        logs: vec![staged.0.join("missing.log")],
+        rulesets: vec![],
+        watch: None,
+        system_tools: false,
+    });
+    for check in [
+        "counters", "sysctl", "sockets", "limits", "firewall", "config", "logs",
+    ] {
+        assert!(
+            report
+                .findings
+                .iter()
+                .any(|f| f.check == check && f.severity == Severity::Skip),
+            "{check} should be skipped: {report:#?}"
+        );
+    }
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["findings"][0]["severity"], "skip");
+}
