@@ -169,14 +169,18 @@ impl Gateway {
             let _guard = dep.begin();
             let d = &dep.config;
             let upstream_req = adapters::chat_request(d, req, false)?;
-            let resp = self
-                .upstream
-                .send(&d.name, &upstream_req, self.config.ttft_timeout)
-                .await?;
+            // Non-streaming answers arrive whole: the head comes only after the generation,
+            // so the whole call is bounded by the total timeout (TTFT applies to streams).
+            let (started, total) = (Instant::now(), self.config.total_timeout);
+            let resp = self.upstream.send(&d.name, &upstream_req, total).await?;
             let status = resp.status();
             let retry_after = retry_after(resp.headers());
-            let body =
-                client::read_body(&d.name, resp.into_body(), self.config.total_timeout).await?;
+            let body = client::read_body(
+                &d.name,
+                resp.into_body(),
+                total.saturating_sub(started.elapsed()),
+            )
+            .await?;
             if !status.is_success() {
                 return Err(AiError::upstream_status(
                     &d.name,
@@ -276,14 +280,16 @@ impl Gateway {
             let _guard = dep.begin();
             let d = &dep.config;
             let upstream_req = adapters::embed_request(d, req)?;
-            let resp = self
-                .upstream
-                .send(&d.name, &upstream_req, self.config.ttft_timeout)
-                .await?;
+            let (started, total) = (Instant::now(), self.config.total_timeout);
+            let resp = self.upstream.send(&d.name, &upstream_req, total).await?;
             let status = resp.status();
             let retry_after = retry_after(resp.headers());
-            let body =
-                client::read_body(&d.name, resp.into_body(), self.config.total_timeout).await?;
+            let body = client::read_body(
+                &d.name,
+                resp.into_body(),
+                total.saturating_sub(started.elapsed()),
+            )
+            .await?;
             if !status.is_success() {
                 return Err(AiError::upstream_status(
                     &d.name,

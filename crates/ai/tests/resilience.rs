@@ -330,3 +330,21 @@ async fn https_deployments_use_tls_and_report_handshake_failures() {
         .unwrap()
         .contains("openai/gpt-4o-mini"));
 }
+
+#[tokio::test]
+async fn non_streaming_total_timeout_fails_over() {
+    let (a, b) = (
+        MockProvider::start().await.unwrap(),
+        MockProvider::start().await.unwrap(),
+    );
+    a.push([
+        Behavior::SlowFirstToken(Duration::from_secs(5)),
+        Behavior::SlowFirstToken(Duration::from_secs(5)),
+    ]);
+    let gw = two(&a, &b, "total_timeout_ms = 300\nretry_backoff_ms = 10").await;
+    let r = post(&gw, "/v1/chat/completions", chat(false)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.headers["x-holdfast-deployment"], "b");
+    let ai = gw.last_extra().await.ai.unwrap();
+    assert_eq!(ai.attempts, 3);
+}

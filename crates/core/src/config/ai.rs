@@ -36,7 +36,8 @@ use super::ConfigError;
 pub struct RawAiConfig {
     /// Whole-call limit for one attempt, in milliseconds (default 120000).
     pub total_timeout_ms: Option<u64>,
-    /// Limit until the first token (non-streaming: the response head), ms (default 30000).
+    /// Streams: limit until the first token, ms (default 30000). Non-streaming calls are
+    /// bounded by `total_timeout_ms` (their head only comes after the whole generation).
     pub ttft_timeout_ms: Option<u64>,
     /// Longest silence between two stream chunks, ms (default 30000).
     pub idle_timeout_ms: Option<u64>,
