@@ -143,3 +143,36 @@ def test_anthropic_sdk_tool_use(an, model):
     block = next(b for b in m.content if b.type == "tool_use")
     assert block.name == "get_weather" and block.input == {"location": "Paris"}
     assert m.stop_reason == "tool_use"
+
+
+def test_openai_sdk_sees_a_broken_stream_as_an_error(oa):
+    stream = oa.chat.completions.create(
+        model="breaks-mid-stream", stream=True,
+        messages=[{"role": "user", "content": "this stream will break"}],
+    )
+    text = ""
+    with pytest.raises((openai.APIError, openai.APIConnectionError)) as info:
+        for chunk in stream:
+            for c in chunk.choices:
+                text += c.delta.content or ""
+    # Some content arrived before the break, and the SDK did not see a normal end.
+    assert text.startswith("Hello")
+    # The SDK raises on the gateway's SSE `error` event, with the gateway's message.
+    assert "broke the connection" in str(info.value), repr(info.value)
+
+
+def test_openai_sdk_failover_is_transparent(oa):
+    r = oa.chat.completions.create(
+        model="failover", messages=[{"role": "user", "content": "hi"}],
+    )
+    assert r.choices[0].message.content == "Hello from anthropic: hi"
+
+
+def test_anthropic_sdk_sees_a_broken_stream_as_an_error(an):
+    with pytest.raises((anthropic.APIError, anthropic.APIConnectionError)):
+        with an.messages.stream(
+            model="breaks-mid-stream", max_tokens=50,
+            messages=[{"role": "user", "content": "this stream will break"}],
+        ) as stream:
+            for _ in stream.text_stream:
+                pass

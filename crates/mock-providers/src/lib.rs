@@ -16,7 +16,8 @@
 //!
 //! Tests queue [`Behavior`]s (429 with Retry-After, 500, reset before the response, reset
 //! mid-stream, slow first token, stalled stream); each request takes the next one, and
-//! [`Behavior::Ok`] applies when the queue is empty. Every request is recorded so tests can
+//! when the queue is empty, the upstream model name decides (`…reset-mid-stream…` resets
+//! after 3 frames, `…server-error…` answers 500), else [`Behavior::Ok`] applies. Every request is recorded so tests can
 //! check the translated upstream request.
 
 mod formats;

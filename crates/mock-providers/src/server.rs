@@ -195,7 +195,7 @@ async fn serve_connection(mut stream: TcpStream, shared: Arc<Shared>) {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .pop_front()
-            .unwrap_or(Behavior::Ok);
+            .unwrap_or_else(|| behavior_from_model(&req.target, &body));
         match answer(&mut stream, &req, &body, behavior, &shared.options).await {
             Ok(Next::KeepAlive) => continue,
             Ok(Next::Reset) => {
@@ -217,6 +217,21 @@ async fn serve_connection(mut stream: TcpStream, shared: Arc<Shared>) {
             }
             Err(_) => return,
         }
+    }
+}
+
+/// Out-of-process control (the command-line mock has no queue): an upstream model name
+/// containing `reset-mid-stream` gets [`Behavior::ResetMidStream`] after 3 frames, and one
+/// containing `server-error` gets [`Behavior::ServerError`].
+fn behavior_from_model(target: &str, body: &Value) -> Behavior {
+    let model = body["model"].as_str().unwrap_or_default();
+    let says = |marker: &str| target.contains(marker) || model.contains(marker);
+    if says("reset-mid-stream") {
+        Behavior::ResetMidStream { after_chunks: 3 }
+    } else if says("server-error") {
+        Behavior::ServerError
+    } else {
+        Behavior::Ok
     }
 }
 
