@@ -1,1 +1,29 @@
-//! Persistence behind one trait per concern: SQLite (default), PostgreSQL and Redis.
+//! Holdfast's management store: tenants, services, consumers, API keys, subscriptions and the
+//! call log, on an embedded SQLite file by default or on PostgreSQL across machines; Redis for
+//! rate-limit counters shared by several gateway nodes.
+//!
+//! One trait per concern: [`EntityStore`] (tenants, services, consumers, subscriptions),
+//! [`KeyStore`] (API keys), [`CallLogStore`] (call log, pruning, analytics input) and
+//! [`ChangeFeed`] (the generation counter each node polls to refresh its caches). All of them are
+//! implemented by [`SqlStore`] over either SQL dialect; [`RedisCounters`] keeps the shared
+//! rate-limit and token counters. Versioned migrations run at [`SqlStore::open`].
+
+mod analytics;
+mod calllog;
+mod db;
+mod entities;
+mod error;
+mod keys;
+mod migrations;
+mod model;
+mod redis_counters;
+
+pub use analytics::{analyse, Analytics, Bucket, CallRow, StatsQuery, TopEntry, UsageEntry};
+pub use calllog::CallLogStore;
+pub use db::SqlStore;
+pub use entities::{ChangeFeed, EntityStore};
+pub use error::StoreError;
+pub use keys::{hash_key, key_prefix, KeyStore};
+pub use migrations::version as schema_version;
+pub use model::*;
+pub use redis_counters::{GcraDecision, RedisCounters};

@@ -1,0 +1,304 @@
+//! One small SQL layer over SQLite (rusqlite, run on the blocking pool) and PostgreSQL
+//! (tokio-postgres), so every query is written once. Queries use `$1`-style placeholders;
+//! for SQLite they become `?1`.
+
+use std::sync::{Arc, Mutex};
+
+use bytes::BytesMut;
+use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
+
+use crate::error::StoreError;
+use crate::migrations;
+
+/// A value bound to or read from a query.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Int(i64),
+    Real(f64),
+    Text(String),
+}
+
+impl Value {
+    pub fn int(&self) -> Option<i64> {
+        match self {
+            Value::Int(v) => Some(*v),
+            Value::Real(v) => Some(*v as i64),
+            _ => None,
+        }
+    }
+    pub fn real(&self) -> Option<f64> {
+        match self {
+            Value::Int(v) => Some(*v as f64),
+            Value::Real(v) => Some(*v),
+            _ => None,
+        }
+    }
+    pub fn text(&self) -> Option<String> {
+        match self {
+            Value::Text(v) => Some(v.clone()),
+            _ => None,
+        }
+    }
+}
+
+impl From<i64> for Value {
+    fn from(v: i64) -> Self {
+        Value::Int(v)
+    }
+}
+impl From<f64> for Value {
+    fn from(v: f64) -> Self {
+        Value::Real(v)
+    }
+}
+impl From<&str> for Value {
+    fn from(v: &str) -> Self {
+        Value::Text(v.to_string())
+    }
+}
+impl From<String> for Value {
+    fn from(v: String) -> Self {
+        Value::Text(v)
+    }
+}
+impl From<bool> for Value {
+    fn from(v: bool) -> Self {
+        Value::Int(i64::from(v))
+    }
+}
+impl<T: Into<Value>> From<Option<T>> for Value {
+    fn from(v: Option<T>) -> Self {
+        v.map(Into::into).unwrap_or(Value::Null)
+    }
+}
+
+/// A result row.
+pub type Row = Vec<Value>;
+
+/// Read column `i` of a row, or a `Corrupt` error.
+pub fn col(row: &Row, i: usize) -> &Value {
+    row.get(i).unwrap_or(&Value::Null)
+}
+
+impl ToSql for Value {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self {
+            Value::Null => Ok(IsNull::Yes),
+            Value::Int(v) => v.to_sql(ty, out),
+            Value::Real(v) => v.to_sql(ty, out),
+            Value::Text(v) => v.to_sql(ty, out),
+        }
+    }
+    fn accepts(_ty: &Type) -> bool {
+        true
+    }
+    to_sql_checked!();
+}
+
+enum Backend {
+    Sqlite(Arc<Mutex<rusqlite::Connection>>),
+    Postgres(Arc<tokio_postgres::Client>),
+}
+
+/// The management store over SQLite or PostgreSQL. Cheap to clone.
+#[derive(Clone)]
+pub struct SqlStore {
+    backend: Arc<Backend>,
+    secret: Arc<[u8]>,
+}
+
+impl SqlStore {
+    /// Open (creating if needed) an SQLite file and run the migrations.
+    pub async fn open_sqlite(path: &str, secret: &[u8]) -> Result<SqlStore, StoreError> {
+        let path = path.to_string();
+        let conn = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
+            let conn = rusqlite::Connection::open(&path)?;
+            conn.busy_timeout(std::time::Duration::from_secs(10))?;
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            Ok(conn)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))??;
+        let store = SqlStore {
+            backend: Arc::new(Backend::Sqlite(Arc::new(Mutex::new(conn)))),
+            secret: secret.into(),
+        };
+        migrations::run(&store).await?;
+        Ok(store)
+    }
+
+    /// Connect to PostgreSQL and run the migrations.
+    pub async fn open_postgres(url: &str, secret: &[u8]) -> Result<SqlStore, StoreError> {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::warn!("postgres connection ended: {e}");
+            }
+        });
+        let store = SqlStore {
+            backend: Arc::new(Backend::Postgres(Arc::new(client))),
+            secret: secret.into(),
+        };
+        migrations::run(&store).await?;
+        Ok(store)
+    }
+
+    /// Open the store a `[management]` config names.
+    pub async fn open(
+        url: &holdfast_core::config::management::StoreUrl,
+        secret: &[u8],
+    ) -> Result<SqlStore, StoreError> {
+        use holdfast_core::config::management::StoreUrl;
+        match url {
+            StoreUrl::Sqlite(path) => SqlStore::open_sqlite(path, secret).await,
+            StoreUrl::Postgres(url) => SqlStore::open_postgres(url, secret).await,
+        }
+    }
+
+    /// True for PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        matches!(*self.backend, Backend::Postgres(_))
+    }
+
+    pub(crate) fn secret(&self) -> &[u8] {
+        &self.secret
+    }
+
+    /// Run a statement; returns the rows affected.
+    pub async fn execute(&self, sql: &str, params: Vec<Value>) -> Result<u64, StoreError> {
+        match &*self.backend {
+            Backend::Sqlite(conn) => {
+                let conn = conn.clone();
+                let sql = to_sqlite(sql);
+                blocking(move || {
+                    let conn = conn
+                        .lock()
+                        .map_err(|_| StoreError::Task("poisoned".into()))?;
+                    let n = conn.execute(
+                        &sql,
+                        rusqlite::params_from_iter(params.iter().map(sqlite_value)),
+                    )?;
+                    Ok(n as u64)
+                })
+                .await
+            }
+            Backend::Postgres(client) => {
+                let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as _).collect();
+                Ok(client.execute(sql, &refs).await?)
+            }
+        }
+    }
+
+    /// Run a batch of statements without parameters (migrations).
+    pub(crate) async fn batch(&self, sql: &str) -> Result<(), StoreError> {
+        match &*self.backend {
+            Backend::Sqlite(conn) => {
+                let conn = conn.clone();
+                let sql = sql.to_string();
+                blocking(move || {
+                    let conn = conn
+                        .lock()
+                        .map_err(|_| StoreError::Task("poisoned".into()))?;
+                    conn.execute_batch(&sql)?;
+                    Ok(())
+                })
+                .await
+            }
+            Backend::Postgres(client) => Ok(client.batch_execute(sql).await?),
+        }
+    }
+
+    /// Run a query and return all rows.
+    pub async fn query(&self, sql: &str, params: Vec<Value>) -> Result<Vec<Row>, StoreError> {
+        match &*self.backend {
+            Backend::Sqlite(conn) => {
+                let conn = conn.clone();
+                let sql = to_sqlite(sql);
+                blocking(move || {
+                    let conn = conn
+                        .lock()
+                        .map_err(|_| StoreError::Task("poisoned".into()))?;
+                    let mut stmt = conn.prepare_cached(&sql)?;
+                    let ncols = stmt.column_count();
+                    let mut rows =
+                        stmt.query(rusqlite::params_from_iter(params.iter().map(sqlite_value)))?;
+                    let mut out = Vec::new();
+                    while let Some(row) = rows.next()? {
+                        let mut r = Vec::with_capacity(ncols);
+                        for i in 0..ncols {
+                            r.push(match row.get_ref(i)? {
+                                rusqlite::types::ValueRef::Null => Value::Null,
+                                rusqlite::types::ValueRef::Integer(v) => Value::Int(v),
+                                rusqlite::types::ValueRef::Real(v) => Value::Real(v),
+                                rusqlite::types::ValueRef::Text(v) => {
+                                    Value::Text(String::from_utf8_lossy(v).into_owned())
+                                }
+                                rusqlite::types::ValueRef::Blob(_) => {
+                                    return Err(StoreError::Corrupt("unexpected blob".into()))
+                                }
+                            });
+                        }
+                        out.push(r);
+                    }
+                    Ok(out)
+                })
+                .await
+            }
+            Backend::Postgres(client) => {
+                let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as _).collect();
+                let rows = client.query(sql, &refs).await?;
+                rows.iter().map(pg_row).collect()
+            }
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+}
+
+fn to_sqlite(sql: &str) -> String {
+    sql.replace('$', "?")
+}
+
+fn sqlite_value(v: &Value) -> rusqlite::types::Value {
+    match v {
+        Value::Null => rusqlite::types::Value::Null,
+        Value::Int(v) => rusqlite::types::Value::Integer(*v),
+        Value::Real(v) => rusqlite::types::Value::Real(*v),
+        Value::Text(v) => rusqlite::types::Value::Text(v.clone()),
+    }
+}
+
+fn pg_row(row: &tokio_postgres::Row) -> Result<Row, StoreError> {
+    let mut out = Vec::with_capacity(row.len());
+    for (i, column) in row.columns().iter().enumerate() {
+        let ty = column.type_();
+        let v = if *ty == Type::INT8 {
+            row.try_get::<_, Option<i64>>(i)?.map(Value::Int)
+        } else if *ty == Type::INT4 {
+            row.try_get::<_, Option<i32>>(i)?
+                .map(|v| Value::Int(v.into()))
+        } else if *ty == Type::FLOAT8 {
+            row.try_get::<_, Option<f64>>(i)?.map(Value::Real)
+        } else if *ty == Type::BOOL {
+            row.try_get::<_, Option<bool>>(i)?.map(Value::from)
+        } else if *ty == Type::TEXT || *ty == Type::VARCHAR {
+            row.try_get::<_, Option<String>>(i)?.map(Value::Text)
+        } else {
+            return Err(StoreError::Corrupt(format!("unexpected column type {ty}")));
+        };
+        out.push(v.unwrap_or(Value::Null));
+    }
+    Ok(out)
+}

@@ -1,0 +1,406 @@
+//! Tenants, services (with versions), consumers and subscriptions, plus the change feed.
+//! Every read and write but tenant creation is scoped to a tenant, so one tenant's admin can
+//! never see or touch another's data.
+
+use async_trait::async_trait;
+
+use crate::db::{col, Row, SqlStore, Value};
+use crate::error::StoreError;
+use crate::model::*;
+
+/// Tenants, services, consumers and subscriptions.
+#[async_trait]
+pub trait EntityStore {
+    async fn create_tenant(&self, name: &str) -> Result<Tenant, StoreError>;
+    async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError>;
+    async fn create_service(&self, service: &Service) -> Result<Service, StoreError>;
+    async fn list_services(&self, tenant: Option<&str>) -> Result<Vec<Service>, StoreError>;
+    async fn get_service(&self, tenant: &str, name: &str) -> Result<Service, StoreError>;
+    /// Add a version or change its lifecycle state.
+    async fn set_version_state(
+        &self,
+        tenant: &str,
+        service: &str,
+        version: &str,
+        state: Lifecycle,
+    ) -> Result<Service, StoreError>;
+    async fn create_consumer(&self, consumer: &Consumer) -> Result<Consumer, StoreError>;
+    async fn list_consumers(&self, tenant: Option<&str>) -> Result<Vec<Consumer>, StoreError>;
+    /// Subscribe; pending when the service requires approval, else active at once.
+    async fn subscribe(
+        &self,
+        tenant: &str,
+        consumer: &str,
+        service: &str,
+    ) -> Result<Subscription, StoreError>;
+    async fn list_subscriptions(
+        &self,
+        tenant: Option<&str>,
+    ) -> Result<Vec<Subscription>, StoreError>;
+    /// Approve (`true`) or reject a pending subscription.
+    async fn decide_subscription(
+        &self,
+        tenant: &str,
+        id: i64,
+        approve: bool,
+    ) -> Result<Subscription, StoreError>;
+    /// Everything the request path needs, in one go.
+    async fn snapshot(&self) -> Result<Snapshot, StoreError>;
+}
+
+/// The generation counter: bumped by every change, polled by every node.
+#[async_trait]
+pub trait ChangeFeed {
+    async fn generation(&self) -> Result<i64, StoreError>;
+    async fn bump(&self) -> Result<(), StoreError>;
+}
+
+#[async_trait]
+impl ChangeFeed for SqlStore {
+    async fn generation(&self) -> Result<i64, StoreError> {
+        let rows = self
+            .query("SELECT v FROM meta WHERE k = 'generation'", vec![])
+            .await?;
+        rows.first()
+            .and_then(|r| col(r, 0).int())
+            .ok_or_else(|| StoreError::Corrupt("meta.generation is missing".into()))
+    }
+    async fn bump(&self) -> Result<(), StoreError> {
+        self.execute("UPDATE meta SET v = v + 1 WHERE k = 'generation'", vec![])
+            .await?;
+        Ok(())
+    }
+}
+
+fn text(row: &Row, i: usize) -> Result<String, StoreError> {
+    col(row, i)
+        .text()
+        .ok_or_else(|| StoreError::Corrupt(format!("column {i} is not text")))
+}
+
+fn int(row: &Row, i: usize) -> Result<i64, StoreError> {
+    col(row, i)
+        .int()
+        .ok_or_else(|| StoreError::Corrupt(format!("column {i} is not an integer")))
+}
+
+fn conflict_or(e: StoreError, what: String) -> StoreError {
+    if e.is_unique_violation() {
+        StoreError::Conflict(what)
+    } else {
+        e
+    }
+}
+
+async fn require_tenant(store: &SqlStore, tenant: &str) -> Result<(), StoreError> {
+    let rows = store
+        .query(
+            "SELECT name FROM tenants WHERE name = $1",
+            vec![tenant.into()],
+        )
+        .await?;
+    if rows.is_empty() {
+        return Err(StoreError::NotFound(format!("tenant `{tenant}`")));
+    }
+    Ok(())
+}
+
+const SUB_COLS: &str = "id, tenant, consumer, service, state, created_ms, decided_ms";
+
+fn subscription(row: &Row) -> Result<Subscription, StoreError> {
+    Ok(Subscription {
+        id: int(row, 0)?,
+        tenant: text(row, 1)?,
+        consumer: text(row, 2)?,
+        service: text(row, 3)?,
+        state: SubscriptionState::parse(&text(row, 4)?)
+            .ok_or_else(|| StoreError::Corrupt("subscription state".into()))?,
+        created_ms: int(row, 5)?,
+        decided_ms: col(row, 6).int(),
+    })
+}
+
+fn consumer(row: &Row) -> Result<Consumer, StoreError> {
+    Ok(Consumer {
+        tenant: text(row, 0)?,
+        name: text(row, 1)?,
+        limits: Limits::from_json(&text(row, 2)?)?,
+        created_ms: int(row, 3)?,
+    })
+}
+
+impl SqlStore {
+    async fn load_services(&self, tenant: Option<&str>) -> Result<Vec<Service>, StoreError> {
+        let (filter, params) = match tenant {
+            Some(t) => ("WHERE tenant = $1", vec![Value::from(t)]),
+            None => ("", vec![]),
+        };
+        let rows = self
+            .query(
+                &format!("SELECT name, tenant, require_approval, limits, created_ms FROM services {filter} ORDER BY name"),
+                params.clone(),
+            )
+            .await?;
+        let versions = self
+            .query(
+                &format!("SELECT v.service, v.version, v.state FROM service_versions v JOIN services s ON s.name = v.service {} ORDER BY v.service, v.version",
+                    filter.replace("tenant", "s.tenant")),
+                params,
+            )
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let name = text(row, 0)?;
+            let mut vs = Vec::new();
+            for v in versions
+                .iter()
+                .filter(|v| col(v, 0).text().as_deref() == Some(&name))
+            {
+                vs.push(ServiceVersion {
+                    version: text(v, 1)?,
+                    state: Lifecycle::parse(&text(v, 2)?)
+                        .ok_or_else(|| StoreError::Corrupt("lifecycle state".into()))?,
+                });
+            }
+            out.push(Service {
+                name,
+                tenant: text(row, 1)?,
+                require_approval: int(row, 2)? != 0,
+                limits: Limits::from_json(&text(row, 3)?)?,
+                versions: vs,
+                created_ms: int(row, 4)?,
+            });
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl EntityStore for SqlStore {
+    async fn create_tenant(&self, name: &str) -> Result<Tenant, StoreError> {
+        validate_name("name", name)?;
+        let t = Tenant {
+            name: name.to_string(),
+            created_ms: now_ms(),
+        };
+        self.execute(
+            "INSERT INTO tenants (name, created_ms) VALUES ($1, $2)",
+            vec![name.into(), t.created_ms.into()],
+        )
+        .await
+        .map_err(|e| conflict_or(e, format!("tenant `{name}` already exists")))?;
+        self.bump().await?;
+        Ok(t)
+    }
+
+    async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
+        let rows = self
+            .query("SELECT name, created_ms FROM tenants ORDER BY name", vec![])
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Tenant {
+                    name: text(r, 0)?,
+                    created_ms: int(r, 1)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn create_service(&self, s: &Service) -> Result<Service, StoreError> {
+        validate_name("name", &s.name)?;
+        s.limits.validate("limits")?;
+        for (i, v) in s.versions.iter().enumerate() {
+            validate_name(&format!("versions[{i}].version"), &v.version)?;
+        }
+        require_tenant(self, &s.tenant).await?;
+        let created_ms = now_ms();
+        self.execute(
+            "INSERT INTO services (name, tenant, require_approval, limits, created_ms) VALUES ($1, $2, $3, $4, $5)",
+            vec![s.name.as_str().into(), s.tenant.as_str().into(), s.require_approval.into(), s.limits.to_json().into(), created_ms.into()],
+        )
+        .await
+        .map_err(|e| conflict_or(e, format!("a service named `{}` already exists", s.name)))?;
+        for v in &s.versions {
+            self.execute(
+                "INSERT INTO service_versions (service, version, state) VALUES ($1, $2, $3)",
+                vec![
+                    s.name.as_str().into(),
+                    v.version.as_str().into(),
+                    v.state.as_str().into(),
+                ],
+            )
+            .await
+            .map_err(|e| conflict_or(e, format!("version `{}` is listed twice", v.version)))?;
+        }
+        self.bump().await?;
+        self.get_service(&s.tenant, &s.name).await
+    }
+
+    async fn list_services(&self, tenant: Option<&str>) -> Result<Vec<Service>, StoreError> {
+        self.load_services(tenant).await
+    }
+
+    async fn get_service(&self, tenant: &str, name: &str) -> Result<Service, StoreError> {
+        self.load_services(Some(tenant))
+            .await?
+            .into_iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| StoreError::NotFound(format!("service `{name}` in tenant `{tenant}`")))
+    }
+
+    async fn set_version_state(
+        &self,
+        tenant: &str,
+        service: &str,
+        version: &str,
+        state: Lifecycle,
+    ) -> Result<Service, StoreError> {
+        validate_name("version", version)?;
+        self.get_service(tenant, service).await?;
+        let n = self
+            .execute(
+                "UPDATE service_versions SET state = $3 WHERE service = $1 AND version = $2",
+                vec![service.into(), version.into(), state.as_str().into()],
+            )
+            .await?;
+        if n == 0 {
+            self.execute(
+                "INSERT INTO service_versions (service, version, state) VALUES ($1, $2, $3)",
+                vec![service.into(), version.into(), state.as_str().into()],
+            )
+            .await?;
+        }
+        self.bump().await?;
+        self.get_service(tenant, service).await
+    }
+
+    async fn create_consumer(&self, c: &Consumer) -> Result<Consumer, StoreError> {
+        validate_name("name", &c.name)?;
+        c.limits.validate("limits")?;
+        require_tenant(self, &c.tenant).await?;
+        let created_ms = now_ms();
+        self.execute(
+            "INSERT INTO consumers (tenant, name, limits, created_ms) VALUES ($1, $2, $3, $4)",
+            vec![
+                c.tenant.as_str().into(),
+                c.name.as_str().into(),
+                c.limits.to_json().into(),
+                created_ms.into(),
+            ],
+        )
+        .await
+        .map_err(|e| conflict_or(e, format!("consumer `{}` already exists", c.name)))?;
+        self.bump().await?;
+        Ok(Consumer {
+            created_ms,
+            ..c.clone()
+        })
+    }
+
+    async fn list_consumers(&self, tenant: Option<&str>) -> Result<Vec<Consumer>, StoreError> {
+        let (filter, params) = match tenant {
+            Some(t) => ("WHERE tenant = $1", vec![Value::from(t)]),
+            None => ("", vec![]),
+        };
+        let rows = self
+            .query(
+                &format!("SELECT tenant, name, limits, created_ms FROM consumers {filter} ORDER BY tenant, name"),
+                params,
+            )
+            .await?;
+        rows.iter().map(consumer).collect()
+    }
+
+    async fn subscribe(
+        &self,
+        tenant: &str,
+        consumer_name: &str,
+        service: &str,
+    ) -> Result<Subscription, StoreError> {
+        let rows = self
+            .query(
+                "SELECT name FROM consumers WHERE tenant = $1 AND name = $2",
+                vec![tenant.into(), consumer_name.into()],
+            )
+            .await?;
+        if rows.is_empty() {
+            return Err(StoreError::NotFound(format!(
+                "consumer `{consumer_name}` in tenant `{tenant}`"
+            )));
+        }
+        let svc = self.get_service(tenant, service).await?;
+        let state = if svc.require_approval {
+            SubscriptionState::Pending
+        } else {
+            SubscriptionState::Active
+        };
+        let now = now_ms();
+        let decided: Option<i64> = (!svc.require_approval).then_some(now);
+        let rows = self
+            .query(
+                &format!("INSERT INTO subscriptions (tenant, consumer, service, state, created_ms, decided_ms) VALUES ($1, $2, $3, $4, $5, $6) RETURNING {SUB_COLS}"),
+                vec![tenant.into(), consumer_name.into(), service.into(), state.as_str().into(), now.into(), decided.into()],
+            )
+            .await
+            .map_err(|e| conflict_or(e, format!("`{consumer_name}` is already subscribed to `{service}`")))?;
+        self.bump().await?;
+        rows.first()
+            .map(subscription)
+            .unwrap_or_else(|| Err(StoreError::Corrupt("insert returned no row".into())))
+    }
+
+    async fn list_subscriptions(
+        &self,
+        tenant: Option<&str>,
+    ) -> Result<Vec<Subscription>, StoreError> {
+        let (filter, params) = match tenant {
+            Some(t) => ("WHERE tenant = $1", vec![Value::from(t)]),
+            None => ("", vec![]),
+        };
+        let rows = self
+            .query(
+                &format!("SELECT {SUB_COLS} FROM subscriptions {filter} ORDER BY id"),
+                params,
+            )
+            .await?;
+        rows.iter().map(subscription).collect()
+    }
+
+    async fn decide_subscription(
+        &self,
+        tenant: &str,
+        id: i64,
+        approve: bool,
+    ) -> Result<Subscription, StoreError> {
+        let state = if approve {
+            SubscriptionState::Active
+        } else {
+            SubscriptionState::Rejected
+        };
+        let rows = self
+            .query(
+                &format!("UPDATE subscriptions SET state = $3, decided_ms = $4 WHERE tenant = $1 AND id = $2 RETURNING {SUB_COLS}"),
+                vec![tenant.into(), id.into(), state.as_str().into(), now_ms().into()],
+            )
+            .await?;
+        let sub = rows.first().map(subscription).unwrap_or_else(|| {
+            Err(StoreError::NotFound(format!(
+                "subscription {id} in tenant `{tenant}`"
+            )))
+        })?;
+        self.bump().await?;
+        Ok(sub)
+    }
+
+    async fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        let generation = self.generation().await?;
+        Ok(Snapshot {
+            generation,
+            services: self.load_services(None).await?,
+            consumers: self.list_consumers(None).await?,
+            keys: crate::keys::load_keys(self, None).await?,
+            subscriptions: self.list_subscriptions(None).await?,
+        })
+    }
+}

@@ -1,0 +1,239 @@
+//! The management model: tenants, services and their versions, consumers, API keys,
+//! subscriptions and rate limits.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::StoreError;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Longest name accepted for a tenant, service, consumer or version.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// Check a name: 1-64 characters of `a-z A-Z 0-9 - _ .`.
+pub fn validate_name(field: &str, name: &str) -> Result<(), StoreError> {
+    let invalid = |message: String| StoreError::Invalid {
+        field: field.to_string(),
+        message,
+    };
+    if name.is_empty() || name.len() > MAX_NAME_LEN {
+        return Err(invalid(format!(
+            "must be 1 to {MAX_NAME_LEN} characters (got {})",
+            name.len()
+        )));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return Err(invalid(
+            "may only hold letters, digits, `-`, `_` and `.`".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Rate limits and token budgets. Every field is optional; absent means unlimited.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rps: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rpm: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens_per_min: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens_per_day: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens_per_month: Option<u64>,
+}
+
+impl Limits {
+    /// Check every limit is within 1..=10^9; the error names `field.limit`.
+    pub fn validate(&self, field: &str) -> Result<(), StoreError> {
+        let checks = [
+            ("rps", self.rps.map(u64::from)),
+            ("rpm", self.rpm.map(u64::from)),
+            ("tokens_per_min", self.tokens_per_min),
+            ("tokens_per_day", self.tokens_per_day),
+            ("tokens_per_month", self.tokens_per_month),
+        ];
+        for (name, value) in checks {
+            if let Some(v) = value {
+                if v == 0 || v > 1_000_000_000 {
+                    return Err(StoreError::Invalid {
+                        field: format!("{field}.{name}"),
+                        message: format!("{v} is out of range: use 1 to 1000000000, or leave it out for no limit"),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| "{}".into())
+    }
+
+    pub(crate) fn from_json(s: &str) -> Result<Limits, StoreError> {
+        serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("limits: {e}")))
+    }
+}
+
+/// A team or workspace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tenant {
+    pub name: String,
+    pub created_ms: i64,
+}
+
+/// Lifecycle state of a service version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Lifecycle {
+    Draft,
+    Published,
+    Deprecated,
+    Retired,
+}
+
+impl Lifecycle {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lifecycle::Draft => "draft",
+            Lifecycle::Published => "published",
+            Lifecycle::Deprecated => "deprecated",
+            Lifecycle::Retired => "retired",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Lifecycle> {
+        [
+            Lifecycle::Draft,
+            Lifecycle::Published,
+            Lifecycle::Deprecated,
+            Lifecycle::Retired,
+        ]
+        .into_iter()
+        .find(|l| l.as_str() == s)
+    }
+    /// True when calls are served (published or deprecated).
+    pub fn callable(self) -> bool {
+        matches!(self, Lifecycle::Published | Lifecycle::Deprecated)
+    }
+}
+
+/// One version of a service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceVersion {
+    pub version: String,
+    pub state: Lifecycle,
+}
+
+/// A published API of a tenant. Routes bind to it with `service = "NAME"` (or `NAME@VERSION`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Service {
+    pub name: String,
+    pub tenant: String,
+    pub require_approval: bool,
+    pub limits: Limits,
+    pub versions: Vec<ServiceVersion>,
+    pub created_ms: i64,
+}
+
+/// An app or user of a tenant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Consumer {
+    pub tenant: String,
+    pub name: String,
+    pub limits: Limits,
+    pub created_ms: i64,
+}
+
+/// An API key as stored (never the key itself: only its HMAC).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiKey {
+    /// The recognisable, non-secret start of the key (`hf_XXXXXXXX`).
+    pub prefix: String,
+    #[serde(skip)]
+    pub hash: String,
+    pub tenant: String,
+    pub consumer: String,
+    pub limits: Limits,
+    pub created_ms: i64,
+    pub expires_ms: Option<i64>,
+    pub revoked_ms: Option<i64>,
+}
+
+impl ApiKey {
+    /// True when the key may be used at `now`.
+    pub fn usable_at(&self, now: i64) -> bool {
+        self.revoked_ms.is_none() && self.expires_ms.is_none_or(|e| now < e)
+    }
+}
+
+/// A freshly issued key: the only time the secret is visible.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IssuedKey {
+    /// The full key. Shown once; only its hash is stored.
+    pub key: String,
+    #[serde(flatten)]
+    pub info: ApiKey,
+}
+
+/// State of a subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubscriptionState {
+    Pending,
+    Active,
+    Rejected,
+}
+
+impl SubscriptionState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SubscriptionState::Pending => "pending",
+            SubscriptionState::Active => "active",
+            SubscriptionState::Rejected => "rejected",
+        }
+    }
+    pub fn parse(s: &str) -> Option<SubscriptionState> {
+        [
+            SubscriptionState::Pending,
+            SubscriptionState::Active,
+            SubscriptionState::Rejected,
+        ]
+        .into_iter()
+        .find(|l| l.as_str() == s)
+    }
+}
+
+/// A consumer's subscription to a service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Subscription {
+    pub id: i64,
+    pub tenant: String,
+    pub consumer: String,
+    pub service: String,
+    pub state: SubscriptionState,
+    pub created_ms: i64,
+    pub decided_ms: Option<i64>,
+}
+
+/// Everything the request path needs, loaded at once and swapped in when the store's
+/// generation changes.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub generation: i64,
+    pub services: Vec<Service>,
+    pub consumers: Vec<Consumer>,
+    pub keys: Vec<ApiKey>,
+    pub subscriptions: Vec<Subscription>,
+}

@@ -1,0 +1,240 @@
+//! The same scenario on a real SQLite file and (under `scripts/test`) a real PostgreSQL:
+//! migrations, entities, keys, subscriptions with approval, tenant scoping, the call log,
+//! pruning and analytics; plus the Redis GCRA script.
+
+use holdfast_core::{AiUsage, CallExtra, CallRecord, ResetClass};
+use holdfast_store::*;
+
+const SECRET: &[u8] = b"test-secret-0123456789";
+
+async fn scenario(store: SqlStore, tag: &str) {
+    assert_eq!(schema_version(&store).await.expect("version"), 1);
+    let t_a = format!("a{tag}");
+    let t_b = format!("b{tag}");
+    store.create_tenant(&t_a).await.expect("tenant a");
+    store.create_tenant(&t_b).await.expect("tenant b");
+    assert!(matches!(
+        store.create_tenant(&t_a).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.create_tenant(&"x".repeat(65)).await,
+        Err(StoreError::Invalid { field, .. }) if field == "name"
+    ));
+    let gen0 = store.generation().await.expect("generation");
+    let svc = store
+        .create_service(&Service {
+            name: format!("pay{tag}"),
+            tenant: t_a.clone(),
+            require_approval: true,
+            limits: Limits {
+                rpm: Some(10),
+                ..Limits::default()
+            },
+            versions: vec![ServiceVersion {
+                version: "v1".into(),
+                state: Lifecycle::Published,
+            }],
+            created_ms: 0,
+        })
+        .await
+        .expect("service");
+    assert_eq!(svc.versions.len(), 1);
+    assert!(
+        store.generation().await.expect("gen") > gen0,
+        "changes bump the generation"
+    );
+    let svc = store
+        .set_version_state(&t_a, &svc.name, "v2", Lifecycle::Draft)
+        .await
+        .expect("v2");
+    assert_eq!(svc.versions.len(), 2);
+    // Tenant B cannot see tenant A's service.
+    assert!(matches!(
+        store.get_service(&t_b, &svc.name).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(store
+        .list_services(Some(&t_b))
+        .await
+        .expect("list")
+        .is_empty());
+
+    store
+        .create_consumer(&Consumer {
+            tenant: t_a.clone(),
+            name: "c1".into(),
+            limits: Limits::default(),
+            created_ms: 0,
+        })
+        .await
+        .expect("consumer");
+    let bad = Limits {
+        rps: Some(0),
+        ..Limits::default()
+    };
+    assert!(matches!(
+        store.create_consumer(&Consumer { tenant: t_a.clone(), name: "c2".into(), limits: bad, created_ms: 0 }).await,
+        Err(StoreError::Invalid { field, .. }) if field == "limits.rps"
+    ));
+    let issued = store
+        .issue_key(&t_a, "c1", &Limits::default(), None)
+        .await
+        .expect("key");
+    assert_eq!(key_prefix(&issued.key), Some(issued.info.prefix.as_str()));
+    assert_eq!(issued.info.hash, hash_key(SECRET, &issued.key));
+    assert!(
+        store
+            .issue_key(&t_b, "c1", &Limits::default(), None)
+            .await
+            .is_err(),
+        "no consumer c1 in b"
+    );
+
+    let sub = store
+        .subscribe(&t_a, "c1", &svc.name)
+        .await
+        .expect("subscribe");
+    assert_eq!(sub.state, SubscriptionState::Pending);
+    assert!(
+        store.decide_subscription(&t_b, sub.id, true).await.is_err(),
+        "b cannot approve a's"
+    );
+    let sub = store
+        .decide_subscription(&t_a, sub.id, true)
+        .await
+        .expect("approve");
+    assert_eq!(sub.state, SubscriptionState::Active);
+
+    assert!(
+        store.revoke_key(&t_b, &issued.info.prefix).await.is_err(),
+        "b cannot revoke a's key"
+    );
+    let revoked = store
+        .revoke_key(&t_a, &issued.info.prefix)
+        .await
+        .expect("revoke");
+    assert!(!revoked.usable_at(now_ms()));
+
+    let snap = store.snapshot().await.expect("snapshot");
+    assert!(snap
+        .keys
+        .iter()
+        .any(|k| k.prefix == issued.info.prefix && k.revoked_ms.is_some()));
+    assert!(snap
+        .subscriptions
+        .iter()
+        .any(|s| s.id == sub.id && s.state == SubscriptionState::Active));
+
+    // Call log: 1200 calls in batches (more than one INSERT statement), then analytics.
+    let now = now_ms();
+    let calls: Vec<CallRecord> = (0..1200)
+        .map(|i| CallRecord {
+            ts_ms: now - 1000 + (i % 100),
+            route: "r1".into(),
+            method: "GET".into(),
+            path: "/x".into(),
+            status: if i % 10 == 0 { 502 } else { 200 },
+            reset_class: (i % 10 == 0).then_some(ResetClass::UpstreamRefused),
+            total_ms: (i % 100 + 1) as f64,
+            upstream_ms: Some(0.5),
+            extra: CallExtra {
+                tenant: Some(t_a.clone()),
+                service: Some(svc.name.clone()),
+                consumer: Some("c1".into()),
+                ai: (i % 2 == 0).then(|| AiUsage {
+                    model_requested: "smart".into(),
+                    input_tokens: 3,
+                    output_tokens: 4,
+                    cost_usd: 0.01,
+                    ..AiUsage::default()
+                }),
+                ..CallExtra::default()
+            },
+            ..CallRecord::default()
+        })
+        .collect();
+    store.insert_calls("node-1", &calls).await.expect("insert");
+    store
+        .insert_calls("node-2", &calls[..10])
+        .await
+        .expect("insert");
+    assert_eq!(store.count_calls(Some(&t_a)).await.expect("count"), 1210);
+    assert_eq!(store.count_calls(Some(&t_b)).await.expect("count"), 0);
+    let q = StatsQuery {
+        since_ms: now - 3_600_000,
+        tenant: Some(t_a.clone()),
+        bucket_ms: 60_000,
+        top: 5,
+    };
+    let a = analyse(&q, &store.fetch_calls(&q).await.expect("fetch"));
+    assert_eq!(a.calls, 1210);
+    assert_eq!(a.errors, 121);
+    assert_eq!(a.resets_by_class.get("upstream_refused"), Some(&121));
+    assert_eq!(a.calls_by_node.get("node-2"), Some(&10));
+    assert_eq!(a.usage.len(), 1);
+    assert_eq!(a.usage[0].tokens, 605 * 7);
+    assert!(a.p99_ms >= 99.0 && a.p50_ms <= 51.0, "{a:?}");
+    let pruned = store.prune_calls(now + 1).await.expect("prune");
+    assert!(pruned >= 1210);
+}
+
+#[tokio::test]
+async fn sqlite_file_scenario() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("m.db");
+    let store = SqlStore::open_sqlite(path.to_str().expect("utf8"), SECRET)
+        .await
+        .expect("open");
+    scenario(store, "").await;
+    // Reopening runs no migration twice and keeps the data.
+    let again = SqlStore::open_sqlite(path.to_str().expect("utf8"), SECRET)
+        .await
+        .expect("reopen");
+    assert_eq!(again.list_tenants().await.expect("tenants").len(), 2);
+}
+
+#[tokio::test]
+async fn postgres_scenario() {
+    let Ok(url) = std::env::var("HOLDFAST_TEST_PG_URL") else {
+        eprintln!("skipped: HOLDFAST_TEST_PG_URL is unset (scripts/test sets it via scripts/test-services)");
+        return;
+    };
+    let tag = format!("{}", std::process::id());
+    let (s1, s2) = tokio::join!(
+        SqlStore::open_postgres(&url, SECRET),
+        SqlStore::open_postgres(&url, SECRET)
+    );
+    s1.expect("open 1");
+    s2.expect("open 2 (concurrent migration)");
+    let store = SqlStore::open_postgres(&url, SECRET).await.expect("open");
+    scenario(store, &tag).await;
+}
+
+#[tokio::test]
+async fn redis_gcra_is_exact_across_connections() {
+    let Ok(url) = std::env::var("HOLDFAST_TEST_REDIS_URL") else {
+        eprintln!("skipped: HOLDFAST_TEST_REDIS_URL is unset (scripts/test sets it via scripts/test-services)");
+        return;
+    };
+    let ns = format!("t{}", std::process::id());
+    let a = RedisCounters::connect(&url, &ns).await.expect("a");
+    let b = RedisCounters::connect(&url, &ns).await.expect("b");
+    let mut allowed = 0;
+    let mut last = None;
+    for i in 0..20 {
+        let c = if i % 2 == 0 { &a } else { &b };
+        let d = c.gcra("k", 7, 60_000).await.expect("gcra");
+        if d.allowed {
+            allowed += 1;
+        } else {
+            last = Some(d);
+        }
+    }
+    assert_eq!(allowed, 7, "7 per minute in total over two connections");
+    let refused = last.expect("some refused");
+    assert!(refused.retry_after_ms > 0 && refused.retry_after_ms <= 60_000 / 7 + 1);
+    assert_eq!(a.add_tokens("t", 0, 60_000, 5).await.expect("add"), 5);
+    assert_eq!(b.add_tokens("t", 0, 60_000, 6).await.expect("add"), 11);
+    assert_eq!(a.tokens("t", 0).await.expect("get"), 11);
+}
