@@ -1,1 +1,21 @@
-//! The admin REST API (tenants, consumers, keys, approvals, analytics) and dashboard.
+//! Holdfast API management: the admin REST API (axum, role-based admin tokens, OpenAPI
+//! document) and the gateway extension that enforces it on the request path (key auth,
+//! subscriptions, tenant isolation, rate limits and budgets) and writes the call log.
+//!
+//! The extension lives here rather than in its own crate because it shares the admin API's
+//! runtime state ([`Management`]: the store, the key cache, the limiter and the call-log
+//! writer); see `docs/MANAGEMENT.md`.
+
+mod api;
+mod auth;
+mod cache;
+mod calllog;
+mod error;
+mod guard;
+mod limiter;
+mod openapi;
+mod runtime;
+
+pub use calllog::CallLogStats;
+pub use error::ApiError;
+pub use runtime::{Management, ManagementFactory, StartError};

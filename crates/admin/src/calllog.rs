@@ -1,0 +1,180 @@
+//! The call-log writer: `on_call` queues into a bounded buffer and returns at once; one task
+//! writes batches every flush interval. A full buffer counts the overflow (reported in the
+//! admin API and logged), never blocks. [`CallLogWriter::shutdown`] flushes everything.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use holdfast_core::CallRecord;
+use holdfast_store::{CallLogStore, SqlStore};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+/// Largest batch written in one go.
+const MAX_BATCH: usize = 5000;
+
+/// Counters of the call-log writer.
+#[derive(Debug, Default, Clone, Serialize, PartialEq)]
+pub struct CallLogStats {
+    pub queued: u64,
+    pub written: u64,
+    /// Records dropped because the buffer was full.
+    pub overflow: u64,
+    pub write_failures: u64,
+    pub pruned: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    queued: AtomicU64,
+    written: AtomicU64,
+    overflow: AtomicU64,
+    write_failures: AtomicU64,
+    pruned: AtomicU64,
+}
+
+/// Queues call records and writes them in batches.
+pub struct CallLogWriter {
+    tx: mpsc::Sender<CallRecord>,
+    counters: Arc<Counters>,
+    stop: Mutex<Option<oneshot::Sender<oneshot::Sender<()>>>>,
+}
+
+impl CallLogWriter {
+    /// Start the writer task.
+    pub fn start(
+        store: SqlStore,
+        node: String,
+        buffer: usize,
+        flush_every: Duration,
+        retention: Duration,
+    ) -> CallLogWriter {
+        let (tx, rx) = mpsc::channel(buffer);
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let counters = Arc::new(Counters::default());
+        tokio::spawn(run(
+            store,
+            node,
+            rx,
+            stop_rx,
+            counters.clone(),
+            flush_every,
+            retention,
+        ));
+        CallLogWriter {
+            tx,
+            counters,
+            stop: Mutex::new(Some(stop_tx)),
+        }
+    }
+
+    /// Queue one record; never blocks. A full buffer counts an overflow.
+    pub fn push(&self, record: &CallRecord) {
+        match self.tx.try_send(record.clone()) {
+            Ok(()) => {
+                self.counters.queued.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {
+                let n = self.counters.overflow.fetch_add(1, Ordering::Relaxed) + 1;
+                if n.is_power_of_two() {
+                    tracing::warn!(overflow = n, "call log buffer full: records dropped");
+                }
+            }
+        }
+    }
+
+    pub fn stats(&self) -> CallLogStats {
+        let c = &self.counters;
+        CallLogStats {
+            queued: c.queued.load(Ordering::Relaxed),
+            written: c.written.load(Ordering::Relaxed),
+            overflow: c.overflow.load(Ordering::Relaxed),
+            write_failures: c.write_failures.load(Ordering::Relaxed),
+            pruned: c.pruned.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Write everything queued so far and stop the writer. Later records are counted as
+    /// overflow. Safe to call twice.
+    pub async fn shutdown(&self) {
+        let stop = self.stop.lock().ok().and_then(|mut s| s.take());
+        if let Some(stop) = stop {
+            let (done_tx, done_rx) = oneshot::channel();
+            if stop.send(done_tx).is_ok() {
+                let _ = done_rx.await;
+            }
+        }
+    }
+}
+
+async fn write(store: &SqlStore, node: &str, batch: &mut Vec<CallRecord>, counters: &Counters) {
+    if batch.is_empty() {
+        return;
+    }
+    match store.insert_calls(node, batch).await {
+        Ok(()) => {
+            counters
+                .written
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            batch.clear();
+        }
+        Err(e) => {
+            counters.write_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, pending = batch.len(), "call log write failed; will retry");
+            if batch.len() > MAX_BATCH * 4 {
+                let dropped = batch.len() - MAX_BATCH * 4;
+                batch.drain(..dropped);
+                counters
+                    .overflow
+                    .fetch_add(dropped as u64, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+async fn run(
+    store: SqlStore,
+    node: String,
+    mut rx: mpsc::Receiver<CallRecord>,
+    mut stop: oneshot::Receiver<oneshot::Sender<()>>,
+    counters: Arc<Counters>,
+    flush_every: Duration,
+    retention: Duration,
+) {
+    let mut tick = tokio::time::interval(flush_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut prune = tokio::time::interval(Duration::from_secs(3600));
+    let mut batch = Vec::new();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                while let Ok(r) = rx.try_recv() {
+                    batch.push(r);
+                }
+                write(&store, &node, &mut batch, &counters).await;
+            }
+            _ = prune.tick() => {
+                let before = holdfast_store::now_ms() - retention.as_millis() as i64;
+                match store.prune_calls(before).await {
+                    Ok(n) => { counters.pruned.fetch_add(n, Ordering::Relaxed); }
+                    Err(e) => tracing::warn!(error = %e, "call log pruning failed"),
+                }
+            }
+            done = &mut stop => {
+                rx.close();
+                while let Some(r) = rx.recv().await {
+                    batch.push(r);
+                }
+                for _ in 0..3 {
+                    write(&store, &node, &mut batch, &counters).await;
+                    if batch.is_empty() { break; }
+                }
+                if let Ok(done) = done {
+                    let _ = done.send(());
+                }
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! [`Management`]: the running API-management state shared by the admin API and the gateway
+//! extension (store, cached index, limiter, call-log writer), and [`ManagementFactory`], the
+//! `PluginFactory` that plugs it into the data plane.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use holdfast_core::config::management::ManagementConfig;
+use holdfast_core::config::Config;
+use holdfast_core::CallRecord;
+use holdfast_proxy::plugin::{
+    Body, BoxFuture, CallObserver, PluginFactory, Plugins, RequestContext, RequestGuard,
+};
+use holdfast_store::{ChangeFeed, EntityStore, RedisCounters, SqlStore, StoreError};
+
+use crate::cache::Index;
+use crate::calllog::{CallLogStats, CallLogWriter};
+use crate::limiter::Limiter;
+
+/// Why management could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("management.store: cannot open the store: {0}")]
+    Store(StoreError),
+    #[error("management.redis: cannot connect to Redis: {0}")]
+    Redis(StoreError),
+}
+
+/// The running API management of one gateway node.
+pub struct Management {
+    config: ManagementConfig,
+    pub(crate) store: SqlStore,
+    pub(crate) secret: Vec<u8>,
+    index: ArcSwap<Index>,
+    pub(crate) limiter: Limiter,
+    pub(crate) calllog: CallLogWriter,
+    node: String,
+}
+
+impl Management {
+    /// Open the store (running migrations), connect Redis if configured, load the cache and
+    /// start the refresh and call-log tasks. Needs a Tokio runtime.
+    pub async fn start(config: &ManagementConfig) -> Result<Arc<Management>, StartError> {
+        let store = SqlStore::open(&config.store, config.secret.as_bytes())
+            .await
+            .map_err(StartError::Store)?;
+        let redis = match &config.redis {
+            Some(url) => Some(
+                RedisCounters::connect(url, "holdfast")
+                    .await
+                    .map_err(StartError::Redis)?,
+            ),
+            None => None,
+        };
+        let snapshot = store.snapshot().await.map_err(StartError::Store)?;
+        let node = std::env::var("HOLDFAST_NODE").unwrap_or_else(|_| {
+            let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+            format!("{}-{}", host.trim(), std::process::id())
+        });
+        let calllog = CallLogWriter::start(
+            store.clone(),
+            node.clone(),
+            config.call_log_buffer,
+            Duration::from_millis(config.flush_interval_ms),
+            Duration::from_secs(u64::from(config.retention_days) * 86_400),
+        );
+        let m = Arc::new(Management {
+            config: config.clone(),
+            secret: config.secret.as_bytes().to_vec(),
+            store,
+            index: ArcSwap::from_pointee(Index::build(snapshot)),
+            limiter: Limiter::new(redis),
+            calllog,
+            node,
+        });
+        tokio::spawn(refresh_loop(
+            Arc::downgrade(&m),
+            Duration::from_millis(config.cache_refresh_ms),
+        ));
+        Ok(m)
+    }
+
+    pub fn config(&self) -> &ManagementConfig {
+        &self.config
+    }
+
+    /// This node's name in the call log (`HOLDFAST_NODE`, or host-pid).
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    pub(crate) fn index(&self) -> arc_swap::Guard<Arc<Index>> {
+        self.index.load()
+    }
+
+    /// Reload the cache now if the store changed.
+    pub async fn refresh(&self) -> Result<(), StoreError> {
+        let generation = self.store.generation().await?;
+        if generation != self.index.load().generation {
+            let snapshot = self.store.snapshot().await?;
+            self.index.store(Arc::new(Index::build(snapshot)));
+        }
+        Ok(())
+    }
+
+    /// The admin API, to mount on the admin listener.
+    pub fn router(self: &Arc<Self>) -> axum::Router {
+        crate::api::router(self.clone())
+    }
+
+    /// Call-log writer counters (queued, written, overflow...).
+    pub fn call_log_stats(&self) -> CallLogStats {
+        self.calllog.stats()
+    }
+
+    /// Graceful stop: write every queued call record. Call once the data plane has drained.
+    pub async fn shutdown(&self) {
+        self.calllog.shutdown().await;
+    }
+}
+
+async fn refresh_loop(m: Weak<Management>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(m) = m.upgrade() else { return };
+        if let Err(e) = m.refresh().await {
+            tracing::warn!(error = %e, "management cache refresh failed; keeping the last view");
+        }
+    }
+}
+
+struct Guard(Arc<Management>);
+
+impl RequestGuard for Guard {
+    fn check<'a>(
+        &'a self,
+        req: &'a http::request::Parts,
+        ctx: &'a RequestContext,
+    ) -> BoxFuture<'a, Result<(), http::Response<Body>>> {
+        Box::pin(self.0.check_request(req, ctx))
+    }
+}
+
+struct Observer(Arc<Management>);
+
+impl CallObserver for Observer {
+    fn on_call(&self, record: &CallRecord) {
+        if record.extra.tenant.is_none() {
+            return; // not a managed call
+        }
+        self.0.calllog.push(record);
+        if record.extra.ai.is_some() {
+            let m = self.0.clone();
+            let extra = record.extra.clone();
+            tokio::spawn(async move {
+                m.count_tokens(&extra, holdfast_store::now_ms()).await;
+            });
+        }
+    }
+}
+
+/// Plugs [`Management`] into the data plane: one guard and one observer.
+pub struct ManagementFactory(pub Arc<Management>);
+
+impl PluginFactory for ManagementFactory {
+    fn build(&self, config: &Config) -> Result<Plugins, String> {
+        if config.management.is_none() {
+            return Ok(Plugins::default());
+        }
+        let mut plugins = Plugins::default();
+        plugins.guards.push(Arc::new(Guard(self.0.clone())));
+        plugins.observers.push(Arc::new(Observer(self.0.clone())));
+        Ok(plugins)
+    }
+}
