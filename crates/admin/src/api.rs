@@ -96,7 +96,9 @@ struct NewTenant {
 async fn create_tenant(State(m): S, h: HeaderMap, body: Bytes) -> R {
     who(&m, &h)?.super_admin()?;
     let b: NewTenant = parse_body(&body)?;
-    ok(StatusCode::CREATED, m.store.create_tenant(&b.name).await?)
+    let t = m.store.create_tenant(&b.name).await?;
+    m.refresh().await?;
+    ok(StatusCode::CREATED, t)
 }
 
 async fn list_tenants(State(m): S, h: HeaderMap) -> R {
@@ -139,7 +141,9 @@ async fn create_service(State(m): S, h: HeaderMap, Path(tenant): Path<String>, b
         versions: b.versions,
         created_ms: 0,
     };
-    ok(StatusCode::CREATED, m.store.create_service(&svc).await?)
+    let svc = m.store.create_service(&svc).await?;
+    m.refresh().await?;
+    ok(StatusCode::CREATED, svc)
 }
 
 async fn list_services(State(m): S, h: HeaderMap, Path(tenant): Path<String>) -> R {
@@ -173,12 +177,12 @@ async fn set_version(
 ) -> R {
     who(&m, &h)?.can_write(&tenant)?;
     let b: VersionState = parse_body(&body)?;
-    ok(
-        StatusCode::OK,
-        m.store
-            .set_version_state(&tenant, &service, &version, b.state)
-            .await?,
-    )
+    let out = m
+        .store
+        .set_version_state(&tenant, &service, &version, b.state)
+        .await?;
+    m.refresh().await?;
+    ok(StatusCode::OK, out)
 }
 
 #[derive(Deserialize)]
@@ -198,7 +202,9 @@ async fn create_consumer(State(m): S, h: HeaderMap, Path(tenant): Path<String>, 
         limits: b.limits,
         created_ms: 0,
     };
-    ok(StatusCode::CREATED, m.store.create_consumer(&c).await?)
+    let c = m.store.create_consumer(&c).await?;
+    m.refresh().await?;
+    ok(StatusCode::CREATED, c)
 }
 
 async fn list_consumers(State(m): S, h: HeaderMap, Path(tenant): Path<String>) -> R {
@@ -242,12 +248,12 @@ async fn issue_key(
         Some(s) => Some(holdfast_store::now_ms() + (s as i64) * 1000),
         None => None,
     };
-    ok(
-        StatusCode::CREATED,
-        m.store
-            .issue_key(&tenant, &consumer, &b.limits, expires_ms)
-            .await?,
-    )
+    let out = m
+        .store
+        .issue_key(&tenant, &consumer, &b.limits, expires_ms)
+        .await?;
+    m.refresh().await?;
+    ok(StatusCode::CREATED, out)
 }
 
 async fn list_keys(State(m): S, h: HeaderMap, Path(tenant): Path<String>) -> R {
@@ -277,10 +283,9 @@ struct NewSubscription {
 async fn subscribe(State(m): S, h: HeaderMap, Path(tenant): Path<String>, body: Bytes) -> R {
     who(&m, &h)?.can_write(&tenant)?;
     let b: NewSubscription = parse_body(&body)?;
-    ok(
-        StatusCode::CREATED,
-        m.store.subscribe(&tenant, &b.consumer, &b.service).await?,
-    )
+    let out = m.store.subscribe(&tenant, &b.consumer, &b.service).await?;
+    m.refresh().await?;
+    ok(StatusCode::CREATED, out)
 }
 
 async fn list_subscriptions(State(m): S, h: HeaderMap, Path(tenant): Path<String>) -> R {

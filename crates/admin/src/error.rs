@@ -71,25 +71,17 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
     serde_path_to_error::deserialize(de).map_err(|e| {
         let inner = e.inner().to_string();
         let mut field = e.path().to_string();
-        // serde reports an unknown field at its parent; name the field itself.
-        if let Some(name) = inner
-            .strip_prefix("unknown field `")
-            .and_then(|rest| rest.split('`').next())
-        {
-            field = if field == "." {
-                name.to_string()
-            } else {
-                format!("{field}.{name}")
-            };
-        } else if let Some(name) = inner
-            .strip_prefix("missing field `")
-            .and_then(|rest| rest.split('`').next())
-        {
-            field = if field == "." {
-                name.to_string()
-            } else {
-                format!("{field}.{name}")
-            };
+        // serde may report a missing or unknown field at its parent; name the field itself.
+        let named = ["unknown field `", "missing field `"]
+            .iter()
+            .find_map(|p| inner.strip_prefix(p))
+            .and_then(|rest| rest.split('`').next());
+        if let Some(name) = named {
+            if field == "." {
+                field = name.to_string();
+            } else if !field.ends_with(name) {
+                field = format!("{field}.{name}");
+            }
         }
         ApiError::BadRequest {
             message: format!("`{field}`: {inner}"),

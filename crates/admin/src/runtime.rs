@@ -33,6 +33,7 @@ pub struct Management {
     pub(crate) store: SqlStore,
     pub(crate) secret: Vec<u8>,
     index: ArcSwap<Index>,
+    refreshing: tokio::sync::Mutex<()>,
     pub(crate) limiter: Limiter,
     pub(crate) calllog: CallLogWriter,
     node: String,
@@ -70,6 +71,7 @@ impl Management {
             secret: config.secret.as_bytes().to_vec(),
             store,
             index: ArcSwap::from_pointee(Index::build(snapshot)),
+            refreshing: tokio::sync::Mutex::new(()),
             limiter: Limiter::new(redis),
             calllog,
             node,
@@ -96,6 +98,8 @@ impl Management {
 
     /// Reload the cache now if the store changed.
     pub async fn refresh(&self) -> Result<(), StoreError> {
+        // One refresh at a time, so an older snapshot never replaces a newer one.
+        let _one = self.refreshing.lock().await;
         let generation = self.store.generation().await?;
         if generation != self.index.load().generation {
             let snapshot = self.store.snapshot().await?;

@@ -1,0 +1,415 @@
+//! The admin API and the guard on a real SQLite file: the whole workflow, bad input, roles,
+//! tenant isolation, approval, rate limits and the call log on graceful stop.
+
+mod common;
+
+use common::*;
+use holdfast_core::config::management::StoreUrl;
+use holdfast_core::{CallExtra, CallRecord};
+
+async fn sqlite_node(dir: &tempfile::TempDir) -> Node {
+    let path = dir.path().join("m.db").to_string_lossy().into_owned();
+    let node = Node::start(config(StoreUrl::Sqlite(path), "acme", "beta")).await;
+    for t in ["acme", "beta"] {
+        let (s, v) = node
+            .api(
+                "POST",
+                "/admin/tenants",
+                SUPER,
+                Some(&format!(r#"{{"name":"{t}"}}"#)),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+    }
+    node
+}
+
+#[tokio::test]
+async fn bad_admin_input_gets_400_naming_the_field() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let node = sqlite_node(&dir).await;
+    let cases = [
+        (
+            "/admin/tenants",
+            SUPER,
+            r#"{"name":"x","colour":"red"}"#,
+            "colour",
+        ),
+        (
+            "/admin/tenants",
+            SUPER,
+            &format!(r#"{{"name":"{}"}}"#, "n".repeat(65)),
+            "name",
+        ),
+        ("/admin/tenants", SUPER, r#"{"name":"has space"}"#, "name"),
+        ("/admin/tenants", SUPER, r#"{}"#, "name"),
+        (
+            "/admin/tenants/acme/services",
+            ADMIN_A,
+            r#"{"name":"s","limits":{"rps":0}}"#,
+            "limits.rps",
+        ),
+        (
+            "/admin/tenants/acme/services",
+            ADMIN_A,
+            r#"{"name":"s","limits":{"rps":-5}}"#,
+            "limits.rps",
+        ),
+        (
+            "/admin/tenants/acme/services",
+            ADMIN_A,
+            r#"{"name":"s","limits":{"rpz":5}}"#,
+            "limits.rpz",
+        ),
+        (
+            "/admin/tenants/acme/services",
+            ADMIN_A,
+            r#"{"name":"s","versions":[{"version":"v1","state":"live"}]}"#,
+            "versions[0].state",
+        ),
+        (
+            "/admin/tenants/acme/consumers",
+            ADMIN_A,
+            r#"{"name":"c","limits":{"tokens_per_day":0}}"#,
+            "limits.tokens_per_day",
+        ),
+        (
+            "/admin/tenants/acme/subscriptions",
+            ADMIN_A,
+            r#"{"consumer":"c"}"#,
+            "service",
+        ),
+    ];
+    for (path, token, body, field) in cases {
+        let (s, v) = node.api("POST", path, token, Some(body)).await;
+        assert_eq!(s, 400, "{path} {body}: {v}");
+        assert_eq!(v["field"], field, "{path} {body}: {v}");
+        assert!(v["error"].as_str().unwrap_or("").contains(field), "{v}");
+    }
+    let (s, v) = node
+        .api(
+            "GET",
+            "/admin/tenants/acme/stats?since=forever",
+            ADMIN_A,
+            None,
+        )
+        .await;
+    assert_eq!((s, v["field"].as_str()), (400, Some("since")), "{v}");
+}
+
+#[tokio::test]
+async fn roles_and_tenant_isolation() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let node = sqlite_node(&dir).await;
+    let key_a = provision(&node, ADMIN_A, "acme", "pay", r#"{"name":"pay"}"#).await;
+    let key_b = provision(&node, ADMIN_B, "beta", "maps", r#"{"name":"maps"}"#).await;
+    // No token, wrong token.
+    assert_eq!(
+        node.api("GET", "/admin/tenants", "nope-nope-nope-nope", None)
+            .await
+            .0,
+        401
+    );
+    // Admin of B cannot read or write A.
+    assert_eq!(
+        node.api("GET", "/admin/tenants/acme/services", ADMIN_B, None)
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        node.api("GET", "/admin/tenants/acme/keys", ADMIN_B, None)
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        node.api("GET", "/admin/tenants/acme/stats", ADMIN_B, None)
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        node.api(
+            "POST",
+            "/admin/tenants/acme/consumers",
+            ADMIN_B,
+            Some(r#"{"name":"evil"}"#)
+        )
+        .await
+        .0,
+        403
+    );
+    // Tenant listing shows only the caller's tenant.
+    let (_, v) = node.api("GET", "/admin/tenants", ADMIN_B, None).await;
+    assert_eq!(v.as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(v[0]["name"], "beta");
+    // Only super admins create tenants and see all stats.
+    assert_eq!(
+        node.api("POST", "/admin/tenants", ADMIN_A, Some(r#"{"name":"z"}"#))
+            .await
+            .0,
+        403
+    );
+    assert_eq!(node.api("GET", "/admin/stats", ADMIN_A, None).await.0, 403);
+    // A viewer reads but cannot write.
+    assert_eq!(
+        node.api("GET", "/admin/tenants/acme/services", VIEWER_A, None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        node.api(
+            "POST",
+            "/admin/tenants/acme/consumers",
+            VIEWER_A,
+            Some(r#"{"name":"v"}"#)
+        )
+        .await
+        .0,
+        403
+    );
+    // Keys list never shows the key or its hash.
+    let (_, keys) = node
+        .api("GET", "/admin/tenants/acme/keys", ADMIN_A, None)
+        .await;
+    let text = keys.to_string();
+    assert!(!text.contains(&key_a) && !text.contains("hash"), "{text}");
+
+    for t in ["acme", "beta"] {
+        node.api(
+            "POST",
+            &format!("/admin/tenants/{t}/subscriptions"),
+            SUPER,
+            Some(&format!(
+                r#"{{"consumer":"c1","service":"{}"}}"#,
+                if t == "acme" { "pay" } else { "maps" }
+            )),
+        )
+        .await;
+    }
+    // Data plane: each key reaches its own tenant's service only.
+    assert_eq!(node.call("pay", Some(&key_a)).await.0, 200);
+    assert_eq!(node.call("maps", Some(&key_b)).await.0, 200);
+    let (s, _, body, _) = node.call("pay", Some(&key_b)).await;
+    assert_eq!(s, 403, "{body}");
+    assert!(body.contains("another tenant"), "{body}");
+    // B's admin cannot revoke A's key.
+    let prefix = &key_a[..11];
+    assert_eq!(
+        node.api(
+            "POST",
+            &format!("/admin/tenants/beta/keys/{prefix}/revoke"),
+            ADMIN_B,
+            None
+        )
+        .await
+        .0,
+        404
+    );
+    assert_eq!(node.call("pay", Some(&key_a)).await.0, 200);
+}
+
+#[tokio::test]
+async fn approval_workflow_end_to_end() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let node = sqlite_node(&dir).await;
+    let key = provision(
+        &node,
+        ADMIN_A,
+        "acme",
+        "pay",
+        r#"{"name":"pay","require_approval":true}"#,
+    )
+    .await;
+    // Missing key, unknown key.
+    let (s, h, _, _) = node.call("pay", None).await;
+    assert_eq!(s, 401);
+    assert!(h.contains_key("www-authenticate"));
+    assert_eq!(node.call("pay", Some("hf_00000000_0000")).await.0, 401);
+    // No subscription.
+    let (s, _, body, _) = node.call("pay", Some(&key)).await;
+    assert_eq!(s, 403);
+    assert!(body.contains("no subscription"), "{body}");
+    // Subscribe: pending until approved.
+    let (s, sub) = node
+        .api(
+            "POST",
+            "/admin/tenants/acme/subscriptions",
+            ADMIN_A,
+            Some(r#"{"consumer":"c1","service":"pay"}"#),
+        )
+        .await;
+    assert_eq!((s, sub["state"].as_str()), (201, Some("pending")), "{sub}");
+    let (s, _, body, _) = node.call("pay", Some(&key)).await;
+    assert_eq!(s, 403);
+    assert!(body.contains("waiting for approval"), "{body}");
+    // A viewer cannot approve; the tenant admin can.
+    let id = sub["id"].as_i64().expect("id");
+    assert_eq!(
+        node.api(
+            "POST",
+            &format!("/admin/tenants/acme/subscriptions/{id}/approve"),
+            VIEWER_A,
+            None
+        )
+        .await
+        .0,
+        403
+    );
+    let (s, v) = node
+        .api(
+            "POST",
+            &format!("/admin/tenants/acme/subscriptions/{id}/approve"),
+            ADMIN_A,
+            None,
+        )
+        .await;
+    assert_eq!((s, v["state"].as_str()), (200, Some("active")), "{v}");
+    let (s, _, body, extra) = node.call("pay", Some(&key)).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(extra.tenant.as_deref(), Some("acme"));
+    assert_eq!(extra.service_version.as_deref(), Some("v1"));
+    assert_eq!(extra.key_prefix.as_deref(), Some(&key[..11]));
+    // Retire v1: 410. Revoke the key: 401.
+    let (s, _) = node
+        .api(
+            "PUT",
+            "/admin/tenants/acme/services/pay/versions/v1",
+            ADMIN_A,
+            Some(r#"{"state":"retired"}"#),
+        )
+        .await;
+    assert_eq!(s, 200);
+    node.mgmt.refresh().await.expect("refresh");
+    assert_eq!(node.call("pay@v1", Some(&key)).await.0, 410);
+    node.api(
+        "PUT",
+        "/admin/tenants/acme/services/pay/versions/v2",
+        ADMIN_A,
+        Some(r#"{"state":"published"}"#),
+    )
+    .await;
+    node.mgmt.refresh().await.expect("refresh");
+    let (s, _, _, extra) = node.call("pay", Some(&key)).await;
+    assert_eq!((s, extra.service_version.as_deref()), (200, Some("v2")));
+    let (s, _) = node
+        .api(
+            "POST",
+            &format!("/admin/tenants/acme/keys/{}/revoke", &key[..11]),
+            ADMIN_A,
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (s, _, body, _) = node.call("pay", Some(&key)).await;
+    assert_eq!(s, 401);
+    assert!(body.contains("revoked"), "{body}");
+}
+
+#[tokio::test]
+async fn rate_limit_answers_429_with_headers() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let node = sqlite_node(&dir).await;
+    let key = provision(
+        &node,
+        ADMIN_A,
+        "acme",
+        "pay",
+        r#"{"name":"pay","limits":{"rpm":5}}"#,
+    )
+    .await;
+    node.api(
+        "POST",
+        "/admin/tenants/acme/subscriptions",
+        ADMIN_A,
+        Some(r#"{"consumer":"c1","service":"pay"}"#),
+    )
+    .await;
+    let mut ok = 0;
+    let mut refused = None;
+    for _ in 0..8 {
+        let (s, h, body, _) = node.call("pay", Some(&key)).await;
+        match s {
+            200 => ok += 1,
+            429 => refused = Some((h, body)),
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(ok, 5);
+    let (h, body) = refused.expect("refused");
+    let retry: u64 = h["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("number");
+    assert!((1..=13).contains(&retry), "retry-after {retry}");
+    assert_eq!(h["ratelimit-limit"], "5");
+    assert_eq!(h["ratelimit-remaining"], "0");
+    assert!(body.contains("service pay"), "{body}");
+}
+
+#[tokio::test]
+async fn graceful_stop_writes_every_call_and_stats_see_them() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let node = sqlite_node(&dir).await;
+    let now = holdfast_store::now_ms();
+    for i in 0..3000 {
+        let rec = CallRecord {
+            ts_ms: now,
+            route: "r1".into(),
+            method: "GET".into(),
+            path: "/x".into(),
+            status: if i % 4 == 0 { 503 } else { 200 },
+            total_ms: 2.0,
+            extra: CallExtra {
+                tenant: Some("acme".into()),
+                consumer: Some(format!("c{}", i % 3)),
+                ..CallExtra::default()
+            },
+            ..CallRecord::default()
+        };
+        for o in &node.plugins.observers {
+            o.on_call(&rec);
+        }
+    }
+    node.mgmt.shutdown().await;
+    let stats = node.mgmt.call_log_stats();
+    assert_eq!((stats.written, stats.overflow), (3000, 0), "{stats:?}");
+    let (s, v) = node
+        .api(
+            "GET",
+            "/admin/tenants/acme/stats?since=1h&bucket=1m",
+            VIEWER_A,
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["calls"], 3000);
+    assert_eq!(v["errors"], 750);
+    assert_eq!(v["top_consumers"].as_array().map(Vec::len), Some(3));
+    let (_, v) = node
+        .api("GET", "/admin/tenants/beta/stats", ADMIN_B, None)
+        .await;
+    assert_eq!(v["calls"], 0, "tenant B sees none of A's calls");
+}
+
+#[tokio::test]
+async fn openapi_document_lists_every_operation() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let node = sqlite_node(&dir).await;
+    let resp = reqwest::get(format!("{}/admin/openapi.json", node.admin))
+        .await
+        .expect("get");
+    assert_eq!(resp.status(), 200);
+    let doc: serde_json::Value = resp.json().await.expect("json");
+    assert_eq!(doc["openapi"], "3.1.0");
+    for path in [
+        "/admin/tenants",
+        "/admin/tenants/{tenant}/subscriptions/{id}/approve",
+        "/admin/tenants/{tenant}/stats",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} missing");
+    }
+}

@@ -1,0 +1,168 @@
+//! Test support: a Management instance on a real store, its admin API on a real loopback
+//! listener, and direct calls of its request guard.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use holdfast_admin::{Management, ManagementFactory};
+use holdfast_core::config::management::{AdminRole, AdminToken, ManagementConfig, StoreUrl};
+use holdfast_core::config::Config;
+use holdfast_core::CallExtra;
+use holdfast_proxy::plugin::{PluginFactory, Plugins, RequestContext};
+use serde_json::Value;
+
+pub const SUPER: &str = "super-token-0123456789abcdef";
+pub const ADMIN_A: &str = "admin-a-token-0123456789abcdef";
+pub const VIEWER_A: &str = "viewer-a-token-0123456789abcdef";
+pub const ADMIN_B: &str = "admin-b-token-0123456789abcdef";
+
+pub fn config(store: StoreUrl, tenant_a: &str, tenant_b: &str) -> ManagementConfig {
+    let tok = |token: &str, role, tenant: Option<&str>| AdminToken {
+        token: token.into(),
+        role,
+        tenant: tenant.map(str::to_string),
+    };
+    ManagementConfig {
+        store,
+        secret: "test-secret-0123456789abcdef".into(),
+        flush_interval_ms: 100,
+        cache_refresh_ms: 200,
+        admin_tokens: vec![
+            tok(SUPER, AdminRole::SuperAdmin, None),
+            tok(ADMIN_A, AdminRole::TenantAdmin, Some(tenant_a)),
+            tok(VIEWER_A, AdminRole::Viewer, Some(tenant_a)),
+            tok(ADMIN_B, AdminRole::TenantAdmin, Some(tenant_b)),
+        ],
+        ..ManagementConfig::default()
+    }
+}
+
+/// A running node: management, its admin API address, and its plugins.
+pub struct Node {
+    pub mgmt: Arc<Management>,
+    pub admin: String,
+    pub plugins: Plugins,
+    pub http: reqwest::Client,
+}
+
+impl Node {
+    pub async fn start(cfg: ManagementConfig) -> Node {
+        let mgmt = Management::start(&cfg).await.expect("management starts");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let router = mgmt.router();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        let mut config = Config::default();
+        config.management = Some(cfg);
+        let plugins = ManagementFactory(mgmt.clone())
+            .build(&config)
+            .expect("plugins");
+        Node {
+            mgmt,
+            admin: format!("http://{addr}"),
+            plugins,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Call the admin API; returns (status, JSON body).
+    pub async fn api(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<&str>,
+    ) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.admin))
+            .bearer_auth(token);
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        let resp = req.send().await.expect("admin API answers");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// Run the guard for a request to a route of `service` with API key `key`.
+    /// Returns the status (200 when let through), headers, body and the filled extra.
+    pub async fn call(
+        &self,
+        service: &str,
+        key: Option<&str>,
+    ) -> (u16, http::HeaderMap, String, CallExtra) {
+        let mut b = http::Request::builder().uri("/x");
+        if let Some(k) = key {
+            b = b.header("authorization", format!("Bearer {k}"));
+        }
+        let (parts, ()) = b.body(()).expect("request").into_parts();
+        let ctx = RequestContext {
+            route: "r1".into(),
+            service: Some(service.into()),
+            client_addr: SocketAddr::from(([127, 0, 0, 1], 1)),
+            start: Instant::now(),
+            extra: Arc::new(Mutex::new(CallExtra::default())),
+        };
+        for g in &self.plugins.guards {
+            if let Err(resp) = g.check(&parts, &ctx).await {
+                let status = resp.status().as_u16();
+                let headers = resp.headers().clone();
+                let body = http_body_util::BodyExt::collect(resp.into_body())
+                    .await
+                    .map(|c| String::from_utf8_lossy(&c.to_bytes()).into_owned())
+                    .unwrap_or_default();
+                return (status, headers, body, CallExtra::default());
+            }
+        }
+        let extra = ctx.extra.lock().expect("extra").clone();
+        (200, http::HeaderMap::new(), String::new(), extra)
+    }
+}
+
+/// Set up tenant `t` with service `svc`, consumer `c1` and a key; returns the key.
+pub async fn provision(node: &Node, token: &str, t: &str, svc: &str, service_body: &str) -> String {
+    let (s, v) = node
+        .api(
+            "POST",
+            &format!("/admin/tenants/{t}/services"),
+            token,
+            Some(service_body),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let _ = svc;
+    let (s, v) = node
+        .api(
+            "POST",
+            &format!("/admin/tenants/{t}/consumers"),
+            token,
+            Some(r#"{"name":"c1"}"#),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = node
+        .api(
+            "POST",
+            &format!("/admin/tenants/{t}/consumers/c1/keys"),
+            token,
+            Some("{}"),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    v["key"].as_str().expect("key shown once").to_string()
+}
