@@ -59,8 +59,10 @@ impl Node {
         tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
         });
-        let mut config = Config::default();
-        config.management = Some(cfg);
+        let config = Config {
+            management: Some(cfg),
+            ..Config::default()
+        };
         let plugins = ManagementFactory(mgmt.clone())
             .build(&config)
             .expect("plugins");
