@@ -43,6 +43,19 @@ impl Management {
     /// Open the store (running migrations), connect Redis if configured, load the cache and
     /// start the refresh and call-log tasks. Needs a Tokio runtime.
     pub async fn start(config: &ManagementConfig) -> Result<Arc<Management>, StartError> {
+        let node = std::env::var("HOLDFAST_NODE").unwrap_or_else(|_| {
+            let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+            format!("{}-{}", host.trim(), std::process::id())
+        });
+        Management::start_as(config, &node).await
+    }
+
+    /// [`Management::start`] with an explicit node name for the call log.
+    pub async fn start_as(
+        config: &ManagementConfig,
+        node: &str,
+    ) -> Result<Arc<Management>, StartError> {
+        let node = node.to_string();
         let store = SqlStore::open(&config.store, config.secret.as_bytes())
             .await
             .map_err(StartError::Store)?;
@@ -55,10 +68,6 @@ impl Management {
             None => None,
         };
         let snapshot = store.snapshot().await.map_err(StartError::Store)?;
-        let node = std::env::var("HOLDFAST_NODE").unwrap_or_else(|_| {
-            let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
-            format!("{}-{}", host.trim(), std::process::id())
-        });
         let calllog = CallLogWriter::start(
             store.clone(),
             node.clone(),

@@ -50,7 +50,13 @@ pub struct Node {
 
 impl Node {
     pub async fn start(cfg: ManagementConfig) -> Node {
-        let mgmt = Management::start(&cfg).await.expect("management starts");
+        Node::start_as(cfg, "node-1").await
+    }
+
+    pub async fn start_as(cfg: ManagementConfig, name: &str) -> Node {
+        let mgmt = Management::start_as(&cfg, name)
+            .await
+            .expect("management starts");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

@@ -1,0 +1,147 @@
+//! Two management nodes sharing a real PostgreSQL and Redis (from `scripts/test-services`):
+//! a rate limit holds across both, a key revoked on node 1 is refused by node 2 within 2 s,
+//! and the call logs of both nodes appear in one analytics query.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use holdfast_core::config::management::StoreUrl;
+use holdfast_core::{CallExtra, CallRecord};
+
+async fn wait_until_accepted(node: &Node, svc: &str, key: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while node.call(svc, Some(key)).await.0 != 200 {
+        assert!(Instant::now() < deadline, "node 2 never learned the key");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn two_nodes_share_limits_revocations_and_the_call_log() {
+    let (Ok(pg), Ok(redis)) = (
+        std::env::var("HOLDFAST_TEST_PG_URL"),
+        std::env::var("HOLDFAST_TEST_REDIS_URL"),
+    ) else {
+        eprintln!("skipped: HOLDFAST_TEST_PG_URL / HOLDFAST_TEST_REDIS_URL unset (scripts/test sets them via scripts/test-services)");
+        return;
+    };
+    let id = std::process::id();
+    let (ta, tb) = (format!("mn-a-{id}"), format!("mn-b-{id}"));
+    let mut cfg = config(StoreUrl::Postgres(pg), &ta, &tb);
+    cfg.redis = Some(redis);
+    let n1 = Node::start_as(cfg.clone(), &format!("n1-{id}")).await;
+    let n2 = Node::start_as(cfg, &format!("n2-{id}")).await;
+    let svc = format!("pay-{id}");
+    let (s, v) = n1
+        .api(
+            "POST",
+            "/admin/tenants",
+            SUPER,
+            Some(&format!(r#"{{"name":"{ta}"}}"#)),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let key = provision(
+        &n1,
+        ADMIN_A,
+        &ta,
+        &svc,
+        &format!(r#"{{"name":"{svc}","limits":{{"rpm":10}}}}"#),
+    )
+    .await;
+    let (s, v) = n1
+        .api(
+            "POST",
+            &format!("/admin/tenants/{ta}/subscriptions"),
+            ADMIN_A,
+            Some(&format!(r#"{{"consumer":"c1","service":"{svc}"}}"#)),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+
+    // Rate limit: 10 per minute in total. The first accepted call on node 2 counts too.
+    wait_until_accepted(&n2, &svc, &key).await;
+    let mut allowed = 1;
+    for i in 0..30 {
+        let node = if i % 2 == 0 { &n1 } else { &n2 };
+        let (s, h, body, _) = node.call(&svc, Some(&key)).await;
+        match s {
+            200 => allowed += 1,
+            429 => assert!(h.contains_key("retry-after"), "{body}"),
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(
+        allowed, 10,
+        "10 requests per minute across both nodes, not 10 per node"
+    );
+
+    // Revocation through node 1 reaches node 2 within 2 s.
+    let (s, v) = n1
+        .api(
+            "POST",
+            &format!("/admin/tenants/{ta}/keys/{}/revoke", &key[..11]),
+            ADMIN_A,
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let revoked_at = Instant::now();
+    loop {
+        let (s, _, body, _) = n2.call(&svc, Some(&key)).await;
+        if s == 401 {
+            assert!(body.contains("revoked"), "{body}");
+            break;
+        }
+        assert!(
+            revoked_at.elapsed() < Duration::from_secs(2),
+            "node 2 still accepts the revoked key"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "revocation visible on node 2 after {:?}",
+        revoked_at.elapsed()
+    );
+
+    // Call logs of both nodes in one analytics query.
+    let now = holdfast_store::now_ms();
+    for (node, n) in [(&n1, 40), (&n2, 25)] {
+        for _ in 0..n {
+            let rec = CallRecord {
+                ts_ms: now,
+                route: "r1".into(),
+                method: "GET".into(),
+                path: "/".into(),
+                status: 200,
+                total_ms: 1.0,
+                extra: CallExtra {
+                    tenant: Some(ta.clone()),
+                    service: Some(svc.clone()),
+                    consumer: Some("c1".into()),
+                    ..CallExtra::default()
+                },
+                ..CallRecord::default()
+            };
+            for o in &node.plugins.observers {
+                o.on_call(&rec);
+            }
+        }
+    }
+    n1.mgmt.shutdown().await;
+    n2.mgmt.shutdown().await;
+    let (s, v) = n2
+        .api(
+            "GET",
+            &format!("/admin/tenants/{ta}/stats?since=1h"),
+            ADMIN_A,
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["calls"], 65, "{v}");
+    assert_eq!(v["calls_by_node"][format!("n1-{id}")], 40, "{v}");
+    assert_eq!(v["calls_by_node"][format!("n2-{id}")], 25, "{v}");
+}
