@@ -195,6 +195,44 @@ fn a_damaged_record_is_reported_with_its_byte_offset() {
 }
 
 #[test]
+fn a_damaged_pcapng_block_is_skipped_and_analysis_goes_on() {
+    let conv = app_abort();
+    let records = conv.records(Link::Ethernet);
+    let mut ng = Vec::new();
+    synth::ng_section(&mut ng);
+    synth::ng_interface(&mut ng, Link::Ethernet, 6);
+    let mut damaged_at = 0;
+    for (i, record) in records.iter().enumerate() {
+        if i == 4 {
+            damaged_at = ng.len();
+            synth::ng_packet(&mut ng, 0, 6, record);
+            // Claim more captured bytes than the block holds; both block lengths still agree.
+            ng[damaged_at + 20..damaged_at + 24].copy_from_slice(&60_000u32.to_le_bytes());
+        } else {
+            synth::ng_packet(&mut ng, 0, 6, record);
+        }
+    }
+    let mut reports = Vec::new();
+    let outcome = pcap::analyze(Cursor::new(ng), &Filter::default(), |r| reports.push(r)).unwrap();
+    assert!(outcome.damage.is_none(), "{:?}", outcome.damage);
+    assert!(
+        outcome
+            .summary
+            .warnings
+            .iter()
+            .any(|w| w.contains(&format!("byte offset {damaged_at}"))),
+        "{:?}",
+        outcome.summary.warnings
+    );
+    assert_eq!(outcome.summary.packets, records.len() as u64 - 1, "{:?}", outcome.summary.warnings);
+    assert_eq!(
+        reports.len(),
+        1,
+        "the reset after the damaged block is still analysed"
+    );
+}
+
+#[test]
 fn unreadable_inputs_are_errors_not_panics() {
     let empty = pcap::analyze(Cursor::new(Vec::new()), &Filter::default(), |_| {});
     assert!(matches!(empty, Err(PcapError::Empty)), "{empty:?}");

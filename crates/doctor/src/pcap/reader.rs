@@ -6,7 +6,7 @@ use std::io::{self, BufRead, BufReader, Read};
 use std::sync::{Arc, Mutex};
 
 use pcap_parser::pcapng::Block;
-use pcap_parser::traits::PcapNGPacketBlock;
+use pcap_parser::traits::{PcapNGPacketBlock, PcapReaderIterator};
 use pcap_parser::{create_reader, Linktype, PcapBlockOwned, PcapError as ParserError};
 
 use super::error::PcapError;
@@ -50,6 +50,7 @@ enum Step {
     Eof,
     CutShort,
     Incomplete(usize),
+    ReadFailed(String),
     Damaged(String),
 }
 
@@ -76,9 +77,22 @@ where
             source,
         }
     })?;
-    let input = ErrorKeeping {
-        inner: input,
-        slot: Arc::clone(&error_slot),
+    let mut input = BufReader::with_capacity(
+        64 * 1024,
+        ErrorKeeping {
+            inner: input,
+            slot: Arc::clone(&error_slot),
+        },
+    );
+    // The parser keeps the first pcapng section header to itself: note its byte order here.
+    let first_section_big_endian = match input.fill_buf() {
+        Ok(head) if head.starts_with(&[0x0A, 0x0D, 0x0D, 0x0A]) => match head.get(8..12) {
+            Some([0x1A, 0x2B, 0x3C, 0x4D]) => Some(true),
+            Some(_) => Some(false),
+            None => None,
+        },
+        Ok(_) => None,
+        Err(_) => None,
     };
     let mut reader = match create_reader(BUFFER_BYTES, input) {
         Ok(reader) => reader,
@@ -102,6 +116,7 @@ where
     let mut interfaces: Vec<Interface> = Vec::new();
     let mut capacity = BUFFER_BYTES;
     let mut last_time = 0i64;
+    let mut ng_big_endian: Option<bool> = first_section_big_endian;
     loop {
         let offset = reader.consumed() as u64;
         let step = match reader.next() {
@@ -126,7 +141,8 @@ where
                             packet.origlen,
                         ))
                     }
-                    PcapBlockOwned::NG(Block::SectionHeader(_)) => {
+                    PcapBlockOwned::NG(Block::SectionHeader(shb)) => {
+                        ng_big_endian = Some(shb.big_endian());
                         interfaces.clear();
                         None
                     }
@@ -181,24 +197,42 @@ where
             Err(ParserError::Eof) => Step::Eof,
             Err(ParserError::UnexpectedEof) => Step::CutShort,
             Err(ParserError::Incomplete(needed)) => Step::Incomplete(needed),
-            Err(ParserError::ReadError) => Step::Damaged(read_error(&error_slot).to_string()),
+            Err(ParserError::ReadError) => Step::ReadFailed(read_error(&error_slot).to_string()),
             Err(other) => Step::Damaged(format!("unparsable block ({other})")),
         };
         match step {
             Step::Consume(length) => reader.consume(length),
             Step::Eof => break,
             Step::CutShort => {
-                outcome
-                    .warnings
-                    .push(cut_short(offset, reader.data().len()));
-                break;
+                let detail = "a length field disagrees with the block";
+                if !skip_damaged(&mut *reader, ng_big_endian, offset, detail, &mut outcome) {
+                    outcome
+                        .warnings
+                        .push(cut_short(offset, reader.data().len()));
+                    break;
+                }
             }
-            Step::Damaged(detail) => {
+            Step::ReadFailed(detail) => {
                 outcome.damage = Some(PcapError::Damaged { offset, detail });
                 break;
             }
+            Step::Damaged(detail) => {
+                if !skip_damaged(&mut *reader, ng_big_endian, offset, &detail, &mut outcome) {
+                    outcome.damage = Some(PcapError::Damaged { offset, detail });
+                    break;
+                }
+            }
             Step::Incomplete(needed) => {
                 if reader.reader_exhausted() {
+                    if skip_damaged(
+                        &mut *reader,
+                        ng_big_endian,
+                        offset,
+                        "a length field disagrees with the block",
+                        &mut outcome,
+                    ) {
+                        continue;
+                    }
                     if !reader.data().is_empty() {
                         outcome
                             .warnings
@@ -209,6 +243,15 @@ where
                 if reader.data().len() + needed.max(1) > capacity {
                     let wanted = (reader.data().len() + needed).max(capacity * 2);
                     if wanted > MAX_BLOCK_BYTES {
+                        if skip_damaged(
+                            &mut *reader,
+                            ng_big_endian,
+                            offset,
+                            "a length field claims a huge record",
+                            &mut outcome,
+                        ) {
+                            continue;
+                        }
                         outcome.damage = Some(PcapError::Damaged {
                             offset,
                             detail: format!(
@@ -234,6 +277,45 @@ where
     }
     outcome.bytes = reader.consumed() as u64;
     Ok(outcome)
+}
+
+/// pcapng blocks carry their length twice: a damaged block whose two lengths agree is skipped
+/// with a warning. Returns whether it was.
+fn skip_damaged(
+    reader: &mut (dyn PcapReaderIterator + Send),
+    ng_big_endian: Option<bool>,
+    offset: u64,
+    detail: &str,
+    outcome: &mut ReadOutcome,
+) -> bool {
+    let Some(length) = ng_big_endian.and_then(|big| skippable_block(reader.data(), big)) else {
+        return false;
+    };
+    outcome.warnings.push(format!(
+        "byte offset {offset}: damaged block skipped ({detail})"
+    ));
+    reader.consume(length);
+    true
+}
+
+/// The length of the pcapng block at the start of `data` when both its length fields agree
+/// and it is complete.
+fn skippable_block(data: &[u8], big_endian: bool) -> Option<usize> {
+    let read = |at: usize| -> Option<usize> {
+        let bytes: [u8; 4] = data.get(at..at + 4)?.try_into().ok()?;
+        let value = if big_endian {
+            u32::from_be_bytes(bytes)
+        } else {
+            u32::from_le_bytes(bytes)
+        };
+        usize::try_from(value).ok()
+    };
+    let length = read(4)?;
+    if length < 12 || length % 4 != 0 || length > data.len() || read(length - 4)? != length {
+        return None;
+    }
+    // Never skip a section header: its byte order decides how the rest is read.
+    (read(0)? != 0x0A0D_0D0A).then_some(length)
 }
 
 fn cut_short(offset: u64, left_over: usize) -> String {
