@@ -1,1 +1,146 @@
-//! Live probes of a URL, layer by layer, ending in a verdict.
+//! Live probes of a URL, layer by layer, ending in a verdict (`holdfast doctor URL`).
+//!
+//! The layers run in order and the first one that fails decides the verdict:
+//! [`env_proxy`] (proxy variables, the proxy tested by itself), [`dns`] (system resolver and
+//! `--resolver`), [`tcp`] (every address; refused / timeout / unreachable; hop distance by
+//! TTL-limited connects), [`tls`] (real SNI against a control SNI), [`http`] (the real request;
+//! on a reset, control requests and the TTL replay of [`locate`]), [`keepalive`] (idle close
+//! time, FIN or RST, advertised `Keep-Alive`) and stability (`--repeat`). With the privilege
+//! to capture, [`capture`] records the probe packets and runs the capture analyser on them.
+
+pub mod capture;
+pub mod check;
+pub mod dns;
+pub mod env_proxy;
+pub mod http;
+pub mod keepalive;
+pub mod locate;
+mod run;
+pub mod target;
+pub mod tcp;
+pub mod tls;
+pub mod verdict;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use check::{Check, Progress, Silent, Status};
+pub use run::run;
+pub use target::Target;
+pub use verdict::{LiveCause, LiveResetter, LiveVerdict};
+
+/// A problem with the doctor's own input (exit status 2).
+#[derive(Debug, thiserror::Error)]
+pub enum DoctorError {
+    /// The URL cannot be parsed.
+    #[error(
+        "cannot use URL {url:?}: {reason} (write it as http://HOST[:PORT]/PATH or https://...)"
+    )]
+    BadUrl {
+        /// The URL given.
+        url: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The `--ca-file` cannot be used.
+    #[error("--ca-file {path}: {reason} (give a PEM file with the CA certificate)")]
+    CaFile {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The TLS configuration cannot be built.
+    #[error("TLS set-up failed: {0}")]
+    Tls(String),
+    /// An option is out of range.
+    #[error("--{name}: {reason}")]
+    BadOption {
+        /// The option.
+        name: &'static str,
+        /// What is wrong, and the fix.
+        reason: String,
+    },
+}
+
+/// What to probe and how.
+#[derive(Debug, Clone)]
+pub struct DoctorOptions {
+    /// The URL.
+    pub url: String,
+    /// A resolver to compare with the system's.
+    pub resolver: Option<IpAddr>,
+    /// The control server name for the TLS comparison.
+    pub control_sni: String,
+    /// Longest idle time the keep-alive measurement waits.
+    pub max_idle: Duration,
+    /// Requests of the stability check.
+    pub repeat: u32,
+    /// Accept any certificate.
+    pub insecure: bool,
+    /// A PEM CA file to verify the server with.
+    pub ca_file: Option<PathBuf>,
+    /// Connect and read timeout of each probe.
+    pub timeout: Duration,
+    /// Highest TTL of the hop probes.
+    pub max_hops: u8,
+    /// Record the probe packets when allowed.
+    pub capture: bool,
+    /// Proxy variables to use instead of the process environment (name, value).
+    pub proxy_env: Option<Vec<(String, String)>>,
+}
+
+impl DoctorOptions {
+    /// Defaults for a URL.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            resolver: None,
+            control_sni: "example.com".into(),
+            max_idle: Duration::from_secs(15),
+            repeat: 3,
+            insecure: false,
+            ca_file: None,
+            timeout: Duration::from_secs(5),
+            max_hops: 16,
+            capture: true,
+            proxy_env: None,
+        }
+    }
+
+    fn validate(&self) -> Result<(), DoctorError> {
+        if self.max_hops == 0 || self.max_hops > 64 {
+            return Err(DoctorError::BadOption {
+                name: "max-hops",
+                reason: format!("{} is out of range; use 1 to 64", self.max_hops),
+            });
+        }
+        if self.repeat > 1000 {
+            return Err(DoctorError::BadOption {
+                name: "repeat",
+                reason: format!("{} is too many; use at most 1000", self.repeat),
+            });
+        }
+        if self.max_idle > Duration::from_secs(3600) || self.timeout.is_zero() {
+            return Err(DoctorError::BadOption {
+                name: "max-idle",
+                reason: "use at most 3600 seconds (and a non-zero --timeout)".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The doctor's report (`--json` prints it).
+#[derive(Debug, Clone, Serialize)]
+pub struct DoctorReport {
+    /// The URL probed.
+    pub url: String,
+    /// The conclusion.
+    pub verdict: LiveVerdict,
+    /// Every check, in order.
+    pub checks: Vec<Check>,
+}

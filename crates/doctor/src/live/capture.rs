@@ -1,0 +1,297 @@
+//! Recording the doctor's own probe packets with an AF_PACKET socket (root or CAP_NET_RAW),
+//! then reading the resets' TTLs and running the capture analyser on them.
+
+use std::io::Cursor;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+
+use crate::pcap::{self, Filter, ResetReport};
+
+/// Most packets kept (the probes send far fewer).
+const MAX_PACKETS: usize = 50_000;
+/// Bytes kept of each packet (headers are enough).
+const SNAPLEN: usize = 256;
+
+/// One recorded IP packet.
+#[derive(Debug, Clone)]
+pub struct Packet {
+    /// Nanoseconds since the epoch.
+    pub ts_ns: u128,
+    /// The IP packet (truncated to [`SNAPLEN`]).
+    pub data: Vec<u8>,
+    /// Its length on the wire.
+    pub len: usize,
+}
+
+/// A running capture.
+pub struct Capture {
+    stop: Arc<AtomicBool>,
+    packets: Arc<Mutex<Vec<Packet>>>,
+    handle: JoinHandle<()>,
+}
+
+/// A reset seen from a server address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeenReset {
+    /// The local (client) port of the connection.
+    pub local_port: u16,
+    /// Its TTL or hop limit.
+    pub ttl: u8,
+    /// Its IP ID (0 for IPv6).
+    pub ip_id: u16,
+    /// The hop distance of its sender, from the TTL.
+    pub hop: u8,
+}
+
+/// Hops from us to a sender whose packet arrived with `ttl` (a sender on the first router
+/// is hop 1), assuming the usual initial TTLs 64, 128 or 255.
+pub fn hop_of(ttl: u8) -> u8 {
+    let initial = [32u8, 64, 128, 255]
+        .into_iter()
+        .find(|&s| s >= ttl)
+        .unwrap_or(255);
+    initial - ttl + 1
+}
+
+struct RawSocket(libc::c_int);
+
+impl Drop for RawSocket {
+    fn drop(&mut self) {
+        // SAFETY: the descriptor is owned by this struct and closed once.
+        unsafe { libc::close(self.0) };
+    }
+}
+
+/// Starts recording TCP packets to or from `servers`. Fails (with the reason) without the
+/// privilege to open an AF_PACKET socket.
+pub fn start(servers: Vec<IpAddr>) -> Result<Capture, String> {
+    let protocol = (libc::ETH_P_ALL as u16).to_be() as libc::c_int;
+    // SAFETY: plain socket(2) call; the result is checked.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM, protocol) };
+    if fd < 0 {
+        return Err(format!(
+            "cannot open an AF_PACKET socket ({}); run as root or with CAP_NET_RAW",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let socket = RawSocket(fd);
+    let timeout = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 100_000,
+    };
+    // SAFETY: setsockopt with a valid timeval of the given size.
+    unsafe {
+        libc::setsockopt(
+            socket.0,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&timeout as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    // SAFETY: the name is a valid NUL-terminated string.
+    let loopback = unsafe { libc::if_nametoindex(c"lo".as_ptr()) } as i32;
+    let stop = Arc::new(AtomicBool::new(false));
+    let packets = Arc::new(Mutex::new(Vec::new()));
+    let (flag, sink) = (stop.clone(), packets.clone());
+    let handle = std::thread::spawn(move || record(&socket, loopback, &servers, &flag, &sink));
+    Ok(Capture {
+        stop,
+        packets,
+        handle,
+    })
+}
+
+fn record(
+    socket: &RawSocket,
+    loopback: i32,
+    servers: &[IpAddr],
+    stop: &AtomicBool,
+    sink: &Mutex<Vec<Packet>>,
+) {
+    let mut buf = vec![0u8; 65536];
+    let mut count = 0;
+    while !stop.load(Ordering::Relaxed) && count < MAX_PACKETS {
+        // SAFETY: sockaddr_ll is plain data; zeroed is a valid value.
+        let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        let mut from_len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+        // SAFETY: buf and from are valid for the lengths given.
+        let n = unsafe {
+            libc::recvfrom(
+                socket.0,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                0,
+                (&mut from as *mut libc::sockaddr_ll).cast(),
+                &mut from_len,
+            )
+        };
+        if n <= 0 {
+            continue;
+        }
+        // On loopback every packet shows twice (outgoing and incoming): keep one.
+        if from.sll_ifindex == loopback && from.sll_pkttype == libc::PACKET_OUTGOING {
+            continue;
+        }
+        let data = &buf[..n as usize];
+        if !involves(data, servers) {
+            continue;
+        }
+        let ts_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        count += 1;
+        if let Ok(mut packets) = sink.lock() {
+            packets.push(Packet {
+                ts_ns,
+                data: data[..data.len().min(SNAPLEN)].to_vec(),
+                len: data.len(),
+            });
+        }
+    }
+}
+
+fn involves(data: &[u8], servers: &[IpAddr]) -> bool {
+    let Ok(sliced) = SlicedPacket::from_ip(data) else {
+        return false;
+    };
+    if !matches!(sliced.transport, Some(TransportSlice::Tcp(_))) {
+        return false;
+    }
+    let (src, dst): (IpAddr, IpAddr) = match &sliced.net {
+        Some(NetSlice::Ipv4(v4)) => (
+            v4.header().source_addr().into(),
+            v4.header().destination_addr().into(),
+        ),
+        Some(NetSlice::Ipv6(v6)) => (
+            v6.header().source_addr().into(),
+            v6.header().destination_addr().into(),
+        ),
+        _ => return false,
+    };
+    servers.contains(&src) || servers.contains(&dst)
+}
+
+impl Capture {
+    /// Stops recording and returns the packets.
+    pub fn finish(self) -> Vec<Packet> {
+        self.stop.store(true, Ordering::Relaxed);
+        let Capture {
+            packets, handle, ..
+        } = self;
+        let _ = handle.join();
+        let packets = packets.lock().map(|p| p.clone()).unwrap_or_default();
+        packets
+    }
+
+    /// The packets recorded so far (recording goes on).
+    pub fn snapshot(&self) -> Vec<Packet> {
+        self.packets.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+}
+
+/// Resets sent from a server address, with their TTLs.
+pub fn resets(packets: &[Packet], servers: &[IpAddr]) -> Vec<SeenReset> {
+    let mut seen = Vec::new();
+    for packet in packets {
+        let Ok(sliced) = SlicedPacket::from_ip(&packet.data) else {
+            continue;
+        };
+        let Some(TransportSlice::Tcp(tcp)) = &sliced.transport else {
+            continue;
+        };
+        if !tcp.rst() {
+            continue;
+        }
+        let (src, ttl, ip_id): (IpAddr, u8, u16) = match &sliced.net {
+            Some(NetSlice::Ipv4(v4)) => (
+                v4.header().source_addr().into(),
+                v4.header().ttl(),
+                v4.header().identification(),
+            ),
+            Some(NetSlice::Ipv6(v6)) => {
+                (v6.header().source_addr().into(), v6.header().hop_limit(), 0)
+            }
+            _ => continue,
+        };
+        if servers.contains(&src) {
+            seen.push(SeenReset {
+                local_port: tcp.destination_port(),
+                ttl,
+                ip_id,
+                hop: hop_of(ttl),
+            });
+        }
+    }
+    seen
+}
+
+/// The hop distance of the server itself, from its SYN-ACKs (None when none was seen).
+pub fn server_hop(packets: &[Packet], servers: &[IpAddr]) -> Option<u8> {
+    packets.iter().find_map(|packet| {
+        let sliced = SlicedPacket::from_ip(&packet.data).ok()?;
+        let Some(TransportSlice::Tcp(tcp)) = &sliced.transport else {
+            return None;
+        };
+        if !(tcp.syn() && tcp.ack()) {
+            return None;
+        }
+        let (src, ttl): (IpAddr, u8) = match &sliced.net {
+            Some(NetSlice::Ipv4(v4)) => (v4.header().source_addr().into(), v4.header().ttl()),
+            Some(NetSlice::Ipv6(v6)) => (v6.header().source_addr().into(), v6.header().hop_limit()),
+            _ => return None,
+        };
+        servers.contains(&src).then(|| hop_of(ttl))
+    })
+}
+
+/// The packets as a pcap file (raw IP link type).
+pub fn to_pcap(packets: &[Packet]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(24 + packets.len() * (16 + SNAPLEN));
+    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&4u16.to_le_bytes());
+    out.extend_from_slice(&0i32.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&65535u32.to_le_bytes());
+    out.extend_from_slice(&101u32.to_le_bytes()); // LINKTYPE_RAW
+    for p in packets {
+        let secs = (p.ts_ns / 1_000_000_000) as u32;
+        let usecs = ((p.ts_ns % 1_000_000_000) / 1000) as u32;
+        out.extend_from_slice(&secs.to_le_bytes());
+        out.extend_from_slice(&usecs.to_le_bytes());
+        out.extend_from_slice(&(p.data.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(p.len as u32).to_le_bytes());
+        out.extend_from_slice(&p.data);
+    }
+    out
+}
+
+/// Runs the capture analyser on the packets.
+pub fn analyze(packets: &[Packet]) -> Result<Vec<ResetReport>, String> {
+    let mut reports = Vec::new();
+    pcap::analyze(Cursor::new(to_pcap(packets)), &Filter::default(), |r| {
+        reports.push(r)
+    })
+    .map_err(|e| e.to_string())?;
+    Ok(reports)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hops_from_ttls() {
+        assert_eq!(hop_of(64), 1);
+        assert_eq!(hop_of(63), 2);
+        assert_eq!(hop_of(128), 1);
+        assert_eq!(hop_of(250), 6);
+    }
+}

@@ -1,0 +1,178 @@
+//! Proxy environment variables (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`, `NO_PROXY`), whether
+//! they apply to the URL, and a test of the proxy by itself.
+
+use std::net::ToSocketAddrs;
+use std::time::Duration;
+
+use crate::live::http::{self, Conn, Outcome};
+use crate::live::target::Target;
+use crate::live::tcp;
+
+/// The proxy that applies to a URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxySetting {
+    /// The variable it came from.
+    pub var: String,
+    /// Its value.
+    pub url: String,
+}
+
+/// What the environment says for a URL.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ProxyEnv {
+    /// The proxy that applies, if any.
+    pub proxy: Option<ProxySetting>,
+    /// Variables set (name=value), for the report.
+    pub set: Vec<String>,
+    /// The NO_PROXY entry that excludes the URL's host, if one does.
+    pub excluded_by: Option<String>,
+}
+
+/// Reads the proxy variables through `env` (lowercase names win, as in curl).
+pub fn read(target: &Target, env: &dyn Fn(&str) -> Option<String>) -> ProxyEnv {
+    let get = |name: &str| {
+        env(&name.to_ascii_lowercase())
+            .or_else(|| env(name))
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| (name.to_string(), v))
+    };
+    let mut out = ProxyEnv::default();
+    for name in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"] {
+        if let Some((n, v)) = get(name) {
+            out.set.push(format!("{n}={v}"));
+        }
+    }
+    let scheme_var = if target.tls {
+        "HTTPS_PROXY"
+    } else {
+        "HTTP_PROXY"
+    };
+    let Some((var, url)) = get(scheme_var).or_else(|| get("ALL_PROXY")) else {
+        return out;
+    };
+    if let Some((_, no_proxy)) = get("NO_PROXY") {
+        let host = target.host.to_ascii_lowercase();
+        for entry in no_proxy.split(',').map(|e| e.trim().to_ascii_lowercase()) {
+            let bare = entry.trim_start_matches('.').trim_start_matches("*.");
+            let bare = bare.split(':').next().unwrap_or(bare);
+            let matches = entry == "*"
+                || (!bare.is_empty() && (host == bare || host.ends_with(&format!(".{bare}"))));
+            if matches {
+                out.excluded_by = Some(entry);
+                return out;
+            }
+        }
+    }
+    out.proxy = Some(ProxySetting { var, url });
+    out
+}
+
+/// Tests a proxy by itself: connect to it, then ask it for the URL (GET for http, CONNECT
+/// for https). `Ok` carries what it answered; `Err` why it failed.
+pub fn test(proxy: &ProxySetting, target: &Target, timeout: Duration) -> Result<String, String> {
+    let with_scheme = if proxy.url.contains("://") {
+        proxy.url.clone()
+    } else {
+        format!("http://{}", proxy.url)
+    };
+    if !with_scheme.starts_with("http://") {
+        return Err(format!(
+            "{}: only http:// proxies can be tested ({})",
+            proxy.var, proxy.url
+        ));
+    }
+    let parsed = Target::parse(&with_scheme)
+        .map_err(|e| format!("{}={} cannot be parsed: {e}", proxy.var, proxy.url))?;
+    let addr = (parsed.host.as_str(), parsed.port)
+        .to_socket_addrs()
+        .map_err(|e| format!("proxy host {} does not resolve: {e}", parsed.host))?
+        .next()
+        .ok_or_else(|| format!("proxy host {} has no address", parsed.host))?;
+    let stream = tcp::connect(addr, None, timeout)
+        .map_err(|e| format!("connect to the proxy {addr}: {e}"))?;
+    let mut conn = Conn::Plain(stream);
+    let authority = format!("{}:{}", target.host_header(), target.port);
+    let request = if target.tls {
+        format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n").into_bytes()
+    } else {
+        format!(
+            "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: holdfast-doctor\r\nConnection: close\r\n\r\n",
+            target.url,
+            target.host_header()
+        )
+        .into_bytes()
+    };
+    if target.tls {
+        // A CONNECT answer has no body; read only the head.
+        use std::io::{Read, Write};
+        let _ = conn.tcp().set_read_timeout(Some(timeout));
+        conn.write_all(&request)
+            .map_err(|e| format!("proxy {addr}: {e}"))?;
+        let mut head = [0u8; 1024];
+        let n = conn.read(&mut head).map_err(|e| {
+            if http::is_reset(&e) {
+                format!("proxy {addr} reset the CONNECT")
+            } else {
+                format!("proxy {addr}: {e}")
+            }
+        })?;
+        let text = String::from_utf8_lossy(&head[..n]);
+        let status = text.split_whitespace().nth(1).unwrap_or("");
+        return if status.starts_with('2') {
+            Ok(format!(
+                "proxy {addr} accepted CONNECT {authority} ({status})"
+            ))
+        } else {
+            Err(format!(
+                "proxy {addr} refused CONNECT {authority}: {}",
+                text.lines().next().unwrap_or("no answer")
+            ))
+        };
+    }
+    match http::exchange(&mut conn, &request, timeout) {
+        Outcome::Response(r) if r.status == 502 || r.status == 503 || r.status == 504 => {
+            Err(format!(
+                "proxy {addr} answered {} (it cannot reach the site)",
+                r.status
+            ))
+        }
+        Outcome::Response(r) => Ok(format!("proxy {addr} answered {}", r.status)),
+        Outcome::Reset(_) => Err(format!("proxy {addr} reset the request")),
+        other => Err(format!("proxy {addr}: {}", other.word())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |name| {
+            vars.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn scheme_proxy_applies_unless_no_proxy_matches() {
+        let target = Target::parse("https://api.example.org/x").unwrap();
+        let e = env(&[
+            ("HTTPS_PROXY", "http://10.0.0.1:3128"),
+            ("no_proxy", "localhost"),
+        ]);
+        let got = read(&target, &e);
+        assert_eq!(got.proxy.unwrap().var, "HTTPS_PROXY");
+        let e = env(&[
+            ("ALL_PROXY", "http://p:1"),
+            ("NO_PROXY", "foo, .example.org"),
+        ]);
+        let got = read(&target, &e);
+        assert!(got.proxy.is_none());
+        assert_eq!(got.excluded_by.as_deref(), Some(".example.org"));
+        let plain = Target::parse("http://api.example.org/").unwrap();
+        assert!(read(&plain, &env(&[("HTTPS_PROXY", "http://p:1")]))
+            .proxy
+            .is_none());
+    }
+}

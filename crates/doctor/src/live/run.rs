@@ -1,0 +1,752 @@
+//! The layer-by-layer run of the doctor.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls::ClientConfig;
+
+use super::capture::{self, Capture};
+use super::check::{Progress, Recorder, Status};
+use super::http::{self, Conn, Outcome};
+use super::keepalive::{self, IdleEnd};
+use super::locate;
+use super::tcp::{self, ConnectFailure};
+use super::tls::{self, TlsFailure};
+use super::verdict::{LiveCause, LiveResetter, LiveVerdict};
+use super::{dns, env_proxy, DoctorError, DoctorOptions, DoctorReport, Target};
+
+/// The state of one run.
+struct Run<'a> {
+    options: &'a DoctorOptions,
+    target: Target,
+    tls_config: Arc<ClientConfig>,
+    rec: Recorder<'a>,
+    capture: Option<Capture>,
+    servers: Vec<IpAddr>,
+}
+
+/// Probes the URL and returns the report. Fails only on bad input (exit status 2).
+pub fn run(
+    options: &DoctorOptions,
+    progress: &mut dyn Progress,
+) -> Result<DoctorReport, DoctorError> {
+    options.validate()?;
+    let target = Target::parse(&options.url)?;
+    let tls_config = tls::client_config(options.insecure, options.ca_file.as_deref())?;
+    let mut run = Run {
+        options,
+        target,
+        tls_config,
+        rec: Recorder::new(progress),
+        capture: None,
+        servers: Vec::new(),
+    };
+    let verdict = run.layers();
+    run.finish_capture();
+    Ok(DoctorReport {
+        url: options.url.clone(),
+        verdict,
+        checks: run.rec.checks,
+    })
+}
+
+impl Run<'_> {
+    fn layers(&mut self) -> LiveVerdict {
+        if let Some(v) = self.environment() {
+            return v;
+        }
+        let addrs = match self.dns() {
+            Ok(addrs) => addrs,
+            Err(v) => return v,
+        };
+        self.servers = addrs.iter().map(|a| a.ip()).collect();
+        self.start_capture();
+        let (addr, distance) = match self.tcp(&addrs) {
+            Ok(found) => found,
+            Err(v) => return v,
+        };
+        if self.target.tls {
+            if let Some(v) = self.tls(addr) {
+                return v;
+            }
+        } else {
+            self.rec.skip("tls", "http URL: no TLS");
+        }
+        let (conn, response) = match self.http(addr, distance) {
+            Ok(done) => done,
+            Err(v) => return v,
+        };
+        let keepalive = self.keepalive(addr, conn, &response);
+        let stability = self.stability(addr);
+        keepalive.or(stability).unwrap_or_else(|| {
+            LiveVerdict::healthy(format!(
+                "{} works: {} answered {} over every layer",
+                self.target.url, addr, response.status
+            ))
+        })
+    }
+
+    fn environment(&mut self) -> Option<LiveVerdict> {
+        self.rec.start("environment", "proxy variables");
+        let env = match &self.options.proxy_env {
+            Some(vars) => env_proxy::read(&self.target, &|name| {
+                vars.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
+            }),
+            None => env_proxy::read(&self.target, &|name| std::env::var(name).ok()),
+        };
+        let Some(proxy) = env.proxy.clone() else {
+            let detail = match (&env.excluded_by, env.set.is_empty()) {
+                (Some(entry), _) => format!(
+                    "no proxy: NO_PROXY entry {entry:?} covers {}",
+                    self.target.host
+                ),
+                (None, true) => "no proxy variables set".to_string(),
+                (None, false) => format!("no proxy applies to this URL ({})", env.set.join(", ")),
+            };
+            self.rec.finish(Status::Pass, detail);
+            return None;
+        };
+        match env_proxy::test(&proxy, &self.target, self.options.timeout) {
+            Ok(answer) => {
+                self.rec.finish(
+                    Status::Warn,
+                    format!(
+                        "{}={} applies and works ({answer}); the next layers test the direct path",
+                        proxy.var, proxy.url
+                    ),
+                );
+                None
+            }
+            Err(why) => {
+                self.rec.finish(
+                    Status::Fail,
+                    format!("{}={} applies: {why}", proxy.var, proxy.url),
+                );
+                Some(LiveVerdict::new(
+                    LiveResetter::Proxy,
+                    LiveCause::Proxy,
+                    None,
+                    format!("the proxy in {} ({}) fails: {why}", proxy.var, proxy.url),
+                ))
+            }
+        }
+    }
+
+    fn dns(&mut self) -> Result<Vec<SocketAddr>, LiveVerdict> {
+        let host = self.target.host.clone();
+        self.rec.start("dns", &host);
+        if let Some(ip) = self.target.literal() {
+            self.rec
+                .finish(Status::Pass, format!("{ip} is an address literal"));
+            return Ok(vec![SocketAddr::new(ip, self.target.port)]);
+        }
+        let started = Instant::now();
+        let system = dns::system(&host, self.target.port);
+        let system_ms = started.elapsed().as_millis();
+        let chosen = self.options.resolver.map(|server| {
+            (
+                server,
+                dns::with_resolver(&host, server, self.options.timeout),
+            )
+        });
+        match system {
+            Err(e) => {
+                let also = match &chosen {
+                    Some((server, Ok(ips))) => format!("; resolver {server} answers {ips:?}"),
+                    Some((server, Err(e2))) => format!("; resolver {server} fails too: {e2}"),
+                    None => String::new(),
+                };
+                self.rec
+                    .finish(Status::Fail, format!("system resolver: {e}{also}"));
+                Err(LiveVerdict::new(
+                    LiveResetter::None,
+                    LiveCause::Dns,
+                    None,
+                    format!("{host} does not resolve through the system resolver: {e}"),
+                ))
+            }
+            Ok(addrs) => {
+                let ips: std::collections::BTreeSet<IpAddr> =
+                    addrs.iter().map(|a| a.ip()).collect();
+                let mut detail = format!("system resolver: {ips:?} in {system_ms} ms");
+                let mut status = Status::Pass;
+                match chosen {
+                    Some((server, Ok(other))) if other != ips => {
+                        status = Status::Warn;
+                        detail.push_str(&format!(
+                            "; resolver {server} answers differently: {other:?}"
+                        ));
+                    }
+                    Some((server, Ok(_))) => {
+                        detail.push_str(&format!("; resolver {server} agrees"))
+                    }
+                    Some((server, Err(e))) => {
+                        status = Status::Warn;
+                        detail.push_str(&format!("; resolver {server} fails: {e}"));
+                    }
+                    None => {}
+                }
+                self.rec.finish(status, detail);
+                Ok(addrs)
+            }
+        }
+    }
+
+    fn start_capture(&mut self) {
+        if !self.options.capture {
+            self.rec.skip("capture", "off (--no-capture)");
+            return;
+        }
+        self.rec.start("capture", "recording probe packets");
+        match capture::start(self.servers.clone()) {
+            Ok(c) => {
+                self.capture = Some(c);
+                self.rec
+                    .finish(Status::Pass, "recording own probe packets (AF_PACKET)");
+            }
+            Err(why) => self.rec.finish(
+                Status::Skip,
+                format!("{why}; lacking the resets' TTL and IP ID as evidence"),
+            ),
+        }
+    }
+
+    /// Stops the capture and adds the analyser's verdicts as a check.
+    fn finish_capture(&mut self) {
+        let Some(capture) = self.capture.take() else {
+            return;
+        };
+        self.rec.start("capture", "analysing probe packets");
+        let packets = capture.finish();
+        match capture::analyze(&packets) {
+            Ok(reports) if reports.is_empty() => self
+                .rec
+                .finish(Status::Pass, format!("{} packets, no reset", packets.len())),
+            Ok(reports) => {
+                let lines: Vec<String> = reports
+                    .iter()
+                    .map(|r| {
+                        let hop = r
+                            .verdict
+                            .hop
+                            .map(|h| format!(" hop {h}"))
+                            .unwrap_or_default();
+                        format!(
+                            "{} -> {}: {} {}{hop}",
+                            r.client, r.server, r.verdict.resetter, r.verdict.cause
+                        )
+                    })
+                    .collect();
+                self.rec.finish(
+                    Status::Pass,
+                    format!("{} packets, analyser: {}", packets.len(), lines.join("; ")),
+                );
+            }
+            Err(e) => self
+                .rec
+                .finish(Status::Skip, format!("analyser failed: {e}")),
+        }
+    }
+
+    /// The smallest hop distance of the resets captured so far from the server's address
+    /// (None without a capture or without a reset).
+    fn captured_reset_hop(&self) -> Option<u8> {
+        let capture = self.capture.as_ref()?;
+        // Let the recorder catch up with the packets that just arrived.
+        std::thread::sleep(Duration::from_millis(300));
+        capture::resets(&capture.snapshot(), &self.servers)
+            .into_iter()
+            .map(|r| r.hop)
+            .min()
+    }
+
+    fn tcp(&mut self, addrs: &[SocketAddr]) -> Result<(SocketAddr, Option<u8>), LiveVerdict> {
+        self.rec.start("tcp", "connect to every address");
+        let mut results = Vec::new();
+        for &addr in addrs {
+            let started = Instant::now();
+            let outcome = tcp::connect(addr, None, self.options.timeout).map(drop);
+            results.push((addr, outcome, started.elapsed()));
+        }
+        let detail: Vec<String> = results
+            .iter()
+            .map(|(a, o, t)| match o {
+                Ok(()) => format!("{a} connected in {} ms", t.as_millis()),
+                Err(e) => format!("{a} {e}"),
+            })
+            .collect();
+        let budget = self.options.timeout * 4;
+        if let Some((addr, _, _)) = results.iter().find(|(_, o, _)| o.is_ok()) {
+            let addr = *addr;
+            let distance = tcp::distance(addr, self.options.max_hops, budget);
+            let hops = match &distance {
+                Some(d) => format!("; server at hop {}", d.ttl),
+                None => "; hop distance not measured (no answer to TTL-limited connects)".into(),
+            };
+            let status = if results.iter().all(|(_, o, _)| o.is_ok()) {
+                Status::Pass
+            } else {
+                Status::Warn
+            };
+            self.rec
+                .finish(status, format!("{}{hops}", detail.join("; ")));
+            return Ok((addr, distance.map(|d| d.ttl)));
+        }
+        // Every address failed: explain the first.
+        let (addr, failure) = match results.into_iter().next() {
+            Some((addr, Err(failure), _)) => (addr, failure),
+            _ => {
+                self.rec.finish(Status::Fail, "no address to connect to");
+                return Err(LiveVerdict::new(
+                    LiveResetter::Unknown,
+                    LiveCause::Unknown,
+                    None,
+                    "no address",
+                ));
+            }
+        };
+        let verdict = match failure {
+            ConnectFailure::Refused => self.refused(addr, budget),
+            ConnectFailure::Timeout => LiveVerdict::new(
+                LiveResetter::None,
+                LiveCause::Timeout,
+                None,
+                format!("connecting to {addr} timed out: SYNs are dropped on the way or by the server"),
+            ),
+            ConnectFailure::Unreachable(e) => LiveVerdict::new(
+                LiveResetter::None,
+                LiveCause::Unknown,
+                None,
+                format!("{addr} is unreachable ({e}): a router has no route or a firewall answers with ICMP"),
+            ),
+            ConnectFailure::Other(e) => LiveVerdict::new(
+                LiveResetter::Client,
+                LiveCause::Unknown,
+                None,
+                format!("connecting to {addr} failed on this machine: {e}"),
+            ),
+        };
+        self.rec.finish(
+            Status::Fail,
+            format!("{}; {}", detail.join("; "), verdict.summary),
+        );
+        Err(verdict)
+    }
+
+    /// A refused connect: the server, or a firewall answering for it?
+    fn refused(&mut self, addr: SocketAddr, budget: Duration) -> LiveVerdict {
+        let distance = tcp::distance(addr, self.options.max_hops, budget).map(|d| d.ttl);
+        let rst_hop = self.captured_reset_hop();
+        let at = distance.map(|d| format!(" at TTL {d}")).unwrap_or_default();
+        match (rst_hop, distance) {
+            (Some(hop), Some(d)) if hop < d => LiveVerdict::new(
+                LiveResetter::Middlebox,
+                LiveCause::FirewallReject,
+                Some(hop),
+                format!(
+                    "a firewall at hop {hop} refuses connections to {addr} for the server: its reset has the TTL of hop {hop}, while the refusal first appears{at}"
+                ),
+            ),
+            (Some(hop), _) => LiveVerdict::new(
+                LiveResetter::Server,
+                LiveCause::Refused,
+                None,
+                format!("{addr} refuses the connection: nothing listens on the port (the reset comes from hop {hop}, the server's distance{at})"),
+            ),
+            (None, _) => LiveVerdict::new(
+                LiveResetter::Server,
+                LiveCause::Refused,
+                None,
+                format!(
+                    "{addr} refuses the connection{at}: nothing listens on the port, or a firewall at the same distance answers for it (capture as root to compare the reset's TTL)"
+                ),
+            ),
+        }
+    }
+}
+
+/// The application layers: TLS, HTTP (with controls and the device location), keep-alive
+/// and stability.
+impl Run<'_> {
+    /// A fresh connection ready for HTTP (TLS done for https).
+    fn open(&self, addr: SocketAddr) -> Option<Conn> {
+        open_conn(addr, &self.target, &self.tls_config, self.options.timeout)
+    }
+
+    fn tls(&mut self, addr: SocketAddr) -> Option<LiveVerdict> {
+        let sni = self.target.host.clone();
+        self.rec.start("tls", &format!("handshake with SNI {sni}"));
+        let timeout = self.options.timeout;
+        let real = tcp::connect(addr, None, timeout)
+            .map_err(|e| TlsFailure::Refused(format!("connect: {e}")))
+            .and_then(|s| tls::handshake(s, &sni, self.tls_config.clone(), timeout));
+        let failure = match real {
+            Ok(stream) => {
+                let version = stream
+                    .conn
+                    .protocol_version()
+                    .map(|v| format!("{v:?}"))
+                    .unwrap_or_default();
+                self.rec.finish(
+                    Status::Pass,
+                    format!("handshake with SNI {sni} completed ({version})"),
+                );
+                return None;
+            }
+            Err(f) => f,
+        };
+        if let TlsFailure::Refused(e) = &failure {
+            self.rec.finish(Status::Fail, format!("SNI {sni}: {e}"));
+            return Some(LiveVerdict::new(
+                LiveResetter::None,
+                LiveCause::Tls,
+                None,
+                format!("the TLS handshake with {sni} fails: {e}"),
+            ));
+        }
+        let control_sni = self.options.control_sni.clone();
+        let control = tls::control_config()
+            .map_err(|e| TlsFailure::Refused(e.to_string()))
+            .and_then(|config| {
+                tcp::connect(addr, None, timeout)
+                    .map_err(|e| TlsFailure::Refused(format!("connect: {e}")))
+                    .and_then(|s| tls::handshake(s, &control_sni, config, timeout))
+            });
+        let control_answered = !matches!(
+            control,
+            Err(TlsFailure::Reset | TlsFailure::Closed | TlsFailure::Timeout)
+        );
+        let detail = format!(
+            "SNI {sni}: {failure}; control SNI {control_sni}: {}",
+            match &control {
+                Ok(_) => "handshake completed".to_string(),
+                Err(e) => e.to_string(),
+            }
+        );
+        self.rec.finish(Status::Fail, detail);
+        if failure == TlsFailure::Reset && control_answered {
+            let hop = self.captured_reset_hop();
+            return Some(LiveVerdict::new(
+                LiveResetter::Middlebox,
+                LiveCause::SniFilter,
+                hop,
+                format!(
+                    "the handshake is reset only with the server name {sni}: a device filters by SNI (control {control_sni} passes)"
+                ),
+            ));
+        }
+        let resetter = if failure == TlsFailure::Reset {
+            LiveResetter::Server
+        } else {
+            LiveResetter::None
+        };
+        Some(LiveVerdict::new(
+            resetter,
+            if failure == TlsFailure::Timeout { LiveCause::Timeout } else { LiveCause::Tls },
+            None,
+            format!("the TLS handshake fails for every server name ({failure}): the server's TLS set-up"),
+        ))
+    }
+
+    fn http(
+        &mut self,
+        addr: SocketAddr,
+        distance: Option<u8>,
+    ) -> Result<(Conn, http::Response), LiveVerdict> {
+        let request = http::request(&self.target.path, &self.target.host_header());
+        self.rec.start("http", &format!("GET {}", self.target.path));
+        let Some(mut conn) = self.open(addr) else {
+            self.rec
+                .finish(Status::Fail, "the connection failed on retry");
+            return Err(LiveVerdict::new(
+                LiveResetter::Unknown,
+                LiveCause::Unknown,
+                None,
+                "the connection failed on retry; run again",
+            ));
+        };
+        let outcome = http::exchange(&mut conn, &request, self.options.timeout);
+        let got = match outcome {
+            Outcome::Response(response) => {
+                let status = if response.status >= 500 {
+                    Status::Warn
+                } else {
+                    Status::Pass
+                };
+                self.rec.finish(
+                    status,
+                    format!(
+                        "{} answered {} ({} body bytes)",
+                        addr, response.status, response.body_len
+                    ),
+                );
+                return Ok((conn, response));
+            }
+            Outcome::Reset(n) => n,
+            Outcome::Closed(n) => {
+                self.rec.finish(Status::Fail, format!("the server closed the connection after {n} bytes, before a complete answer"));
+                return Err(LiveVerdict::new(
+                    LiveResetter::Server,
+                    LiveCause::AppAbort,
+                    None,
+                    format!(
+                        "{addr} closed the connection before answering {}",
+                        self.target.path
+                    ),
+                ));
+            }
+            Outcome::Timeout(n) => {
+                self.rec.finish(
+                    Status::Fail,
+                    format!(
+                        "no complete answer in {:?} ({n} bytes)",
+                        self.options.timeout
+                    ),
+                );
+                return Err(LiveVerdict::new(
+                    LiveResetter::None,
+                    LiveCause::Timeout,
+                    None,
+                    format!("{addr} does not answer {} in time", self.target.path),
+                ));
+            }
+            Outcome::Error(e) => {
+                self.rec.finish(Status::Fail, e.clone());
+                return Err(LiveVerdict::new(
+                    LiveResetter::Unknown,
+                    LiveCause::Unknown,
+                    None,
+                    format!("the exchange failed: {e}"),
+                ));
+            }
+        };
+        // A reset: do harmless controls pass?
+        let controls = self.controls(addr);
+        let control_ok = controls.iter().any(|(_, ok)| *ok);
+        let control_text: Vec<String> = controls
+            .iter()
+            .map(|(what, ok)| format!("{what}: {}", if *ok { "answered" } else { "failed" }))
+            .collect();
+        self.rec.finish(
+            Status::Fail,
+            format!(
+                "reset after {got} bytes of answer; controls: {}",
+                control_text.join(", ")
+            ),
+        );
+        if !control_ok {
+            let hop = self.captured_reset_hop();
+            let (resetter, hop_note) = match (hop, distance) {
+                (Some(h), Some(d)) if h < d => (
+                    LiveResetter::Middlebox,
+                    format!(" (the reset comes from hop {h}, before the server at hop {d})"),
+                ),
+                _ => (LiveResetter::Server, String::new()),
+            };
+            return Err(LiveVerdict::new(
+                resetter,
+                if resetter == LiveResetter::Server { LiveCause::AppAbort } else { LiveCause::Injected },
+                if resetter == LiveResetter::Server { None } else { hop },
+                format!("every request to {addr} is reset, harmless ones too: the server aborts connections{hop_note}"),
+            ));
+        }
+        Err(self.locate(addr, &request, distance))
+    }
+
+    /// Control requests: the root path with the real Host, and the real path with the
+    /// control Host. Each gives (description, answered).
+    fn controls(&mut self, addr: SocketAddr) -> Vec<(String, bool)> {
+        let mut out = Vec::new();
+        let mut tries = Vec::new();
+        if self.target.path != "/" {
+            tries.push((
+                format!("GET / Host {}", self.target.host_header()),
+                http::request("/", &self.target.host_header()),
+            ));
+        }
+        if !self.target.tls {
+            let host = self.options.control_sni.clone();
+            tries.push((
+                format!("GET {} Host {host}", self.target.path),
+                http::request(&self.target.path, &host),
+            ));
+        }
+        for (what, request) in tries {
+            let ok = self
+                .open(addr)
+                .map(|mut c| {
+                    matches!(
+                        http::exchange(&mut c, &request, self.options.timeout),
+                        Outcome::Response(_)
+                    )
+                })
+                .unwrap_or(false);
+            out.push((what, ok));
+        }
+        out
+    }
+
+    /// The trigger is reset but controls pass: find where the reset comes from.
+    fn locate(&mut self, addr: SocketAddr, request: &[u8], distance: Option<u8>) -> LiveVerdict {
+        self.rec
+            .start("locate", "replaying the request with TTL 1, 2, 3...");
+        let max = distance
+            .unwrap_or(self.options.max_hops)
+            .min(self.options.max_hops);
+        let target = self.target.clone();
+        let config = self.tls_config.clone();
+        let timeout = self.options.timeout;
+        let wait = Duration::from_millis(1500).min(timeout);
+        let trace = locate::replay(addr, request, max, wait, &|| {
+            open_conn(addr, &target, &config, timeout)
+        });
+        let rst_hop = self.captured_reset_hop();
+        let path = &self.target.path;
+        let d = distance
+            .map(|d| d.to_string())
+            .unwrap_or_else(|| "?".into());
+        let (resetter, hop, how) = match (trace.reset_at(), rst_hop, distance) {
+            (_, Some(h), Some(d)) if h < d => (LiveResetter::Middlebox, Some(h), format!("the reset's TTL puts its sender at hop {h}, before the server at hop {d}")),
+            (Some(t), _, Some(d)) if t < d => (LiveResetter::Middlebox, Some(t), format!("the replay draws a reset at TTL {t}, before the server at hop {d}")),
+            (Some(t), None, _) => (LiveResetter::Unknown, None, format!("the replay draws a reset at TTL {t}, the server's distance ({d}): a device on the last router or the server (capture as root to compare the reset's TTL)")),
+            (Some(t), Some(h), _) => (LiveResetter::Unknown, None, format!("the replay draws a reset at TTL {t} and the reset's TTL says hop {h}, the server's distance")),
+            (None, _, _) => (LiveResetter::Unknown, None, "the replay drew no reset".to_string()),
+        };
+        let status = if resetter == LiveResetter::Middlebox {
+            Status::Fail
+        } else {
+            Status::Warn
+        };
+        self.rec
+            .finish(status, format!("{}; {how}", trace.describe()));
+        let who = match hop {
+            Some(h) => format!("a device at hop {h}"),
+            None => "something on the path".to_string(),
+        };
+        LiveVerdict::new(
+            resetter,
+            LiveCause::ContentFilter,
+            hop,
+            format!("{who} resets the request for {path} while harmless requests pass: {how}"),
+        )
+    }
+
+    fn keepalive(
+        &mut self,
+        addr: SocketAddr,
+        conn: Conn,
+        response: &http::Response,
+    ) -> Option<LiveVerdict> {
+        if !response.keeps_alive() {
+            self.rec.skip(
+                "keepalive",
+                "the server closes after each response (Connection: close)",
+            );
+            return None;
+        }
+        let max_idle = self.options.max_idle;
+        self.rec.start(
+            "keepalive",
+            &format!("idle for up to {:.1}s", max_idle.as_secs_f64()),
+        );
+        let advertised_header = response.header("keep-alive").map(str::to_string);
+        let advertised = keepalive::advertised(advertised_header.as_deref());
+        let request = http::request(&self.target.path, &self.target.host_header());
+        let target = self.target.clone();
+        let config = self.tls_config.clone();
+        let timeout = self.options.timeout;
+        let end = keepalive::measure(conn, &request, max_idle, timeout, &|| {
+            open_conn(addr, &target, &config, timeout)
+        });
+        let adv = match (&advertised_header, advertised) {
+            (Some(h), _) => format!("advertised Keep-Alive: {h}"),
+            (None, _) => "no Keep-Alive header".to_string(),
+        };
+        let (status, detail, problem) = match end {
+            IdleEnd::Open(t) => (Status::Pass, format!("still open after {:.1}s idle ({adv})", t.as_secs_f64()), None),
+            IdleEnd::Fin(t) => {
+                let secs = t.as_secs_f64();
+                let honest = advertised.is_some_and(|a| a <= secs * 1.05 + 0.5);
+                let detail = format!("closed with FIN after {secs:.2}s idle ({adv})");
+                if honest {
+                    (Status::Pass, detail, None)
+                } else {
+                    (Status::Warn, detail.clone(), Some(format!(
+                        "{addr} closes idle keep-alive connections after {secs:.2}s with a FIN it did not announce ({adv}): a client reusing one then gets a reset"
+                    )))
+                }
+            }
+            IdleEnd::Rst(t) => {
+                let secs = t.as_secs_f64();
+                (Status::Warn, format!("reset after {secs:.2}s idle ({adv})"), Some(format!(
+                    "idle keep-alive connections to {addr} are reset after {secs:.2}s ({adv})"
+                )))
+            }
+            IdleEnd::Dropped { low, high } => (Status::Warn, format!(
+                "silently dropped: a request after {:.1}s idle worked, after {:.1}s it failed ({adv})",
+                low.as_secs_f64(), high.as_secs_f64()
+            ), Some(format!(
+                "idle connections to {addr} are dropped without notice between {:.1}s and {:.1}s",
+                low.as_secs_f64(), high.as_secs_f64()
+            ))),
+        };
+        self.rec.finish(status, detail);
+        problem.map(|summary| {
+            LiveVerdict::new(
+                LiveResetter::Server,
+                LiveCause::IdleKeepaliveClose,
+                None,
+                summary,
+            )
+        })
+    }
+
+    fn stability(&mut self, addr: SocketAddr) -> Option<LiveVerdict> {
+        let n = self.options.repeat;
+        if n <= 1 {
+            self.rec.skip("stability", "--repeat 1");
+            return None;
+        }
+        self.rec.start("stability", &format!("{n} requests"));
+        let request = http::request(&self.target.path, &self.target.host_header());
+        let words: Vec<&'static str> = (0..n)
+            .map(|_| match self.open(addr) {
+                Some(mut c) => http::exchange(&mut c, &request, self.options.timeout).word(),
+                None => "connect",
+            })
+            .collect();
+        let failed = words.iter().filter(|w| **w != "ok").count();
+        let pattern = words.join(" ");
+        if failed == 0 {
+            self.rec
+                .finish(Status::Pass, format!("{n} of {n} answered"));
+            return None;
+        }
+        self.rec
+            .finish(Status::Warn, format!("{failed} of {n} failed: {pattern}"));
+        Some(LiveVerdict::new(
+            LiveResetter::Unknown,
+            LiveCause::Unknown,
+            None,
+            format!("{failed} of {n} requests to {addr} failed intermittently ({pattern})"),
+        ))
+    }
+}
+
+/// A fresh connection ready for HTTP.
+fn open_conn(
+    addr: SocketAddr,
+    target: &Target,
+    config: &Arc<ClientConfig>,
+    timeout: Duration,
+) -> Option<Conn> {
+    let stream = tcp::connect(addr, None, timeout).ok()?;
+    if target.tls {
+        tls::handshake(stream, &target.host, config.clone(), timeout)
+            .ok()
+            .map(|s| Conn::Tls(Box::new(s)))
+    } else {
+        Some(Conn::Plain(stream))
+    }
+}

@@ -1,0 +1,206 @@
+//! The live doctor's verdict: the vocabulary of `holdfast pcap` ([`crate::pcap::verdict`])
+//! extended with the layers a capture cannot see (`proxy`, `dns`, `timeout`, `tls`,
+//! `sni_filter`) and with `none` for a URL that works.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::pcap::verdict::{Cause, Resetter};
+
+/// Who reset (or failed) the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LiveResetter {
+    /// This machine.
+    Client,
+    /// The server.
+    Server,
+    /// A device on the path.
+    Middlebox,
+    /// The configured HTTP proxy.
+    Proxy,
+    /// Nobody: the URL works, or the failure was not a reset.
+    None,
+    /// Not enough evidence.
+    Unknown,
+}
+
+/// Why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LiveCause {
+    /// Nothing listens on the port (RST to SYN from the server).
+    Refused,
+    /// A device refused the connection for the server.
+    FirewallReject,
+    /// The server's application aborted the connection.
+    AppAbort,
+    /// The server closes idle keep-alive connections in a way that races clients.
+    IdleKeepaliveClose,
+    /// The server's accept queue overflowed.
+    AcceptQueueOverflow,
+    /// A device on the path resets this request (path, Host or content).
+    ContentFilter,
+    /// A device resets the TLS handshake for this server name.
+    SniFilter,
+    /// A forged reset raced real traffic.
+    Injected,
+    /// The configured proxy fails.
+    Proxy,
+    /// The name does not resolve.
+    Dns,
+    /// No answer in time.
+    Timeout,
+    /// The TLS handshake fails (not by a reset).
+    Tls,
+    /// The URL works.
+    None,
+    /// The evidence does not single out a cause.
+    Unknown,
+}
+
+impl From<Resetter> for LiveResetter {
+    fn from(r: Resetter) -> Self {
+        match r {
+            Resetter::Client => LiveResetter::Client,
+            Resetter::Server => LiveResetter::Server,
+            Resetter::Middlebox => LiveResetter::Middlebox,
+            Resetter::Unknown => LiveResetter::Unknown,
+        }
+    }
+}
+
+impl From<Cause> for LiveCause {
+    fn from(c: Cause) -> Self {
+        match c {
+            Cause::Refused => LiveCause::Refused,
+            Cause::FirewallReject => LiveCause::FirewallReject,
+            Cause::AppAbort => LiveCause::AppAbort,
+            Cause::IdleKeepaliveClose => LiveCause::IdleKeepaliveClose,
+            Cause::AcceptQueueOverflow => LiveCause::AcceptQueueOverflow,
+            Cause::ContentFilter => LiveCause::ContentFilter,
+            Cause::Injected => LiveCause::Injected,
+            Cause::IdleTimeoutMiddlebox | Cause::ClientAbort | Cause::Unknown => LiveCause::Unknown,
+        }
+    }
+}
+
+impl LiveCause {
+    /// Concrete next steps for this cause.
+    pub fn advice(self) -> Vec<&'static str> {
+        match self {
+            LiveCause::Refused => vec![
+                "check that the service is running and listening on this port (ss -ltnp on the server)",
+                "check the URL's port; a load balancer may point at a stopped backend",
+            ],
+            LiveCause::FirewallReject => vec![
+                "a firewall on the path answers for the server: look for `REJECT --reject-with tcp-reset` rules (holdfast audit on the firewall host)",
+                "ask the network's administrator to allow this port, or use another network to confirm",
+            ],
+            LiveCause::AppAbort => vec![
+                "look at the server application's logs at this time for crashes, panics or aborted handlers",
+                "avoid SO_LINGER 0 and closing sockets with unread request data",
+            ],
+            LiveCause::IdleKeepaliveClose => vec![
+                "make clients (proxies, pools) drop idle connections before the server's idle timeout",
+                "have the server advertise `Keep-Alive: timeout=N` and close with FIN, or raise its idle timeout",
+                "retry idempotent requests once when a reused connection fails",
+            ],
+            LiveCause::AcceptQueueOverflow => vec![
+                "raise the listen backlog and net.core.somaxconn on the server; accept faster",
+                "run `holdfast audit` on the server to see ListenOverflows",
+            ],
+            LiveCause::ContentFilter => vec![
+                "a device on the path resets this request: try another network or a VPN to confirm",
+                "if the device is yours (IDS, WAF, firewall), look for a string-match rule on the path or Host",
+            ],
+            LiveCause::SniFilter => vec![
+                "a device filters by TLS server name: try another network, a VPN, or Encrypted Client Hello",
+            ],
+            LiveCause::Injected => vec![
+                "an on-path device forges resets: compare from another network, and capture with `holdfast pcap`",
+            ],
+            LiveCause::Proxy => vec![
+                "fix or remove the proxy in HTTP_PROXY/HTTPS_PROXY/ALL_PROXY, or add this host to NO_PROXY",
+            ],
+            LiveCause::Dns => vec![
+                "check the name for typos; try another resolver with --resolver to compare",
+                "check /etc/resolv.conf and that the resolver is reachable",
+            ],
+            LiveCause::Timeout => vec![
+                "packets are dropped silently: check firewalls (DROP rules), routes and whether the server is up",
+            ],
+            LiveCause::Tls => vec![
+                "check the server's certificate chain and name; use --ca-file for a private CA",
+            ],
+            LiveCause::None => vec![],
+            LiveCause::Unknown => vec![
+                "capture the failure (run the doctor as root, or tcpdump) and run `holdfast pcap` on it",
+            ],
+        }
+    }
+}
+
+/// The doctor's conclusion.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LiveVerdict {
+    /// Who.
+    pub resetter: LiveResetter,
+    /// Why.
+    pub cause: LiveCause,
+    /// The hop of a middlebox, when located.
+    pub hop: Option<u8>,
+    /// One sentence.
+    pub summary: String,
+    /// Concrete next steps, from the cause.
+    pub advice: Vec<String>,
+}
+
+impl LiveVerdict {
+    /// A verdict with the advice of its cause.
+    pub fn new(
+        resetter: LiveResetter,
+        cause: LiveCause,
+        hop: Option<u8>,
+        summary: impl Into<String>,
+    ) -> Self {
+        Self {
+            resetter,
+            cause,
+            hop,
+            summary: summary.into(),
+            advice: cause.advice().into_iter().map(str::to_string).collect(),
+        }
+    }
+
+    /// The URL works.
+    pub fn healthy(summary: impl Into<String>) -> Self {
+        Self::new(LiveResetter::None, LiveCause::None, None, summary)
+    }
+
+    /// Whether this verdict reports a problem.
+    pub fn is_failure(&self) -> bool {
+        self.cause != LiveCause::None
+    }
+}
+
+/// The snake_case name a value serializes to (as in JSON).
+fn snake_name(value: &impl Serialize) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+impl fmt::Display for LiveResetter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&snake_name(self))
+    }
+}
+
+impl fmt::Display for LiveCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&snake_name(self))
+    }
+}
