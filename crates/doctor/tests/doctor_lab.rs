@@ -52,7 +52,8 @@ fn handle(mut stream: TcpStream, behaviour: Behaviour) {
         Behaviour::Abort => {
             let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
             if matches!(stream.read(&mut buf), Ok(n) if n > 0) {
-                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\npartial");
+                let _ =
+                    stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\npartial");
                 std::thread::sleep(Duration::from_millis(100));
                 let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
             }
@@ -73,7 +74,9 @@ fn handle(mut stream: TcpStream, behaviour: Behaviour) {
 fn router_rule(lab: &Lab, rule: &[&str]) {
     let mut args = vec!["-A", "FORWARD"];
     args.extend_from_slice(rule);
-    lab.router().run("iptables", &args).expect("iptables in the router");
+    lab.router()
+        .run("iptables", &args)
+        .expect("iptables in the router");
 }
 
 fn doctor(lab: &Lab, url: &str, tune: impl FnOnce(&mut DoctorOptions)) -> DoctorReport {
@@ -84,13 +87,18 @@ fn doctor(lab: &Lab, url: &str, tune: impl FnOnce(&mut DoctorOptions)) -> Doctor
     options.max_hops = 4;
     options.proxy_env = Some(Vec::new());
     tune(&mut options);
-    let report = in_netns(lab.client(), move || live::run(&options, &mut Silent))
-        .expect("the doctor runs");
+    let report =
+        in_netns(lab.client(), move || live::run(&options, &mut Silent)).expect("the doctor runs");
     eprintln!("{url}: {}", serde_json::to_string_pretty(&report).unwrap());
     report
 }
 
-fn assert_verdict(report: &DoctorReport, resetter: LiveResetter, cause: LiveCause, hop: Option<u8>) {
+fn assert_verdict(
+    report: &DoctorReport,
+    resetter: LiveResetter,
+    cause: LiveCause,
+    hop: Option<u8>,
+) {
     let v = &report.verdict;
     assert_eq!(
         (v.resetter, v.cause, v.hop),
@@ -117,14 +125,42 @@ fn staged_faults_get_their_verdicts() {
     serve(&lab, 8082, Behaviour::Abort);
     serve(&lab, 8083, Behaviour::KeepAlive(Duration::from_secs(30)));
     serve(&lab, 8084, Behaviour::KeepAlive(Duration::from_secs(30)));
-    serve(&lab, 8085, Behaviour::KeepAlive(Duration::from_millis(1500)));
+    serve(
+        &lab,
+        8085,
+        Behaviour::KeepAlive(Duration::from_millis(1500)),
+    );
     serve(&lab, healthy, Behaviour::KeepAlive(Duration::from_secs(30)));
-    router_rule(&lab, &["-p", "tcp", "--dport", "8083", "-j", "REJECT", "--reject-with", "tcp-reset"]);
     router_rule(
         &lab,
         &[
-            "-p", "tcp", "--dport", "8084", "-m", "string", "--string", "/blocked", "--algo", "bm",
-            "-j", "REJECT", "--reject-with", "tcp-reset",
+            "-p",
+            "tcp",
+            "--dport",
+            "8083",
+            "-j",
+            "REJECT",
+            "--reject-with",
+            "tcp-reset",
+        ],
+    );
+    router_rule(
+        &lab,
+        &[
+            "-p",
+            "tcp",
+            "--dport",
+            "8084",
+            "-m",
+            "string",
+            "--string",
+            "/blocked",
+            "--algo",
+            "bm",
+            "-j",
+            "REJECT",
+            "--reject-with",
+            "tcp-reset",
         ],
     );
 
@@ -144,18 +180,41 @@ fn staged_faults_get_their_verdicts() {
 
     // Router REJECT on the port: a firewall at hop 1 answers for the server.
     let report = doctor(&lab, &format!("http://{server}:8083/"), |_| {});
-    assert_verdict(&report, LiveResetter::Middlebox, LiveCause::FirewallReject, Some(1));
+    assert_verdict(
+        &report,
+        LiveResetter::Middlebox,
+        LiveCause::FirewallReject,
+        Some(1),
+    );
 
     // Router string match on the path: content filter located at hop 1.
     let report = doctor(&lab, &format!("http://{server}:8084/blocked"), |_| {});
-    assert_verdict(&report, LiveResetter::Middlebox, LiveCause::ContentFilter, Some(1));
-    let locate = report.checks.iter().find(|c| c.name == "locate").expect("locate check");
+    assert_verdict(
+        &report,
+        LiveResetter::Middlebox,
+        LiveCause::ContentFilter,
+        Some(1),
+    );
+    let locate = report
+        .checks
+        .iter()
+        .find(|c| c.name == "locate")
+        .expect("locate check");
     assert!(locate.detail.contains("2:RST"), "{}", locate.detail);
 
     // Keep-alive idle close after 1.5 s, measured within 20%.
     let report = doctor(&lab, &format!("http://{server}:8085/"), |_| {});
-    assert_verdict(&report, LiveResetter::Server, LiveCause::IdleKeepaliveClose, None);
-    let keepalive = report.checks.iter().find(|c| c.name == "keepalive").unwrap();
+    assert_verdict(
+        &report,
+        LiveResetter::Server,
+        LiveCause::IdleKeepaliveClose,
+        None,
+    );
+    let keepalive = report
+        .checks
+        .iter()
+        .find(|c| c.name == "keepalive")
+        .unwrap();
     let measured: f64 = keepalive
         .detail
         .split("after ")
@@ -163,7 +222,10 @@ fn staged_faults_get_their_verdicts() {
         .and_then(|rest| rest.split('s').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no idle time in {:?}", keepalive.detail));
-    assert!((measured - 1.5).abs() <= 0.3, "measured {measured}s for a 1.5 s idle close");
+    assert!(
+        (measured - 1.5).abs() <= 0.3,
+        "measured {measured}s for a 1.5 s idle close"
+    );
     assert!(keepalive.detail.contains("FIN"), "{}", keepalive.detail);
 
     // A dead proxy in the environment: nothing listens on the router's port 3128.
