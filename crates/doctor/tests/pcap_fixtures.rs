@@ -159,3 +159,63 @@ fn cli_prints_verdict_timeline_evidence_and_summary() {
     assert_eq!(json["cause"], "injected");
     assert_eq!(json["hop"], 1);
 }
+
+#[test]
+fn fixtures_rewritten_by_wireshark_tools_keep_their_verdicts() {
+    if Command::new("editcap").arg("-h").output().is_err() {
+        eprintln!("skipping: editcap is not installed (it comes with tshark)");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("holdfast-pcap-editcap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = |program: &str, args: &[&std::ffi::OsStr]| {
+        let status = Command::new(program).args(args).status().unwrap();
+        assert!(status.success(), "{program} {args:?}");
+    };
+    for scenario in SCENARIOS {
+        let original = fixture_dir().join(format!("{}.pcap", scenario.name));
+        for (format, extension) in [("pcapng", "pcapng"), ("nsecpcap", "ns.pcap")] {
+            let out = dir.join(format!("{}.{extension}", scenario.name));
+            run(
+                "editcap",
+                &[
+                    "-F".as_ref(),
+                    format.as_ref(),
+                    original.as_os_str(),
+                    out.as_os_str(),
+                ],
+            );
+            let (reports, _) = analyze_file(&out);
+            assert_verdict(scenario, &reports);
+        }
+    }
+    // Two captures merged into one pcapng (one interface per input file).
+    let merged = dir.join("merged.pcapng");
+    let a = fixture_dir().join("injected.pcap");
+    let b = fixture_dir().join("ipv6_app_abort.pcap");
+    run(
+        "mergecap",
+        &[
+            "-F".as_ref(),
+            "pcapng".as_ref(),
+            "-w".as_ref(),
+            merged.as_os_str(),
+            a.as_os_str(),
+            b.as_os_str(),
+        ],
+    );
+    let (reports, summary) = analyze_file(&merged);
+    let mut causes: Vec<_> = reports.iter().map(|r| r.verdict.cause).collect();
+    causes.sort();
+    assert_eq!(
+        causes,
+        vec![
+            holdfast_doctor::pcap::Cause::AppAbort,
+            holdfast_doctor::pcap::Cause::Injected
+        ]
+    );
+    let (frames, flows, rsts) = our_view(&merged);
+    assert_eq!((frames, flows, rsts), tshark_view(&merged));
+    assert_eq!(summary.packets, frames);
+    let _ = std::fs::remove_dir_all(&dir);
+}
