@@ -67,7 +67,7 @@ impl Run<'_> {
             Err(v) => return v,
         };
         if self.target.tls {
-            if let Some(v) = self.tls(addr) {
+            if let Some(v) = self.tls(addr, distance) {
                 return v;
             }
         } else {
@@ -374,7 +374,7 @@ impl Run<'_> {
         open_conn(addr, &self.target, &self.tls_config, self.options.timeout)
     }
 
-    fn tls(&mut self, addr: SocketAddr) -> Option<LiveVerdict> {
+    fn tls(&mut self, addr: SocketAddr, distance: Option<u8>) -> Option<LiveVerdict> {
         let sni = self.target.host.clone();
         self.rec.start("tls", &format!("handshake with SNI {sni}"));
         let timeout = self.options.timeout;
@@ -426,7 +426,10 @@ impl Run<'_> {
         );
         self.rec.finish(Status::Fail, detail);
         if failure == TlsFailure::Reset && control_answered {
-            let hop = self.captured_reset_hop();
+            // Located only when the reset's TTL puts its sender before the server.
+            let hop = self
+                .captured_reset_hop()
+                .filter(|h| distance.is_some_and(|d| *h < d));
             return Some(LiveVerdict::new(
                 LiveResetter::Middlebox,
                 LiveCause::SniFilter,

@@ -1,0 +1,220 @@
+//! `holdfast doctor` against servers on 127.0.0.1 (no namespaces needed): a healthy TLS
+//! server verified with a private CA file, a server that resets handshakes carrying one
+//! server name (SNI filtering), a closed port, a dead proxy, and bad input.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use holdfast_doctor::live::{
+    self, DoctorError, DoctorOptions, DoctorReport, LiveCause, LiveResetter, Silent, Status,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::{ServerConfig, ServerConnection, StreamOwned};
+
+/// A self-signed certificate for `localhost`, its PEM written to a temp file.
+struct Cert {
+    config: Arc<ServerConfig>,
+    pem_path: std::path::PathBuf,
+}
+
+impl Drop for Cert {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.pem_path);
+    }
+}
+
+fn cert(tag: &str) -> Cert {
+    let key = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let pem_path =
+        std::env::temp_dir().join(format!("holdfast-doctor-{tag}-{}.pem", std::process::id()));
+    std::fs::write(&pem_path, key.cert.pem()).unwrap();
+    let certs = vec![CertificateDer::from(key.cert.der().to_vec())];
+    let private = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.signing_key.serialize_der()));
+    let config =
+        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, private)
+            .unwrap();
+    Cert {
+        config: Arc::new(config),
+        pem_path,
+    }
+}
+
+/// A TLS server on 127.0.0.1 answering `Connection: close`. When `blocked_sni` is set, a
+/// ClientHello carrying that name is answered with a reset, as an SNI filter would.
+fn tls_server(config: Arc<ServerConfig>, blocked_sni: Option<&'static str>) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let config = config.clone();
+            std::thread::spawn(move || serve_tls(stream, config, blocked_sni));
+        }
+    });
+    port
+}
+
+fn serve_tls(stream: TcpStream, config: Arc<ServerConfig>, blocked_sni: Option<&str>) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    if let Some(name) = blocked_sni {
+        let mut hello = [0u8; 2048];
+        let n = stream.peek(&mut hello).unwrap_or(0);
+        if hello[..n].windows(name.len()).any(|w| w == name.as_bytes()) {
+            let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+            return;
+        }
+    }
+    let Ok(conn) = ServerConnection::new(config) else {
+        return;
+    };
+    let mut tls = StreamOwned::new(conn, stream);
+    let mut buf = [0u8; 4096];
+    if matches!(tls.read(&mut buf), Ok(n) if n > 0) {
+        let _ =
+            tls.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+        tls.conn.send_close_notify();
+        let _ = tls.flush();
+    }
+}
+
+fn doctor(url: &str, tune: impl FnOnce(&mut DoctorOptions)) -> DoctorReport {
+    let mut options = DoctorOptions::new(url);
+    options.timeout = Duration::from_secs(3);
+    options.max_idle = Duration::from_secs(2);
+    options.repeat = 2;
+    options.max_hops = 4;
+    options.proxy_env = Some(Vec::new());
+    tune(&mut options);
+    let report = live::run(&options, &mut Silent).expect("the doctor runs");
+    eprintln!("{}", serde_json::to_string_pretty(&report).unwrap());
+    report
+}
+
+fn verdict(report: &DoctorReport) -> (LiveResetter, LiveCause) {
+    (report.verdict.resetter, report.verdict.cause)
+}
+
+#[test]
+fn healthy_tls_server_verified_with_a_ca_file() {
+    let cert = cert("ok");
+    let port = tls_server(cert.config.clone(), None);
+    let pem = cert.pem_path.clone();
+    let report = doctor(&format!("https://localhost:{port}/"), |o| {
+        o.ca_file = Some(pem)
+    });
+    assert_eq!(
+        verdict(&report),
+        (LiveResetter::None, LiveCause::None),
+        "{}",
+        report.verdict.summary
+    );
+    let tls = report.checks.iter().find(|c| c.name == "tls").unwrap();
+    assert_eq!(tls.status, Status::Pass, "{}", tls.detail);
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["verdict"]["resetter"], "none");
+    assert!(json["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["ms"].is_u64()));
+}
+
+#[test]
+fn untrusted_certificate_is_a_tls_failure() {
+    let cert = cert("untrusted");
+    let port = tls_server(cert.config.clone(), None);
+    // Verified against the web roots, the self-signed certificate fails.
+    let report = doctor(&format!("https://localhost:{port}/"), |_| {});
+    assert_eq!(
+        verdict(&report),
+        (LiveResetter::None, LiveCause::Tls),
+        "{}",
+        report.verdict.summary
+    );
+}
+
+#[test]
+fn reset_only_with_the_real_server_name_is_sni_filtering() {
+    let cert = cert("sni");
+    let port = tls_server(cert.config.clone(), Some("localhost"));
+    let report = doctor(&format!("https://localhost:{port}/"), |o| o.insecure = true);
+    assert_eq!(
+        verdict(&report),
+        (LiveResetter::Middlebox, LiveCause::SniFilter),
+        "{}",
+        report.verdict.summary
+    );
+    let tls = report.checks.iter().find(|c| c.name == "tls").unwrap();
+    assert!(
+        tls.detail
+            .contains("control SNI example.com: handshake completed"),
+        "{}",
+        tls.detail
+    );
+}
+
+#[test]
+fn closed_port_is_refused_by_the_server() {
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let report = doctor(&format!("http://127.0.0.1:{port}/"), |_| {});
+    assert_eq!(
+        verdict(&report),
+        (LiveResetter::Server, LiveCause::Refused),
+        "{}",
+        report.verdict.summary
+    );
+    assert!(report.verdict.is_failure());
+}
+
+#[test]
+fn dead_proxy_in_the_environment_is_blamed() {
+    let dead = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let report = doctor("http://127.0.0.1:9/", |o| {
+        o.proxy_env = Some(vec![("http_proxy".into(), format!("127.0.0.1:{dead}"))]);
+    });
+    assert_eq!(verdict(&report), (LiveResetter::Proxy, LiveCause::Proxy));
+    assert_eq!(
+        report.checks.len(),
+        1,
+        "the doctor stops at the failing layer"
+    );
+    // NO_PROXY covering the host turns the proxy off.
+    let report = doctor(&format!("http://127.0.0.1:{dead}/"), |o| {
+        o.proxy_env = Some(vec![
+            ("HTTP_PROXY".into(), format!("127.0.0.1:{dead}")),
+            ("NO_PROXY".into(), "127.0.0.1".into()),
+        ]);
+    });
+    assert_eq!(
+        report.checks[0].status,
+        Status::Pass,
+        "{}",
+        report.checks[0].detail
+    );
+}
+
+#[test]
+fn bad_input_is_an_error_not_a_verdict() {
+    for url in ["not a url", "ftp://example.com/", "example.com"] {
+        let err = live::run(&DoctorOptions::new(url), &mut Silent).unwrap_err();
+        assert!(matches!(err, DoctorError::BadUrl { .. }), "{url}: {err}");
+        assert!(err.to_string().contains("http://"), "{err}");
+    }
+    let mut options = DoctorOptions::new("http://127.0.0.1/");
+    options.max_hops = 0;
+    assert!(matches!(
+        live::run(&options, &mut Silent),
+        Err(DoctorError::BadOption { .. })
+    ));
+}
