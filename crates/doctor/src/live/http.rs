@@ -57,6 +57,8 @@ impl Write for Conn {
 pub struct Response {
     /// Status code.
     pub status: u16,
+    /// HTTP minor version (0 for HTTP/1.0, 1 for HTTP/1.1).
+    pub minor_version: u8,
     /// Headers, names lowercased.
     pub headers: Vec<(String, String)>,
     /// Body bytes read.
@@ -72,11 +74,18 @@ impl Response {
             .map(|(_, v)| v.as_str())
     }
 
-    /// Whether the server will keep the connection open.
+    /// Whether the server will keep the connection open: HTTP/1.1 unless it says
+    /// `Connection: close`, HTTP/1.0 only when it says `Connection: keep-alive`.
     pub fn keeps_alive(&self) -> bool {
-        !self
+        let connection = self
             .header("connection")
-            .is_some_and(|v| v.to_ascii_lowercase().contains("close"))
+            .map(str::to_ascii_lowercase)
+            .unwrap_or_default();
+        if self.minor_version == 0 {
+            connection.contains("keep-alive")
+        } else {
+            !connection.contains("close")
+        }
     }
 }
 
@@ -190,6 +199,7 @@ pub fn read_response(conn: &mut Conn) -> Outcome {
                 Ok(httparse::Status::Complete(len)) => {
                     let response = Response {
                         status: parsed.code.unwrap_or(0),
+                        minor_version: parsed.version.unwrap_or(1),
                         headers: parsed
                             .headers
                             .iter()
