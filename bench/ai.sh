@@ -54,6 +54,11 @@ hwm_kb() { # peak RSS of a process and its children, in KiB
 MOCK=$(start "$WORK/mock.log" "$TARGET/release/holdfast-mock-providers" --listen 127.0.0.1:0 --delay-ms "$DELAY_MS")
 
 cat >"$WORK/holdfast.toml" <<TOML
+[server]
+listen = ["127.0.0.1:0"]
+[[routes]]
+path_prefix = "/"
+handler = "ai"
 [ai]
 [ai.models.bench]
 [[ai.models.bench.deployments]]

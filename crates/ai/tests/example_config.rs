@@ -1,37 +1,29 @@
-//! `examples/ai-gateway.toml`'s `[ai]` section is valid, defaults to the real endpoints when
-//! the base-URL variables are unset, and `smart` falls back from OpenAI to the other two.
+//! `examples/ai-gateway.toml` loads through the real config loader: the base URLs default to
+//! the public endpoints when their variables are unset, follow them when set, `smart` falls
+//! back from OpenAI to the other two, and the `ai` routes are there.
 
-use holdfast_core::config::ai::{validate, Provider, RawAiConfig};
+use std::collections::HashMap;
 
-fn load(vars: &[(&str, &str)]) -> holdfast_core::config::ai::AiConfig {
+use holdfast_core::config::ai::Provider;
+use holdfast_core::config::{parse, Config, RouteTarget};
+
+fn load(vars: &[(&str, &str)]) -> Config {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../examples/ai-gateway.toml"
     );
-    let mut text = std::fs::read_to_string(path).unwrap();
-    for name in [
-        "OPENAI_BASE_URL",
-        "ANTHROPIC_BASE_URL",
-        "GEMINI_BASE_URL",
-        "OPENAI_API_KEY",
-        "ANTHROPIC_API_KEY",
-        "GEMINI_API_KEY",
-    ] {
-        let value = vars
-            .iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| *v)
-            .unwrap_or("");
-        text = text.replace(&format!("${{{name}}}"), value);
-    }
-    let file: toml::Table = toml::from_str(&text).unwrap();
-    let raw: RawAiConfig = file["ai"].clone().try_into().unwrap();
-    validate(&raw).unwrap()
+    let text = std::fs::read_to_string(path).unwrap();
+    let env: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    parse(&text, path, |name| env.get(name).cloned()).unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[test]
 fn unset_variables_mean_public_endpoints() {
-    let cfg = load(&[]);
+    let config = load(&[]);
+    let cfg = config.ai.as_ref().expect("[ai] present");
     let d = |m: &str| cfg.models[m].deployments[0].clone();
     assert_eq!(d("gpt-4o-mini").base_url, "https://api.openai.com/v1");
     assert_eq!(d("claude-3-5-haiku").base_url, "https://api.anthropic.com");
@@ -45,15 +37,26 @@ fn unset_variables_mean_public_endpoints() {
         vec!["claude-3-5-haiku", "gemini-1.5-flash"]
     );
     assert_eq!(cfg.prompts["sentiment"].variables, vec!["text"]);
+    let handlers: Vec<(&str, bool)> = config
+        .routes
+        .iter()
+        .map(|r| {
+            (
+                r.path_prefix.as_str(),
+                matches!(&r.target, RouteTarget::Handler(h) if h == "ai"),
+            )
+        })
+        .collect();
+    assert_eq!(handlers, vec![("/v1", true), ("/apis", true)]);
 }
 
 #[test]
 fn variables_set_base_urls_and_keys() {
-    let cfg = load(&[
+    let config = load(&[
         ("OPENAI_BASE_URL", "http://127.0.0.1:9/v1/"),
         ("OPENAI_API_KEY", "sk-1"),
     ]);
-    let d = &cfg.models["smart"].deployments[0];
+    let d = &config.ai.as_ref().unwrap().models["smart"].deployments[0];
     assert_eq!(d.base_url, "http://127.0.0.1:9/v1");
     assert_eq!(d.api_key, "sk-1");
 }
