@@ -40,7 +40,9 @@ pub fn run(args: AuditArgs) -> anyhow::Result<u8> {
         None => None,
         Some(s) if s.is_finite() && s > 0.0 && s <= 3600.0 => Some(Duration::from_secs_f64(s)),
         Some(s) => {
-            eprintln!("holdfast audit: --watch {s}: give seconds between 0 and 3600, e.g. --watch 10");
+            eprintln!(
+                "holdfast audit: --watch {s}: give seconds between 0 and 3600, e.g. --watch 10"
+            );
             return Ok(BAD_USAGE);
         }
     };
@@ -55,7 +57,10 @@ pub fn run(args: AuditArgs) -> anyhow::Result<u8> {
     };
     if !args.json {
         if let Some(w) = watch {
-            eprintln!("watching the kernel counters for {:.1}s...", w.as_secs_f64());
+            eprintln!(
+                "watching the kernel counters for {:.1}s...",
+                w.as_secs_f64()
+            );
         }
     }
     let report = audit::run(&options);

@@ -2,6 +2,7 @@
 //! that tells who sent a TCP reset and why.
 
 mod audit;
+mod doctor;
 mod pcap;
 mod plugins;
 
@@ -21,11 +22,20 @@ enum Command {
     Pcap(pcap::PcapArgs),
     /// Check this host for what makes it reset connections.
     Audit(audit::AuditArgs),
+    /// Probe a URL layer by layer and say who resets it and why.
+    Doctor(doctor::DoctorArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Doctor(args) => {
+            let status = doctor::run(args)?;
+            if status != 0 {
+                std::process::exit(i32::from(status));
+            }
+            Ok(())
+        }
         Command::Audit(args) => {
             let status = audit::run(args)?;
             if status != 0 {

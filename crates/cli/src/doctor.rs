@@ -1,0 +1,171 @@
+//! `holdfast doctor URL`: probes a URL layer by layer and says who resets it and why.
+
+use std::io::{self, IsTerminal, Write};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use holdfast_doctor::live::{self, Check, DoctorOptions, DoctorReport, Progress, Silent, Status};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Arguments of `holdfast doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// The URL to diagnose (http:// or https://).
+    pub url: String,
+    /// Print one JSON object (schema in docs/DOCTOR.md) instead of the human report.
+    #[arg(long)]
+    pub json: bool,
+    /// Also resolve through this resolver and compare with the system's answer.
+    #[arg(long, value_name = "IP")]
+    pub resolver: Option<IpAddr>,
+    /// Server name of the control TLS handshake.
+    #[arg(long, value_name = "NAME", default_value = "example.com")]
+    pub control_sni: String,
+    /// Longest idle time (seconds) of the keep-alive measurement.
+    #[arg(long, value_name = "SECONDS", default_value_t = 15.0)]
+    pub max_idle: f64,
+    /// Requests of the stability check.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub repeat: u32,
+    /// Accept any TLS certificate.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Verify the server with this PEM CA file instead of the web roots.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Connect and read timeout of each probe, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+    pub timeout: f64,
+    /// Highest TTL of the hop probes.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub max_hops: u8,
+    /// Do not record the probe packets even when allowed.
+    #[arg(long)]
+    pub no_capture: bool,
+}
+
+/// Exit status for bad usage.
+const BAD_USAGE: u8 = 2;
+
+/// Progress lines: a spinner per layer on a terminal, plain lines otherwise.
+struct Lines {
+    bar: Option<ProgressBar>,
+    tty: bool,
+}
+
+impl Progress for Lines {
+    fn start(&mut self, name: &'static str, what: &str) {
+        if self.tty {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar.set_message(format!("{name}: {what}"));
+            bar.enable_steady_tick(Duration::from_millis(100));
+            self.bar = Some(bar);
+        }
+    }
+
+    fn finish(&mut self, check: &Check) {
+        let line = format!(
+            "[{:>4}] {:<11} {} ({} ms)",
+            mark(check.status),
+            check.name,
+            check.detail,
+            check.ms
+        );
+        match self.bar.take() {
+            Some(bar) => bar.finish_with_message(line),
+            None => eprintln!("{line}"),
+        }
+    }
+}
+
+fn mark(status: Status) -> &'static str {
+    match status {
+        Status::Pass => "pass",
+        Status::Fail => "FAIL",
+        Status::Warn => "warn",
+        Status::Skip => "skip",
+    }
+}
+
+fn seconds(name: &str, value: f64) -> Result<Duration, String> {
+    if value.is_finite() && value > 0.0 && value <= 3600.0 {
+        Ok(Duration::from_secs_f64(value))
+    } else {
+        Err(format!("--{name} {value}: give seconds between 0 and 3600"))
+    }
+}
+
+/// Runs the doctor and returns the exit status: 0 works, 1 failure found, 2 bad usage.
+pub fn run(args: DoctorArgs) -> anyhow::Result<u8> {
+    let (max_idle, timeout) = match (
+        seconds("max-idle", args.max_idle),
+        seconds("timeout", args.timeout),
+    ) {
+        (Ok(m), Ok(t)) => (m, t),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("holdfast doctor: {e}");
+            return Ok(BAD_USAGE);
+        }
+    };
+    let options = DoctorOptions {
+        url: args.url.clone(),
+        resolver: args.resolver,
+        control_sni: args.control_sni,
+        max_idle,
+        repeat: args.repeat,
+        insecure: args.insecure,
+        ca_file: args.ca_file,
+        timeout,
+        max_hops: args.max_hops,
+        capture: !args.no_capture,
+        proxy_env: None,
+    };
+    let result = if args.json {
+        live::run(&options, &mut Silent)
+    } else {
+        let mut lines = Lines {
+            bar: None,
+            tty: io::stderr().is_terminal(),
+        };
+        live::run(&options, &mut lines)
+    };
+    let report = match result {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("holdfast doctor: {e}");
+            return Ok(BAD_USAGE);
+        }
+    };
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &report)?;
+        writeln!(out)?;
+    } else {
+        print_verdict(&mut out, &report)?;
+    }
+    out.flush()?;
+    Ok(u8::from(report.verdict.is_failure()))
+}
+
+fn print_verdict(out: &mut impl Write, report: &DoctorReport) -> io::Result<()> {
+    let v = &report.verdict;
+    writeln!(out, "\n{}", report.url)?;
+    let hop = v.hop.map(|h| format!(", hop {h}")).unwrap_or_default();
+    writeln!(
+        out,
+        "verdict: resetter {}, cause {}{hop}",
+        v.resetter, v.cause,
+    )?;
+    writeln!(out, "{}", v.summary)?;
+    for step in &v.advice {
+        writeln!(out, "  - {step}")?;
+    }
+    Ok(())
+}
