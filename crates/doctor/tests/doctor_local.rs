@@ -218,3 +218,110 @@ fn bad_input_is_an_error_not_a_verdict() {
         Err(DoctorError::BadOption { .. })
     ));
 }
+
+/// A plain HTTP server on 127.0.0.1: `answer(n, stream)` handles the n-th request (from 1).
+fn http_server(answer: fn(usize, &mut TcpStream)) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let count = count.clone();
+            std::thread::spawn(move || {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+                let mut buf = [0u8; 4096];
+                if matches!(stream.read(&mut buf), Ok(n) if n > 0) {
+                    let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                    answer(n, &mut stream);
+                }
+            });
+        }
+    });
+    port
+}
+
+fn abort(stream: &TcpStream) {
+    let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
+}
+
+#[test]
+fn intermittent_resets_show_their_pattern() {
+    // Every even request is aborted with a reset; the first one (the http check) passes.
+    let port = http_server(|n, stream| {
+        if n % 2 == 0 {
+            abort(stream);
+        } else {
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+        }
+    });
+    let report = doctor(&format!("http://127.0.0.1:{port}/"), |o| o.repeat = 4);
+    assert_eq!(
+        verdict(&report),
+        (LiveResetter::Unknown, LiveCause::Unknown)
+    );
+    let stability = report
+        .checks
+        .iter()
+        .find(|c| c.name == "stability")
+        .unwrap();
+    assert_eq!(stability.status, Status::Warn);
+    assert_eq!(stability.detail, "2 of 4 failed: RST ok RST ok");
+}
+
+#[test]
+fn idle_connection_reset_is_an_idle_keepalive_problem() {
+    // Keep-alive answer, then a reset after 0.5 s of idleness.
+    let port = http_server(|_, stream| {
+        let _ = stream
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nKeep-Alive: timeout=30\r\n\r\nok");
+        std::thread::sleep(Duration::from_millis(500));
+        abort(stream);
+    });
+    let report = doctor(&format!("http://127.0.0.1:{port}/"), |o| o.repeat = 1);
+    assert_eq!(
+        verdict(&report),
+        (LiveResetter::Server, LiveCause::IdleKeepaliveClose),
+        "{}",
+        report.verdict.summary
+    );
+    let keepalive = report
+        .checks
+        .iter()
+        .find(|c| c.name == "keepalive")
+        .unwrap();
+    assert!(
+        keepalive.detail.starts_with("reset after 0.5"),
+        "{}",
+        keepalive.detail
+    );
+    assert!(
+        keepalive.detail.contains("timeout=30"),
+        "{}",
+        keepalive.detail
+    );
+}
+
+#[test]
+fn announced_idle_close_passes() {
+    // Announces 1 s and closes with a FIN after 1 s idle: well-behaved.
+    let port = http_server(|_, stream| {
+        let _ = stream
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nKeep-Alive: timeout=1\r\n\r\nok");
+        std::thread::sleep(Duration::from_secs(1));
+    });
+    let report = doctor(&format!("http://127.0.0.1:{port}/"), |o| o.repeat = 1);
+    assert_eq!(
+        verdict(&report),
+        (LiveResetter::None, LiveCause::None),
+        "{}",
+        report.verdict.summary
+    );
+    let keepalive = report
+        .checks
+        .iter()
+        .find(|c| c.name == "keepalive")
+        .unwrap();
+    assert_eq!(keepalive.status, Status::Pass, "{}", keepalive.detail);
+    assert!(keepalive.detail.contains("FIN"), "{}", keepalive.detail);
+}
