@@ -1,7 +1,7 @@
 //! `holdfast doctor URL`: probes a URL layer by layer and says who resets it and why.
 
 use std::io::{self, IsTerminal, Write};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -17,9 +17,9 @@ pub struct DoctorArgs {
     /// Print one JSON object (schema in docs/DOCTOR.md) instead of the human report.
     #[arg(long)]
     pub json: bool,
-    /// Also resolve through this resolver and compare with the system's answer.
-    #[arg(long, value_name = "IP")]
-    pub resolver: Option<IpAddr>,
+    /// Also resolve through this resolver (IP, or IP:PORT) and compare with the system's answer.
+    #[arg(long, value_name = "IP", value_parser = parse_resolver)]
+    pub resolver: Option<SocketAddr>,
     /// Server name of the control TLS handshake.
     #[arg(long, value_name = "NAME", default_value = "example.com")]
     pub control_sni: String,
@@ -44,6 +44,15 @@ pub struct DoctorArgs {
     /// Do not record the probe packets even when allowed.
     #[arg(long)]
     pub no_capture: bool,
+}
+
+/// `IP` (port 53) or `IP:PORT` / `[IPv6]:PORT`.
+fn parse_resolver(text: &str) -> Result<SocketAddr, String> {
+    text.parse::<SocketAddr>()
+        .or_else(|_| text.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+        .map_err(|_| {
+            format!("{text:?} is not an address; give an IP like 9.9.9.9 or 127.0.0.1:5353")
+        })
 }
 
 /// Exit status for bad usage.

@@ -325,3 +325,71 @@ fn announced_idle_close_passes() {
     assert_eq!(keepalive.status, Status::Pass, "{}", keepalive.detail);
     assert!(keepalive.detail.contains("FIN"), "{}", keepalive.detail);
 }
+
+/// A DNS server on 127.0.0.1 (UDP) answering every A query with `v4` and every AAAA query
+/// with ::1.
+fn fake_resolver(v4: [u8; 4]) -> std::net::SocketAddr {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = socket.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while let Ok((n, from)) = socket.recv_from(&mut buf) {
+            let query = &buf[..n];
+            // The question ends after the name's zero label and 4 bytes of type and class.
+            let Some(end) = query[12..].iter().position(|b| *b == 0).map(|p| 12 + p + 5) else {
+                continue;
+            };
+            if end > n {
+                continue;
+            }
+            let qtype = u16::from_be_bytes([query[end - 4], query[end - 3]]);
+            let rdata: Vec<u8> = match qtype {
+                1 => v4.to_vec(),
+                28 => std::net::Ipv6Addr::LOCALHOST.octets().to_vec(),
+                _ => Vec::new(),
+            };
+            let mut reply = Vec::new();
+            reply.extend_from_slice(&query[..2]);
+            reply.extend_from_slice(&[
+                0x81,
+                0x80,
+                0,
+                1,
+                0,
+                u8::from(!rdata.is_empty()),
+                0,
+                0,
+                0,
+                0,
+            ]);
+            reply.extend_from_slice(&query[12..end]);
+            if !rdata.is_empty() {
+                reply.extend_from_slice(&[0xc0, 0x0c]);
+                reply.extend_from_slice(&qtype.to_be_bytes());
+                reply.extend_from_slice(&[0, 1, 0, 0, 0, 60, 0, rdata.len() as u8]);
+                reply.extend_from_slice(&rdata);
+            }
+            let _ = socket.send_to(&reply, from);
+        }
+    });
+    addr
+}
+
+#[test]
+fn chosen_resolver_is_asked_on_its_port() {
+    // Only the fake resolver is asked (no system lookup, so nothing leaves the machine).
+    let liar = fake_resolver([127, 0, 0, 2]);
+    let got = live::dns::with_resolver("probe.holdfast.test", liar, Duration::from_secs(3))
+        .expect("the fake resolver answers");
+    let want: std::collections::BTreeSet<std::net::IpAddr> =
+        ["127.0.0.2".parse().unwrap(), "::1".parse().unwrap()].into();
+    assert_eq!(got, want);
+    // A resolver that does not answer is an error, not a hang.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let err = live::dns::with_resolver(
+        "probe.holdfast.test",
+        silent.local_addr().unwrap(),
+        Duration::from_millis(500),
+    );
+    assert!(err.is_err(), "{err:?}");
+}

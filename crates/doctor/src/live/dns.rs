@@ -22,10 +22,10 @@ pub fn system(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
     Ok(addrs)
 }
 
-/// Resolves through the resolver at `server` (UDP, then TCP, port 53).
+/// Resolves through the resolver at `server` (UDP, then TCP).
 pub fn with_resolver(
     host: &str,
-    server: IpAddr,
+    server: SocketAddr,
     timeout: Duration,
 ) -> Result<BTreeSet<IpAddr>, String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -33,8 +33,11 @@ pub fn with_resolver(
         .build()
         .map_err(|e| format!("cannot start the resolver runtime: {e}"))?;
     runtime.block_on(async {
-        let config =
-            ResolverConfig::from_parts(None, vec![], vec![NameServerConfig::udp_and_tcp(server)]);
+        let mut name_server = NameServerConfig::udp_and_tcp(server.ip());
+        for connection in &mut name_server.connections {
+            connection.port = server.port();
+        }
+        let config = ResolverConfig::from_parts(None, vec![], vec![name_server]);
         let mut builder = Resolver::builder_with_config(config, TokioRuntimeProvider::default());
         builder.options_mut().timeout = timeout;
         builder.options_mut().attempts = 1;

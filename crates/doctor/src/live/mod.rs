@@ -21,7 +21,7 @@ pub mod tcp;
 pub mod tls;
 pub mod verdict;
 
-use std::net::IpAddr;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -71,8 +71,8 @@ pub enum DoctorError {
 pub struct DoctorOptions {
     /// The URL.
     pub url: String,
-    /// A resolver to compare with the system's.
-    pub resolver: Option<IpAddr>,
+    /// A resolver (address and port, usually 53) to compare with the system's.
+    pub resolver: Option<SocketAddr>,
     /// The control server name for the TLS comparison.
     pub control_sni: String,
     /// Longest idle time the keep-alive measurement waits.
