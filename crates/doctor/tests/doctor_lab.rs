@@ -202,6 +202,24 @@ fn staged_faults_get_their_verdicts() {
         .expect("locate check");
     assert!(locate.detail.contains("2:RST"), "{}", locate.detail);
 
+    // Without a capture (no root), the replay's first RST at the server's own distance cannot
+    // be pinned on the router: the doctor says so instead of guessing.
+    let report = doctor(&lab, &format!("http://{server}:8084/blocked"), |o| {
+        o.capture = false
+    });
+    assert_verdict(
+        &report,
+        LiveResetter::Unknown,
+        LiveCause::ContentFilter,
+        None,
+    );
+    let locate = report
+        .checks
+        .iter()
+        .find(|c| c.name == "locate")
+        .expect("locate check");
+    assert!(locate.detail.contains("lacking"), "{}", locate.detail);
+
     // Keep-alive idle close after 1.5 s, measured within 20%.
     let report = doctor(&lab, &format!("http://{server}:8085/"), |_| {});
     assert_verdict(

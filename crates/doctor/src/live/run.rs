@@ -252,13 +252,26 @@ impl Run<'_> {
     /// The smallest hop distance of the resets captured so far from the server's address
     /// (None without a capture or without a reset).
     fn captured_reset_hop(&self) -> Option<u8> {
+        self.captured_reset().map(|r| r.hop)
+    }
+
+    /// The captured reset from nearest the client (smallest hop), if any.
+    fn captured_reset(&self) -> Option<capture::SeenReset> {
         let capture = self.capture.as_ref()?;
         // Let the recorder catch up with the packets that just arrived.
         std::thread::sleep(Duration::from_millis(300));
         capture::resets(&capture.snapshot(), &self.servers)
             .into_iter()
-            .map(|r| r.hop)
-            .min()
+            .min_by_key(|r| r.hop)
+    }
+
+    /// The captured reset as evidence: " (captured RST: TTL 64, IP ID 0)".
+    fn reset_evidence(&self) -> String {
+        match self.captured_reset() {
+            Some(r) => format!(" (captured RST: TTL {}, IP ID {})", r.ttl, r.ip_id),
+            None if self.capture.is_some() => " (no RST captured)".to_string(),
+            None => " (no capture: the RST's TTL and IP ID are lacking)".to_string(),
+        }
     }
 
     fn tcp(&mut self, addrs: &[SocketAddr]) -> Result<(SocketAddr, Option<u8>), LiveVerdict> {
@@ -329,7 +342,12 @@ impl Run<'_> {
         };
         self.rec.finish(
             Status::Fail,
-            format!("{}; {}", detail.join("; "), verdict.summary),
+            format!(
+                "{}; {}{}",
+                detail.join("; "),
+                verdict.summary,
+                self.reset_evidence()
+            ),
         );
         Err(verdict)
     }
@@ -621,8 +639,9 @@ impl Run<'_> {
         } else {
             Status::Warn
         };
+        let evidence = self.reset_evidence();
         self.rec
-            .finish(status, format!("{}; {how}", trace.describe()));
+            .finish(status, format!("{}; {how}{evidence}", trace.describe()));
         let who = match hop {
             Some(h) => format!("a device at hop {h}"),
             None => "something on the path".to_string(),
