@@ -2,9 +2,11 @@
 //! that tells who sent a TCP reset and why.
 
 mod audit;
+mod check;
 mod doctor;
 mod pcap;
 mod plugins;
+mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -18,6 +20,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the gateway (from --config FILE, quick-mode flags, or --demo).
+    Serve(serve::ServeArgs),
+    /// Validate a config file: errors name file, line, key and fix; warns on reset-prone timeouts.
+    Check(check::CheckArgs),
     /// Read a capture and say who sent each TCP reset and why.
     Pcap(pcap::PcapArgs),
     /// Check this host for what makes it reset connections.
@@ -29,6 +35,14 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Check(args) => {
+            let status = check::run(args);
+            if status != 0 {
+                std::process::exit(i32::from(status));
+            }
+            Ok(())
+        }
         Command::Doctor(args) => {
             let status = doctor::run(args)?;
             if status != 0 {

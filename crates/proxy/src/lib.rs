@@ -1,5 +1,26 @@
 //! Holdfast's data plane: listeners, HTTP/1.1 and HTTP/2, upstream pools, load balancing,
 //! health checks, retries, timeouts and drain. Extensions (the AI gateway, API management)
 //! plug in through the traits in [`plugin`].
+//!
+//! The path of a request: [`server`] accepts (connection limit, head deadline, framing check)
+//! -> [`gateway`] matches a route, applies the route's concurrency limit and the guards, then
+//! calls a handler or [`forward`]s to a pool ([`balance`] picks targets, [`conns`] pools
+//! connections) -> the response body is [`body::Tracked`] so the call record is written by
+//! [`observe`] when it ends.
 
+pub mod balance;
+pub mod body;
+pub mod budget;
+pub mod conns;
+pub mod demo;
+pub mod forward;
+pub mod gateway;
+pub mod health;
+pub mod hygiene;
+pub mod limiter;
+pub mod observe;
 pub mod plugin;
+pub mod responses;
+pub mod server;
+
+pub use gateway::{Gateway, State};

@@ -47,7 +47,8 @@ pub struct RequestContext {
 pub trait RouteHandler: Send + Sync + 'static {
     /// Handle one request. Never panics; failures become HTTP error responses, and a failure
     /// after the response started must end the body with an error (never a clean end).
-    fn handle(&self, req: Request<Body>, ctx: RequestContext) -> BoxFuture<'static, Response<Body>>;
+    fn handle(&self, req: Request<Body>, ctx: RequestContext)
+        -> BoxFuture<'static, Response<Body>>;
 }
 
 /// Runs before the handler or upstream for every request of a route.

@@ -1,0 +1,39 @@
+//! `holdfast check FILE`: validate a config; print every error (file, line, key, fix) and the
+//! warnings about timeouts ordered so that resets follow.
+
+use std::path::PathBuf;
+
+use holdfast_core::config;
+
+/// Arguments of `holdfast check`.
+#[derive(clap::Args)]
+pub struct CheckArgs {
+    /// The config file to check.
+    pub file: PathBuf,
+}
+
+/// Returns the exit status: 0 valid, 1 invalid.
+pub fn run(args: CheckArgs) -> u8 {
+    match config::load_file(&args.file) {
+        Ok(cfg) => {
+            let warnings = config::warnings(&cfg);
+            for w in &warnings {
+                eprintln!("{}: {w}", args.file.display());
+            }
+            println!(
+                "{}: OK ({} listener(s), {} route(s), {} upstream pool(s), {} warning(s))",
+                args.file.display(),
+                cfg.server.listen.len(),
+                cfg.routes.len(),
+                cfg.upstreams.len(),
+                warnings.len()
+            );
+            0
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!("{}: {} error(s)", args.file.display(), errors.0.len());
+            1
+        }
+    }
+}

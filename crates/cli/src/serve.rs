@@ -1,0 +1,204 @@
+//! `holdfast serve`: run the gateway from a config file, from quick-mode flags, or in front of
+//! the built-in demo upstream. SIGHUP reloads the config atomically (an invalid one is refused
+//! and the old one stays); SIGTERM/SIGINT drains in-flight requests and stops.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use holdfast_core::config::{self, Config};
+use holdfast_proxy::plugin::PluginFactory;
+use holdfast_proxy::server::Limits;
+use holdfast_proxy::{demo, health, observe::Observers, Gateway, State};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::plugins;
+
+/// Arguments of `holdfast serve`.
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// The config file (TOML). Without it, quick mode uses --listen and --upstream.
+    #[arg(long, conflicts_with = "upstream")]
+    pub config: Option<PathBuf>,
+    /// Quick mode: the address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Quick mode: an upstream target (repeat for a pool), e.g. http://127.0.0.1:9000.
+    #[arg(long)]
+    pub upstream: Vec<String>,
+    /// Start the built-in demo upstream and route to it (quick mode without --upstream).
+    #[arg(long)]
+    pub demo: bool,
+    /// Quick mode: the admin listener for /metrics, e.g. 127.0.0.1:9901.
+    #[arg(long)]
+    pub admin: Option<String>,
+}
+
+fn load(args: &ServeArgs) -> anyhow::Result<Config> {
+    if let Some(path) = &args.config {
+        return config::load_file(path).map_err(|e| anyhow::anyhow!("{e}"));
+    }
+    let upstreams = if args.demo && args.upstream.is_empty() {
+        vec!["http://127.0.0.1:1".to_string()]
+    } else {
+        args.upstream.clone()
+    };
+    let mut cfg = config::quick(&args.listen, &upstreams).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(admin) = &args.admin {
+        cfg.server.admin = Some(
+            admin
+                .parse()
+                .with_context(|| format!("--admin `{admin}` is not HOST:PORT"))?,
+        );
+    }
+    Ok(cfg)
+}
+
+/// Run until SIGTERM/SIGINT.
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(serve(args))
+}
+
+fn install_metrics() -> anyhow::Result<PrometheusHandle> {
+    let buckets = [
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ];
+    PrometheusBuilder::new()
+        .set_buckets(&buckets)
+        .context("metric buckets")?
+        .install_recorder()
+        .context("installing the metrics recorder")
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut cfg = load(&args)?;
+    if args.demo && args.config.is_none() && args.upstream.is_empty() {
+        let addr = demo::start("127.0.0.1:0".parse()?)
+            .await
+            .context("starting the demo upstream")?;
+        cfg = config::quick(&args.listen, &[format!("http://{addr}")])
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        if let Some(admin) = &args.admin {
+            cfg.server.admin = Some(admin.parse()?);
+        }
+        eprintln!("holdfast: demo upstream on http://{addr}");
+    } else if let Some(addr) = cfg.server.demo_upstream {
+        let addr = demo::start(addr)
+            .await
+            .with_context(|| format!("starting the demo upstream on {addr}"))?;
+        eprintln!("holdfast: demo upstream on http://{addr}");
+    }
+    let metrics = install_metrics()?;
+    let (extensions, admin_router) = plugins::init(&cfg).await?;
+    let built = extensions
+        .build(&cfg)
+        .map_err(|e| anyhow::anyhow!("extensions refused the config: {e}"))?;
+    let observers = Observers::new(&cfg.server.access_log)?;
+    let cfg = Arc::new(cfg);
+    let gateway = Arc::new(Gateway::new(State::new(cfg.clone(), built), observers));
+    for up in gateway.state.load().upstreams.values() {
+        health::spawn(up);
+    }
+
+    let mut listeners = Vec::new();
+    for addr in &cfg.server.listen {
+        let l = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (server.listen)"))?;
+        eprintln!("holdfast: listening on http://{}", l.local_addr()?);
+        listeners.push(l);
+    }
+    if let Some(addr) = cfg.server.admin {
+        let l = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (server.admin)"))?;
+        eprintln!("holdfast: admin on http://{}", l.local_addr()?);
+        let handle = metrics.clone();
+        let mut router = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || std::future::ready(handle.render())),
+        );
+        if let Some(extra) = admin_router {
+            router = router.merge(extra);
+        }
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(l, router).await {
+                eprintln!("holdfast: admin listener stopped: {e}");
+            }
+        });
+    }
+
+    let limits = Limits {
+        max_connections: cfg.server.max_connections,
+        header_timeout: cfg.server.header_timeout,
+        client_idle_timeout: cfg.server.client_idle_timeout,
+        max_header_bytes: cfg.server.max_header_bytes,
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(holdfast_proxy::server::serve(
+        listeners,
+        gateway.clone(),
+        limits,
+        stop_rx,
+        cfg.server.drain_timeout,
+    ));
+
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => reload(&args, &gateway, &extensions),
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    eprintln!(
+        "holdfast: draining (up to {} ms)",
+        cfg.server.drain_timeout.as_millis()
+    );
+    let _ = stop_tx.send(true);
+    if server.await.is_err() {
+        bail!("the server task failed while draining");
+    }
+    eprintln!("holdfast: stopped");
+    Ok(())
+}
+
+/// SIGHUP: load, validate and build everything first; swap only when all of it succeeded.
+fn reload(args: &ServeArgs, gateway: &Arc<Gateway>, extensions: &plugins::Extensions) {
+    let Some(path) = &args.config else {
+        eprintln!("holdfast: SIGHUP ignored: quick mode has no config file to reload");
+        return;
+    };
+    let new = match config::load_file(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("holdfast: reload refused, the old config stays:\n{e}");
+            return;
+        }
+    };
+    let old = gateway.state.load();
+    if new.server.listen != old.config.server.listen || new.server.admin != old.config.server.admin
+    {
+        eprintln!("holdfast: reload: listener addresses changed; they take effect on restart only");
+    }
+    let plugins = match extensions.build(&new) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("holdfast: reload refused by an extension, the old config stays: {e}");
+            return;
+        }
+    };
+    let state = State::new(Arc::new(new), plugins);
+    for up in state.upstreams.values() {
+        health::spawn(up);
+    }
+    gateway.state.store(Arc::new(state));
+    eprintln!("holdfast: config reloaded from {}", path.display());
+}

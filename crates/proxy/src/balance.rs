@@ -1,0 +1,280 @@
+//! Target selection for one upstream pool: round robin, least-request (power of two choices),
+//! consistent hashing; health state from active checks and passive outlier ejection; the panic
+//! threshold.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use holdfast_core::config::{Balance, Upstream};
+
+/// Health and load of one target.
+pub struct TargetState {
+    pub authority: String,
+    pub weight: u32,
+    pub inflight: AtomicUsize,
+    /// Set by active health checks (true until a check says otherwise).
+    pub active_healthy: AtomicBool,
+    consecutive_failures: AtomicU32,
+    ejections: AtomicU32,
+    ejected_until: Mutex<Option<Instant>>,
+}
+
+impl TargetState {
+    fn new(authority: &str, weight: u32) -> TargetState {
+        TargetState {
+            authority: authority.to_string(),
+            weight,
+            inflight: AtomicUsize::new(0),
+            active_healthy: AtomicBool::new(true),
+            consecutive_failures: AtomicU32::new(0),
+            ejections: AtomicU32::new(0),
+            ejected_until: Mutex::new(None),
+        }
+    }
+
+    fn ejected(&self, now: Instant) -> bool {
+        let guard = self.ejected_until.lock().unwrap_or_else(|e| e.into_inner());
+        guard.is_some_and(|until| until > now)
+    }
+
+    /// Usable right now: passes active checks and is not ejected.
+    pub fn healthy(&self, now: Instant) -> bool {
+        self.active_healthy.load(Ordering::Relaxed) && !self.ejected(now)
+    }
+
+    /// How bad a target is, for choosing the least-bad one when all are down.
+    fn badness(&self, now: Instant) -> (bool, u32, usize) {
+        (
+            self.ejected(now),
+            self.consecutive_failures.load(Ordering::Relaxed),
+            self.inflight.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Selection state for one pool.
+pub struct Balancer {
+    pub upstream: Upstream,
+    pub targets: Vec<TargetState>,
+    sequence: Vec<usize>,
+    next: AtomicUsize,
+    ring: Vec<(u64, usize)>,
+}
+
+/// FNV-1a: a stable hash for the consistent-hash ring (std's hasher is randomly seeded).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    // Finalize (splitmix) so near keys spread over the ring.
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^ (h >> 33)
+}
+
+impl Balancer {
+    pub fn new(upstream: Upstream) -> Balancer {
+        let targets: Vec<TargetState> = upstream
+            .targets
+            .iter()
+            .map(|t| TargetState::new(&t.authority, t.weight))
+            .collect();
+        // Interleaved weighted sequence: target i appears weight_i times, spread out.
+        let max_w = targets.iter().map(|t| t.weight).max().unwrap_or(1);
+        let mut sequence = Vec::new();
+        for round in 0..max_w {
+            for (i, t) in targets.iter().enumerate() {
+                if round < t.weight {
+                    sequence.push(i);
+                }
+            }
+        }
+        let mut ring = Vec::new();
+        if matches!(upstream.balance, Balance::ConsistentHash(_)) {
+            for (i, t) in targets.iter().enumerate() {
+                for v in 0..(100 * t.weight) {
+                    ring.push((fnv1a(format!("{}#{v}", t.authority).as_bytes()), i));
+                }
+            }
+            ring.sort_unstable();
+        }
+        let start = if sequence.is_empty() {
+            0
+        } else {
+            rand::random_range(0..sequence.len())
+        };
+        Balancer {
+            upstream,
+            targets,
+            sequence,
+            next: AtomicUsize::new(start),
+            ring,
+        }
+    }
+
+    /// Number of targets usable now.
+    pub fn healthy_count(&self) -> usize {
+        let now = Instant::now();
+        self.targets.iter().filter(|t| t.healthy(now)).count()
+    }
+
+    /// Choose a target, avoiding `exclude` (targets that already failed this request).
+    /// `hash` is the consistent-hash key, when the policy uses one.
+    pub fn pick(&self, hash: Option<u64>, exclude: &[usize]) -> Option<usize> {
+        if self.targets.is_empty() {
+            return None;
+        }
+        let now = Instant::now();
+        let healthy: Vec<bool> = self.targets.iter().map(|t| t.healthy(now)).collect();
+        let healthy_n = healthy.iter().filter(|h| **h).count();
+        // Panic threshold: too few healthy targets, so spread over all of them.
+        let panic =
+            healthy_n * 100 < self.upstream.panic_threshold_percent as usize * self.targets.len();
+        let usable = |i: usize| !exclude.contains(&i) && (panic || healthy[i]);
+        let chosen = match (&self.upstream.balance, hash) {
+            (Balance::ConsistentHash(_), Some(h)) => self.pick_ring(h, &usable),
+            (Balance::LeastRequest, _) => self.pick_p2c(&usable),
+            _ => self.pick_rr(&usable),
+        };
+        chosen.or_else(|| {
+            // Nothing usable: try the least-bad target, preferring ones not yet tried.
+            let now = Instant::now();
+            (0..self.targets.len())
+                .min_by_key(|i| (exclude.contains(i), self.targets[*i].badness(now)))
+        })
+    }
+
+    fn pick_rr(&self, usable: &dyn Fn(usize) -> bool) -> Option<usize> {
+        let n = self.sequence.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .map(|k| self.sequence[(start + k) % n])
+            .find(|i| usable(*i))
+    }
+
+    fn pick_p2c(&self, usable: &dyn Fn(usize) -> bool) -> Option<usize> {
+        let candidates: Vec<usize> = (0..self.targets.len()).filter(|i| usable(*i)).collect();
+        match candidates.len() {
+            0 => None,
+            1 => Some(candidates[0]),
+            n => {
+                let a = candidates[rand::random_range(0..n)];
+                let mut b = candidates[rand::random_range(0..n - 1)];
+                if b == a {
+                    b = candidates[n - 1];
+                }
+                let load = |i: usize| {
+                    let t = &self.targets[i];
+                    (t.inflight.load(Ordering::Relaxed) as u64 + 1) * 1000 / u64::from(t.weight)
+                };
+                Some(if load(b) < load(a) { b } else { a })
+            }
+        }
+    }
+
+    fn pick_ring(&self, hash: u64, usable: &dyn Fn(usize) -> bool) -> Option<usize> {
+        let start = self.ring.partition_point(|(h, _)| *h < hash);
+        let n = self.ring.len();
+        (0..n)
+            .map(|k| self.ring[(start + k) % n].1)
+            .find(|i| usable(*i))
+    }
+
+    /// A passive success: the outlier counters start over.
+    pub fn on_success(&self, i: usize) {
+        let t = &self.targets[i];
+        t.consecutive_failures.store(0, Ordering::Relaxed);
+        if !t.ejected(Instant::now()) {
+            t.ejections.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// A passive failure (connect failure, reset, 5xx). Returns true if it ejected the target.
+    pub fn on_failure(&self, i: usize) -> bool {
+        let t = &self.targets[i];
+        let failures = t.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if failures < self.upstream.outlier.consecutive_failures {
+            return false;
+        }
+        t.consecutive_failures.store(0, Ordering::Relaxed);
+        let n = t.ejections.fetch_add(1, Ordering::Relaxed);
+        let o = &self.upstream.outlier;
+        let duration = o
+            .base_ejection
+            .saturating_mul(1u32 << n.min(16))
+            .min(o.max_ejection);
+        *t.ejected_until.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(Instant::now() + duration);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use holdfast_core::config::{HashOn, Target};
+
+    fn pool(n: usize, balance: Balance) -> Balancer {
+        let targets = (0..n)
+            .map(|i| Target {
+                authority: format!("10.0.0.{i}:80"),
+                weight: 1,
+            })
+            .collect();
+        let mut up = Upstream::with_defaults("p", targets);
+        up.balance = balance;
+        up.outlier.consecutive_failures = 2;
+        Balancer::new(up)
+    }
+
+    #[test]
+    fn round_robin_visits_every_target_and_skips_excluded() {
+        let b = pool(3, Balance::RoundRobin);
+        let mut seen = [0; 3];
+        for _ in 0..30 {
+            seen[b.pick(None, &[1]).unwrap()] += 1;
+        }
+        assert_eq!(seen[1], 0);
+        assert!(seen[0] >= 10 && seen[2] >= 10, "{seen:?}");
+    }
+
+    #[test]
+    fn ejection_and_panic_threshold() {
+        let b = pool(4, Balance::RoundRobin);
+        assert!(!b.on_failure(0));
+        assert!(b.on_failure(0), "second consecutive failure ejects");
+        for _ in 0..20 {
+            assert_ne!(b.pick(None, &[]), Some(0));
+        }
+        for i in 1..4 {
+            b.on_failure(i);
+            b.on_failure(i);
+        }
+        // Everything ejected: still answers with some target rather than none.
+        assert!(b.pick(None, &[]).is_some());
+        assert_eq!(b.healthy_count(), 0);
+    }
+
+    #[test]
+    fn consistent_hash_is_sticky_and_moves_on_exclusion() {
+        let b = pool(5, Balance::ConsistentHash(HashOn::ClientIp));
+        let key = fnv1a(b"192.0.2.7");
+        let first = b.pick(Some(key), &[]).unwrap();
+        for _ in 0..10 {
+            assert_eq!(b.pick(Some(key), &[]), Some(first));
+        }
+        assert_ne!(b.pick(Some(key), &[first]), Some(first));
+    }
+
+    #[test]
+    fn least_request_prefers_idle_targets() {
+        let b = pool(2, Balance::LeastRequest);
+        b.targets[0].inflight.store(50, Ordering::Relaxed);
+        for _ in 0..20 {
+            assert_eq!(b.pick(None, &[]), Some(1));
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! Pooled HTTP/1.1 connections to upstream targets, with keep-alive hygiene: each pooled
+//! connection carries a deadline (the pool's idle timeout, shortened to stay ahead of the
+//! upstream's own `Keep-Alive: timeout=N`), and is retired before the upstream would close it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::plugin::Body;
+
+/// A connection checked out for one exchange.
+pub struct Conn {
+    pub sender: SendRequest<Body>,
+    /// It served an earlier exchange (so a failure before any response byte is the idle race).
+    pub reused: bool,
+    pub target: usize,
+}
+
+struct Idle {
+    sender: SendRequest<Body>,
+    deadline: Instant,
+}
+
+/// Why a new connection could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connection refused by {0}")]
+    Refused(String),
+    #[error("connect to {0} timed out")]
+    Timeout(String),
+    #[error("connect to {0} failed: {1}")]
+    Other(String, std::io::Error),
+    #[error("HTTP handshake with {0} failed: {1}")]
+    Handshake(String, hyper::Error),
+}
+
+/// Idle connections of one pool, per target index.
+pub struct ConnPool {
+    idle: Mutex<HashMap<usize, Vec<Idle>>>,
+    idle_timeout: Duration,
+    max_idle: usize,
+    /// Learned `Keep-Alive: timeout=N` per target.
+    learned: Mutex<HashMap<usize, Duration>>,
+}
+
+impl ConnPool {
+    pub fn new(idle_timeout: Duration, max_idle: usize) -> ConnPool {
+        ConnPool {
+            idle: Mutex::new(HashMap::new()),
+            idle_timeout,
+            max_idle,
+            learned: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The most recently used live connection to `target`, if any (the caller still awaits
+    /// `ready()`, which fails if the upstream closed it meanwhile).
+    pub fn checkout(&self, target: usize) -> Option<Conn> {
+        let now = Instant::now();
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let list = idle.get_mut(&target)?;
+        while let Some(c) = list.pop() {
+            if c.deadline > now && !c.sender.is_closed() {
+                return Some(Conn {
+                    sender: c.sender,
+                    reused: true,
+                    target,
+                });
+            }
+        }
+        None
+    }
+
+    /// Open a new connection to `authority`.
+    pub async fn connect(
+        &self,
+        target: usize,
+        authority: &str,
+        timeout: Duration,
+    ) -> Result<Conn, ConnectError> {
+        let stream = match tokio::time::timeout(timeout, TcpStream::connect(authority)).await {
+            Err(_) => return Err(ConnectError::Timeout(authority.to_string())),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                return Err(ConnectError::Refused(authority.to_string()))
+            }
+            Ok(Err(e)) => return Err(ConnectError::Other(authority.to_string(), e)),
+            Ok(Ok(s)) => s,
+        };
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = hyper::client::conn::http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| ConnectError::Handshake(authority.to_string(), e))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(Conn {
+            sender,
+            reused: false,
+            target,
+        })
+    }
+
+    /// Record the upstream's `Keep-Alive: timeout=N` for `target`.
+    pub fn learn_keep_alive(&self, target: usize, header: Option<&http::HeaderValue>) {
+        let Some(secs) = header
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_keep_alive_timeout)
+        else {
+            return;
+        };
+        self.learned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(target, Duration::from_secs(secs));
+    }
+
+    /// How long a connection to `target` may stay idle in the pool.
+    pub fn idle_limit(&self, target: usize) -> Duration {
+        let learned = self
+            .learned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&target)
+            .copied();
+        match learned {
+            // Retire a second early (half the time for very short timeouts) to stay ahead of
+            // the upstream's close.
+            Some(t) if t >= Duration::from_secs(2) => {
+                self.idle_timeout.min(t - Duration::from_secs(1))
+            }
+            Some(t) => self.idle_timeout.min(t / 2),
+            None => self.idle_timeout,
+        }
+    }
+
+    /// Return a connection after a complete exchange.
+    pub fn checkin(&self, conn: Conn) {
+        if conn.sender.is_closed() {
+            return;
+        }
+        let limit = self.idle_limit(conn.target);
+        if limit.is_zero() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let list = idle.entry(conn.target).or_default();
+        let now = Instant::now();
+        list.retain(|c| c.deadline > now && !c.sender.is_closed());
+        if list.len() < self.max_idle {
+            list.push(Idle {
+                sender: conn.sender,
+                deadline: now + limit,
+            });
+        }
+    }
+}
+
+/// `timeout=5, max=100` -> 5.
+pub fn parse_keep_alive_timeout(value: &str) -> Option<u64> {
+    value.split(',').find_map(|part| {
+        let (k, v) = part.trim().split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("timeout")
+            .then(|| v.trim().parse().ok())
+            .flatten()
+    })
+}
+
+/// Shared handle.
+pub type SharedPool = Arc<ConnPool>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_keep_alive() {
+        assert_eq!(parse_keep_alive_timeout("timeout=5, max=100"), Some(5));
+        assert_eq!(parse_keep_alive_timeout("max=10,Timeout=75"), Some(75));
+        assert_eq!(parse_keep_alive_timeout("max=10"), None);
+    }
+
+    #[test]
+    fn learned_timeout_shortens_the_idle_limit() {
+        let pool = ConnPool::new(Duration::from_secs(30), 8);
+        assert_eq!(pool.idle_limit(0), Duration::from_secs(30));
+        pool.learn_keep_alive(0, Some(&http::HeaderValue::from_static("timeout=5")));
+        assert_eq!(pool.idle_limit(0), Duration::from_secs(4));
+        pool.learn_keep_alive(1, Some(&http::HeaderValue::from_static("timeout=1")));
+        assert_eq!(pool.idle_limit(1), Duration::from_millis(500));
+    }
+}

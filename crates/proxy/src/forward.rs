@@ -1,0 +1,290 @@
+//! One request to an upstream pool: target choice, attempts, retries and the reset class of
+//! every failed exchange.
+//!
+//! Retry rules (see docs/ARCHITECTURE.md for why):
+//! - connect failure or refusal: retry on another target, any method;
+//! - failure on a *reused* pooled connection before any response byte (the idle keep-alive
+//!   race), or a request hyper never sent: retry, any method;
+//! - after the upstream may have processed the request (timeout, reset after the request went
+//!   out on a fresh connection, 502/503/504 answer): only idempotent methods, unless the route
+//!   says `retry_non_idempotent = true`;
+//! - never once response bytes have reached the client (the response is returned here before
+//!   any byte is sent, so later failures cannot be retried by construction).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use holdfast_core::config::Route;
+use holdfast_core::ResetClass;
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::balance::Balancer;
+use crate::budget::Budget;
+use crate::conns::{Conn, ConnPool, ConnectError};
+use crate::responses::full;
+
+/// An upstream pool at run time.
+pub struct UpstreamRt {
+    pub balancer: Balancer,
+    pub conns: ConnPool,
+}
+
+impl UpstreamRt {
+    pub fn new(upstream: holdfast_core::config::Upstream) -> UpstreamRt {
+        let conns = ConnPool::new(upstream.idle_timeout, upstream.max_idle_per_target);
+        UpstreamRt {
+            balancer: Balancer::new(upstream),
+            conns,
+        }
+    }
+}
+
+/// What went out upstream, reused for every attempt.
+pub struct Outgoing {
+    pub method: Method,
+    pub path_and_query: String,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+    pub hash: Option<u64>,
+}
+
+/// Timings and attempts, for the call record.
+#[derive(Debug, Default, Clone)]
+pub struct Trace {
+    pub attempts: u32,
+    pub target: Option<usize>,
+    pub connect_ms: Option<f64>,
+    pub first_byte_ms: Option<f64>,
+    pub started: Option<Instant>,
+    /// Classes of failed attempts that were retried.
+    pub retried: Vec<ResetClass>,
+}
+
+/// A response head from the upstream, with the connection to return to the pool.
+pub struct Answer {
+    pub response: Response<Incoming>,
+    pub conn: Conn,
+}
+
+/// The request could not be served.
+pub struct Failure {
+    pub class: ResetClass,
+    pub status: StatusCode,
+    pub message: String,
+}
+
+fn idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+enum AttemptError {
+    /// Nothing reached the upstream's application.
+    NotSent(ResetClass, String),
+    /// The idle race on a reused connection.
+    IdleRace(String),
+    /// The upstream may have processed the request.
+    MaybeProcessed(ResetClass, String),
+}
+
+/// Send `out` to the pool, retrying by the rules above.
+pub async fn forward(
+    up: &Arc<UpstreamRt>,
+    route: &Route,
+    budget: &Budget,
+    out: &Outgoing,
+    trace: &mut Trace,
+) -> Result<Answer, Failure> {
+    let may_repeat = idempotent(&out.method) || route.retry_non_idempotent;
+    let healthy_at_start = up.balancer.healthy_count() > 0;
+    let mut tried: Vec<usize> = Vec::new();
+    let mut retries = 0u32;
+    trace.started = Some(Instant::now());
+    loop {
+        trace.attempts += 1;
+        let Some(i) = up.balancer.pick(out.hash, &tried) else {
+            return Err(Failure {
+                class: ResetClass::NoHealthyUpstream,
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message: format!("upstream `{}` has no targets", up.balancer.upstream.name),
+            });
+        };
+        trace.target = Some(i);
+        let target = &up.balancer.targets[i];
+        target.inflight.fetch_add(1, Ordering::Relaxed);
+        let result = attempt(up, i, route.timeout, out, trace).await;
+        target.inflight.fetch_sub(1, Ordering::Relaxed);
+        let error = match result {
+            Ok(answer) => {
+                let status = answer.response.status();
+                let retryable_status = matches!(status.as_u16(), 502..=504);
+                if status.is_server_error() {
+                    up.balancer.on_failure(i);
+                } else {
+                    up.balancer.on_success(i);
+                }
+                if retryable_status
+                    && may_repeat
+                    && trace.attempts < route.max_attempts
+                    && budget.try_retry()
+                {
+                    tried.push(i);
+                    retries += 1;
+                    tokio::time::sleep(budget.backoff(retries)).await;
+                    continue;
+                }
+                return Ok(answer);
+            }
+            Err(e) => e,
+        };
+        let (class, message, retryable, charge) = match error {
+            AttemptError::NotSent(class, msg) => {
+                up.balancer.on_failure(i);
+                tried.push(i);
+                (class, msg, true, true)
+            }
+            AttemptError::IdleRace(msg) => (ResetClass::UpstreamClosedIdleRace, msg, true, false),
+            AttemptError::MaybeProcessed(class, msg) => {
+                up.balancer.on_failure(i);
+                tried.push(i);
+                (class, msg, may_repeat, true)
+            }
+        };
+        let more = trace.attempts < route.max_attempts && (!charge || budget.try_retry());
+        if !(retryable && more) {
+            return Err(final_failure(up, class, message, healthy_at_start));
+        }
+        trace.retried.push(class);
+        if charge {
+            retries += 1;
+            tokio::time::sleep(budget.backoff(retries)).await;
+        }
+    }
+}
+
+fn final_failure(
+    up: &UpstreamRt,
+    class: ResetClass,
+    message: String,
+    healthy_at_start: bool,
+) -> Failure {
+    let name = &up.balancer.upstream.name;
+    if !healthy_at_start {
+        return Failure {
+            class: ResetClass::NoHealthyUpstream,
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: format!("every target of upstream `{name}` is down; last error: {message}"),
+        };
+    }
+    let status = if class == ResetClass::UpstreamTimeout {
+        StatusCode::GATEWAY_TIMEOUT
+    } else {
+        StatusCode::BAD_GATEWAY
+    };
+    Failure {
+        class,
+        status,
+        message: format!("upstream `{name}`: {message}"),
+    }
+}
+
+async fn get_conn(up: &UpstreamRt, i: usize, trace: &mut Trace) -> Result<Conn, AttemptError> {
+    while let Some(mut conn) = up.conns.checkout(i) {
+        // A pooled connection the upstream closed meanwhile fails `ready()`: skip it.
+        if let Ok(Ok(())) =
+            tokio::time::timeout(Duration::from_millis(50), conn.sender.ready()).await
+        {
+            return Ok(conn);
+        }
+    }
+    let target = &up.balancer.targets[i];
+    let started = Instant::now();
+    let result = up
+        .conns
+        .connect(i, &target.authority, up.balancer.upstream.connect_timeout)
+        .await;
+    trace.connect_ms = Some(ms(started.elapsed()));
+    result.map_err(|e| match e {
+        ConnectError::Refused(_) => {
+            AttemptError::NotSent(ResetClass::UpstreamRefused, e.to_string())
+        }
+        ConnectError::Timeout(_) => {
+            AttemptError::NotSent(ResetClass::UpstreamTimeout, e.to_string())
+        }
+        ConnectError::Other(..) => {
+            AttemptError::NotSent(ResetClass::UpstreamRefused, e.to_string())
+        }
+        ConnectError::Handshake(..) => {
+            AttemptError::NotSent(ResetClass::UpstreamResetBeforeResponse, e.to_string())
+        }
+    })
+}
+
+async fn attempt(
+    up: &UpstreamRt,
+    i: usize,
+    timeout: Duration,
+    out: &Outgoing,
+    trace: &mut Trace,
+) -> Result<Answer, AttemptError> {
+    let mut conn = get_conn(up, i, trace).await?;
+    let mut req = Request::new(full(out.body.clone()));
+    *req.method_mut() = out.method.clone();
+    *req.uri_mut() = out
+        .path_and_query
+        .parse()
+        .unwrap_or_else(|_| http::Uri::from_static("/"));
+    *req.headers_mut() = out.headers.clone();
+    let sent_at = Instant::now();
+    let started = trace.started.unwrap_or(sent_at);
+    match tokio::time::timeout(timeout, conn.sender.send_request(req)).await {
+        Ok(Ok(response)) => {
+            trace.first_byte_ms = Some(ms(started.elapsed()));
+            up.conns
+                .learn_keep_alive(i, response.headers().get("keep-alive"));
+            Ok(Answer { response, conn })
+        }
+        Ok(Err(e)) => {
+            let msg = format!("{} ({})", describe(&e), up.balancer.targets[i].authority);
+            if e.is_canceled() {
+                Err(AttemptError::NotSent(
+                    ResetClass::UpstreamResetBeforeResponse,
+                    msg,
+                ))
+            } else if conn.reused {
+                Err(AttemptError::IdleRace(msg))
+            } else {
+                Err(AttemptError::MaybeProcessed(
+                    ResetClass::UpstreamResetBeforeResponse,
+                    msg,
+                ))
+            }
+        }
+        Err(_) => Err(AttemptError::MaybeProcessed(
+            ResetClass::UpstreamTimeout,
+            format!(
+                "no response from {} within {} ms",
+                up.balancer.targets[i].authority,
+                timeout.as_millis()
+            ),
+        )),
+    }
+}
+
+fn describe(e: &hyper::Error) -> String {
+    use std::error::Error as _;
+    match e.source() {
+        Some(src) => format!("{e}: {src}"),
+        None => e.to_string(),
+    }
+}
+
+/// Milliseconds as f64.
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
