@@ -157,9 +157,22 @@ fn staged_configs_logs_and_rules_are_judged() {
     let holdfast_vs_nginx = report
         .findings
         .iter()
-        .find(|f| f.subject.contains("pool_idle_timeout_ms vs") && f.subject.contains("nginx"))
+        .find(|f| {
+            f.subject.contains("upstreams.api.idle_timeout_ms vs") && f.subject.contains("nginx")
+        })
         .expect("holdfast vs nginx comparison");
     assert_eq!(holdfast_vs_nginx.severity, Severity::Ok);
+    // Within the Holdfast file, the api pool races its own upstream's 1.2 s close.
+    let own = find(&report, "config", "holdfast upstreams.api.idle_timeout_ms");
+    assert_eq!(own.severity, Severity::Critical);
+    assert_eq!(own.fix, "idle_timeout_ms = 700");
+    assert!(
+        !report
+            .findings
+            .iter()
+            .any(|f| f.subject.contains("ai.idle_timeout_ms")),
+        "the AI stream idle timeout is not a pool idle time"
+    );
     assert_eq!(
         find(&report, "config", "proxy_read_timeout").severity,
         Severity::Warn

@@ -1,9 +1,12 @@
 //! Holdfast's own TOML config: its upstream pool idle time (reuse) and its client keep-alive
 //! idle time (closes), wherever they appear in the file's tables.
 //!
-//! Keys read: `pool_idle_timeout_ms` and `upstream_keepalive_ms` (how long idle upstream
-//! connections are kept for reuse), `keepalive_timeout_ms` and `client_idle_timeout_ms` (how
-//! long an idle client connection is kept). A file that does not parse is a warning.
+//! Keys read: `upstreams.NAME.idle_timeout_ms`, `pool_idle_timeout_ms` and
+//! `upstream_keepalive_ms` (how long idle upstream connections are kept for reuse);
+//! `client_idle_timeout_ms` and `keepalive_timeout_ms` (how long an idle client connection is
+//! kept). Within one upstream, an `idle_timeout_ms` that is not at least 500 ms below its
+//! `server_keepalive_timeout_ms` (the backend's own idle timeout) is the idle keep-alive race.
+//! A file that does not parse is a warning.
 
 use super::{ConfigFacts, IdleTime, CHECK};
 use crate::audit::{Finding, Severity};
@@ -19,7 +22,12 @@ fn walk(file: &str, path: &str, table: &toml::Table, facts: &mut ConfigFacts) {
             format!("{path}.{key}")
         };
         match value {
-            toml::Value::Table(inner) => walk(file, &here, inner, facts),
+            toml::Value::Table(inner) => {
+                if path == "upstreams" {
+                    upstream_race(file, &here, inner, facts);
+                }
+                walk(file, &here, inner, facts)
+            }
             toml::Value::Array(items) => {
                 for (i, item) in items.iter().enumerate() {
                     if let toml::Value::Table(inner) = item {
@@ -33,7 +41,8 @@ fn walk(file: &str, path: &str, table: &toml::Table, facts: &mut ConfigFacts) {
                     label: format!("{file} holdfast {here}"),
                     seconds: *ms as f64 / 1000.0,
                 };
-                if REUSE_KEYS.contains(&key.as_str()) {
+                let pooled = key == "idle_timeout_ms" && path.starts_with("upstreams.");
+                if pooled || REUSE_KEYS.contains(&key.as_str()) {
                     facts.reuse.push(idle);
                 } else if CLOSE_KEYS.contains(&key.as_str()) {
                     facts.closes.push(idle);
@@ -42,6 +51,30 @@ fn walk(file: &str, path: &str, table: &toml::Table, facts: &mut ConfigFacts) {
             _ => {}
         }
     }
+}
+
+/// One upstream's pool idle time against the backend's own idle timeout.
+fn upstream_race(file: &str, path: &str, table: &toml::Table, facts: &mut ConfigFacts) {
+    let ms = |key: &str| table.get(key).and_then(toml::Value::as_integer);
+    let (Some(idle), Some(server)) = (ms("idle_timeout_ms"), ms("server_keepalive_timeout_ms"))
+    else {
+        return;
+    };
+    let subject = format!("{file} holdfast {path}.idle_timeout_ms");
+    let value = format!("{idle} ms, the upstream closes idle connections after {server} ms");
+    facts.findings.push(if idle + 500 > server {
+        Finding::new(
+            CHECK,
+            subject,
+            Severity::Critical,
+            value,
+            "pooled connections are reused while the upstream is closing them: the idle \
+             keep-alive race, answered with a reset",
+            format!("idle_timeout_ms = {}", (server - 500).max(0)),
+        )
+    } else {
+        Finding::ok(CHECK, subject, value)
+    });
 }
 
 /// Reads a Holdfast TOML config.
