@@ -1,6 +1,7 @@
 //! `holdfast`: the API and AI gateway that never hangs up on its clients, and the doctor
 //! that tells who sent a TCP reset and why.
 
+mod admin;
 mod audit;
 mod check;
 mod doctor;
@@ -28,6 +29,8 @@ enum Command {
     Pcap(pcap::PcapArgs),
     /// Check this host for what makes it reset connections.
     Audit(audit::AuditArgs),
+    /// API management: tenants, services, consumers, keys, approvals, stats (via the admin API).
+    Admin(admin::AdminArgs),
     /// Probe a URL layer by layer and say who resets it and why.
     Doctor(doctor::DoctorArgs),
 }
@@ -35,6 +38,13 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Admin(args) => {
+            let status = admin::run(args)?;
+            if status != 0 {
+                std::process::exit(i32::from(status));
+            }
+            Ok(())
+        }
         Command::Serve(args) => serve::run(args),
         Command::Check(args) => {
             let status = check::run(args);

@@ -1,0 +1,510 @@
+//! `holdfast admin ...`: the API-management CLI. It talks to the admin REST API of a running
+//! `holdfast serve` over HTTP (`--url`, `--token`), so it needs no database access and obeys
+//! the same roles as any other admin client. Prints tables, or the API's JSON with `--json`.
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+
+/// Manage tenants, services, consumers, keys, subscriptions; show analytics.
+#[derive(Args)]
+pub struct AdminArgs {
+    /// Base URL of the admin listener (`server.admin`).
+    #[arg(
+        long,
+        env = "HOLDFAST_ADMIN_URL",
+        default_value = "http://127.0.0.1:9901"
+    )]
+    url: String,
+    /// Admin token (from `[[management.admin_tokens]]`).
+    #[arg(long, env = "HOLDFAST_ADMIN_TOKEN", hide_env_values = true)]
+    token: String,
+    /// Print the API's JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(Args)]
+struct Limits {
+    /// Requests per second.
+    #[arg(long)]
+    rps: Option<u32>,
+    /// Requests per minute.
+    #[arg(long)]
+    rpm: Option<u32>,
+    /// AI tokens per minute.
+    #[arg(long)]
+    tokens_per_min: Option<u64>,
+    /// AI tokens per day.
+    #[arg(long)]
+    tokens_per_day: Option<u64>,
+    /// AI tokens per month.
+    #[arg(long)]
+    tokens_per_month: Option<u64>,
+}
+
+impl Limits {
+    fn to_json(&self) -> Value {
+        let mut m = serde_json::Map::new();
+        let fields = [
+            ("rps", self.rps.map(u64::from)),
+            ("rpm", self.rpm.map(u64::from)),
+            ("tokens_per_min", self.tokens_per_min),
+            ("tokens_per_day", self.tokens_per_day),
+            ("tokens_per_month", self.tokens_per_month),
+        ];
+        for (k, v) in fields {
+            if let Some(v) = v {
+                m.insert(k.into(), json!(v));
+            }
+        }
+        Value::Object(m)
+    }
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Tenants: `create NAME`, `list`.
+    Tenant {
+        #[command(subcommand)]
+        action: TenantAction,
+    },
+    /// Services of a tenant.
+    Service {
+        #[command(subcommand)]
+        action: ServiceAction,
+    },
+    /// Consumers of a tenant.
+    Consumer {
+        #[command(subcommand)]
+        action: ConsumerAction,
+    },
+    /// API keys of a tenant's consumers.
+    Key {
+        #[command(subcommand)]
+        action: KeyAction,
+    },
+    /// Subscribe a consumer to a service (pending if the service requires approval).
+    Subscribe {
+        #[arg(long, env = "HOLDFAST_TENANT")]
+        tenant: String,
+        #[arg(long)]
+        consumer: String,
+        #[arg(long)]
+        service: String,
+    },
+    /// List a tenant's subscriptions.
+    Subscriptions {
+        #[arg(long, env = "HOLDFAST_TENANT")]
+        tenant: String,
+    },
+    /// Approve a pending subscription.
+    Approve {
+        #[arg(long, env = "HOLDFAST_TENANT")]
+        tenant: String,
+        /// Subscription id.
+        id: i64,
+    },
+    /// Reject a pending subscription.
+    Reject {
+        #[arg(long, env = "HOLDFAST_TENANT")]
+        tenant: String,
+        id: i64,
+    },
+    /// Analytics: calls, error rate, p50/p95/p99 per bucket; top lists; resets; tokens.
+    Stats {
+        /// One tenant (default: all tenants; super admin only).
+        #[arg(long, env = "HOLDFAST_TENANT")]
+        tenant: Option<String>,
+        #[arg(long, default_value = "1h")]
+        since: String,
+        #[arg(long, default_value = "1m")]
+        bucket: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TenantAction {
+    Create { name: String },
+    List,
+}
+
+#[derive(Subcommand)]
+enum ServiceAction {
+    Create {
+        #[arg(long, env = "HOLDFAST_TENANT")]
+        tenant: String,
+        name: String,
+        /// Subscriptions wait for a tenant admin's approval.
+        #[arg(long)]
+        require_approval: bool,
+        #[command(flatten)]
+        limits: Limits,
+    },
+    List {
+        #[arg(long, env = "HOLDFAST_TENANT")]
+        tenant: String,
+    },
+    /// Add a version or set its state (draft, published, deprecated, retired).
+    Version {
+        #[arg(long, env = "HOLDFAST_TENANT")]
+        tenant: String,
+        service: String,
+        version: String,
+        state: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConsumerAction {
+    Create {
+        #[arg(long, env = "HOLDFAST_TENANT")]
+        tenant: String,
+        name: String,
+        #[command(flatten)]
+        limits: Limits,
+    },
+    List {
+        #[arg(long, env = "HOLDFAST_TENANT")]
+        tenant: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyAction {
+    /// Issue a key; it is printed once and never again.
+    Issue {
+        #[arg(long, env = "HOLDFAST_TENANT")]
+        tenant: String,
+        #[arg(long)]
+        consumer: String,
+        #[arg(long)]
+        expires_in_s: Option<u64>,
+        #[command(flatten)]
+        limits: Limits,
+    },
+    List {
+        #[arg(long, env = "HOLDFAST_TENANT")]
+        tenant: String,
+    },
+    Revoke {
+        #[arg(long, env = "HOLDFAST_TENANT")]
+        tenant: String,
+        prefix: String,
+    },
+}
+
+/// Run one admin command; the exit status is 0 on success.
+pub fn run(args: AdminArgs) -> anyhow::Result<u8> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run_async(args))
+}
+
+async fn run_async(args: AdminArgs) -> anyhow::Result<u8> {
+    use AdminCommand as C;
+    let (method, path, body, columns): (&str, String, Option<Value>, &[&str]) = match &args.command
+    {
+        C::Tenant {
+            action: TenantAction::Create { name },
+        } => (
+            "POST",
+            "/admin/tenants".into(),
+            Some(json!({ "name": name })),
+            &["name"],
+        ),
+        C::Tenant {
+            action: TenantAction::List,
+        } => ("GET", "/admin/tenants".into(), None, &["name"]),
+        C::Service {
+            action:
+                ServiceAction::Create {
+                    tenant,
+                    name,
+                    require_approval,
+                    limits,
+                },
+        } => (
+            "POST",
+            format!("/admin/tenants/{tenant}/services"),
+            Some(
+                json!({ "name": name, "require_approval": require_approval, "limits": limits.to_json() }),
+            ),
+            &["name", "tenant", "require_approval", "limits", "versions"],
+        ),
+        C::Service {
+            action: ServiceAction::List { tenant },
+        } => (
+            "GET",
+            format!("/admin/tenants/{tenant}/services"),
+            None,
+            &["name", "require_approval", "limits", "versions"],
+        ),
+        C::Service {
+            action:
+                ServiceAction::Version {
+                    tenant,
+                    service,
+                    version,
+                    state,
+                },
+        } => (
+            "PUT",
+            format!("/admin/tenants/{tenant}/services/{service}/versions/{version}"),
+            Some(json!({ "state": state })),
+            &["name", "versions"],
+        ),
+        C::Consumer {
+            action:
+                ConsumerAction::Create {
+                    tenant,
+                    name,
+                    limits,
+                },
+        } => (
+            "POST",
+            format!("/admin/tenants/{tenant}/consumers"),
+            Some(json!({ "name": name, "limits": limits.to_json() })),
+            &["tenant", "name", "limits"],
+        ),
+        C::Consumer {
+            action: ConsumerAction::List { tenant },
+        } => (
+            "GET",
+            format!("/admin/tenants/{tenant}/consumers"),
+            None,
+            &["name", "limits"],
+        ),
+        C::Key {
+            action:
+                KeyAction::Issue {
+                    tenant,
+                    consumer,
+                    expires_in_s,
+                    limits,
+                },
+        } => {
+            let mut body = json!({ "limits": limits.to_json() });
+            if let Some(s) = expires_in_s {
+                body["expires_in_s"] = json!(s);
+            }
+            (
+                "POST",
+                format!("/admin/tenants/{tenant}/consumers/{consumer}/keys"),
+                Some(body),
+                &["key", "prefix", "consumer", "expires_ms"],
+            )
+        }
+        C::Key {
+            action: KeyAction::List { tenant },
+        } => (
+            "GET",
+            format!("/admin/tenants/{tenant}/keys"),
+            None,
+            &["prefix", "consumer", "limits", "expires_ms", "revoked_ms"],
+        ),
+        C::Key {
+            action: KeyAction::Revoke { tenant, prefix },
+        } => (
+            "POST",
+            format!("/admin/tenants/{tenant}/keys/{prefix}/revoke"),
+            None,
+            &["prefix", "consumer", "revoked_ms"],
+        ),
+        C::Subscribe {
+            tenant,
+            consumer,
+            service,
+        } => (
+            "POST",
+            format!("/admin/tenants/{tenant}/subscriptions"),
+            Some(json!({ "consumer": consumer, "service": service })),
+            &["id", "consumer", "service", "state"],
+        ),
+        C::Subscriptions { tenant } => (
+            "GET",
+            format!("/admin/tenants/{tenant}/subscriptions"),
+            None,
+            &["id", "consumer", "service", "state"],
+        ),
+        C::Approve { tenant, id } => (
+            "POST",
+            format!("/admin/tenants/{tenant}/subscriptions/{id}/approve"),
+            None,
+            &["id", "consumer", "service", "state"],
+        ),
+        C::Reject { tenant, id } => (
+            "POST",
+            format!("/admin/tenants/{tenant}/subscriptions/{id}/reject"),
+            None,
+            &["id", "consumer", "service", "state"],
+        ),
+        C::Stats {
+            tenant,
+            since,
+            bucket,
+        } => {
+            let base = match tenant {
+                Some(t) => format!("/admin/tenants/{t}/stats"),
+                None => "/admin/stats".into(),
+            };
+            (
+                "GET",
+                format!("{base}?since={since}&bucket={bucket}"),
+                None,
+                &[],
+            )
+        }
+    };
+    let url = format!("{}{path}", args.url.trim_end_matches('/'));
+    let client = reqwest::Client::new();
+    let mut req = client
+        .request(reqwest::Method::from_bytes(method.as_bytes())?, &url)
+        .bearer_auth(&args.token);
+    if let Some(b) = &body {
+        req = req.json(b);
+    }
+    let resp = req.send().await.with_context(|| {
+        format!("cannot reach the admin API at {url} (set --url or HOLDFAST_ADMIN_URL)")
+    })?;
+    let status = resp.status();
+    let text = resp.text().await?;
+    let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    if !status.is_success() {
+        let msg = value["error"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| value.to_string());
+        bail!("admin API answered {status}: {msg}");
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else if matches!(args.command, C::Stats { .. }) {
+        print_stats(&value);
+    } else {
+        print_table(&value, columns);
+        if let Some(key) = value["key"].as_str() {
+            eprintln!(
+                "\nThe key is shown only now: store it safely. Prefix: {}",
+                &key[..key.len().min(11)]
+            );
+        }
+    }
+    Ok(0)
+}
+
+fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        Value::Array(a) if a.iter().all(|x| x.get("version").is_some()) => a
+            .iter()
+            .map(|x| {
+                format!(
+                    "{}:{}",
+                    x["version"].as_str().unwrap_or("?"),
+                    x["state"].as_str().unwrap_or("?")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(","),
+        other => other.to_string(),
+    }
+}
+
+fn print_table(value: &Value, columns: &[&str]) {
+    let rows: Vec<&Value> = match value {
+        Value::Array(a) => a.iter().collect(),
+        other => vec![other],
+    };
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| columns.iter().map(|c| cell(&r[*c])).collect())
+        .collect();
+    let widths: Vec<usize> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            cells
+                .iter()
+                .map(|r| r[i].len())
+                .chain([c.len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |vals: Vec<String>| {
+        vals.iter()
+            .zip(&widths)
+            .map(|(v, w)| format!("{v:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    println!(
+        "{}",
+        line(columns.iter().map(|c| c.to_uppercase()).collect())
+    );
+    for r in cells {
+        println!("{}", line(r));
+    }
+}
+
+fn print_stats(v: &Value) {
+    let f = |k: &str| v[k].as_f64().unwrap_or(0.0);
+    println!(
+        "calls {}  errors {} ({:.2}%)  p50 {:.1} ms  p95 {:.1} ms  p99 {:.1} ms",
+        v["calls"],
+        v["errors"],
+        f("error_rate") * 100.0,
+        f("p50_ms"),
+        f("p95_ms"),
+        f("p99_ms")
+    );
+    let buckets: Vec<Value> = v["buckets"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|mut b| {
+            b["error_rate"] = json!(format!(
+                "{:.2}%",
+                b["error_rate"].as_f64().unwrap_or(0.0) * 100.0
+            ));
+            b
+        })
+        .collect();
+    println!();
+    print_table(
+        &Value::Array(buckets),
+        &[
+            "start_ms",
+            "calls",
+            "errors",
+            "error_rate",
+            "p50_ms",
+            "p95_ms",
+            "p99_ms",
+        ],
+    );
+    for (title, key) in [
+        ("top consumers", "top_consumers"),
+        ("top services", "top_services"),
+        ("top routes", "top_routes"),
+    ] {
+        println!("\n{title}:");
+        print_table(&v[key], &["name", "calls"]);
+    }
+    println!("\nresets by class: {}", v["resets_by_class"]);
+    println!("\ntokens and cost:");
+    print_table(
+        &v["usage"],
+        &["consumer", "model", "calls", "tokens", "cost_usd"],
+    );
+    println!("\ncalls by node: {}", v["calls_by_node"]);
+    println!("call log writer: {}", v["call_log"]);
+}
