@@ -37,7 +37,7 @@ enum Behaviour {
 /// Starts a threaded HTTP server in the server namespace on `port`.
 fn serve(lab: &Lab, port: u16, behaviour: Behaviour) {
     let listener = in_netns(lab.server(), move || {
-        TcpListener::bind(("0.0.0.0", port)).expect("bind in the server namespace")
+        TcpListener::bind(("::", port)).expect("bind (v4 and v6) in the server namespace")
     });
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
@@ -91,6 +91,55 @@ fn doctor(lab: &Lab, url: &str, tune: impl FnOnce(&mut DoctorOptions)) -> Doctor
         in_netns(lab.client(), move || live::run(&options, &mut Silent)).expect("the doctor runs");
     eprintln!("{url}: {}", serde_json::to_string_pretty(&report).unwrap());
     report
+}
+
+/// The `holdfast` binary next to this test's directory (built by `cargo build --workspace`).
+fn holdfast_binary() -> Option<std::path::PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let bin = exe.parent()?.parent()?.join("holdfast");
+    bin.exists().then_some(bin)
+}
+
+/// `holdfast doctor --json` itself, run with `ip netns exec` in the client namespace: exit
+/// status 0 for a working URL, 1 for a failure, 2 for bad usage.
+fn cli_in_client_namespace(lab: &Lab, server: &str, healthy: u16) {
+    let Some(bin) = holdfast_binary() else {
+        eprintln!(
+            "skipping the CLI run: no holdfast binary next to the test (cargo build --workspace)"
+        );
+        return;
+    };
+    let bin = bin.to_string_lossy().into_owned();
+    let run = |url: &str| {
+        let out = lab
+            .client()
+            .command(
+                &bin,
+                &["doctor", "--json", "--max-idle", "1", "--repeat", "1", url],
+            )
+            .env_remove("HTTP_PROXY")
+            .env_remove("http_proxy")
+            .env_remove("ALL_PROXY")
+            .env_remove("all_proxy")
+            .output()
+            .expect("run holdfast doctor");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, stdout) = run(&format!("http://{server}:{healthy}/"));
+    assert_eq!(code, Some(0), "{stdout}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(json["verdict"]["cause"], "none");
+    let (code, stdout) = run(&format!("http://{server}:8084/blocked"));
+    assert_eq!(code, Some(1), "{stdout}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(json["verdict"]["resetter"], "middlebox");
+    assert_eq!(json["verdict"]["cause"], "content_filter");
+    assert_eq!(json["verdict"]["hop"], 1);
+    let (code, _) = run("http://[::1");
+    assert_eq!(code, Some(2));
 }
 
 fn assert_verdict(
@@ -245,6 +294,21 @@ fn staged_faults_get_their_verdicts() {
         "measured {measured}s for a 1.5 s idle close"
     );
     assert!(keepalive.detail.contains("FIN"), "{}", keepalive.detail);
+
+    // IPv6: the hop limit plays the TTL's part.
+    let report = doctor(
+        &lab,
+        &format!("http://[{}]:{healthy}/", Topology::SERVER_V6),
+        |o| {
+            o.max_idle = Duration::from_secs(1);
+            o.repeat = 1;
+        },
+    );
+    assert_verdict(&report, LiveResetter::None, LiveCause::None, None);
+    let tcp = report.checks.iter().find(|c| c.name == "tcp").unwrap();
+    assert!(tcp.detail.contains("server at hop 2"), "{}", tcp.detail);
+
+    cli_in_client_namespace(&lab, server, healthy);
 
     // A dead proxy in the environment: nothing listens on the router's port 3128.
     let proxy = format!("http://{}:3128", Topology::ROUTER_CLIENT_V4);
