@@ -30,3 +30,52 @@ fn auditing_this_host_completes_with_valid_json() {
         .iter()
         .any(|c| c["name"] == "TcpOutRsts" && c["total"].is_u64()));
 }
+
+#[test]
+fn a_real_full_accept_queue_is_found_with_its_owner() {
+    use socket2::{Domain, Socket, Type};
+    if std::process::Command::new("ss").arg("-V").output().is_err() {
+        eprintln!("skipping: no `ss` to read listen backlogs");
+        return;
+    }
+    // A listener with backlog 1 that never accepts; three clients fill its queue.
+    let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    listener
+        .bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    listener.listen(1).unwrap();
+    let addr = listener.local_addr().unwrap().as_socket().unwrap();
+    let clients: Vec<std::net::TcpStream> = (0..3)
+        .filter_map(|_| {
+            std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(300)).ok()
+        })
+        .collect();
+    assert!(!clients.is_empty());
+    let report = audit::run(&AuditOptions::default());
+    let port = format!("127.0.0.1:{}", addr.port());
+    let finding = report
+        .findings
+        .iter()
+        .find(|f| f.check == "sockets" && f.subject.contains(&port))
+        .unwrap_or_else(|| panic!("no finding for {port}: {report:#?}"));
+    assert_eq!(
+        finding.severity,
+        holdfast_doctor::audit::Severity::Critical,
+        "{finding:?}"
+    );
+    assert!(
+        finding
+            .subject
+            .contains(&format!("pid {}", std::process::id())),
+        "{finding:?}"
+    );
+    assert!(
+        finding.value.starts_with("accept queue 2 of 1"),
+        "{finding:?}"
+    );
+}
