@@ -348,3 +348,47 @@ async fn non_streaming_total_timeout_fails_over() {
     let ai = gw.last_extra().await.ai.unwrap();
     assert_eq!(ai.attempts, 3);
 }
+
+#[tokio::test]
+async fn lowest_latency_and_least_busy_prefer_the_faster_deployment() {
+    use holdfast_mock_providers::MockOptions;
+    for strategy in ["lowest_latency", "least_busy"] {
+        let slow = MockProvider::start_with(
+            "127.0.0.1:0",
+            MockOptions {
+                delay: Duration::from_millis(150),
+                ..MockOptions::default()
+            },
+            true,
+        )
+        .await
+        .unwrap();
+        let fast = MockProvider::start().await.unwrap();
+        let cfg = format!(
+            "[models.m]\nstrategy = \"{strategy}\"\n\
+             [[models.m.deployments]]\nprovider = \"openai\"\nmodel = \"x\"\nbase_url = \"{}/v1\"\n\
+             [[models.m.deployments]]\nprovider = \"openai\"\nmodel = \"y\"\nbase_url = \"{}/v1\"\n",
+            slow.url(),
+            fast.url()
+        );
+        let gw = start(&cfg).await;
+        // 8 clients, 5 requests each, back to back: requests to the slow deployment stay in
+        // flight longer (least busy) and measure slower (lowest latency).
+        let clients: Vec<_> = (0..8)
+            .map(|_| {
+                let url = gw.url("/v1/chat/completions");
+                tokio::spawn(async move {
+                    for _ in 0..5 {
+                        assert_eq!(send("POST", &url, Some(chat(false))).await.status, 200);
+                    }
+                })
+            })
+            .collect();
+        for c in clients {
+            c.await.unwrap();
+        }
+        let (ns, nf) = (slow.request_count(), fast.request_count());
+        assert_eq!(ns + nf, 40);
+        assert!(nf > 2 * ns, "{strategy}: fast {nf} vs slow {ns}");
+    }
+}
