@@ -105,14 +105,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         health::spawn(up);
     }
 
-    let mut listeners = Vec::new();
-    for addr in &cfg.server.listen {
-        let l = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr} (server.listen)"))?;
-        eprintln!("holdfast: listening on http://{}", l.local_addr()?);
-        listeners.push(l);
-    }
     if let Some(addr) = cfg.server.admin {
         let l = TcpListener::bind(addr)
             .await
@@ -133,6 +125,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         });
     }
 
+    let mut listeners = Vec::new();
+    for addr in &cfg.server.listen {
+        let l = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (server.listen)"))?;
+        eprintln!("holdfast: listening on http://{}", l.local_addr()?);
+        listeners.push(l);
+    }
     let limits = Limits {
         max_connections: cfg.server.max_connections,
         header_timeout: cfg.server.header_timeout,
@@ -166,6 +166,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if server.await.is_err() {
         bail!("the server task failed while draining");
     }
+    extensions.shutdown().await;
     eprintln!("holdfast: stopped");
     Ok(())
 }

@@ -105,6 +105,7 @@ pub async fn forward(
     let mut tried: Vec<usize> = Vec::new();
     let mut retries = 0u32;
     trace.started = Some(Instant::now());
+    budget.on_request();
     loop {
         trace.attempts += 1;
         let Some(i) = up.balancer.pick(out.hash, &tried) else {
@@ -146,7 +147,9 @@ pub async fn forward(
             AttemptError::NotSent(class, msg) => {
                 up.balancer.on_failure(i);
                 tried.push(i);
-                (class, msg, true, true)
+                // A refused connect costs the upstream nothing: no budget, no backoff.
+                let charge = class != ResetClass::UpstreamRefused;
+                (class, msg, true, charge)
             }
             AttemptError::IdleRace(msg) => (ResetClass::UpstreamClosedIdleRace, msg, true, false),
             AttemptError::MaybeProcessed(class, msg) => {
@@ -155,8 +158,10 @@ pub async fn forward(
                 (class, msg, may_repeat, true)
             }
         };
-        let more = trace.attempts < route.max_attempts && (!charge || budget.try_retry());
-        if !(retryable && more) {
+        // Only a retryable failure may spend the budget.
+        let more =
+            retryable && trace.attempts < route.max_attempts && (!charge || budget.try_retry());
+        if !more {
             return Err(final_failure(up, class, message, healthy_at_start));
         }
         trace.retried.push(class);

@@ -1,0 +1,237 @@
+//! The gateway in front of real misbehaving servers: recoverable faults never reach the
+//! client, a POST is never sent twice once it may have been processed, and what cannot be
+//! served gets an honest status with a body, never a reset.
+
+mod proxy_support;
+
+use std::time::Duration;
+
+use holdfast_testkit::{refused_addr, Behavior, Misbehaving};
+use proxy_support::{admin_get, metric_sum, Holdfast};
+
+fn config(targets: &[String], route_extra: &str, upstream_extra: &str) -> String {
+    let list: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
+    format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\n\n[upstreams.pool]\ntargets = [{}]\n{upstream_extra}\n\n[[routes]]\nname = \"main\"\nupstream = \"pool\"\n{route_extra}\n",
+        list.join(", ")
+    )
+}
+
+#[test]
+fn five_thousand_keepalive_requests_over_idle_closes_and_refusals_get_no_errors() {
+    let a = Misbehaving::start(Behavior::IdleClose(Duration::from_millis(150))).unwrap();
+    let b = Misbehaving::start(Behavior::IdleClose(Duration::from_millis(150))).unwrap();
+    let refused = format!("http://{}", refused_addr().unwrap());
+    // The pool keeps connections far longer than the upstream does, so requests race the close.
+    let hf = Holdfast::start(&config(
+        &[a.url(), b.url(), refused],
+        "",
+        "idle_timeout_ms = 60000",
+    ));
+    let threads: Vec<_> = (0..10)
+        .map(|t| {
+            let addr = hf.addr;
+            std::thread::spawn(move || {
+                let mut client = proxy_support::Client::new(addr);
+                let mut bad = Vec::new();
+                for i in 0..500 {
+                    // Every 25th request waits about as long as the upstream's idle close.
+                    if i % 25 == 24 {
+                        std::thread::sleep(Duration::from_millis(140 + (t * 3 + i % 7) as u64));
+                    }
+                    let id = format!("{t}-{i}");
+                    let answer = if i % 2 == 0 {
+                        client.request("GET", "/get", &[("x-request-id", &id)], b"")
+                    } else {
+                        client.request("POST", "/post", &[("x-request-id", &id)], b"{\"n\":1}")
+                    };
+                    match answer {
+                        Ok(a) if a.status == 200 => {}
+                        Ok(a) => bad.push(format!("{id}: status {} {}", a.status, a.text())),
+                        Err(e) => bad.push(format!("{id}: client error {e}")),
+                    }
+                }
+                (bad, client.connections)
+            })
+        })
+        .collect();
+    let mut failures = Vec::new();
+    for t in threads {
+        let (bad, connections) = t.join().unwrap();
+        assert_eq!(
+            connections, 1,
+            "the client connection was never closed by holdfast"
+        );
+        failures.extend(bad);
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of 5000 failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(10)]
+    );
+    assert!(a.requests() + b.requests() >= 5000);
+    let page = admin_get(hf.admin.unwrap(), "/metrics");
+    let refused_retries = metric_sum(
+        &page,
+        "holdfast_retried_exchanges_total",
+        "class=\"upstream_refused\"",
+    );
+    assert!(
+        refused_retries >= 1.0,
+        "refused target was never tried? {page}"
+    );
+    eprintln!(
+        "idle-race retries: {}, refused retries: {refused_retries}",
+        metric_sum(
+            &page,
+            "holdfast_retried_exchanges_total",
+            "class=\"upstream_closed_idle_race\""
+        )
+    );
+}
+
+#[test]
+fn a_post_is_never_sent_twice_once_it_may_have_been_processed() {
+    let resetter = Misbehaving::start(Behavior::ResetAfterRequest).unwrap();
+    let healthy = Misbehaving::start(Behavior::Healthy).unwrap();
+    let hf = Holdfast::start(&config(
+        &[resetter.url(), healthy.url()],
+        "",
+        // Half the targets fail on purpose: give the retry budget room for the GETs.
+        "outlier = { consecutive_failures = 1000 }\n[retry_budget]\npercent = 100",
+    ));
+    let mut client = hf.client();
+    let mut bad_gateway = 0;
+    for i in 0..40 {
+        let id = format!("post-{i}");
+        let a = client
+            .request("POST", "/orders", &[("x-request-id", &id)], b"{}")
+            .expect("an answer, never a reset");
+        match a.status {
+            200 => {}
+            502 => {
+                bad_gateway += 1;
+                assert!(
+                    a.text().contains("upstream_reset_before_response"),
+                    "{}",
+                    a.text()
+                );
+            }
+            other => panic!("unexpected status {other}: {}", a.text()),
+        }
+    }
+    assert!(bad_gateway > 0, "the resetting target was never chosen");
+    let mut seen = resetter.request_ids();
+    for (id, n) in healthy.request_ids() {
+        *seen.entry(id).or_insert(0) += n;
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "POSTs sent twice: {twice:?}");
+    // The same fault is retried for GET, which is idempotent: every GET succeeds.
+    for i in 0..20 {
+        let a = client
+            .request(
+                "GET",
+                "/orders",
+                &[("x-request-id", &format!("get-{i}"))],
+                b"",
+            )
+            .unwrap();
+        if a.status != 200 {
+            let records = hf.records_eventually(41 + i);
+            panic!(
+                "GET {i}: {} {}; last records: {:?}",
+                a.status,
+                a.text(),
+                &records[records.len().saturating_sub(3)..]
+            );
+        }
+    }
+    let records = hf.records_eventually(60);
+    assert!(records
+        .iter()
+        .any(|r| r["reset_class"] == "upstream_reset_before_response" && r["method"] == "POST"));
+}
+
+#[test]
+fn with_no_healthy_target_clients_get_an_error_status_with_a_body() {
+    let reset = Misbehaving::start(Behavior::ResetOnAccept).unwrap();
+    let garbage = Misbehaving::start(Behavior::Garbage).unwrap();
+    let hang = Misbehaving::start(Behavior::Hang).unwrap();
+    let refused = format!("http://{}", refused_addr().unwrap());
+    let hf = Holdfast::start(&config(
+        &[reset.url(), garbage.url(), hang.url(), refused],
+        "timeout_ms = 300",
+        "",
+    ));
+    let mut client = hf.client();
+    for i in 0..30 {
+        let method = if i % 2 == 0 { "GET" } else { "POST" };
+        let a = client
+            .request(method, "/", &[], b"x")
+            .expect("an answer, never a reset");
+        assert!([502, 503, 504].contains(&a.status), "status {}", a.status);
+        assert!(
+            a.text().contains("\"error\""),
+            "body says why: {}",
+            a.text()
+        );
+    }
+    let classes: Vec<String> = hf
+        .records_eventually(30)
+        .iter()
+        .filter_map(|r| r["reset_class"].as_str().map(String::from))
+        .collect();
+    assert_eq!(classes.len(), 30, "every failed exchange gets a class");
+}
+
+#[test]
+fn an_upstream_timeout_is_a_504() {
+    let hang = Misbehaving::start(Behavior::Hang).unwrap();
+    let hf = Holdfast::start(&config(
+        &[hang.url()],
+        "timeout_ms = 300\nmax_attempts = 1",
+        "",
+    ));
+    let a = hf.client().get("/").unwrap();
+    assert_eq!(a.status, 504);
+    assert!(a.text().contains("upstream_timeout"));
+}
+
+#[test]
+fn idempotent_requests_retry_past_a_503_answer() {
+    let unavailable = Misbehaving::start(Behavior::Unavailable).unwrap();
+    let healthy = Misbehaving::start(Behavior::Healthy).unwrap();
+    let hf = Holdfast::start(&config(
+        &[unavailable.url(), healthy.url()],
+        "",
+        "outlier = { consecutive_failures = 1000 }\n[retry_budget]\npercent = 100",
+    ));
+    let mut client = hf.client();
+    for _ in 0..20 {
+        assert_eq!(client.get("/").unwrap().status, 200);
+    }
+    assert!(unavailable.requests() > 0);
+}
+
+#[test]
+fn a_failure_mid_response_is_never_a_clean_end() {
+    for behavior in [Behavior::ResetMidBody, Behavior::ResetMidChunked] {
+        let up = Misbehaving::start(behavior).unwrap();
+        let hf = Holdfast::start(&config(&[up.url()], "", ""));
+        let result = hf.client().get("/");
+        assert!(
+            result.is_err(),
+            "{behavior:?}: the client must see a truncated body, got {result:?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        let records = hf.records();
+        assert!(
+            records
+                .iter()
+                .any(|r| r["reset_class"] == "upstream_reset_mid_response"),
+            "{behavior:?}: {records:?}"
+        );
+    }
+}

@@ -1,0 +1,254 @@
+//! The gateway's own behaviour: overload answers, HTTP hygiene, SIGHUP reload under load,
+//! SIGTERM drain, `holdfast check`, and the demo quick start.
+
+mod proxy_support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use holdfast_testkit::{Behavior, Misbehaving};
+use proxy_support::{Client, Holdfast};
+
+fn config(url: &str, server_extra: &str, route_extra: &str) -> String {
+    format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\n{server_extra}\n\n[upstreams.pool]\ntargets = [\"{url}\"]\n\n[[routes]]\nname = \"main\"\nupstream = \"pool\"\n{route_extra}\n"
+    )
+}
+
+#[test]
+fn route_overload_gets_503_with_retry_after_never_a_reset() {
+    let slow = Misbehaving::start(Behavior::Slow(Duration::from_millis(800))).unwrap();
+    let hf = Holdfast::start(&config(
+        &slow.url(),
+        "",
+        "max_concurrent = 2\nqueue_size = 1\nqueue_timeout_ms = 100",
+    ));
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let addr = hf.addr;
+            std::thread::spawn(move || Client::new(addr).get("/"))
+        })
+        .collect();
+    let mut overloaded = 0;
+    for t in threads {
+        let a = t.join().unwrap().expect("an answer, never a reset");
+        if a.status == 503 {
+            overloaded += 1;
+            assert_eq!(a.header("retry-after"), Some("1"));
+            assert!(a.text().contains("overloaded"), "{}", a.text());
+        } else {
+            assert_eq!(a.status, 200);
+        }
+    }
+    assert!(
+        overloaded >= 4,
+        "8 requests, 2 slots and 1 queue place: {overloaded} got 503"
+    );
+}
+
+#[test]
+fn excess_connections_get_503_and_a_fin() {
+    let slow = Misbehaving::start(Behavior::Slow(Duration::from_millis(1500))).unwrap();
+    let hf = Holdfast::start(&config(&slow.url(), "max_connections = 2", ""));
+    let busy: Vec<_> = (0..2)
+        .map(|_| {
+            let addr = hf.addr;
+            std::thread::spawn(move || Client::new(addr).get("/"))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(hf.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+        let mut out = String::new();
+        // A reset would make read_to_string fail; a FIN ends it cleanly.
+        s.read_to_string(&mut out)
+            .expect("closed with a FIN, not a reset");
+        assert!(out.starts_with("HTTP/1.1 503"), "{out}");
+        assert!(out.to_ascii_lowercase().contains("retry-after: 1"), "{out}");
+    }
+    for b in busy {
+        assert_eq!(b.join().unwrap().unwrap().status, 200);
+    }
+}
+
+fn raw(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.write_all(request);
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn http_hygiene_statuses() {
+    let up = Misbehaving::start(Behavior::Healthy).unwrap();
+    let hf = Holdfast::start(&config(
+        &up.url(),
+        "header_timeout_ms = 300\nmax_body_bytes = 1000\nmax_header_bytes = 4096",
+        "",
+    ));
+    let ambiguous = raw(hf.addr, b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n");
+    assert!(ambiguous.starts_with("HTTP/1.1 400"), "{ambiguous}");
+    let big_header = format!(
+        "GET / HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
+        "a".repeat(6000)
+    );
+    let too_large = raw(hf.addr, big_header.as_bytes());
+    assert!(too_large.starts_with("HTTP/1.1 431"), "{too_large}");
+    let a = hf
+        .client()
+        .request("POST", "/", &[], &[b'x'; 2000])
+        .unwrap();
+    assert_eq!(a.status, 413);
+    let mut s = TcpStream::connect(hf.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n").unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+    // Forwarding headers reach the upstream; hop-by-hop ones do not come back.
+    let ok = hf
+        .client()
+        .request(
+            "GET",
+            "/",
+            &[("connection", "keep-alive, x-hop"), ("x-hop", "1")],
+            b"",
+        )
+        .unwrap();
+    assert_eq!(ok.status, 200);
+    assert_eq!(ok.header("via"), Some("1.1 holdfast"));
+}
+
+#[test]
+fn sighup_under_load_loses_nothing_and_refuses_a_bad_config() {
+    let a = Misbehaving::start(Behavior::Healthy).unwrap();
+    let b = Misbehaving::start(Behavior::Healthy).unwrap();
+    let hf = Holdfast::start(&config(&a.url(), "", ""));
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let (addr, stop) = (hf.addr, stop.clone());
+            std::thread::spawn(move || {
+                let mut client = Client::new(addr);
+                let (mut ok, mut bad) = (0, Vec::new());
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+                    match client.request("POST", "/", &[], b"1") {
+                        Ok(r) if r.status == 200 => ok += 1,
+                        other => bad.push(format!("{other:?}")),
+                    }
+                }
+                (ok, bad)
+            })
+        })
+        .collect();
+    for i in 0..6 {
+        std::thread::sleep(Duration::from_millis(250));
+        let text = match i {
+            3 => "this is [not valid toml".to_string(),
+            _ => config(&(if i % 2 == 0 { b.url() } else { a.url() }), "", ""),
+        };
+        std::fs::write(&hf.config, text).unwrap();
+        hf.signal("HUP");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::SeqCst);
+    let mut total = 0;
+    for w in workers {
+        let (ok, bad) = w.join().unwrap();
+        assert!(bad.is_empty(), "lost requests during reload: {bad:?}");
+        total += ok;
+    }
+    assert!(total > 50, "load was too light to mean anything: {total}");
+    assert!(b.requests() > 0, "the reload switched targets");
+    let stderr = hf.stderr.lock().unwrap().join("\n");
+    assert!(stderr.contains("reload refused"), "{stderr}");
+}
+
+#[test]
+fn sigterm_finishes_in_flight_requests() {
+    let slow = Misbehaving::start(Behavior::Slow(Duration::from_millis(1000))).unwrap();
+    let mut hf = Holdfast::start(&config(&slow.url(), "drain_timeout_ms = 5000", ""));
+    let addr = hf.addr;
+    let in_flight = std::thread::spawn(move || Client::new(addr).get("/"));
+    std::thread::sleep(Duration::from_millis(300));
+    hf.signal("TERM");
+    let answer = in_flight
+        .join()
+        .unwrap()
+        .expect("the in-flight request completes");
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.header("connection"), Some("close"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = hf.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "holdfast did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn check_names_file_line_key_and_fix() {
+    let path = std::env::temp_dir().join(format!("holdfast-check-{}.toml", std::process::id()));
+    std::fs::write(
+        &path,
+        "[upstreams.a]\ntargets = [\"http://127.0.0.1:1\"]\n\n[[routes]]\nupstream = \"b\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_holdfast"))
+        .arg("check")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr.contains(&format!("{}:5: `routes[0].upstream`", path.display())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("fix: define [upstreams.b]"), "{stderr}");
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/holdfast.toml");
+    let ok = std::process::Command::new(env!("CARGO_BIN_EXE_holdfast"))
+        .args(["check", example])
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let _ = std::fs::remove_file(path);
+}
+
+#[test]
+fn quick_mode_demo_answers_at_once() {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_holdfast"))
+        .args(["serve", "--demo", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    let addr = loop {
+        let line = lines.next().expect("holdfast printed its address").unwrap();
+        if let Some(a) = line.strip_prefix("holdfast: listening on http://") {
+            break a.parse().unwrap();
+        }
+    };
+    let a = Client::new(addr).get("/hello").unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(a.status, 200);
+    assert!(a.text().contains("demo upstream"), "{}", a.text());
+}
