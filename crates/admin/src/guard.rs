@@ -106,6 +106,12 @@ impl Management {
             let Some(k) = index.keys_by_hash.get(&hash) else {
                 return Err(unauthorized("the API key is not valid"));
             };
+            // Known key: its calls (refused ones too) go to its tenant's call log.
+            if let Ok(mut e) = ctx.extra.lock() {
+                e.tenant = Some(k.tenant.clone());
+                e.consumer = Some(k.consumer.clone());
+                e.key_prefix = Some(k.prefix.clone());
+            }
             if k.revoked_ms.is_some() {
                 return Err(unauthorized(&format!(
                     "the API key {} was revoked",
@@ -124,7 +130,11 @@ impl Management {
                     &format!("service `{service_name}` is not defined in API management"),
                 ));
             };
-            if svc.tenant != k.tenant {
+            if svc.tenant == k.tenant {
+                if let Ok(mut e) = ctx.extra.lock() {
+                    e.service = Some(svc.name.clone());
+                }
+            } else {
                 return Err(refuse(
                     StatusCode::FORBIDDEN,
                     &format!(
@@ -234,9 +244,6 @@ impl Management {
             };
             (scopes, extra)
         };
-        self.enforce_limits(&scopes, now)
-            .await
-            .map_err(|r| too_many(&r))?;
         if let Ok(mut e) = ctx.extra.lock() {
             e.tenant = extra.tenant;
             e.service = extra.service;
@@ -244,7 +251,9 @@ impl Management {
             e.consumer = extra.consumer;
             e.key_prefix = extra.key_prefix;
         }
-        Ok(())
+        self.enforce_limits(&scopes, now)
+            .await
+            .map_err(|r| too_many(&r))
     }
 
     async fn enforce_limits(&self, scopes: &[Scope], now: i64) -> Result<(), Refusal> {
