@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# AI gateway benchmark: a mock OpenAI provider with a fixed delay, behind Holdfast's AI
-# handler and behind LiteLLM's proxy, in one run on this machine.
+# AI gateway benchmark: a mock OpenAI provider with a fixed delay, behind `holdfast serve`
+# (and the `ai` handler alone) and behind LiteLLM's proxy, in one run on this machine.
 #   1. added latency p50/p99 at fixed request rates (open loop, vs. the mock directly)
 #   2. maximum sustained requests/s (closed loop) with peak memory (VmHWM) of each gateway
 # Usage: bench/ai.sh   env: SECS=10 RATE=1000 LOW_RATE=100 DELAY_MS=20 CONC=256 ROUNDS=3
@@ -16,6 +16,7 @@ ROUNDS=${ROUNDS:-3}
 TARGET=${CARGO_TARGET_DIR:-target}
 VENV=${LITELLM_VENV:-$TARGET/litellm-venv}
 
+cargo build --release -q -p holdfast-cli
 cargo build --release -q -p holdfast-ai --example ai_standalone --example ai_load
 cargo build --release -q -p holdfast-mock-providers --bins
 if ! "$VENV/bin/python" -c 'import litellm.proxy' 2>/dev/null; then
@@ -31,13 +32,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-start() { # LOG CMD... : start a process printing `listening URL`, echo the URL
-  local log=$1; shift
+start() { # LOG PREFIX CMD... : start a process printing `PREFIX URL`, echo the URL
+  local log=$1 prefix=$2; shift 2
   "$@" >"$log" 2>&1 &
   PIDS+=($!)
   echo $! >"$log.pid"
-  for _ in $(seq 1 100); do
-    if grep -q '^listening ' "$log"; then sed -n 's/^listening //p' "$log" | head -1; return 0; fi
+  for _ in $(seq 1 300); do
+    if grep -q "^$prefix" "$log"; then sed -n "s/^$prefix//p" "$log" | head -1; return 0; fi
     sleep 0.1
   done
   cat "$log" >&2; return 1
@@ -51,11 +52,12 @@ hwm_kb() { # peak RSS of a process and its children, in KiB
   echo $total
 }
 
-MOCK=$(start "$WORK/mock.log" "$TARGET/release/holdfast-mock-providers" --listen 127.0.0.1:0 --delay-ms "$DELAY_MS")
+MOCK=$(start "$WORK/mock.log" "listening " "$TARGET/release/holdfast-mock-providers" --listen 127.0.0.1:0 --delay-ms "$DELAY_MS")
 
 cat >"$WORK/holdfast.toml" <<TOML
 [server]
 listen = ["127.0.0.1:0"]
+access_log = "$WORK/access.log"
 [[routes]]
 path_prefix = "/"
 handler = "ai"
@@ -67,7 +69,11 @@ model = "gpt-4o-mini"
 base_url = "$MOCK/v1"
 api_key = "sk-bench"
 TOML
-HOLDFAST=$(start "$WORK/holdfast.log" "$TARGET/release/examples/ai_standalone" "$WORK/holdfast.toml" 127.0.0.1:0)
+# The real binary (data plane + ai handler, access log to a file) ...
+SERVE=$(start "$WORK/serve.log" "holdfast: listening on " "$TARGET/release/holdfast" serve --config "$WORK/holdfast.toml")
+SERVE_PID=$(cat "$WORK/serve.log.pid")
+# ... and the ai handler alone (crates/ai/examples/ai_standalone.rs), to see the data plane's share.
+HOLDFAST=$(start "$WORK/holdfast.log" "listening " "$TARGET/release/examples/ai_standalone" "$WORK/holdfast.toml" 127.0.0.1:0)
 HOLDFAST_PID=$(cat "$WORK/holdfast.log.pid")
 
 LPORT=$(free_port)
@@ -98,30 +104,37 @@ field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]
 echo "warming up..."
 run "$MOCK" --rate 200 --secs 2 >/dev/null
 run "$HOLDFAST" --rate 200 --secs 2 >/dev/null
+run "$SERVE" --rate 200 --secs 2 >/dev/null
 run "$LITELLM" --rate 50 --secs 3 >/dev/null
 
 echo
 echo "mock provider delay ${DELAY_MS} ms; ${SECS} s per run; $(nproc) cores; $(uname -r)"
 echo
-echo "Fixed rate, open loop. Holdfast and the mock alone alternate for $ROUNDS rounds (median of the"
-echo "rounds' added latency), so both see the same background load; LiteLLM runs once per rate."
+echo "Fixed rate, open loop. The mock alone, holdfast serve and the ai handler alone alternate for"
+echo "$ROUNDS rounds (median of the rounds' added latency), so they see the same background load;"
+echo "LiteLLM runs once per rate."
 echo
 echo "| rate (req/s) | target | round | ok | errors | p50 ms | p99 ms | added p50 ms | added p99 ms |"
 echo "|---|---|---|---|---|---|---|---|---|"
+med() { python3 -c "import statistics,sys; print(round(statistics.median(map(float,sys.argv[1:])),3))" "$@"; }
 for rate in "$LOW_RATE" "$RATE"; do
-  adds50=(); adds99=()
+  s50=(); s99=(); h50=(); h99=()
   for round in $(seq 1 "$ROUNDS"); do
     base=$(run "$MOCK" --rate "$rate" --secs "$SECS")
     bp50=$(field "$base" p50_ms); bp99=$(field "$base" p99_ms)
     echo "| $rate | mock directly | $round | $(field "$base" ok) | $(field "$base" errors) | $bp50 | $bp99 | - | - |"
-    r=$(run "$HOLDFAST" --rate "$rate" --secs "$SECS")
-    p50=$(field "$r" p50_ms); p99=$(field "$r" p99_ms)
-    add50=$(python3 -c "print(round($p50-$bp50,3))"); add99=$(python3 -c "print(round($p99-$bp99,3))")
-    adds50+=("$add50"); adds99+=("$add99")
-    echo "| $rate | holdfast | $round | $(field "$r" ok) | $(field "$r" errors) | $p50 | $p99 | $add50 | $add99 |"
+    for name in serve handler; do
+      url=$SERVE; label="holdfast serve"
+      [ $name = handler ] && { url=$HOLDFAST; label="ai handler alone"; }
+      r=$(run "$url" --rate "$rate" --secs "$SECS")
+      p50=$(field "$r" p50_ms); p99=$(field "$r" p99_ms)
+      add50=$(python3 -c "print(round($p50-$bp50,3))"); add99=$(python3 -c "print(round($p99-$bp99,3))")
+      if [ $name = serve ]; then s50+=("$add50"); s99+=("$add99"); else h50+=("$add50"); h99+=("$add99"); fi
+      echo "| $rate | $label | $round | $(field "$r" ok) | $(field "$r" errors) | $p50 | $p99 | $add50 | $add99 |"
+    done
   done
-  med() { python3 -c "import statistics,sys; print(round(statistics.median(map(float,sys.argv[1:])),3))" "$@"; }
-  echo "| $rate | **holdfast, median of rounds** | | | | | | **$(med "${adds50[@]}")** | **$(med "${adds99[@]}")** |"
+  echo "| $rate | **holdfast serve, median of rounds** | | | | | | **$(med "${s50[@]}")** | **$(med "${s99[@]}")** |"
+  echo "| $rate | **ai handler alone, median of rounds** | | | | | | **$(med "${h50[@]}")** | **$(med "${h99[@]}")** |"
   r=$(run "$LITELLM" --rate "$rate" --secs "$SECS")
   p50=$(field "$r" p50_ms); p99=$(field "$r" p99_ms)
   add50=$(python3 -c "print(round($p50-$bp50,3))"); add99=$(python3 -c "print(round($p99-$bp99,3))")
@@ -131,9 +144,12 @@ done
 echo
 echo "| max throughput ($CONC concurrent, closed loop) | req/s | errors | p50 ms | p99 ms | peak RSS MiB |"
 echo "|---|---|---|---|---|---|"
-for name in holdfast litellm; do
-  url=$HOLDFAST; pid=$HOLDFAST_PID
-  [ $name = litellm ] && { url=$LITELLM; pid=$LITELLM_PID; }
+for name in serve handler litellm; do
+  case $name in
+    serve) url=$SERVE; pid=$SERVE_PID; label="holdfast serve" ;;
+    handler) url=$HOLDFAST; pid=$HOLDFAST_PID; label="ai handler alone" ;;
+    litellm) url=$LITELLM; pid=$LITELLM_PID; label="litellm" ;;
+  esac
   r=$(run "$url" --closed "$CONC" --secs "$SECS")
-  echo "| $name | $(field "$r" rps) | $(field "$r" errors) | $(field "$r" p50_ms) | $(field "$r" p99_ms) | $(( $(hwm_kb $pid) / 1024 )) |"
+  echo "| $label | $(field "$r" rps) | $(field "$r" errors) | $(field "$r" p50_ms) | $(field "$r" p99_ms) | $(( $(hwm_kb $pid) / 1024 )) |"
 done
