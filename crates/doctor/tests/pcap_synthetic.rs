@@ -224,7 +224,12 @@ fn a_damaged_pcapng_block_is_skipped_and_analysis_goes_on() {
         "{:?}",
         outcome.summary.warnings
     );
-    assert_eq!(outcome.summary.packets, records.len() as u64 - 1, "{:?}", outcome.summary.warnings);
+    assert_eq!(
+        outcome.summary.packets,
+        records.len() as u64 - 1,
+        "{:?}",
+        outcome.summary.warnings
+    );
     assert_eq!(
         reports.len(),
         1,
