@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -31,7 +31,8 @@ pub const TOKEN_WINDOWS: [(&str, i64); 3] = [
 /// Checks request rates and counts tokens.
 pub struct Limiter {
     redis: Option<RedisCounters>,
-    local: Mutex<HashMap<(String, u32, u64), Arc<DefaultDirectRateLimiter>>>,
+    /// Scope -> its buckets as (limit, window ms, limiter); looked up by `&str`, no allocation.
+    local: RwLock<HashMap<String, Vec<(u32, u64, Arc<DefaultDirectRateLimiter>)>>>,
     tokens: Mutex<HashMap<(String, i64), u64>>,
 }
 
@@ -39,7 +40,7 @@ impl Limiter {
     pub fn new(redis: Option<RedisCounters>) -> Limiter {
         Limiter {
             redis,
-            local: Mutex::new(HashMap::new()),
+            local: RwLock::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
         }
     }
@@ -48,19 +49,37 @@ impl Limiter {
         let Some(n) = NonZeroU32::new(limit) else {
             return Err(window_ms);
         };
-        let limiter = {
-            let Ok(mut map) = self.local.lock() else {
-                return Ok(());
-            };
-            map.entry((scope.to_string(), limit, window_ms))
-                .or_insert_with(|| {
-                    let period = Duration::from_millis(window_ms) / limit;
-                    let quota = Quota::with_period(period.max(Duration::from_nanos(1)))
-                        .unwrap_or_else(|| Quota::per_second(n))
-                        .allow_burst(n);
-                    Arc::new(RateLimiter::direct(quota))
-                })
-                .clone()
+        let found = self.local.read().ok().and_then(|map| {
+            map.get(scope).and_then(|buckets| {
+                buckets
+                    .iter()
+                    .find(|(l, w, _)| *l == limit && *w == window_ms)
+                    .map(|(_, _, lim)| lim.clone())
+            })
+        });
+        let limiter = match found {
+            Some(l) => l,
+            None => {
+                let Ok(mut map) = self.local.write() else {
+                    return Ok(());
+                };
+                let buckets = map.entry(scope.to_string()).or_default();
+                match buckets
+                    .iter()
+                    .find(|(l, w, _)| *l == limit && *w == window_ms)
+                {
+                    Some((_, _, lim)) => lim.clone(),
+                    None => {
+                        let period = Duration::from_millis(window_ms) / limit;
+                        let quota = Quota::with_period(period.max(Duration::from_nanos(1)))
+                            .unwrap_or_else(|| Quota::per_second(n))
+                            .allow_burst(n);
+                        let lim = Arc::new(RateLimiter::direct(quota));
+                        buckets.push((limit, window_ms, lim.clone()));
+                        lim
+                    }
+                }
+            }
         };
         limiter.check().map_err(|not_until| {
             let wait = not_until.wait_time_from(governor::clock::Clock::now(
