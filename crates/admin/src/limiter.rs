@@ -28,11 +28,14 @@ pub const TOKEN_WINDOWS: [(&str, i64); 3] = [
     ("month", 30 * 86_400_000),
 ];
 
+/// One local bucket: (limit, window ms, limiter).
+type Bucket = (u32, u64, Arc<DefaultDirectRateLimiter>);
+
 /// Checks request rates and counts tokens.
 pub struct Limiter {
     redis: Option<RedisCounters>,
     /// Scope -> its buckets as (limit, window ms, limiter); looked up by `&str`, no allocation.
-    local: RwLock<HashMap<String, Vec<(u32, u64, Arc<DefaultDirectRateLimiter>)>>>,
+    local: RwLock<HashMap<String, Vec<Bucket>>>,
     tokens: Mutex<HashMap<(String, i64), u64>>,
 }
 
