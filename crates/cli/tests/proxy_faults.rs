@@ -235,3 +235,31 @@ fn a_failure_mid_response_is_never_a_clean_end() {
         );
     }
 }
+
+#[test]
+fn pooled_connections_retire_before_the_announced_keep_alive_timeout() {
+    // The upstream says `Keep-Alive: timeout=1` and closes idle connections after 1 s.
+    let up = Misbehaving::start(Behavior::IdleCloseAnnounced(Duration::from_secs(1))).unwrap();
+    let hf = Holdfast::start(&config(&[up.url()], "", "idle_timeout_ms = 60000"));
+    let mut client = hf.client();
+    for _ in 0..4 {
+        assert_eq!(client.get("/").unwrap().status, 200);
+        // Long enough to pass the retirement point (0.5 s), short of the upstream's close.
+        std::thread::sleep(Duration::from_millis(800));
+    }
+    let page = admin_get(hf.admin.unwrap(), "/metrics");
+    let races = metric_sum(
+        &page,
+        "holdfast_retried_exchanges_total",
+        "upstream_closed_idle_race",
+    );
+    assert_eq!(
+        races, 0.0,
+        "no request should race the upstream's close: {page}"
+    );
+    assert_eq!(
+        up.connections(),
+        4,
+        "each request after an idle pause used a fresh connection"
+    );
+}

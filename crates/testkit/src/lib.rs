@@ -24,6 +24,8 @@ pub enum Behavior {
     /// Answers `200` with keep-alive, and closes a connection idle for exactly this long
     /// (without announcing it in a `Keep-Alive` header).
     IdleClose(Duration),
+    /// Like `IdleClose`, but announces the limit as `Keep-Alive: timeout=SECS` (whole seconds).
+    IdleCloseAnnounced(Duration),
     /// Sends the head and part of a `Content-Length` body, then resets.
     ResetMidBody,
     /// Sends the head and one chunk of a chunked body, then resets.
@@ -210,7 +212,7 @@ fn serve_connection(stream: TcpStream, shared: &Shared) -> io::Result<()> {
         return Ok(());
     }
     let idle = match behavior {
-        Behavior::IdleClose(d) => d,
+        Behavior::IdleClose(d) | Behavior::IdleCloseAnnounced(d) => d,
         _ => Duration::from_secs(60),
     };
     let mut writer = stream.try_clone()?;
@@ -230,6 +232,13 @@ fn serve_connection(stream: TcpStream, shared: &Shared) -> io::Result<()> {
         }
         match behavior {
             Behavior::Healthy | Behavior::IdleClose(_) => respond(&mut writer, "200 OK", "ok\n")?,
+            Behavior::IdleCloseAnnounced(d) => {
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nkeep-alive: timeout={}\r\ncontent-length: 3\r\n\r\nok\n",
+                    d.as_secs()
+                );
+                writer.write_all(head.as_bytes())?;
+            }
             Behavior::Slow(d) => {
                 thread::sleep(d);
                 respond(&mut writer, "200 OK", "slow ok\n")?;
