@@ -263,3 +263,22 @@ fn pooled_connections_retire_before_the_announced_keep_alive_timeout() {
         "each request after an idle pause used a fresh connection"
     );
 }
+
+#[test]
+fn active_health_checks_take_a_failing_target_out_of_rotation() {
+    let unavailable = Misbehaving::start(Behavior::Unavailable).unwrap();
+    let healthy = Misbehaving::start(Behavior::Healthy).unwrap();
+    let hf = Holdfast::start(&config(
+        &[unavailable.url(), healthy.url()],
+        "",
+        "outlier = { consecutive_failures = 1000 }\nhealth_check = { kind = \"http\", path = \"/health\", interval_ms = 100, unhealthy_threshold = 1 }",
+    ));
+    // Let a few checks run (bounded wait), then POSTs, which are never retried after a 503,
+    // must all reach the healthy target.
+    std::thread::sleep(Duration::from_millis(800));
+    let mut client = hf.client();
+    for _ in 0..20 {
+        let a = client.request("POST", "/", &[], b"x").unwrap();
+        assert_eq!(a.status, 200, "{}", a.text());
+    }
+}

@@ -56,24 +56,39 @@ pub async fn probe(authority: &str, http_path: Option<&str>, timeout: Duration) 
         };
         let req = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: holdfast-health\r\nConnection: close\r\n\r\n");
         stream.write_all(req.as_bytes()).await.ok()?;
-        let mut buf = [0u8; 16];
-        let mut got = 0;
-        while got < 12 {
-            let n = stream.read(&mut buf[got..]).await.ok()?;
+        // Read the head, then the announced body, so closing leaves nothing unread (a close
+        // with unread bytes would reset the upstream); servers may ignore `Connection: close`.
+        let mut buf = Vec::with_capacity(1024);
+        let mut chunk = [0u8; 4096];
+        let head_end = loop {
+            if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break pos + 4;
+            }
+            if buf.len() > 64 * 1024 {
+                return Some(false);
+            }
+            let n = stream.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                return Some(false);
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+        let code: u16 = head.get(9..12)?.parse().ok()?;
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+            .min(64 * 1024);
+        let mut have = buf.len() - head_end;
+        while have < length {
+            let n = stream.read(&mut chunk).await.ok()?;
             if n == 0 {
                 break;
             }
-            got += n;
+            have += n;
         }
-        // Read to the end so closing does not reset the connection.
-        let mut sink = [0u8; 4096];
-        while let Ok(n) = stream.read(&mut sink).await {
-            if n == 0 {
-                break;
-            }
-        }
-        let line = std::str::from_utf8(&buf[..got]).ok()?;
-        let code: u16 = line.get(9..12)?.parse().ok()?;
         Some((200..400).contains(&code))
     };
     matches!(tokio::time::timeout(timeout, attempt).await, Ok(Some(true)))
