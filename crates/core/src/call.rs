@@ -88,7 +88,10 @@ pub struct CallExtra {
     pub consumer: Option<String>,
     pub key_prefix: Option<String>,
     pub ai: Option<AiUsage>,
-    /// A handler may classify its own failure (e.g. an AI stream that broke mid-way).
+    /// A handler may classify its own failure (e.g. an AI stream that broke mid-way). The data
+    /// plane copies it into [`CallRecord::reset_class`]; it is not serialized here, so the
+    /// flattened record has exactly one `reset_class` key.
+    #[serde(skip)]
     pub reset_class: Option<ResetClass>,
 }
 
@@ -118,4 +121,33 @@ pub struct CallRecord {
     pub bytes_out: u64,
     #[serde(flatten)]
     pub extra: CallExtra,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_serialized_record_has_exactly_one_reset_class_key() {
+        let record = CallRecord {
+            reset_class: Some(ResetClass::UpstreamTimeout),
+            extra: CallExtra {
+                reset_class: Some(ResetClass::UpstreamTimeout),
+                ..CallExtra::default()
+            },
+            ..CallRecord::default()
+        };
+        let json = serde_json::to_string(&record).unwrap();
+        assert_eq!(json.matches("\"reset_class\"").count(), 1, "{json}");
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(value["reset_class"], "upstream_timeout");
+    }
+
+    #[test]
+    fn class_names_round_trip() {
+        for class in ResetClass::ALL {
+            assert_eq!(ResetClass::parse(class.as_str()), Some(class));
+        }
+        assert_eq!(ResetClass::parse("nope"), None);
+    }
 }
