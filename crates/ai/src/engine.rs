@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use holdfast_core::config::ai::AiConfig;
+use holdfast_core::config::ai::{AiConfig, Deployment};
 use serde_json::Value;
 
-use crate::adapters::{self, Decoder, Delta};
+use crate::adapters::{self, Decoder, Delta, UpstreamRequest};
 use crate::balancer::{DeploymentState, ModelState};
 use crate::client::{self, Frames, Upstream};
 use crate::error::AiError;
@@ -165,37 +165,12 @@ impl Gateway {
         req: &Value,
         attempts: &mut Attempts,
     ) -> Result<Completed, AiError> {
-        self.run(model, attempts, |dep| async move {
-            let _guard = dep.begin();
-            let d = &dep.config;
-            let upstream_req = adapters::chat_request(d, req, false)?;
-            // Non-streaming answers arrive whole: the head comes only after the generation,
-            // so the whole call is bounded by the total timeout (TTFT applies to streams).
-            let (started, total) = (Instant::now(), self.config.total_timeout);
-            let resp = self.upstream.send(&d.name, &upstream_req, total).await?;
-            let status = resp.status();
-            let retry_after = retry_after(resp.headers());
-            let body = client::read_body(
-                &d.name,
-                resp.into_body(),
-                total.saturating_sub(started.elapsed()),
-            )
-            .await?;
-            if !status.is_success() {
-                return Err(AiError::upstream_status(
-                    &d.name,
-                    status.as_u16(),
-                    &adapters::error_message(&body),
-                    retry_after,
-                ));
-            }
-            let (body, usage) = adapters::parse_chat(d, &body)?;
-            Ok(Completed {
-                body,
-                usage,
-                deployment: dep.clone(),
-            })
-        })
+        self.unary(
+            model,
+            attempts,
+            |d| adapters::chat_request(d, req, false),
+            adapters::parse_chat,
+        )
         .await
     }
 
@@ -276,10 +251,30 @@ impl Gateway {
         req: &Value,
         attempts: &mut Attempts,
     ) -> Result<Completed, AiError> {
+        self.unary(
+            model,
+            attempts,
+            |d| adapters::embed_request(d, req),
+            adapters::parse_embed,
+        )
+        .await
+    }
+
+    /// One request answered whole (chat without streaming, embeddings), with failover.
+    /// The head comes only after the generation, so the whole call is bounded by the total
+    /// timeout (TTFT applies to streams).
+    async fn unary(
+        &self,
+        model: &str,
+        attempts: &mut Attempts,
+        build: impl Fn(&Deployment) -> Result<UpstreamRequest, AiError>,
+        parse: ParseWhole,
+    ) -> Result<Completed, AiError> {
+        let build = &build;
         self.run(model, attempts, |dep| async move {
             let _guard = dep.begin();
             let d = &dep.config;
-            let upstream_req = adapters::embed_request(d, req)?;
+            let upstream_req = build(d)?;
             let (started, total) = (Instant::now(), self.config.total_timeout);
             let resp = self.upstream.send(&d.name, &upstream_req, total).await?;
             let status = resp.status();
@@ -298,7 +293,7 @@ impl Gateway {
                     retry_after,
                 ));
             }
-            let (body, usage) = adapters::parse_embed(d, &body)?;
+            let (body, usage) = parse(d, &body)?;
             Ok(Completed {
                 body,
                 usage,
@@ -308,6 +303,9 @@ impl Gateway {
         .await
     }
 }
+
+/// Parses a whole upstream answer into the client's body and the usage it reported.
+type ParseWhole = fn(&Deployment, &[u8]) -> Result<(Value, Option<Usage>), AiError>;
 
 /// `Retry-After` in seconds (the HTTP-date form is rare from LLM APIs and is ignored), or
 /// the `retry-after-ms` header some providers send.
