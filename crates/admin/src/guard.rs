@@ -8,6 +8,7 @@ use holdfast_store::{hash_key, Lifecycle, Limits, SubscriptionState};
 use http::{HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 
+use crate::jwt::{JwtError, Verifier};
 use crate::limiter::{Refusal, TOKEN_WINDOWS};
 use crate::runtime::Management;
 
@@ -77,7 +78,112 @@ fn presented_key<'a>(m: &Management, req: &'a http::request::Parts) -> Option<&'
 /// A scope whose limits apply to this request: (bucket name, label, limits).
 type Scope = (String, String, Limits);
 
+/// Who is calling, from an API key or a JWT.
+struct Identity {
+    tenant: String,
+    consumer: String,
+    /// The key prefix, or `jwt` for a token.
+    prefix: String,
+    /// The key's own limits (`None` for a JWT).
+    key_limits: Option<Limits>,
+}
+
+/// The JWT in `Authorization: Bearer JWT`.
+fn presented_jwt(req: &http::request::Parts) -> Option<&str> {
+    let value = req
+        .headers
+        .get(http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(str::trim)
+}
+
 impl Management {
+    /// Authenticate by API key (the index only).
+    // The refusal is the guard's own answer type, built once per refused request.
+    #[allow(clippy::result_large_err)]
+    fn identify_key(
+        &self,
+        req: &http::request::Parts,
+        now: i64,
+    ) -> Result<Identity, Response<Body>> {
+        let Some(key) = presented_key(self, req) else {
+            let how = if self.config().key_header == "authorization" {
+                "send `Authorization: Bearer KEY`".to_string()
+            } else {
+                format!("send the key in the `{}` header", self.config().key_header)
+            };
+            return Err(unauthorized(&format!("an API key is required: {how}")));
+        };
+        let hash = hash_key(&self.secret, key);
+        let index = self.index();
+        let Some(k) = index.keys_by_hash.get(&hash) else {
+            return Err(unauthorized("the API key is not valid"));
+        };
+        if k.revoked_ms.is_some() {
+            return Err(unauthorized(&format!(
+                "the API key {} was revoked",
+                k.prefix
+            )));
+        }
+        if !k.usable_at(now) {
+            return Err(unauthorized(&format!(
+                "the API key {} has expired",
+                k.prefix
+            )));
+        }
+        Ok(Identity {
+            tenant: k.tenant.clone(),
+            consumer: k.consumer.clone(),
+            prefix: k.prefix.clone(),
+            key_limits: Some(k.limits.clone()),
+        })
+    }
+
+    /// Authenticate by the JWT the service requires; its claim names a consumer of the
+    /// service's tenant.
+    async fn identify_jwt(
+        &self,
+        verifier: &Verifier,
+        service_name: &str,
+        req: &http::request::Parts,
+    ) -> Result<Identity, Response<Body>> {
+        let Some(token) = presented_jwt(req) else {
+            return Err(unauthorized(
+                &JwtError::Missing(service_name.to_string()).to_string(),
+            ));
+        };
+        let consumer = verifier.verify(token).await.map_err(|e| match e {
+            JwtError::KeysUnavailable(_) => refuse(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+            _ => unauthorized(&e.to_string()),
+        })?;
+        let index = self.index();
+        let Some(svc) = index.services.get(service_name) else {
+            return Err(refuse(
+                StatusCode::NOT_FOUND,
+                &format!("service `{service_name}` is not defined in API management"),
+            ));
+        };
+        if !index
+            .consumer_limits
+            .contains_key(&(svc.tenant.clone(), consumer.clone()))
+        {
+            return Err(unauthorized(&format!(
+                "the JWT names consumer `{consumer}`, which tenant `{}` does not have",
+                svc.tenant
+            )));
+        }
+        Ok(Identity {
+            tenant: svc.tenant.clone(),
+            consumer,
+            prefix: "jwt".into(),
+            key_limits: None,
+        })
+    }
+
     /// Decide one request; fills `ctx.extra` when it passes.
     pub(crate) async fn check_request(
         &self,
@@ -91,46 +197,26 @@ impl Management {
             Some((s, v)) => (s, Some(v)),
             None => (spec, None),
         };
-        let Some(key) = presented_key(self, req) else {
-            let how = if self.config().key_header == "authorization" {
-                "send `Authorization: Bearer KEY`".to_string()
-            } else {
-                format!("send the key in the `{}` header", self.config().key_header)
-            };
-            return Err(unauthorized(&format!("an API key is required: {how}")));
-        };
-        let hash = hash_key(&self.secret, key);
         let now = holdfast_store::now_ms();
+        let id = match self.jwt.get(service_name) {
+            Some(verifier) => self.identify_jwt(verifier, service_name, req).await?,
+            None => self.identify_key(req, now)?,
+        };
+        // Known caller: its calls (refused ones too) go to its tenant's call log.
+        if let Ok(mut e) = ctx.extra.lock() {
+            e.tenant = Some(id.tenant.clone());
+            e.consumer = Some(id.consumer.clone());
+            e.key_prefix = Some(id.prefix.clone());
+        }
         let (scopes, extra) = {
             let index = self.index();
-            let Some(k) = index.keys_by_hash.get(&hash) else {
-                return Err(unauthorized("the API key is not valid"));
-            };
-            // Known key: its calls (refused ones too) go to its tenant's call log.
-            if let Ok(mut e) = ctx.extra.lock() {
-                e.tenant = Some(k.tenant.clone());
-                e.consumer = Some(k.consumer.clone());
-                e.key_prefix = Some(k.prefix.clone());
-            }
-            if k.revoked_ms.is_some() {
-                return Err(unauthorized(&format!(
-                    "the API key {} was revoked",
-                    k.prefix
-                )));
-            }
-            if !k.usable_at(now) {
-                return Err(unauthorized(&format!(
-                    "the API key {} has expired",
-                    k.prefix
-                )));
-            }
             let Some(svc) = index.services.get(service_name) else {
                 return Err(refuse(
                     StatusCode::NOT_FOUND,
                     &format!("service `{service_name}` is not defined in API management"),
                 ));
             };
-            if svc.tenant == k.tenant {
+            if svc.tenant == id.tenant {
                 if let Ok(mut e) = ctx.extra.lock() {
                     e.service = Some(svc.name.clone());
                 }
@@ -138,8 +224,8 @@ impl Management {
                 return Err(refuse(
                     StatusCode::FORBIDDEN,
                     &format!(
-                        "the API key {} belongs to another tenant and may not call service `{service_name}`",
-                        k.prefix
+                        "the key or token {} belongs to another tenant and may not call service `{service_name}`",
+                        id.prefix
                     ),
                 ));
             }
@@ -178,10 +264,11 @@ impl Management {
                 }
                 Lifecycle::Published | Lifecycle::Deprecated => {}
             }
-            let sub =
-                index
-                    .subscriptions
-                    .get(&(k.tenant.clone(), k.consumer.clone(), svc.name.clone()));
+            let sub = index.subscriptions.get(&(
+                id.tenant.clone(),
+                id.consumer.clone(),
+                svc.name.clone(),
+            ));
             match sub {
                 Some(SubscriptionState::Active) => {}
                 Some(SubscriptionState::Pending) => {
@@ -189,7 +276,7 @@ impl Management {
                         StatusCode::FORBIDDEN,
                         &format!(
                             "the subscription of consumer `{}` to service `{service_name}` is waiting for approval by a tenant admin",
-                            k.consumer
+                            id.consumer
                         ),
                     ))
                 }
@@ -198,7 +285,7 @@ impl Management {
                         StatusCode::FORBIDDEN,
                         &format!(
                             "the subscription of consumer `{}` to service `{service_name}` was rejected",
-                            k.consumer
+                            id.consumer
                         ),
                     ))
                 }
@@ -207,39 +294,41 @@ impl Management {
                         StatusCode::FORBIDDEN,
                         &format!(
                             "consumer `{}` has no subscription to service `{service_name}`: subscribe first (POST /admin/tenants/{}/subscriptions)",
-                            k.consumer, k.tenant
+                            id.consumer, id.tenant
                         ),
                     ))
                 }
             }
             let consumer_limits = index
                 .consumer_limits
-                .get(&(k.tenant.clone(), k.consumer.clone()))
+                .get(&(id.tenant.clone(), id.consumer.clone()))
                 .cloned()
                 .unwrap_or_default();
-            let scopes: Vec<Scope> = vec![
+            let mut scopes: Vec<Scope> = vec![
                 (
                     format!("svc:{}", svc.name),
                     format!("service {}", svc.name),
                     svc.limits.clone(),
                 ),
                 (
-                    format!("con:{}/{}", k.tenant, k.consumer),
-                    format!("consumer {}", k.consumer),
+                    format!("con:{}/{}", id.tenant, id.consumer),
+                    format!("consumer {}", id.consumer),
                     consumer_limits,
                 ),
-                (
-                    format!("key:{}", k.prefix),
-                    format!("key {}", k.prefix),
-                    k.limits.clone(),
-                ),
             ];
+            if let Some(limits) = &id.key_limits {
+                scopes.push((
+                    format!("key:{}", id.prefix),
+                    format!("key {}", id.prefix),
+                    limits.clone(),
+                ));
+            }
             let extra = CallExtra {
-                tenant: Some(k.tenant.clone()),
+                tenant: Some(id.tenant.clone()),
                 service: Some(svc.name.clone()),
                 service_version: Some(chosen.version.clone()),
-                consumer: Some(k.consumer.clone()),
-                key_prefix: Some(k.prefix.clone()),
+                consumer: Some(id.consumer.clone()),
+                key_prefix: Some(id.prefix.clone()),
                 ..CallExtra::default()
             };
             (scopes, extra)

@@ -1,6 +1,7 @@
 //! Holdfast API management: the admin REST API (axum, role-based admin tokens, OpenAPI
 //! document) and the gateway extension that enforces it on the request path (key auth,
-//! subscriptions, tenant isolation, rate limits and budgets) and writes the call log.
+//! optional per-service JWT validation, subscriptions, tenant isolation, rate limits and
+//! budgets) and writes the call log.
 //!
 //! The extension lives here rather than in its own crate because it shares the admin API's
 //! runtime state ([`Management`]: the store, the key cache, the limiter and the call-log
@@ -12,6 +13,7 @@ mod cache;
 mod calllog;
 mod error;
 mod guard;
+mod jwt;
 mod limiter;
 mod openapi;
 mod runtime;

@@ -16,6 +16,7 @@ use holdfast_store::{ChangeFeed, EntityStore, RedisCounters, SqlStore, StoreErro
 
 use crate::cache::Index;
 use crate::calllog::{CallLogStats, CallLogWriter};
+use crate::jwt::Verifiers;
 use crate::limiter::Limiter;
 
 /// Why management could not start.
@@ -25,6 +26,8 @@ pub enum StartError {
     Store(StoreError),
     #[error("management.redis: cannot connect to Redis: {0}")]
     Redis(StoreError),
+    #[error("{0}")]
+    Jwt(String),
 }
 
 /// The running API management of one gateway node.
@@ -36,6 +39,7 @@ pub struct Management {
     refreshing: tokio::sync::Mutex<()>,
     pub(crate) limiter: Limiter,
     pub(crate) calllog: CallLogWriter,
+    pub(crate) jwt: Verifiers,
     node: String,
 }
 
@@ -56,6 +60,7 @@ impl Management {
         node: &str,
     ) -> Result<Arc<Management>, StartError> {
         let node = node.to_string();
+        let jwt = Verifiers::start(&config.jwt).map_err(StartError::Jwt)?;
         let store = SqlStore::open(&config.store, config.secret.as_bytes())
             .await
             .map_err(StartError::Store)?;
@@ -83,6 +88,7 @@ impl Management {
             refreshing: tokio::sync::Mutex::new(()),
             limiter: Limiter::new(redis),
             calllog,
+            jwt,
             node,
         });
         tokio::spawn(refresh_loop(

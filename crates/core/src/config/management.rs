@@ -16,6 +16,14 @@
 //! [[management.admin_tokens]]
 //! token = "${HOLDFAST_ADMIN_TOKEN}"
 //! role = "super_admin"                     # or "tenant_admin" / "viewer" with `tenant = "..."`
+//!
+//! [[management.jwt]]                       # optional: this service takes JWTs, not API keys
+//! service = "pay"
+//! algorithm = "rs256"                      # "hs256" (secret) | "rs256" / "es256" (jwks_url, jwks or public_key_pem)
+//! jwks_url = "http://idp.internal/.well-known/jwks.json"
+//! issuer = "https://idp.example"           # optional `iss` check
+//! audience = "pay-api"                     # optional `aud` check
+//! consumer_claim = "sub"                   # claim naming the consumer (default `sub`)
 //! ```
 
 use serde::Deserialize;
@@ -38,6 +46,65 @@ pub struct RawManagementConfig {
     pub global_rpm: Option<u32>,
     #[serde(default)]
     pub admin_tokens: Vec<RawAdminToken>,
+    #[serde(default)]
+    pub jwt: Vec<RawJwtConfig>,
+}
+
+/// One `[[management.jwt]]` entry as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwtConfig {
+    pub service: Option<String>,
+    pub algorithm: Option<String>,
+    pub secret: Option<String>,
+    pub jwks_url: Option<String>,
+    pub jwks: Option<String>,
+    pub public_key_pem: Option<String>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub consumer_claim: Option<String>,
+    pub leeway_s: Option<u64>,
+    pub jwks_refresh_s: Option<u64>,
+}
+
+/// The signature algorithm a service's JWTs use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JwtAlgorithm {
+    /// HMAC-SHA256 with a shared secret.
+    Hs256,
+    /// RSA PKCS#1 v1.5 with SHA-256.
+    Rs256,
+    /// ECDSA P-256 with SHA-256.
+    Es256,
+}
+
+/// Where the keys that verify a service's JWTs come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwtKeys {
+    /// HS256 shared secret.
+    Secret(String),
+    /// A JWKS document fetched over HTTP, cached and refreshed.
+    JwksUrl(String),
+    /// An inline JWKS document (JSON), for tests and offline use.
+    Jwks(String),
+    /// An inline public key in PEM.
+    PublicKeyPem(String),
+}
+
+/// A validated `[[management.jwt]]` entry: the service requires a JWT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtConfig {
+    pub service: String,
+    pub algorithm: JwtAlgorithm,
+    pub keys: JwtKeys,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    /// The claim whose value is the consumer name (default `sub`).
+    pub consumer_claim: String,
+    /// Clock leeway for `exp`/`nbf` in seconds (default 30).
+    pub leeway_s: u64,
+    /// How often a JWKS URL is fetched again, in seconds (default 300).
+    pub jwks_refresh_s: u64,
 }
 
 /// One `[[management.admin_tokens]]` entry as written.
@@ -106,6 +173,8 @@ pub struct ManagementConfig {
     pub global_rps: Option<u32>,
     pub global_rpm: Option<u32>,
     pub admin_tokens: Vec<AdminToken>,
+    /// Services that require a JWT instead of an API key.
+    pub jwt: Vec<JwtConfig>,
 }
 
 impl Default for ManagementConfig {
@@ -122,6 +191,7 @@ impl Default for ManagementConfig {
             global_rps: None,
             global_rpm: None,
             admin_tokens: Vec::new(),
+            jwt: Vec::new(),
         }
     }
 }
@@ -230,6 +300,19 @@ pub fn validate(raw: &RawManagementConfig) -> Result<ManagementConfig, Vec<Confi
             admin_tokens.push(token);
         }
     }
+    let mut jwt = Vec::new();
+    for (i, j) in raw.jwt.iter().enumerate() {
+        if let Some(j) = validate_jwt(&mut errors, i, j) {
+            if jwt.iter().any(|o: &JwtConfig| o.service == j.service) {
+                errors.push(ConfigError::new(
+                    format!("management.jwt[{i}].service"),
+                    format!("service `{}` has two JWT entries", j.service),
+                    "keep one `[[management.jwt]]` entry per service",
+                ));
+            }
+            jwt.push(j);
+        }
+    }
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -245,6 +328,103 @@ pub fn validate(raw: &RawManagementConfig) -> Result<ManagementConfig, Vec<Confi
         global_rps: raw.global_rps,
         global_rpm: raw.global_rpm,
         admin_tokens,
+        jwt,
+    })
+}
+
+fn validate_jwt(errors: &mut Vec<ConfigError>, i: usize, raw: &RawJwtConfig) -> Option<JwtConfig> {
+    let key = |field: &str| format!("management.jwt[{i}].{field}");
+    let Some(service) = raw.service.clone().filter(|s| !s.is_empty()) else {
+        errors.push(ConfigError::new(
+            key("service"),
+            "the service name is missing",
+            "set `service = \"NAME\"` (a service of API management)",
+        ));
+        return None;
+    };
+    let algorithm = match raw
+        .algorithm
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        Some("hs256") => JwtAlgorithm::Hs256,
+        Some("rs256") => JwtAlgorithm::Rs256,
+        Some("es256") => JwtAlgorithm::Es256,
+        other => {
+            errors.push(ConfigError::new(
+                key("algorithm"),
+                format!("algorithm {:?} is not supported", other.unwrap_or("")),
+                "use `hs256`, `rs256` or `es256`",
+            ));
+            return None;
+        }
+    };
+    let given = [
+        raw.secret.clone().map(JwtKeys::Secret),
+        raw.jwks_url.clone().map(JwtKeys::JwksUrl),
+        raw.jwks.clone().map(JwtKeys::Jwks),
+        raw.public_key_pem.clone().map(JwtKeys::PublicKeyPem),
+    ];
+    let mut given: Vec<JwtKeys> = given.into_iter().flatten().collect();
+    let keys = match (algorithm, given.len()) {
+        (_, 1) => given.remove(0),
+        _ => {
+            errors.push(ConfigError::new(
+                key("secret"),
+                "exactly one key source is needed",
+                "for hs256 set `secret`; for rs256/es256 set one of `jwks_url`, `jwks` or `public_key_pem`",
+            ));
+            return None;
+        }
+    };
+    match (&algorithm, &keys) {
+        (JwtAlgorithm::Hs256, JwtKeys::Secret(s)) if s.len() < 16 => {
+            errors.push(ConfigError::new(
+                key("secret"),
+                "the HS256 secret is shorter than 16 bytes",
+                "use a random secret of 32+ characters",
+            ));
+        }
+        (JwtAlgorithm::Hs256, JwtKeys::Secret(_)) => {}
+        (JwtAlgorithm::Hs256, _) => errors.push(ConfigError::new(
+            key("secret"),
+            "hs256 verifies with a shared secret",
+            "set `secret`, or use `rs256`/`es256` for public keys",
+        )),
+        (_, JwtKeys::Secret(_)) => errors.push(ConfigError::new(
+            key("secret"),
+            "rs256/es256 verify with public keys, not a secret",
+            "set `jwks_url`, `jwks` or `public_key_pem`",
+        )),
+        (_, JwtKeys::JwksUrl(u)) if !u.starts_with("http://") && !u.starts_with("https://") => {
+            errors.push(ConfigError::new(
+                key("jwks_url"),
+                format!("`{u}` is not an HTTP URL"),
+                "use `http://HOST/PATH`",
+            ))
+        }
+        _ => {}
+    }
+    let leeway_s = raw.leeway_s.unwrap_or(30);
+    check_range(errors, &format!("jwt[{i}].leeway_s"), leeway_s, 0, 600);
+    let jwks_refresh_s = raw.jwks_refresh_s.unwrap_or(300);
+    check_range(
+        errors,
+        &format!("jwt[{i}].jwks_refresh_s"),
+        jwks_refresh_s,
+        1,
+        86_400,
+    );
+    Some(JwtConfig {
+        service,
+        algorithm,
+        keys,
+        issuer: raw.issuer.clone(),
+        audience: raw.audience.clone(),
+        consumer_claim: raw.consumer_claim.clone().unwrap_or_else(|| "sub".into()),
+        leeway_s,
+        jwks_refresh_s,
     })
 }
 
@@ -334,6 +514,25 @@ mod tests {
             keys.contains(&"management.admin_tokens[0].role"),
             "{keys:?}"
         );
+    }
+
+    #[test]
+    fn jwt_entries_validate_and_errors_name_the_key() {
+        let cfg = validate(&raw(
+            "secret = \"0123456789abcdef0123\"\n[[jwt]]\nservice = \"pay\"\nalgorithm = \"RS256\"\njwks_url = \"http://127.0.0.1:1/jwks.json\"\naudience = \"pay-api\"",
+        ))
+        .expect("valid");
+        assert_eq!(cfg.jwt.len(), 1);
+        assert_eq!(cfg.jwt[0].algorithm, JwtAlgorithm::Rs256);
+        assert_eq!(cfg.jwt[0].consumer_claim, "sub");
+        assert_eq!(cfg.jwt[0].leeway_s, 30);
+        let errs = validate(&raw(
+            "secret = \"0123456789abcdef0123\"\n[[jwt]]\nservice = \"pay\"\nalgorithm = \"hs256\"\njwks_url = \"http://x/\"\n[[jwt]]\nservice = \"maps\"\nalgorithm = \"none\"",
+        ))
+        .expect_err("invalid");
+        let keys: Vec<_> = errs.iter().map(|e| e.key.as_str()).collect();
+        assert!(keys.contains(&"management.jwt[0].secret"), "{keys:?}");
+        assert!(keys.contains(&"management.jwt[1].algorithm"), "{keys:?}");
     }
 
     #[test]

@@ -1,0 +1,324 @@
+//! Per-service JWT validation (`[[management.jwt]]`): HS256 with a shared secret, RS256 and
+//! ES256 with public keys from a JWKS URL (fetched over HTTP, cached, refreshed in the
+//! background and re-fetched on an unknown `kid`), an inline JWKS or an inline PEM. Checks the
+//! signature, `exp`/`nbf` with a leeway, and optionally `iss` and `aud`; the configured claim
+//! (default `sub`) names the consumer. The request path never touches the database.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock, Weak};
+use std::time::{Duration, Instant};
+
+use holdfast_core::config::management::{JwtAlgorithm, JwtConfig, JwtKeys};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+
+/// Least time between two fetches of a JWKS URL triggered by unknown `kid`s.
+const MIN_REFETCH: Duration = Duration::from_secs(10);
+/// Time limit of one JWKS fetch.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a JWT was refused; the text is the JSON message of the answer.
+#[derive(Debug, thiserror::Error)]
+pub enum JwtError {
+    #[error("a JWT is required for service `{0}`: send `Authorization: Bearer <jwt>`")]
+    Missing(String),
+    #[error("the JWT has expired (exp)")]
+    Expired,
+    #[error("the JWT is not valid yet (nbf)")]
+    NotYetValid,
+    #[error("the JWT signature is not valid")]
+    BadSignature,
+    #[error("the JWT audience (aud) is wrong: expected `{0}`")]
+    WrongAudience(String),
+    #[error("the JWT issuer (iss) is wrong: expected `{0}`")]
+    WrongIssuer(String),
+    #[error("the JWT algorithm is not accepted: this service takes {0:?}")]
+    WrongAlgorithm(Algorithm),
+    #[error("the JWT lacks the required `{0}` claim (a string)")]
+    MissingClaim(String),
+    #[error("the JWT key id (kid) `{0}` is not in the service's key set")]
+    UnknownKid(String),
+    #[error("the JWT has no key id (kid) and the service's key set holds {0} keys")]
+    NoKid(usize),
+    #[error("the JWT is malformed: {0}")]
+    Malformed(String),
+    #[error("the signing keys of this service could not be loaded: {0}")]
+    KeysUnavailable(String),
+}
+
+/// Keys by `kid`, plus the keys that have none.
+#[derive(Default)]
+struct KeySet {
+    by_kid: HashMap<String, DecodingKey>,
+    unnamed: Vec<DecodingKey>,
+    loaded: bool,
+}
+
+impl KeySet {
+    fn parse(json: &str) -> Result<KeySet, String> {
+        let set: JwkSet = serde_json::from_str(json).map_err(|e| format!("bad JWKS: {e}"))?;
+        let mut keys = KeySet {
+            loaded: true,
+            ..KeySet::default()
+        };
+        for jwk in &set.keys {
+            let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("bad JWK: {e}"))?;
+            match &jwk.common.key_id {
+                Some(kid) => {
+                    keys.by_kid.insert(kid.clone(), key);
+                }
+                None => keys.unnamed.push(key),
+            }
+        }
+        Ok(keys)
+    }
+
+    fn len(&self) -> usize {
+        self.by_kid.len() + self.unnamed.len()
+    }
+
+    fn pick(&self, kid: Option<&str>) -> Result<DecodingKey, JwtError> {
+        match kid {
+            Some(kid) => self
+                .by_kid
+                .get(kid)
+                .cloned()
+                .ok_or_else(|| JwtError::UnknownKid(kid.to_string())),
+            None if self.len() == 1 => Ok(self
+                .by_kid
+                .values()
+                .chain(&self.unnamed)
+                .next()
+                .cloned()
+                .ok_or(JwtError::NoKid(0))?),
+            None => Err(JwtError::NoKid(self.len())),
+        }
+    }
+}
+
+/// A JWKS document at a URL, cached.
+struct RemoteKeys {
+    url: String,
+    http: reqwest::Client,
+    keys: RwLock<Arc<KeySet>>,
+    /// Serialises fetches; holds the time of the last attempt.
+    fetching: tokio::sync::Mutex<Option<Instant>>,
+}
+
+impl RemoteKeys {
+    fn current(&self) -> Arc<KeySet> {
+        self.keys
+            .read()
+            .map(|k| k.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Fetch the document now, unless another fetch ran less than `min_gap` ago.
+    async fn fetch(&self, min_gap: Duration) -> Result<(), String> {
+        let mut last = self.fetching.lock().await;
+        if last.is_some_and(|t| t.elapsed() < min_gap) {
+            return Ok(());
+        }
+        *last = Some(Instant::now());
+        let get = async {
+            let resp = self
+                .http
+                .get(&self.url)
+                .send()
+                .await
+                .map_err(|e| format!("GET {}: {e}", self.url))?;
+            if !resp.status().is_success() {
+                return Err(format!("GET {}: status {}", self.url, resp.status()));
+            }
+            resp.text()
+                .await
+                .map_err(|e| format!("GET {}: {e}", self.url))
+        };
+        let body = tokio::time::timeout(FETCH_TIMEOUT, get)
+            .await
+            .map_err(|_| format!("GET {}: no answer within 5 s", self.url))??;
+        let set = KeySet::parse(&body)?;
+        if let Ok(mut k) = self.keys.write() {
+            *k = Arc::new(set);
+        }
+        Ok(())
+    }
+}
+
+enum Keys {
+    Fixed(KeySet),
+    Remote(Arc<RemoteKeys>),
+}
+
+/// The JWT check of one service.
+pub struct Verifier {
+    config: JwtConfig,
+    validation: Validation,
+    keys: Keys,
+}
+
+impl Verifier {
+    /// Build from config; inline keys are parsed now (errors name the key).
+    pub fn new(config: &JwtConfig) -> Result<Verifier, String> {
+        let at =
+            |what: &str, e: String| format!("management.jwt `{}`: {what}: {e}", config.service);
+        let algorithm = match config.algorithm {
+            JwtAlgorithm::Hs256 => Algorithm::HS256,
+            JwtAlgorithm::Rs256 => Algorithm::RS256,
+            JwtAlgorithm::Es256 => Algorithm::ES256,
+        };
+        let mut validation = Validation::new(algorithm);
+        validation.leeway = config.leeway_s;
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp"]);
+        match &config.audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            None => validation.validate_aud = false,
+        }
+        if let Some(iss) = &config.issuer {
+            validation.set_issuer(&[iss]);
+        }
+        let keys = match &config.keys {
+            JwtKeys::Secret(s) => Keys::Fixed(KeySet {
+                unnamed: vec![DecodingKey::from_secret(s.as_bytes())],
+                loaded: true,
+                ..KeySet::default()
+            }),
+            JwtKeys::Jwks(json) => Keys::Fixed(KeySet::parse(json).map_err(|e| at("jwks", e))?),
+            JwtKeys::PublicKeyPem(pem) => {
+                let key = match config.algorithm {
+                    JwtAlgorithm::Es256 => DecodingKey::from_ec_pem(pem.as_bytes()),
+                    _ => DecodingKey::from_rsa_pem(pem.as_bytes()),
+                }
+                .map_err(|e| at("public_key_pem", e.to_string()))?;
+                Keys::Fixed(KeySet {
+                    unnamed: vec![key],
+                    loaded: true,
+                    ..KeySet::default()
+                })
+            }
+            JwtKeys::JwksUrl(url) => Keys::Remote(Arc::new(RemoteKeys {
+                url: url.clone(),
+                http: reqwest::Client::new(),
+                keys: RwLock::new(Arc::new(KeySet::default())),
+                fetching: tokio::sync::Mutex::new(None),
+            })),
+        };
+        Ok(Verifier {
+            config: config.clone(),
+            validation,
+            keys,
+        })
+    }
+
+    /// Start the background refresh of a JWKS URL (first fetch now). Needs a Tokio runtime.
+    fn start_refresh(&self) {
+        if let Keys::Remote(remote) = &self.keys {
+            let every = Duration::from_secs(self.config.jwks_refresh_s);
+            tokio::spawn(refresh_loop(Arc::downgrade(remote), every));
+        }
+    }
+
+    /// Check `token`; returns the consumer name it carries.
+    pub async fn verify(&self, token: &str) -> Result<String, JwtError> {
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|e| JwtError::Malformed(e.to_string()))?;
+        let key = match &self.keys {
+            Keys::Fixed(set) => set.pick(header.kid.as_deref())?,
+            Keys::Remote(remote) => {
+                let set = remote.current();
+                match set.pick(header.kid.as_deref()) {
+                    Ok(key) => key,
+                    Err(first) => {
+                        // Not loaded yet, or keys rotated: fetch again (rate limited).
+                        let gap = if set.loaded {
+                            MIN_REFETCH
+                        } else {
+                            Duration::ZERO
+                        };
+                        if let Err(e) = remote.fetch(gap).await {
+                            if !set.loaded {
+                                return Err(JwtError::KeysUnavailable(e));
+                            }
+                            tracing::warn!(error = %e, "JWKS re-fetch failed");
+                        }
+                        let set = remote.current();
+                        if !set.loaded {
+                            return Err(JwtError::KeysUnavailable(
+                                "the key set was not fetched yet".into(),
+                            ));
+                        }
+                        set.pick(header.kid.as_deref()).map_err(|_| first)?
+                    }
+                }
+            }
+        };
+        let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
+            token,
+            &key,
+            &self.validation,
+        )
+        .map_err(|e| self.explain(e.into_kind()))?;
+        let claim = &self.config.consumer_claim;
+        data.claims
+            .get(claim)
+            .and_then(|v| v.as_str())
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .ok_or_else(|| JwtError::MissingClaim(claim.clone()))
+    }
+
+    fn explain(&self, kind: ErrorKind) -> JwtError {
+        match kind {
+            ErrorKind::ExpiredSignature => JwtError::Expired,
+            ErrorKind::ImmatureSignature => JwtError::NotYetValid,
+            ErrorKind::InvalidSignature => JwtError::BadSignature,
+            ErrorKind::InvalidAudience => {
+                JwtError::WrongAudience(self.config.audience.clone().unwrap_or_default())
+            }
+            ErrorKind::InvalidIssuer => {
+                JwtError::WrongIssuer(self.config.issuer.clone().unwrap_or_default())
+            }
+            ErrorKind::InvalidAlgorithm => JwtError::WrongAlgorithm(self.validation.algorithms[0]),
+            ErrorKind::MissingRequiredClaim(c) => JwtError::MissingClaim(c),
+            other => JwtError::Malformed(format!("{other:?}")),
+        }
+    }
+}
+
+async fn refresh_loop(remote: Weak<RemoteKeys>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(remote) = remote.upgrade() else {
+            return;
+        };
+        if let Err(e) = remote.fetch(Duration::ZERO).await {
+            tracing::warn!(error = %e, "JWKS refresh failed; keeping the last key set");
+        }
+    }
+}
+
+/// The JWT verifiers of every service that has one.
+#[derive(Default)]
+pub struct Verifiers(HashMap<String, Verifier>);
+
+impl Verifiers {
+    /// Build every `[[management.jwt]]` entry and start the JWKS refreshes.
+    pub fn start(configs: &[JwtConfig]) -> Result<Verifiers, String> {
+        let mut map = HashMap::new();
+        for c in configs {
+            let v = Verifier::new(c)?;
+            v.start_refresh();
+            map.insert(c.service.clone(), v);
+        }
+        Ok(Verifiers(map))
+    }
+
+    /// The verifier of `service`, if it requires a JWT.
+    pub fn get(&self, service: &str) -> Option<&Verifier> {
+        self.0.get(service)
+    }
+}
