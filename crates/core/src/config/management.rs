@@ -397,13 +397,11 @@ fn validate_jwt(errors: &mut Vec<ConfigError>, i: usize, raw: &RawJwtConfig) -> 
             "rs256/es256 verify with public keys, not a secret",
             "set `jwks_url`, `jwks` or `public_key_pem`",
         )),
-        (_, JwtKeys::JwksUrl(u)) if !u.starts_with("http://") && !u.starts_with("https://") => {
-            errors.push(ConfigError::new(
-                key("jwks_url"),
-                format!("`{u}` is not an HTTP URL"),
-                "use `http://HOST/PATH`",
-            ))
-        }
+        (_, JwtKeys::JwksUrl(u)) if !u.starts_with("http://") => errors.push(ConfigError::new(
+            key("jwks_url"),
+            format!("`{u}` is not a plain-HTTP URL (JWKS over TLS is not supported yet)"),
+            "use `http://HOST/PATH` (an internal endpoint), or paste the set as `jwks` / `public_key_pem`",
+        )),
         _ => {}
     }
     let leeway_s = raw.leeway_s.unwrap_or(30);
@@ -527,12 +525,13 @@ mod tests {
         assert_eq!(cfg.jwt[0].consumer_claim, "sub");
         assert_eq!(cfg.jwt[0].leeway_s, 30);
         let errs = validate(&raw(
-            "secret = \"0123456789abcdef0123\"\n[[jwt]]\nservice = \"pay\"\nalgorithm = \"hs256\"\njwks_url = \"http://x/\"\n[[jwt]]\nservice = \"maps\"\nalgorithm = \"none\"",
+            "secret = \"0123456789abcdef0123\"\n[[jwt]]\nservice = \"pay\"\nalgorithm = \"hs256\"\njwks_url = \"http://x/\"\n[[jwt]]\nservice = \"maps\"\nalgorithm = \"none\"\n[[jwt]]\nservice = \"geo\"\nalgorithm = \"es256\"\njwks_url = \"https://idp/jwks\"",
         ))
         .expect_err("invalid");
         let keys: Vec<_> = errs.iter().map(|e| e.key.as_str()).collect();
         assert!(keys.contains(&"management.jwt[0].secret"), "{keys:?}");
         assert!(keys.contains(&"management.jwt[1].algorithm"), "{keys:?}");
+        assert!(keys.contains(&"management.jwt[2].jwks_url"), "{keys:?}");
     }
 
     #[test]
