@@ -9,8 +9,8 @@ use holdfast_core::config::ai::Deployment;
 use serde_json::{json, Value};
 
 use super::{
-    completion, content_text, max_tokens, parse_args, parse_data_url, stop_list, system_text,
-    Decoder, Delta, UpstreamRequest,
+    completion, content_text, max_tokens, parse_args, parse_data_url, push_turn, stop_list,
+    system_text, turns_json, unknown_role, Decoder, Delta, UpstreamRequest,
 };
 use crate::error::AiError;
 use crate::usage::Usage;
@@ -142,21 +142,11 @@ fn messages(req: &Value) -> Result<Vec<Value>, AiError> {
                     "content": content_text(&m["content"])}),
                 ],
             ),
-            other => {
-                return Err(AiError::bad_request(format!(
-                    "message role {other:?} is not one of system, user, assistant, tool"
-                )))
-            }
+            other => return Err(unknown_role(other)),
         };
-        match out.last_mut() {
-            Some((r, b)) if r == role => b.extend(blocks),
-            _ => out.push((role.to_string(), blocks)),
-        }
+        push_turn(&mut out, role, blocks);
     }
-    Ok(out
-        .into_iter()
-        .map(|(role, content)| json!({"role": role, "content": content}))
-        .collect())
+    Ok(turns_json(out, "content"))
 }
 
 pub fn finish_reason(stop: &str) -> &'static str {

@@ -8,8 +8,8 @@ use holdfast_core::config::ai::Deployment;
 use serde_json::{json, Value};
 
 use super::{
-    completion, content_text, json_mode, max_tokens, parse_args, parse_data_url, stop_list,
-    system_text, Decoder, Delta, UpstreamRequest,
+    completion, content_text, json_mode, max_tokens, parse_args, parse_data_url, push_turn,
+    stop_list, system_text, turns_json, unknown_role, Decoder, Delta, UpstreamRequest,
 };
 use crate::error::AiError;
 use crate::usage::Usage;
@@ -184,21 +184,11 @@ fn contents(req: &Value) -> Result<Vec<Value>, AiError> {
                     vec![json!({"functionResponse": {"name": name, "response": response}})],
                 )
             }
-            other => {
-                return Err(AiError::bad_request(format!(
-                    "message role {other:?} is not one of system, user, assistant, tool"
-                )))
-            }
+            other => return Err(unknown_role(other)),
         };
-        match out.last_mut() {
-            Some((r, p)) if r == role => p.extend(parts),
-            _ => out.push((role.to_string(), parts)),
-        }
+        push_turn(&mut out, role, parts);
     }
-    Ok(out
-        .into_iter()
-        .map(|(role, parts)| json!({"role": role, "parts": parts}))
-        .collect())
+    Ok(turns_json(out, "parts"))
 }
 
 fn usage_of(u: &Value) -> Option<Usage> {

@@ -279,3 +279,27 @@ pub(crate) fn parse_args(args: &Value) -> Value {
         _ => json!({}),
     }
 }
+
+/// Append `items` to the last turn when it has the same role, else start a new turn: Anthropic
+/// and Gemini both want consecutive messages of one role merged into one turn.
+pub(crate) fn push_turn(turns: &mut Vec<(String, Vec<Value>)>, role: &str, items: Vec<Value>) {
+    match turns.last_mut() {
+        Some((r, existing)) if r == role => existing.extend(items),
+        _ => turns.push((role.to_string(), items)),
+    }
+}
+
+/// The turns as `{"role": ..., "<key>": [...]}` objects.
+pub(crate) fn turns_json(turns: Vec<(String, Vec<Value>)>, key: &str) -> Vec<Value> {
+    turns
+        .into_iter()
+        .map(|(role, items)| json!({"role": role, key: items}))
+        .collect()
+}
+
+/// The error for a chat message whose role no provider understands.
+pub(crate) fn unknown_role(role: Option<&str>) -> AiError {
+    AiError::bad_request(format!(
+        "message role {role:?} is not one of system, user, assistant, tool"
+    ))
+}
