@@ -9,7 +9,7 @@ use std::time::Duration;
 use holdfast_core::CallRecord;
 use holdfast_store::{CallLogStore, SqlStore};
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 /// Largest batch written in one go.
 const MAX_BATCH: usize = 5000;
@@ -34,9 +34,18 @@ struct Counters {
     pruned: AtomicU64,
 }
 
+/// The queue between the request path and the writer task: a plain vector behind a mutex
+/// (a push is a lock and a `Vec::push`; the writer swaps the whole vector out once per flush).
+struct Queue {
+    records: Vec<CallRecord>,
+    /// Set by shutdown: later records are counted as overflow.
+    closed: bool,
+}
+
 /// Queues call records and writes them in batches.
 pub struct CallLogWriter {
-    tx: mpsc::Sender<CallRecord>,
+    queue: Arc<Mutex<Queue>>,
+    capacity: usize,
     counters: Arc<Counters>,
     stop: Mutex<Option<oneshot::Sender<oneshot::Sender<()>>>>,
 }
@@ -50,36 +59,45 @@ impl CallLogWriter {
         flush_every: Duration,
         retention: Duration,
     ) -> CallLogWriter {
-        let (tx, rx) = mpsc::channel(buffer);
+        let capacity = buffer.max(1);
+        let queue = Arc::new(Mutex::new(Queue {
+            records: Vec::new(),
+            closed: false,
+        }));
         let (stop_tx, stop_rx) = oneshot::channel();
         let counters = Arc::new(Counters::default());
         tokio::spawn(run(
             store,
             node,
-            rx,
+            queue.clone(),
             stop_rx,
             counters.clone(),
             flush_every,
             retention,
         ));
         CallLogWriter {
-            tx,
+            queue,
+            capacity,
             counters,
             stop: Mutex::new(Some(stop_tx)),
         }
     }
 
-    /// Queue one record; never blocks. A full buffer counts an overflow.
+    /// Queue one record; never blocks on I/O. A full buffer counts an overflow.
     pub fn push(&self, record: &CallRecord) {
-        match self.tx.try_send(record.clone()) {
-            Ok(()) => {
-                self.counters.queued.fetch_add(1, Ordering::Relaxed);
+        let queued = match self.queue.lock() {
+            Ok(mut q) if !q.closed && q.records.len() < self.capacity => {
+                q.records.push(record.clone());
+                true
             }
-            Err(_) => {
-                let n = self.counters.overflow.fetch_add(1, Ordering::Relaxed) + 1;
-                if n.is_power_of_two() {
-                    tracing::warn!(overflow = n, "call log buffer full: records dropped");
-                }
+            _ => false,
+        };
+        if queued {
+            self.counters.queued.fetch_add(1, Ordering::Relaxed);
+        } else {
+            let n = self.counters.overflow.fetch_add(1, Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                tracing::warn!(overflow = n, "call log buffer full: records dropped");
             }
         }
     }
@@ -108,27 +126,40 @@ impl CallLogWriter {
     }
 }
 
+/// Move what is queued into `batch` (swapping vectors, so the request path gets an empty
+/// vector with the capacity of the last batch).
+fn take_queued(queue: &Mutex<Queue>, batch: &mut Vec<CallRecord>, close: bool) {
+    if let Ok(mut q) = queue.lock() {
+        q.closed |= close;
+        if batch.is_empty() {
+            std::mem::swap(&mut q.records, batch);
+        } else {
+            batch.append(&mut q.records);
+        }
+    }
+}
+
 async fn write(store: &SqlStore, node: &str, batch: &mut Vec<CallRecord>, counters: &Counters) {
     if batch.is_empty() {
         return;
     }
-    match store.insert_calls(node, batch).await {
+    let n = batch.len();
+    let (back, result) = store.insert_call_batch(node, std::mem::take(batch)).await;
+    *batch = back;
+    match result {
         Ok(()) => {
-            counters
-                .written
-                .fetch_add(batch.len() as u64, Ordering::Relaxed);
-            batch.clear();
+            counters.written.fetch_add(n as u64, Ordering::Relaxed);
         }
         Err(e) => {
             counters.write_failures.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(error = %e, pending = batch.len(), "call log write failed; will retry");
-            if batch.len() > MAX_BATCH * 4 {
-                let dropped = batch.len() - MAX_BATCH * 4;
-                batch.drain(..dropped);
-                counters
-                    .overflow
-                    .fetch_add(dropped as u64, Ordering::Relaxed);
-            }
+            // A batch that did not come back (the write task died) is lost: count it.
+            let lost = n - batch.len().min(n);
+            let excess = batch.len().saturating_sub(MAX_BATCH * 4);
+            batch.drain(..excess);
+            counters
+                .overflow
+                .fetch_add((lost + excess) as u64, Ordering::Relaxed);
         }
     }
 }
@@ -136,7 +167,7 @@ async fn write(store: &SqlStore, node: &str, batch: &mut Vec<CallRecord>, counte
 async fn run(
     store: SqlStore,
     node: String,
-    mut rx: mpsc::Receiver<CallRecord>,
+    queue: Arc<Mutex<Queue>>,
     mut stop: oneshot::Receiver<oneshot::Sender<()>>,
     counters: Arc<Counters>,
     flush_every: Duration,
@@ -149,9 +180,7 @@ async fn run(
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                while let Ok(r) = rx.try_recv() {
-                    batch.push(r);
-                }
+                take_queued(&queue, &mut batch, false);
                 write(&store, &node, &mut batch, &counters).await;
             }
             _ = prune.tick() => {
@@ -162,10 +191,7 @@ async fn run(
                 }
             }
             done = &mut stop => {
-                rx.close();
-                while let Some(r) = rx.recv().await {
-                    batch.push(r);
-                }
+                take_queued(&queue, &mut batch, true);
                 for _ in 0..3 {
                     write(&store, &node, &mut batch, &counters).await;
                     if batch.is_empty() { break; }

@@ -1,15 +1,18 @@
 //! The request path: API-key authentication, service and version lookup, tenant isolation,
 //! subscription check, rate limits and token budgets. Reads only the in-memory index.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use holdfast_core::CallExtra;
-use holdfast_proxy::plugin::{Body, RequestContext};
-use holdfast_store::{hash_key, Lifecycle, Limits, SubscriptionState};
-use http::{HeaderValue, Response, StatusCode};
+use holdfast_proxy::plugin::{Body, GuardHeaders, RequestContext};
+use holdfast_store::{Lifecycle, SubscriptionState};
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 
+use crate::cache::{ConsumerEntry, Index, KeyHash, Scope};
 use crate::jwt::{JwtError, Verifier};
-use crate::limiter::{Refusal, TOKEN_WINDOWS};
+use crate::limiter::{Allowance, Bucket, Refusal, TOKEN_WINDOWS};
 use crate::runtime::Management;
 
 /// A JSON error response of the gateway.
@@ -28,6 +31,21 @@ pub fn refuse(status: StatusCode, message: &str) -> Response<Body> {
     resp
 }
 
+const RATELIMIT_LIMIT: http::HeaderName = http::HeaderName::from_static("ratelimit-limit");
+const RATELIMIT_REMAINING: http::HeaderName = http::HeaderName::from_static("ratelimit-remaining");
+const RATELIMIT_RESET: http::HeaderName = http::HeaderName::from_static("ratelimit-reset");
+const RATELIMIT_POLICY: http::HeaderName = http::HeaderName::from_static("ratelimit-policy");
+
+/// The `RateLimit-*` headers of a request that passed: the tightest bucket it was counted in.
+fn ratelimit_headers(a: &Allowance, policy: &HeaderValue) -> HeaderMap {
+    let mut h = HeaderMap::with_capacity(4);
+    h.insert(RATELIMIT_LIMIT, HeaderValue::from(a.limit));
+    h.insert(RATELIMIT_REMAINING, HeaderValue::from(a.remaining));
+    h.insert(RATELIMIT_RESET, HeaderValue::from(a.reset_s));
+    h.insert(RATELIMIT_POLICY, policy.clone());
+    h
+}
+
 fn too_many(r: &Refusal) -> Response<Body> {
     let mut resp = refuse(
         StatusCode::TOO_MANY_REQUESTS,
@@ -40,11 +58,11 @@ fn too_many(r: &Refusal) -> Response<Body> {
     let num =
         |n: u64| HeaderValue::from_str(&n.to_string()).unwrap_or(HeaderValue::from_static("0"));
     h.insert(http::header::RETRY_AFTER, num(r.retry_after_s));
-    h.insert("ratelimit-limit", num(r.limit));
-    h.insert("ratelimit-remaining", HeaderValue::from_static("0"));
-    h.insert("ratelimit-reset", num(r.retry_after_s));
+    h.insert(RATELIMIT_LIMIT, num(r.limit));
+    h.insert(RATELIMIT_REMAINING, HeaderValue::from_static("0"));
+    h.insert(RATELIMIT_RESET, num(r.retry_after_s));
     if let Ok(v) = HeaderValue::from_str(&format!("{};w={}", r.limit, r.window_s)) {
-        h.insert("ratelimit-policy", v);
+        h.insert(RATELIMIT_POLICY, v);
     }
     resp
 }
@@ -60,12 +78,8 @@ fn unauthorized(message: &str) -> Response<Body> {
 
 /// `Authorization: Bearer KEY`, or the configured header's value.
 fn presented_key<'a>(m: &Management, req: &'a http::request::Parts) -> Option<&'a str> {
-    let value = req
-        .headers
-        .get(m.config().key_header.as_str())?
-        .to_str()
-        .ok()?;
-    if m.config().key_header == "authorization" {
+    let value = req.headers.get(&m.key_header)?.to_str().ok()?;
+    if m.key_header == http::header::AUTHORIZATION {
         value
             .strip_prefix("Bearer ")
             .or_else(|| value.strip_prefix("bearer "))
@@ -75,17 +89,13 @@ fn presented_key<'a>(m: &Management, req: &'a http::request::Parts) -> Option<&'
     }
 }
 
-/// A scope whose limits apply to this request: (bucket name, label, limits).
-type Scope = (String, String, Limits);
-
-/// Who is calling, from an API key or a JWT.
-struct Identity {
-    tenant: String,
-    consumer: String,
+/// Who is calling, from an API key or a JWT: its consumer in the index, and its key.
+struct Identity<'i> {
+    consumer: &'i ConsumerEntry,
     /// The key prefix, or `jwt` for a token.
-    prefix: String,
-    /// The key's own limits (`None` for a JWT).
-    key_limits: Option<Limits>,
+    prefix: &'i str,
+    /// The key's own scope (`None` for a JWT).
+    key_scope: Option<&'i Scope>,
 }
 
 /// The JWT in `Authorization: Bearer JWT`.
@@ -101,56 +111,68 @@ fn presented_jwt(req: &http::request::Parts) -> Option<&str> {
         .map(str::trim)
 }
 
+fn not_in_management(service_name: &str) -> Response<Body> {
+    refuse(
+        StatusCode::NOT_FOUND,
+        &format!("service `{service_name}` is not defined in API management"),
+    )
+}
+
 impl Management {
     /// Authenticate by API key (the index only).
     // The refusal is the guard's own answer type, built once per refused request.
     #[allow(clippy::result_large_err)]
-    fn identify_key(
+    fn identify_key<'i>(
         &self,
+        index: &'i Index,
         req: &http::request::Parts,
         now: i64,
-    ) -> Result<Identity, Response<Body>> {
+    ) -> Result<Identity<'i>, Response<Body>> {
         let Some(key) = presented_key(self, req) else {
-            let how = if self.config().key_header == "authorization" {
+            let how = if self.key_header == http::header::AUTHORIZATION {
                 "send `Authorization: Bearer KEY`".to_string()
             } else {
-                format!("send the key in the `{}` header", self.config().key_header)
+                format!("send the key in the `{}` header", self.key_header)
             };
             return Err(unauthorized(&format!("an API key is required: {how}")));
         };
-        let hash = hash_key(&self.secret, key);
-        let index = self.index();
-        let Some(k) = index.keys_by_hash.get(&hash) else {
+        let Some(k) = index.keys.get(&KeyHash(self.key_hasher.hash(key))) else {
             return Err(unauthorized("the API key is not valid"));
         };
-        if k.revoked_ms.is_some() {
+        if k.key.revoked_ms.is_some() {
             return Err(unauthorized(&format!(
                 "the API key {} was revoked",
-                k.prefix
+                k.key.prefix
             )));
         }
-        if !k.usable_at(now) {
+        if !k.key.usable_at(now) {
             return Err(unauthorized(&format!(
                 "the API key {} has expired",
-                k.prefix
+                k.key.prefix
             )));
         }
+        let Some(consumer) = k.consumer.and_then(|i| index.consumers.get(i)) else {
+            return Err(unauthorized(&format!(
+                "the API key {} belongs to consumer `{}`, which no longer exists",
+                k.key.prefix, k.key.consumer
+            )));
+        };
         Ok(Identity {
-            tenant: k.tenant.clone(),
-            consumer: k.consumer.clone(),
-            prefix: k.prefix.clone(),
-            key_limits: Some(k.limits.clone()),
+            consumer,
+            prefix: &k.key.prefix,
+            key_scope: Some(&k.scope),
         })
     }
 
     /// Authenticate by the JWT the service requires; its claim names a consumer of the
     /// service's tenant.
-    async fn identify_jwt(
+    async fn identify_jwt<'i>(
         &self,
+        index: &'i Index,
         verifier: &Verifier,
         service_name: &str,
         req: &http::request::Parts,
-    ) -> Result<Identity, Response<Body>> {
+    ) -> Result<Identity<'i>, Response<Body>> {
         let Some(token) = presented_jwt(req) else {
             return Err(unauthorized(
                 &JwtError::Missing(service_name.to_string()).to_string(),
@@ -160,206 +182,169 @@ impl Management {
             JwtError::KeysUnavailable(_) => refuse(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
             _ => unauthorized(&e.to_string()),
         })?;
-        let index = self.index();
         let Some(svc) = index.services.get(service_name) else {
-            return Err(refuse(
-                StatusCode::NOT_FOUND,
-                &format!("service `{service_name}` is not defined in API management"),
-            ));
+            return Err(not_in_management(service_name));
         };
-        if !index
-            .consumer_limits
-            .contains_key(&(svc.tenant.clone(), consumer.clone()))
-        {
+        let tenant = &svc.service.tenant;
+        let Some(entry) = index.consumer(tenant, &consumer) else {
             return Err(unauthorized(&format!(
-                "the JWT names consumer `{consumer}`, which tenant `{}` does not have",
-                svc.tenant
+                "the JWT names consumer `{consumer}`, which tenant `{tenant}` does not have"
             )));
-        }
+        };
         Ok(Identity {
-            tenant: svc.tenant.clone(),
-            consumer,
-            prefix: "jwt".into(),
-            key_limits: None,
+            consumer: entry,
+            prefix: "jwt",
+            key_scope: None,
         })
     }
 
-    /// Decide one request; fills `ctx.extra` when it passes.
+    /// Decide one request; fills `ctx.extra` when the caller is known, and answers the
+    /// `RateLimit-*` headers of the tightest request-rate bucket when it passes.
     pub(crate) async fn check_request(
         &self,
         req: &http::request::Parts,
         ctx: &RequestContext,
-    ) -> Result<(), Response<Body>> {
+    ) -> Result<GuardHeaders, Response<Body>> {
         let Some(spec) = ctx.service.as_deref() else {
-            return Ok(()); // not a managed route
+            return Ok(None); // not a managed route
         };
         let (service_name, version) = match spec.split_once('@') {
             Some((s, v)) => (s, Some(v)),
             None => (spec, None),
         };
         let now = holdfast_store::now_ms();
+        // One reference to the index for the whole check (scopes are borrowed from it).
+        let index: Arc<Index> = self.index_full();
         let id = match self.jwt.get(service_name) {
-            Some(verifier) => self.identify_jwt(verifier, service_name, req).await?,
-            None => self.identify_key(req, now)?,
+            Some(verifier) => {
+                self.identify_jwt(&index, verifier, service_name, req)
+                    .await?
+            }
+            None => self.identify_key(&index, req, now)?,
         };
+        let tenant = id.consumer.tenant.as_str();
         // Known caller: its calls (refused ones too) go to its tenant's call log.
-        if let Ok(mut e) = ctx.extra.lock() {
-            e.tenant = Some(id.tenant.clone());
-            e.consumer = Some(id.consumer.clone());
-            e.key_prefix = Some(id.prefix.clone());
+        let known = |service: Option<&str>, version: Option<&str>| {
+            if let Ok(mut e) = ctx.extra.lock() {
+                e.tenant = Some(tenant.to_string());
+                e.consumer = Some(id.consumer.name.clone());
+                e.key_prefix = Some(id.prefix.to_string());
+                e.service = service.map(str::to_string);
+                e.service_version = version.map(str::to_string);
+            }
+        };
+        let Some(svc) = index.services.get(service_name) else {
+            known(None, None);
+            return Err(not_in_management(service_name));
+        };
+        let service = &svc.service;
+        if service.tenant != tenant {
+            known(None, None);
+            return Err(refuse(
+                StatusCode::FORBIDDEN,
+                &format!(
+                    "the key or token {} belongs to another tenant and may not call service `{service_name}`",
+                    id.prefix
+                ),
+            ));
         }
-        let (scopes, extra) = {
-            let index = self.index();
-            let Some(svc) = index.services.get(service_name) else {
+        let chosen = match version {
+            Some(v) => service.versions.iter().find(|sv| sv.version == v),
+            None => service
+                .versions
+                .iter()
+                .filter(|sv| sv.state.callable())
+                .max_by(|a, b| a.version.cmp(&b.version)),
+        };
+        let Some(chosen) = chosen else {
+            known(Some(&service.name), None);
+            return Err(refuse(
+                StatusCode::NOT_FOUND,
+                &format!("service `{spec}` has no published version"),
+            ));
+        };
+        known(Some(&service.name), Some(&chosen.version));
+        match chosen.state {
+            Lifecycle::Retired => {
+                return Err(refuse(
+                    StatusCode::GONE,
+                    &format!(
+                        "version {} of service `{service_name}` is retired",
+                        chosen.version
+                    ),
+                ))
+            }
+            Lifecycle::Draft => {
                 return Err(refuse(
                     StatusCode::NOT_FOUND,
-                    &format!("service `{service_name}` is not defined in API management"),
-                ));
-            };
-            if svc.tenant == id.tenant {
-                if let Ok(mut e) = ctx.extra.lock() {
-                    e.service = Some(svc.name.clone());
-                }
-            } else {
+                    &format!(
+                        "version {} of service `{service_name}` is not published",
+                        chosen.version
+                    ),
+                ))
+            }
+            Lifecycle::Published | Lifecycle::Deprecated => {}
+        }
+        let consumer = &id.consumer.name;
+        match id.consumer.subscriptions.get(service.name.as_str()) {
+            Some(SubscriptionState::Active) => {}
+            Some(SubscriptionState::Pending) => {
                 return Err(refuse(
                     StatusCode::FORBIDDEN,
                     &format!(
-                        "the key or token {} belongs to another tenant and may not call service `{service_name}`",
-                        id.prefix
+                        "the subscription of consumer `{consumer}` to service `{service_name}` is waiting for approval by a tenant admin"
                     ),
-                ));
+                ))
             }
-            let chosen = match version {
-                Some(v) => svc.versions.iter().find(|sv| sv.version == v),
-                None => svc
-                    .versions
-                    .iter()
-                    .filter(|sv| sv.state.callable())
-                    .max_by(|a, b| a.version.cmp(&b.version)),
-            };
-            let Some(chosen) = chosen else {
+            Some(SubscriptionState::Rejected) => {
                 return Err(refuse(
-                    StatusCode::NOT_FOUND,
-                    &format!("service `{spec}` has no published version"),
-                ));
-            };
-            match chosen.state {
-                Lifecycle::Retired => {
-                    return Err(refuse(
-                        StatusCode::GONE,
-                        &format!(
-                            "version {} of service `{service_name}` is retired",
-                            chosen.version
-                        ),
-                    ))
-                }
-                Lifecycle::Draft => {
-                    return Err(refuse(
-                        StatusCode::NOT_FOUND,
-                        &format!(
-                            "version {} of service `{service_name}` is not published",
-                            chosen.version
-                        ),
-                    ))
-                }
-                Lifecycle::Published | Lifecycle::Deprecated => {}
+                    StatusCode::FORBIDDEN,
+                    &format!(
+                        "the subscription of consumer `{consumer}` to service `{service_name}` was rejected"
+                    ),
+                ))
             }
-            let sub = index.subscriptions.get(&(
-                id.tenant.clone(),
-                id.consumer.clone(),
-                svc.name.clone(),
-            ));
-            match sub {
-                Some(SubscriptionState::Active) => {}
-                Some(SubscriptionState::Pending) => {
-                    return Err(refuse(
-                        StatusCode::FORBIDDEN,
-                        &format!(
-                            "the subscription of consumer `{}` to service `{service_name}` is waiting for approval by a tenant admin",
-                            id.consumer
-                        ),
-                    ))
-                }
-                Some(SubscriptionState::Rejected) => {
-                    return Err(refuse(
-                        StatusCode::FORBIDDEN,
-                        &format!(
-                            "the subscription of consumer `{}` to service `{service_name}` was rejected",
-                            id.consumer
-                        ),
-                    ))
-                }
-                None => {
-                    return Err(refuse(
-                        StatusCode::FORBIDDEN,
-                        &format!(
-                            "consumer `{}` has no subscription to service `{service_name}`: subscribe first (POST /admin/tenants/{}/subscriptions)",
-                            id.consumer, id.tenant
-                        ),
-                    ))
-                }
+            None => {
+                return Err(refuse(
+                    StatusCode::FORBIDDEN,
+                    &format!(
+                        "consumer `{consumer}` has no subscription to service `{service_name}`: subscribe first (POST /admin/tenants/{tenant}/subscriptions)"
+                    ),
+                ))
             }
-            let consumer_limits = index
-                .consumer_limits
-                .get(&(id.tenant.clone(), id.consumer.clone()))
-                .cloned()
-                .unwrap_or_default();
-            let mut scopes: Vec<Scope> = vec![
-                (
-                    format!("svc:{}", svc.name),
-                    format!("service {}", svc.name),
-                    svc.limits.clone(),
-                ),
-                (
-                    format!("con:{}/{}", id.tenant, id.consumer),
-                    format!("consumer {}", id.consumer),
-                    consumer_limits,
-                ),
-            ];
-            if let Some(limits) = &id.key_limits {
-                scopes.push((
-                    format!("key:{}", id.prefix),
-                    format!("key {}", id.prefix),
-                    limits.clone(),
-                ));
-            }
-            let extra = CallExtra {
-                tenant: Some(id.tenant.clone()),
-                service: Some(svc.name.clone()),
-                service_version: Some(chosen.version.clone()),
-                consumer: Some(id.consumer.clone()),
-                key_prefix: Some(id.prefix.clone()),
-                ..CallExtra::default()
-            };
-            (scopes, extra)
-        };
-        if let Ok(mut e) = ctx.extra.lock() {
-            e.tenant = extra.tenant;
-            e.service = extra.service;
-            e.service_version = extra.service_version;
-            e.consumer = extra.consumer;
-            e.key_prefix = extra.key_prefix;
         }
-        self.enforce_limits(&scopes, now)
+        let scopes = [
+            index.global.as_ref(),
+            Some(&svc.scope),
+            Some(&id.consumer.scope),
+            id.key_scope,
+        ];
+        let tightest = self
+            .enforce_limits(&scopes, now)
             .await
-            .map_err(|r| too_many(&r))
+            .map_err(|r| too_many(&r))?;
+        Ok(tightest.map(|(a, bucket)| ratelimit_headers(&a, &bucket.policy)))
     }
 
-    async fn enforce_limits(&self, scopes: &[Scope], now: i64) -> Result<(), Refusal> {
-        let cfg = self.config();
-        for (limit, window) in [(cfg.global_rps, 1000), (cfg.global_rpm, 60_000)] {
-            if let Some(limit) = limit {
-                self.limiter
-                    .check("global", "global limit", limit, window)
-                    .await?;
-            }
-        }
-        for (scope, label, limits) in scopes {
-            for (limit, window) in [(limits.rps, 1000), (limits.rpm, 60_000)] {
-                if let Some(limit) = limit {
-                    self.limiter.check(scope, label, limit, window).await?;
+    /// Check every scope's buckets and budgets in order (global, service, consumer, key);
+    /// returns the tightest request-rate bucket passed, if any applied.
+    async fn enforce_limits<'s>(
+        &self,
+        scopes: &[Option<&'s Scope>],
+        now: i64,
+    ) -> Result<Option<(Allowance, &'s Bucket)>, Refusal> {
+        let mut tightest: Option<(Allowance, &Bucket)> = None;
+        for scope in scopes.iter().flatten() {
+            for bucket in &scope.buckets {
+                let a = self.limiter.check(bucket, &scope.label).await?;
+                if tightest.as_ref().is_none_or(|(t, _)| a.tighter_than(t)) {
+                    tightest = Some((a, bucket));
                 }
             }
+            if !scope.has_budget() {
+                continue;
+            }
+            let (label, limits) = (&scope.label, &scope.limits);
             let budgets = [
                 limits.tokens_per_min,
                 limits.tokens_per_day,
@@ -367,7 +352,7 @@ impl Management {
             ];
             for (budget, (name, window_ms)) in budgets.into_iter().zip(TOKEN_WINDOWS) {
                 let Some(budget) = budget else { continue };
-                let used = self.limiter.tokens_used(scope, window_ms, now).await;
+                let used = self.limiter.tokens_used(&scope.name, window_ms, now).await;
                 if used >= budget {
                     let end = now - now.rem_euclid(window_ms) + window_ms;
                     return Err(Refusal {
@@ -381,50 +366,38 @@ impl Management {
                 }
             }
         }
-        Ok(())
+        Ok(tightest)
     }
 
-    /// Count an AI call's tokens for the scopes that have token budgets.
-    pub(crate) async fn count_tokens(&self, extra: &CallExtra, now: i64) {
-        let Some(ai) = &extra.ai else { return };
-        let tokens = ai.input_tokens + ai.output_tokens;
-        if tokens == 0 {
-            return;
-        }
+    /// The token-budget scopes an AI call's tokens count for (empty when none has a budget).
+    pub(crate) fn token_scopes(&self, extra: &CallExtra) -> Vec<Box<str>> {
         let (Some(tenant), Some(consumer), Some(prefix)) =
             (&extra.tenant, &extra.consumer, &extra.key_prefix)
         else {
-            return;
+            return Vec::new();
         };
-        let has_budget = |l: &Limits| {
-            l.tokens_per_min.is_some() || l.tokens_per_day.is_some() || l.tokens_per_month.is_some()
-        };
-        let scopes: Vec<String> = {
-            let index = self.index();
-            let mut s = Vec::new();
-            if let Some(svc) = extra.service.as_ref().and_then(|n| index.services.get(n)) {
-                if has_budget(&svc.limits) {
-                    s.push(format!("svc:{}", svc.name));
-                }
+        let index = self.index();
+        let mut s = Vec::new();
+        if let Some(svc) = extra.service.as_ref().and_then(|n| index.services.get(n)) {
+            if svc.scope.has_budget() {
+                s.push(svc.scope.name.clone());
             }
-            if index
-                .consumer_limits
-                .get(&(tenant.clone(), consumer.clone()))
-                .is_some_and(has_budget)
-            {
-                s.push(format!("con:{tenant}/{consumer}"));
+        }
+        if let Some(c) = index.consumer(tenant, consumer) {
+            if c.scope.has_budget() {
+                s.push(c.scope.name.clone());
             }
-            if index
-                .keys_by_hash
-                .values()
-                .any(|k| &k.prefix == prefix && has_budget(&k.limits))
-            {
-                s.push(format!("key:{prefix}"));
-            }
-            s
-        };
+        }
+        if index.key_budgets.get(prefix).copied().unwrap_or(false) {
+            s.push(format!("key:{prefix}").into());
+        }
+        s
+    }
+
+    /// Count an AI call's tokens for `scopes` (from [`Management::token_scopes`]).
+    pub(crate) async fn count_tokens(&self, scopes: &[Box<str>], tokens: u64, now: i64) {
         for scope in scopes {
-            self.limiter.add_tokens(&scope, tokens, now).await;
+            self.limiter.add_tokens(scope, tokens, now).await;
         }
     }
 }

@@ -2,14 +2,23 @@
 //! direct limiter; with Redis configured, every check runs the atomic GCRA script in Redis so
 //! N requests per window hold across all nodes. If Redis fails, the local limiter answers
 //! (logged), so an outage degrades to per-node limits rather than refusing traffic.
+//!
+//! Buckets are resolved when the index is built ([`Limiter::bucket`]), not per request: a
+//! request holds its scopes' [`Bucket`]s directly and checks them without any map lookup or
+//! allocation. The registry keeps a bucket's state across index rebuilds as long as its scope,
+//! limit and window stay the same.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
 use holdfast_store::RedisCounters;
+use http::HeaderValue;
 
 /// A refusal: which limit, and when to retry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +30,28 @@ pub struct Refusal {
     pub retry_after_s: u64,
 }
 
+/// The state of one bucket after a request passed it (for the `RateLimit-*` headers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Allowance {
+    pub limit: u64,
+    /// Requests left in the bucket after this one.
+    pub remaining: u64,
+    /// Seconds until the bucket is full again (rounded up).
+    pub reset_s: u64,
+}
+
+impl Allowance {
+    /// Whether `self` is closer to refusing than `other`: fewer requests left, then the
+    /// smaller share of the limit, then the longer wait.
+    pub fn tighter_than(&self, other: &Allowance) -> bool {
+        // remaining / limit, compared without division.
+        let mine = u128::from(self.remaining) * u128::from(other.limit.max(1));
+        let theirs = u128::from(other.remaining) * u128::from(self.limit.max(1));
+        (self.remaining, mine, std::cmp::Reverse(self.reset_s))
+            < (other.remaining, theirs, std::cmp::Reverse(other.reset_s))
+    }
+}
+
 /// Token windows: per minute, per day, per month (30 days).
 pub const TOKEN_WINDOWS: [(&str, i64); 3] = [
     ("minute", 60_000),
@@ -28,14 +59,63 @@ pub const TOKEN_WINDOWS: [(&str, i64); 3] = [
     ("month", 30 * 86_400_000),
 ];
 
-/// One local bucket: (limit, window ms, limiter).
-type Bucket = (u32, u64, Arc<DefaultDirectRateLimiter>);
+type LocalLimiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
+
+/// One GCRA bucket of a scope: `limit` requests per `window_ms`, burst `limit`.
+pub struct Bucket {
+    pub limit: u32,
+    pub window_ms: u64,
+    /// `scope:window_ms`: the bucket's name in Redis.
+    key: Box<str>,
+    /// `limit;w=window_s`, the `RateLimit-Policy` value.
+    pub policy: HeaderValue,
+    local: Arc<LocalLimiter>,
+}
+
+impl std::fmt::Debug for Bucket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bucket")
+            .field("key", &self.key)
+            .field("limit", &self.limit)
+            .finish()
+    }
+}
+
+/// The period of one request in a bucket of `limit` per `window_ms`.
+fn period(limit: NonZeroU32, window_ms: u64) -> Duration {
+    (Duration::from_millis(window_ms) / limit.get()).max(Duration::from_nanos(1))
+}
+
+impl Bucket {
+    fn check_local(&self) -> Result<Allowance, u64> {
+        let clock = DefaultClock::default();
+        match self.local.check() {
+            Ok(state) => {
+                let remaining = u64::from(state.remaining_burst_capacity());
+                // Full again once every used request's period has passed.
+                let used = u64::from(self.limit).saturating_sub(remaining);
+                let per = NonZeroU32::new(self.limit)
+                    .map(|n| period(n, self.window_ms))
+                    .unwrap_or_default();
+                let reset_ms = (per.as_micros() as u64 * used).div_ceil(1000);
+                Ok(Allowance {
+                    limit: u64::from(self.limit),
+                    remaining,
+                    reset_s: reset_ms.div_ceil(1000),
+                })
+            }
+            Err(not_until) => Err(not_until.wait_time_from(clock.now()).as_millis() as u64),
+        }
+    }
+}
+
+type Registry = HashMap<(Box<str>, u32, u64), Arc<LocalLimiter>>;
 
 /// Checks request rates and counts tokens.
 pub struct Limiter {
     redis: Option<RedisCounters>,
-    /// Scope -> its buckets as (limit, window ms, limiter); looked up by `&str`, no allocation.
-    local: RwLock<HashMap<String, Vec<Bucket>>>,
+    /// (scope, limit, window ms) -> the local limiter; used when the index is built.
+    registry: Mutex<Registry>,
     tokens: Mutex<HashMap<(String, i64), u64>>,
 }
 
@@ -43,92 +123,84 @@ impl Limiter {
     pub fn new(redis: Option<RedisCounters>) -> Limiter {
         Limiter {
             redis,
-            local: RwLock::new(HashMap::new()),
+            registry: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
         }
     }
 
-    fn local_check(&self, scope: &str, limit: u32, window_ms: u64) -> Result<(), u64> {
-        let Some(n) = NonZeroU32::new(limit) else {
-            return Err(window_ms);
+    /// The bucket of `limit` requests per `window_ms` of `scope`, sharing its state with the
+    /// bucket of the same scope, limit and window in earlier indexes. `None` for a zero limit
+    /// (refused by validation; never built).
+    pub fn bucket(&self, scope: &str, limit: u32, window_ms: u64) -> Option<Bucket> {
+        let n = NonZeroU32::new(limit)?;
+        let make = || {
+            let quota = Quota::with_period(period(n, window_ms))
+                .unwrap_or_else(|| Quota::per_second(n))
+                .allow_burst(n);
+            Arc::new(RateLimiter::direct(quota).with_middleware::<StateInformationMiddleware>())
         };
-        let found = self.local.read().ok().and_then(|map| {
-            map.get(scope).and_then(|buckets| {
-                buckets
-                    .iter()
-                    .find(|(l, w, _)| *l == limit && *w == window_ms)
-                    .map(|(_, _, lim)| lim.clone())
-            })
-        });
-        let limiter = match found {
-            Some(l) => l,
-            None => {
-                let Ok(mut map) = self.local.write() else {
-                    return Ok(());
-                };
-                let buckets = map.entry(scope.to_string()).or_default();
-                match buckets
-                    .iter()
-                    .find(|(l, w, _)| *l == limit && *w == window_ms)
-                {
-                    Some((_, _, lim)) => lim.clone(),
-                    None => {
-                        let period = Duration::from_millis(window_ms) / limit;
-                        let quota = Quota::with_period(period.max(Duration::from_nanos(1)))
-                            .unwrap_or_else(|| Quota::per_second(n))
-                            .allow_burst(n);
-                        let lim = Arc::new(RateLimiter::direct(quota));
-                        buckets.push((limit, window_ms, lim.clone()));
-                        lim
-                    }
-                }
-            }
+        let local = match self.registry.lock() {
+            Ok(mut reg) => reg
+                .entry((scope.into(), limit, window_ms))
+                .or_insert_with(make)
+                .clone(),
+            Err(_) => make(),
         };
-        limiter.check().map_err(|not_until| {
-            let wait = not_until.wait_time_from(governor::clock::Clock::now(
-                &governor::clock::DefaultClock::default(),
-            ));
-            wait.as_millis() as u64
+        let policy = HeaderValue::from_str(&format!("{limit};w={}", window_ms / 1000))
+            .unwrap_or(HeaderValue::from_static("0"));
+        Some(Bucket {
+            limit,
+            window_ms,
+            key: format!("{scope}:{window_ms}").into(),
+            policy,
+            local,
         })
     }
 
-    /// Take one request from `scope`'s bucket of `limit` per `window_ms`.
-    pub async fn check(
-        &self,
-        scope: &str,
-        label: &str,
-        limit: u32,
-        window_ms: u64,
-    ) -> Result<(), Refusal> {
+    /// Forget the local buckets no index uses any more (call after an index swap).
+    pub fn prune(&self) {
+        if let Ok(mut reg) = self.registry.lock() {
+            reg.retain(|_, lim| Arc::strong_count(lim) > 1);
+        }
+    }
+
+    /// Take one request from `bucket`; `label` names its scope in a refusal.
+    pub async fn check(&self, bucket: &Bucket, label: &str) -> Result<Allowance, Refusal> {
         let retry_ms = match &self.redis {
             Some(redis) => match redis
-                .gcra(&format!("{scope}:{window_ms}"), limit, window_ms)
+                .gcra(&bucket.key, bucket.limit, bucket.window_ms)
                 .await
             {
-                Ok(d) if d.allowed => return Ok(()),
+                Ok(d) if d.allowed => {
+                    return Ok(Allowance {
+                        limit: u64::from(bucket.limit),
+                        remaining: d.remaining,
+                        reset_s: d.reset_ms.div_ceil(1000),
+                    })
+                }
                 Ok(d) => d.retry_after_ms,
                 Err(e) => {
                     tracing::warn!(error = %e, "redis rate limit failed; using the local limiter");
-                    match self.local_check(scope, limit, window_ms) {
-                        Ok(()) => return Ok(()),
+                    match bucket.check_local() {
+                        Ok(a) => return Ok(a),
                         Err(ms) => ms,
                     }
                 }
             },
-            None => match self.local_check(scope, limit, window_ms) {
-                Ok(()) => return Ok(()),
+            None => match bucket.check_local() {
+                Ok(a) => return Ok(a),
                 Err(ms) => ms,
             },
         };
-        let unit = if window_ms == 1000 {
+        let unit = if bucket.window_ms == 1000 {
             "second"
         } else {
             "minute"
         };
         Err(Refusal {
-            what: format!("{label}: {limit} requests per {unit}"),
-            limit: u64::from(limit),
-            window_s: window_ms / 1000,
+            what: format!("{label}: {} requests per {unit}", bucket.limit),
+            limit: u64::from(bucket.limit),
+            window_s: bucket.window_ms / 1000,
             retry_after_s: retry_ms.div_ceil(1000).max(1),
         })
     }
@@ -165,5 +237,63 @@ impl Limiter {
                 *m.entry((key, start)).or_insert(0) += tokens;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn local_bucket_counts_down_and_refuses() {
+        let limiter = Limiter::new(None);
+        let b = limiter.bucket("key:k", 3, 60_000).expect("bucket");
+        let mut remaining = Vec::new();
+        for _ in 0..3 {
+            let a = limiter.check(&b, "key k").await.expect("allowed");
+            assert_eq!(a.limit, 3);
+            assert!(a.reset_s >= 20 && a.reset_s <= 60, "reset {}", a.reset_s);
+            remaining.push(a.remaining);
+        }
+        assert_eq!(remaining, vec![2, 1, 0]);
+        let r = limiter.check(&b, "key k").await.expect_err("refused");
+        assert_eq!(r.what, "key k: 3 requests per minute");
+        assert!(r.retry_after_s >= 19 && r.retry_after_s <= 20, "{r:?}");
+        assert_eq!(b.policy, "3;w=60");
+    }
+
+    #[tokio::test]
+    async fn buckets_keep_their_state_across_rebuilds() {
+        let limiter = Limiter::new(None);
+        let first = limiter.bucket("svc:s", 2, 1000).expect("bucket");
+        limiter.check(&first, "s").await.expect("allowed");
+        let again = limiter.bucket("svc:s", 2, 1000).expect("bucket");
+        drop(first);
+        limiter.prune();
+        let a = limiter.check(&again, "s").await.expect("allowed");
+        assert_eq!(a.remaining, 0, "the rebuilt bucket continues the old one");
+        // A changed limit is a new bucket.
+        let changed = limiter.bucket("svc:s", 5, 1000).expect("bucket");
+        assert_eq!(limiter.check(&changed, "s").await.expect("ok").remaining, 4);
+        drop(again);
+        drop(changed);
+        limiter.prune();
+        assert_eq!(limiter.registry.lock().expect("lock").len(), 0);
+    }
+
+    #[test]
+    fn tightest_allowance() {
+        let a = |limit, remaining, reset_s| Allowance {
+            limit,
+            remaining,
+            reset_s,
+        };
+        assert!(a(100, 3, 1).tighter_than(&a(10, 5, 1)));
+        assert!(
+            a(100, 5, 1).tighter_than(&a(10, 5, 1)),
+            "smaller share left"
+        );
+        assert!(a(10, 5, 9).tighter_than(&a(10, 5, 1)), "longer wait");
+        assert!(!a(10, 5, 1).tighter_than(&a(10, 5, 1)));
     }
 }

@@ -10,9 +10,10 @@ use holdfast_core::config::management::ManagementConfig;
 use holdfast_core::config::Config;
 use holdfast_core::CallRecord;
 use holdfast_proxy::plugin::{
-    Body, BoxFuture, CallObserver, PluginFactory, Plugins, RequestContext, RequestGuard,
+    Body, BoxFuture, CallObserver, GuardHeaders, PluginFactory, Plugins, RequestContext,
+    RequestGuard,
 };
-use holdfast_store::{ChangeFeed, EntityStore, RedisCounters, SqlStore, StoreError};
+use holdfast_store::{ChangeFeed, EntityStore, KeyHasher, RedisCounters, SqlStore, StoreError};
 
 use crate::cache::Index;
 use crate::calllog::{CallLogStats, CallLogWriter};
@@ -28,13 +29,18 @@ pub enum StartError {
     Redis(StoreError),
     #[error("{0}")]
     Jwt(String),
+    #[error("management.key_header: `{0}` is not a valid header name")]
+    KeyHeader(String),
 }
 
 /// The running API management of one gateway node.
 pub struct Management {
     config: ManagementConfig,
     pub(crate) store: SqlStore,
-    pub(crate) secret: Vec<u8>,
+    /// Hashes presented keys (HMAC keyed once with the server secret).
+    pub(crate) key_hasher: KeyHasher,
+    /// The header that carries the API key (`authorization` by default).
+    pub(crate) key_header: http::HeaderName,
     index: ArcSwap<Index>,
     refreshing: tokio::sync::Mutex<()>,
     pub(crate) limiter: Limiter,
@@ -72,6 +78,9 @@ impl Management {
             ),
             None => None,
         };
+        let key_header = http::HeaderName::from_bytes(config.key_header.as_bytes())
+            .map_err(|_| StartError::KeyHeader(config.key_header.clone()))?;
+        let limiter = Limiter::new(redis);
         let snapshot = store.snapshot().await.map_err(StartError::Store)?;
         let calllog = CallLogWriter::start(
             store.clone(),
@@ -82,11 +91,12 @@ impl Management {
         );
         let m = Arc::new(Management {
             config: config.clone(),
-            secret: config.secret.as_bytes().to_vec(),
+            key_hasher: KeyHasher::new(config.secret.as_bytes()),
+            key_header,
             store,
-            index: ArcSwap::from_pointee(Index::build(snapshot)),
+            index: ArcSwap::from_pointee(Index::build(snapshot, config, &limiter)),
             refreshing: tokio::sync::Mutex::new(()),
-            limiter: Limiter::new(redis),
+            limiter,
             calllog,
             jwt,
             node,
@@ -111,6 +121,11 @@ impl Management {
         self.index.load()
     }
 
+    /// The current index, held for as long as a request needs it.
+    pub(crate) fn index_full(&self) -> Arc<Index> {
+        self.index.load_full()
+    }
+
     /// Reload the cache now if the store changed.
     pub async fn refresh(&self) -> Result<(), StoreError> {
         // One refresh at a time, so an older snapshot never replaces a newer one.
@@ -118,7 +133,9 @@ impl Management {
         let generation = self.store.generation().await?;
         if generation != self.index.load().generation {
             let snapshot = self.store.snapshot().await?;
-            self.index.store(Arc::new(Index::build(snapshot)));
+            let index = Index::build(snapshot, &self.config, &self.limiter);
+            self.index.store(Arc::new(index));
+            self.limiter.prune();
         }
         Ok(())
     }
@@ -158,7 +175,7 @@ impl RequestGuard for Guard {
         &'a self,
         req: &'a http::request::Parts,
         ctx: &'a RequestContext,
-    ) -> BoxFuture<'a, Result<(), http::Response<Body>>> {
+    ) -> BoxFuture<'a, Result<GuardHeaders, http::Response<Body>>> {
         Box::pin(self.0.check_request(req, ctx))
     }
 }
@@ -171,13 +188,21 @@ impl CallObserver for Observer {
             return; // not a managed call
         }
         self.0.calllog.push(record);
-        if record.extra.ai.is_some() {
-            let m = self.0.clone();
-            let extra = record.extra.clone();
-            tokio::spawn(async move {
-                m.count_tokens(&extra, holdfast_store::now_ms()).await;
-            });
+        let Some(ai) = &record.extra.ai else { return };
+        let tokens = ai.input_tokens + ai.output_tokens;
+        if tokens == 0 {
+            return;
         }
+        // Only calls some token budget applies to need counting (a task, as Redis may answer).
+        let scopes = self.0.token_scopes(&record.extra);
+        if scopes.is_empty() {
+            return;
+        }
+        let m = self.0.clone();
+        tokio::spawn(async move {
+            m.count_tokens(&scopes, tokens, holdfast_store::now_ms())
+                .await;
+        });
     }
 }
 

@@ -350,6 +350,109 @@ async fn rate_limit_answers_429_with_headers() {
     assert!(body.contains("service pay"), "{body}");
 }
 
+/// A passed request carries the `RateLimit-*` headers of its tightest bucket, and the remaining
+/// count goes down request by request (local GCRA path; the Redis path is in multinode.rs).
+#[tokio::test]
+async fn passed_requests_carry_ratelimit_headers_of_the_tightest_bucket() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let node = sqlite_node(&dir).await;
+    // Service: 100/s and 50/min; the consumer: 6/min (the tightest); the key: none.
+    let key = provision(
+        &node,
+        ADMIN_A,
+        "acme",
+        "pay",
+        r#"{"name":"pay","limits":{"rps":100,"rpm":50}}"#,
+    )
+    .await;
+    let (s, v) = node
+        .api(
+            "POST",
+            "/admin/tenants/acme/consumers",
+            ADMIN_A,
+            Some(r#"{"name":"c2","limits":{"rpm":6}}"#),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = node
+        .api(
+            "POST",
+            "/admin/tenants/acme/consumers/c2/keys",
+            ADMIN_A,
+            Some("{}"),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let key2 = v["key"].as_str().expect("key").to_string();
+    for consumer in ["c1", "c2"] {
+        let (s, v) = node
+            .api(
+                "POST",
+                "/admin/tenants/acme/subscriptions",
+                ADMIN_A,
+                Some(&format!(r#"{{"consumer":"{consumer}","service":"pay"}}"#)),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+    }
+    let num = |h: &http::HeaderMap, name: &str| -> u64 {
+        h.get(name)
+            .unwrap_or_else(|| panic!("{name} missing from {h:?}"))
+            .to_str()
+            .expect("ascii")
+            .parse()
+            .expect("number")
+    };
+    let mut remaining = Vec::new();
+    for _ in 0..6 {
+        let (s, h, body, _) = node.call("pay", Some(&key2)).await;
+        assert_eq!(s, 200, "{body}");
+        assert_eq!(
+            num(&h, "ratelimit-limit"),
+            6,
+            "the consumer's 6/min is tightest"
+        );
+        assert_eq!(h["ratelimit-policy"], "6;w=60");
+        let reset = num(&h, "ratelimit-reset");
+        assert!((1..=60).contains(&reset), "reset {reset}");
+        remaining.push(num(&h, "ratelimit-remaining"));
+    }
+    assert_eq!(remaining, vec![5, 4, 3, 2, 1, 0]);
+    let (s, h, _, _) = node.call("pay", Some(&key2)).await;
+    assert_eq!(s, 429);
+    assert_eq!(num(&h, "ratelimit-remaining"), 0);
+    assert_eq!(num(&h, "ratelimit-limit"), 6);
+    assert!(num(&h, "retry-after") >= 1);
+
+    // c1 has no limits of its own: the service's rpm (50) leaves fewer than its rps (100).
+    let (s, h, _, _) = node.call("pay", Some(&key)).await;
+    assert_eq!(s, 200);
+    assert_eq!(num(&h, "ratelimit-limit"), 50);
+    // 6 requests of c2 were counted by the service's buckets too (and one refused by c2's).
+    assert_eq!(num(&h, "ratelimit-remaining"), 50 - 8);
+    assert_eq!(h["ratelimit-policy"], "50;w=60");
+}
+
+/// No limit applies: no `RateLimit-*` headers.
+#[tokio::test]
+async fn unlimited_requests_carry_no_ratelimit_headers() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let node = sqlite_node(&dir).await;
+    let key = provision(&node, ADMIN_A, "acme", "pay", r#"{"name":"pay"}"#).await;
+    node.api(
+        "POST",
+        "/admin/tenants/acme/subscriptions",
+        ADMIN_A,
+        Some(r#"{"consumer":"c1","service":"pay"}"#),
+    )
+    .await;
+    let (s, h, body, extra) = node.call("pay", Some(&key)).await;
+    assert_eq!(s, 200, "{body}");
+    assert!(h.get("ratelimit-limit").is_none(), "{h:?}");
+    assert_eq!(extra.consumer.as_deref(), Some("c1"));
+    assert_eq!(extra.service.as_deref(), Some("pay"));
+}
+
 #[tokio::test]
 async fn graceful_stop_writes_every_call_and_stats_see_them() {
     let dir = tempfile::tempdir().expect("tmp");

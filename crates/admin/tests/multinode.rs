@@ -64,11 +64,30 @@ async fn two_nodes_share_limits_revocations_and_the_call_log() {
     // Rate limit: 10 per minute in total. The first accepted call on node 2 counts too.
     wait_until_accepted(&n2, &svc, &key).await;
     let mut allowed = 1;
+    let mut remaining = Vec::new();
     for i in 0..30 {
         let node = if i % 2 == 0 { &n1 } else { &n2 };
         let (s, h, body, _) = node.call(&svc, Some(&key)).await;
         match s {
-            200 => allowed += 1,
+            200 => {
+                allowed += 1;
+                // The Redis GCRA answers the headers of passed requests too.
+                assert_eq!(h["ratelimit-limit"], "10", "{h:?}");
+                assert_eq!(h["ratelimit-policy"], "10;w=60", "{h:?}");
+                let reset: u64 = h["ratelimit-reset"]
+                    .to_str()
+                    .expect("ascii")
+                    .parse()
+                    .expect("n");
+                assert!((1..=60).contains(&reset), "reset {reset}");
+                remaining.push(
+                    h["ratelimit-remaining"]
+                        .to_str()
+                        .expect("ascii")
+                        .parse::<u64>()
+                        .expect("number"),
+                );
+            }
             429 => assert!(h.contains_key("retry-after"), "{body}"),
             other => panic!("unexpected {other}: {body}"),
         }
@@ -76,6 +95,11 @@ async fn two_nodes_share_limits_revocations_and_the_call_log() {
     assert_eq!(
         allowed, 10,
         "10 requests per minute across both nodes, not 10 per node"
+    );
+    assert_eq!(
+        remaining,
+        (0..9).rev().collect::<Vec<u64>>(),
+        "remaining counts down across both nodes"
     );
 
     // Revocation through node 1 reaches node 2 within 2 s.

@@ -166,6 +166,14 @@ impl SqlStore {
         matches!(*self.backend, Backend::Postgres(_))
     }
 
+    /// The SQLite connection, for statements written for SQLite only.
+    pub(crate) fn sqlite(&self) -> Option<Arc<Mutex<rusqlite::Connection>>> {
+        match &*self.backend {
+            Backend::Sqlite(conn) => Some(conn.clone()),
+            Backend::Postgres(_) => None,
+        }
+    }
+
     pub(crate) fn secret(&self) -> &[u8] {
         &self.secret
     }

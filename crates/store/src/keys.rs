@@ -19,6 +19,33 @@ pub fn hash_key(secret: &[u8], key: &str) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
+/// Hashes presented keys on the request path: the HMAC state keyed with the server secret is
+/// computed once and cloned per key, and the digest stays binary (no hex string).
+#[derive(Clone)]
+pub struct KeyHasher(Hmac<Sha256>);
+
+impl KeyHasher {
+    pub fn new(secret: &[u8]) -> KeyHasher {
+        KeyHasher(
+            <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC accepts keys of any length"),
+        )
+    }
+
+    /// The raw HMAC-SHA256 of `key` (the bytes [`hash_key`] spells in hex).
+    pub fn hash(&self, key: &str) -> [u8; 32] {
+        let mut mac = self.0.clone();
+        mac.update(key.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+}
+
+/// The 32 bytes of a stored hex key hash, or `None` if it is not 64 hex digits.
+pub fn decode_key_hash(hex_hash: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(hex_hash, &mut out).ok()?;
+    Some(out)
+}
+
 /// The prefix of a presented key (`hf_XXXXXXXX`), if it has the Holdfast shape.
 pub fn key_prefix(key: &str) -> Option<&str> {
     let prefix = key.get(..11)?;
@@ -175,6 +202,16 @@ mod tests {
         assert_ne!(a, hash_key(b"secret-two-123456", "hf_00000000_x"));
         assert_ne!(a, hash_key(b"secret-one-123456", "hf_00000000_y"));
         assert_eq!(a.len(), 64);
+    }
+
+    #[test]
+    fn binary_hash_matches_the_stored_hex() {
+        let h = KeyHasher::new(b"secret-one-123456");
+        let stored = hash_key(b"secret-one-123456", "hf_00000000_x");
+        assert_eq!(decode_key_hash(&stored), Some(h.hash("hf_00000000_x")));
+        assert_ne!(h.hash("hf_00000000_x"), h.hash("hf_00000000_y"));
+        assert_eq!(decode_key_hash("not hex"), None);
+        assert_eq!(decode_key_hash("abcd"), None);
     }
 
     #[test]

@@ -23,7 +23,7 @@ pub use calllog::CallLogStore;
 pub use db::SqlStore;
 pub use entities::{ChangeFeed, EntityStore};
 pub use error::StoreError;
-pub use keys::{hash_key, key_prefix, KeyStore};
+pub use keys::{decode_key_hash, hash_key, key_prefix, KeyHasher, KeyStore};
 pub use migrations::version as schema_version;
 pub use model::*;
 pub use redis_counters::{GcraDecision, RedisCounters};

@@ -8,7 +8,8 @@ use redis::Script;
 use crate::error::StoreError;
 
 /// GCRA: KEYS[1] holds the theoretical arrival time (µs). ARGV[1] = emission interval (µs),
-/// ARGV[2] = burst (requests). Returns {allowed, retry_after_us, remaining}.
+/// ARGV[2] = burst (requests). Returns {allowed, retry_after_us, remaining, reset_us}: `remaining`
+/// is the burst left after this request, `reset_us` the time until the bucket is full again.
 const GCRA: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -19,10 +20,10 @@ if tat < now then tat = now end
 local new_tat = tat + interval
 local allow_at = new_tat - burst * interval
 if allow_at > now then
-  return {0, allow_at - now, 0}
+  return {0, allow_at - now, 0, tat - now}
 end
 redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
-return {1, 0, math.floor((now - allow_at) / interval)}
+return {1, 0, math.floor((now - allow_at) / interval), new_tat - now}
 ";
 
 /// The answer of one GCRA check.
@@ -33,6 +34,8 @@ pub struct GcraDecision {
     pub retry_after_ms: u64,
     /// Requests left in the burst after this one.
     pub remaining: u64,
+    /// How long until the bucket is full again, in ms (rounded up).
+    pub reset_ms: u64,
 }
 
 /// Counters in Redis. Cheap to clone.
@@ -64,7 +67,7 @@ impl RedisCounters {
     ) -> Result<GcraDecision, StoreError> {
         let interval_us = (window_ms * 1000 / u64::from(limit.max(1))).max(1);
         let mut conn = self.conn.clone();
-        let (allowed, retry_us, remaining): (i64, i64, i64) = self
+        let (allowed, retry_us, remaining, reset_us): (i64, i64, i64, i64) = self
             .gcra
             .key(format!("{}:rl:{key}", self.namespace))
             .arg(interval_us)
@@ -75,6 +78,7 @@ impl RedisCounters {
             allowed: allowed == 1,
             retry_after_ms: (retry_us.max(0) as u64).div_ceil(1000),
             remaining: remaining.max(0) as u64,
+            reset_ms: (reset_us.max(0) as u64).div_ceil(1000),
         })
     }
 

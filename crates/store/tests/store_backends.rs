@@ -222,16 +222,30 @@ async fn redis_gcra_is_exact_across_connections() {
     let b = RedisCounters::connect(&url, &ns).await.expect("b");
     let mut allowed = 0;
     let mut last = None;
+    let mut remaining = Vec::new();
     for i in 0..20 {
         let c = if i % 2 == 0 { &a } else { &b };
         let d = c.gcra("k", 7, 60_000).await.expect("gcra");
         if d.allowed {
             allowed += 1;
+            remaining.push(d.remaining);
+            // The bucket refills one request per 60/7 s: full again after `used` of those.
+            let used = 7 - d.remaining;
+            assert!(
+                d.reset_ms <= used * (60_000 / 7 + 1) && d.reset_ms + 1_000 >= used * (60_000 / 7),
+                "reset {} ms after {used} used",
+                d.reset_ms
+            );
         } else {
             last = Some(d);
         }
     }
     assert_eq!(allowed, 7, "7 per minute in total over two connections");
+    assert_eq!(
+        remaining,
+        vec![6, 5, 4, 3, 2, 1, 0],
+        "remaining counts down across nodes"
+    );
     let refused = last.expect("some refused");
     assert!(refused.retry_after_ms > 0 && refused.retry_after_ms <= 60_000 / 7 + 1);
     assert_eq!(a.add_tokens("t", 0, 60_000, 5).await.expect("add"), 5);

@@ -126,19 +126,24 @@ impl Node {
             start: Instant::now(),
             extra: Arc::new(Mutex::new(CallExtra::default())),
         };
+        let mut added = http::HeaderMap::new();
         for g in &self.plugins.guards {
-            if let Err(resp) = g.check(&parts, &ctx).await {
-                let status = resp.status().as_u16();
-                let headers = resp.headers().clone();
-                let body = http_body_util::BodyExt::collect(resp.into_body())
-                    .await
-                    .map(|c| String::from_utf8_lossy(&c.to_bytes()).into_owned())
-                    .unwrap_or_default();
-                return (status, headers, body, CallExtra::default());
+            match g.check(&parts, &ctx).await {
+                Ok(headers) => added.extend(headers.unwrap_or_default()),
+                Err(resp) => {
+                    let status = resp.status().as_u16();
+                    let headers = resp.headers().clone();
+                    let body = http_body_util::BodyExt::collect(resp.into_body())
+                        .await
+                        .map(|c| String::from_utf8_lossy(&c.to_bytes()).into_owned())
+                        .unwrap_or_default();
+                    return (status, headers, body, CallExtra::default());
+                }
             }
         }
         let extra = ctx.extra.lock().expect("extra").clone();
-        (200, http::HeaderMap::new(), String::new(), extra)
+        // 200 stands for "let through"; the headers are those the gateway adds to its answer.
+        (200, added, String::new(), extra)
     }
 }
 
