@@ -67,12 +67,13 @@ holdfast_conf() { # $1 = name, $2 = port, $3 = targets (TOML list body)
 [server]
 listen = ["127.0.0.1:$2"]
 access_log = "off"
+workers = 1
 [upstreams.up]
 targets = [$3]
 [[routes]]
 upstream = "up"
 CONF
-  TOKIO_WORKER_THREADS=1 "$HF" serve --config "$TMP/$1.toml" 2>"$TMP/$1.err" & PIDS+=($!)
+  "$HF" serve --config "$TMP/$1.toml" 2>"$TMP/$1.err" & PIDS+=($!)
 }
 
 run_wrk() { # $1 = url -> "rps p99_ms errors requests"

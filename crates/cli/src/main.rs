@@ -11,6 +11,11 @@ mod serve;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc: the data plane allocates per request (headers, futures, buffers); glibc's malloc
+/// cost about 15% of the proxy's user-space instructions (callgrind), mimalloc much less.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Holdfast: an API and AI gateway that never resets its clients, and a doctor for resets.
 #[derive(Parser)]
 #[command(name = "holdfast", version, about)]

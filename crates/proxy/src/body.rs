@@ -20,14 +20,14 @@ pub enum Ending {
 type OnEnd = Box<dyn FnOnce(Ending, u64) + Send + Sync>;
 
 /// Wraps a body; calls `on_end` exactly once.
-pub struct Tracked {
-    inner: Body,
+pub struct Tracked<B: HttpBody = Body> {
+    inner: B,
     bytes: u64,
     on_end: Option<OnEnd>,
 }
 
-impl Tracked {
-    pub fn new(inner: Body, on_end: impl FnOnce(Ending, u64) + Send + Sync + 'static) -> Tracked {
+impl<B: HttpBody> Tracked<B> {
+    pub fn new(inner: B, on_end: impl FnOnce(Ending, u64) + Send + Sync + 'static) -> Tracked<B> {
         Tracked {
             inner,
             bytes: 0,
@@ -42,7 +42,11 @@ impl Tracked {
     }
 }
 
-impl HttpBody for Tracked {
+impl<B> HttpBody for Tracked<B>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
     type Data = Bytes;
     type Error = BoxError;
 
@@ -50,7 +54,12 @@ impl HttpBody for Tracked {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let polled = match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(Some(Ok(f))) => Poll::Ready(Some(Ok(f))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        };
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
@@ -76,7 +85,7 @@ impl HttpBody for Tracked {
     }
 }
 
-impl Drop for Tracked {
+impl<B: HttpBody> Drop for Tracked<B> {
     fn drop(&mut self) {
         if self.inner.is_end_stream() {
             self.end(Ending::Complete);

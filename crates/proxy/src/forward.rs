@@ -45,7 +45,8 @@ impl UpstreamRt {
 /// What went out upstream, reused for every attempt.
 pub struct Outgoing {
     pub method: Method,
-    pub path_and_query: String,
+    /// Origin form (`/path?query`).
+    pub uri: http::Uri,
     pub headers: http::HeaderMap,
     pub body: Bytes,
     pub hash: Option<u64>,
@@ -200,6 +201,9 @@ fn final_failure(
 
 async fn get_conn(up: &UpstreamRt, i: usize, trace: &mut Trace) -> Result<Conn, AttemptError> {
     while let Some(mut conn) = up.conns.checkout(i) {
+        if conn.sender.is_ready() {
+            return Ok(conn);
+        }
         // A pooled connection the upstream closed meanwhile fails `ready()`: skip it.
         if let Ok(Ok(())) =
             tokio::time::timeout(Duration::from_millis(50), conn.sender.ready()).await
@@ -240,10 +244,7 @@ async fn attempt(
     let mut conn = get_conn(up, i, trace).await?;
     let mut req = Request::new(full(out.body.clone()));
     *req.method_mut() = out.method.clone();
-    *req.uri_mut() = out
-        .path_and_query
-        .parse()
-        .unwrap_or_else(|_| http::Uri::from_static("/"));
+    *req.uri_mut() = out.uri.clone();
     *req.headers_mut() = out.headers.clone();
     let sent_at = Instant::now();
     let started = trace.started.unwrap_or(sent_at);

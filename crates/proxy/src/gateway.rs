@@ -2,7 +2,6 @@
 //! on reload), and the handling of one request from route match to the call record.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -12,15 +11,16 @@ use holdfast_core::config::{Config, HashOn, Route, RouteTarget};
 use holdfast_core::{CallExtra, CallRecord, ResetClass};
 use http::{header, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 
 use crate::balance::fnv1a;
 use crate::body::{Ending, Tracked};
 use crate::budget::Budget;
+use crate::conns::Conn;
 use crate::forward::{forward, ms, Outgoing, Trace, UpstreamRt};
-use crate::hygiene;
+use crate::hygiene::{self, Peer};
 use crate::limiter::Limiter;
-use crate::observe::Observers;
+use crate::observe::{count_unrouted, CallCounts, Observers, RouteMetrics};
 use crate::plugin::{Body, Plugins, RequestContext};
 use crate::responses;
 
@@ -30,6 +30,7 @@ pub struct RouteRt {
     pub name: Arc<str>,
     pub service: Option<Arc<str>>,
     pub limiter: Option<Limiter>,
+    pub metrics: RouteMetrics,
 }
 
 /// Everything built from one config.
@@ -44,7 +45,7 @@ pub struct State {
 impl State {
     /// Build the run-time state (no I/O).
     pub fn new(config: Arc<Config>, plugins: Plugins) -> State {
-        let upstreams = config
+        let upstreams: HashMap<String, Arc<UpstreamRt>> = config
             .upstreams
             .iter()
             .map(|(name, u)| (name.clone(), Arc::new(UpstreamRt::new(u.clone()))))
@@ -52,12 +53,28 @@ impl State {
         let routes = config
             .routes
             .iter()
-            .map(|r| RouteRt {
-                route: r.clone(),
-                name: Arc::from(r.name.as_str()),
-                service: r.service.as_deref().map(Arc::from),
-                limiter: (r.max_concurrent > 0)
-                    .then(|| Limiter::new(r.max_concurrent, r.queue_size, r.queue_timeout)),
+            .map(|r| {
+                let targets: Vec<&str> = match &r.target {
+                    RouteTarget::Upstream(pool) => upstreams
+                        .get(pool)
+                        .map(|u| {
+                            u.balancer
+                                .targets
+                                .iter()
+                                .map(|t| t.authority.as_str())
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    RouteTarget::Handler(_) => Vec::new(),
+                };
+                RouteRt {
+                    metrics: RouteMetrics::new(&r.name, &targets),
+                    route: r.clone(),
+                    name: Arc::from(r.name.as_str()),
+                    service: r.service.as_deref().map(Arc::from),
+                    limiter: (r.max_concurrent > 0)
+                        .then(|| Limiter::new(r.max_concurrent, r.queue_size, r.queue_timeout)),
+                }
             })
             .collect();
         State {
@@ -69,8 +86,8 @@ impl State {
         }
     }
 
-    fn find_route(&self, host: Option<&str>, path: &str, method: &str) -> Option<&RouteRt> {
-        self.routes.iter().find(|r| {
+    fn find_route(&self, host: Option<&str>, path: &str, method: &str) -> Option<usize> {
+        self.routes.iter().position(|r| {
             r.route.host.as_deref().is_none_or(|h| host == Some(h))
                 && path.starts_with(&r.route.path_prefix)
                 && (r.route.methods.is_empty() || r.route.methods.iter().any(|m| m == method))
@@ -86,15 +103,35 @@ pub struct Gateway {
 
 /// What the call record needs, carried to the end of the response body.
 struct Pending {
+    state: Arc<State>,
     ts_ms: i64,
     start: Instant,
-    route: String,
-    method: String,
-    path: String,
+    /// Index of the matched route in `state.routes`.
+    route: Option<usize>,
+    method: http::Method,
+    uri: http::Uri,
     host: Option<String>,
-    client: String,
+    client: Peer,
     bytes_in: u64,
-    service: Option<String>,
+    extra: Arc<Mutex<CallExtra>>,
+}
+
+/// How an exchange ended, for the call record.
+struct Outcome {
+    class: Option<ResetClass>,
+    trace: Trace,
+    /// A pooled upstream connection to return when the response body completes.
+    checkin: Option<(Arc<UpstreamRt>, Conn)>,
+}
+
+impl Outcome {
+    fn plain(class: Option<ResetClass>) -> Outcome {
+        Outcome {
+            class,
+            trace: Trace::default(),
+            checkin: None,
+        }
+    }
 }
 
 impl Gateway {
@@ -106,29 +143,25 @@ impl Gateway {
     }
 
     /// Handle one client request; never fails (errors become responses).
-    pub async fn handle(
-        self: &Arc<Self>,
-        req: Request<Incoming>,
-        client: SocketAddr,
-    ) -> Response<Body> {
+    pub async fn handle(self: &Arc<Self>, req: Request<Incoming>, client: &Peer) -> Response<Body> {
         let start = Instant::now();
         let state = self.state.load_full();
         let host = request_host(&req);
-        let pending = Pending {
+        let mut pending = Pending {
             ts_ms: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_millis() as i64)
                 .unwrap_or(0),
             start,
-            route: String::new(),
-            method: req.method().to_string(),
-            path: req.uri().path().to_string(),
-            host: host.clone(),
-            client: client.to_string(),
+            route: None,
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            host,
+            client: client.clone(),
             bytes_in: 0,
-            service: None,
+            extra: Arc::new(Mutex::new(CallExtra::default())),
+            state: state.clone(),
         };
-        let extra = Arc::new(Mutex::new(CallExtra::default()));
         let header_bytes: usize = req
             .headers()
             .iter()
@@ -140,36 +173,28 @@ impl Gateway {
                 "headers_too_large",
                 "the request headers are larger than the gateway accepts",
             );
-            return self.finish(
-                resp,
-                pending,
-                Some(ResetClass::BadRequest),
-                Trace::default(),
-                None,
-                extra,
-            );
+            return self.finish(resp, pending, Outcome::plain(Some(ResetClass::BadRequest)));
         }
-        let Some(route) =
-            state.find_route(host.as_deref(), req.uri().path(), req.method().as_str())
-        else {
+        let Some(index) = state.find_route(
+            pending.host.as_deref(),
+            req.uri().path(),
+            req.method().as_str(),
+        ) else {
             let resp = responses::error(
                 StatusCode::NOT_FOUND,
                 "no_route",
                 "no route matches this host, path and method",
             );
-            return self.finish(resp, pending, None, Trace::default(), None, extra);
+            return self.finish(resp, pending, Outcome::plain(None));
         };
-        let pending = Pending {
-            route: route.route.name.clone(),
-            service: route.route.service.clone(),
-            ..pending
-        };
+        pending.route = Some(index);
+        let route = &state.routes[index];
         let ctx = RequestContext {
             route: route.name.clone(),
             service: route.service.clone(),
-            client_addr: client,
+            client_addr: client.addr,
             start,
-            extra: extra.clone(),
+            extra: pending.extra.clone(),
         };
         let _permit = match &route.limiter {
             Some(l) => match l.acquire().await {
@@ -182,22 +207,42 @@ impl Gateway {
                     return self.finish(
                         resp,
                         pending,
-                        Some(ResetClass::Overloaded),
-                        Trace::default(),
-                        None,
-                        extra,
+                        Outcome::plain(Some(ResetClass::Overloaded)),
                     );
                 }
             },
             None => None,
         };
         let (parts, body) = req.into_parts();
+        let mut added: Option<http::HeaderMap> = None;
         for guard in &state.plugins.guards {
-            if let Err(resp) = guard.check(&parts, &ctx).await {
-                return self.finish(resp, pending, None, Trace::default(), None, extra);
+            match guard.check(&parts, &ctx).await {
+                Ok(None) => {}
+                Ok(Some(headers)) => match &mut added {
+                    Some(all) => all.extend(headers),
+                    None => added = Some(headers),
+                },
+                Err(resp) => return self.finish(resp, pending, Outcome::plain(None)),
             }
         }
-        match &route.route.target {
+        let mut resp = self.dispatch(route, parts, body, ctx, pending).await;
+        if let Some(headers) = added {
+            resp.headers_mut().extend(headers);
+        }
+        resp
+    }
+
+    /// Send a request that passed the guards to its route's handler or upstream pool.
+    async fn dispatch(
+        self: &Arc<Self>,
+        route: &RouteRt,
+        parts: http::request::Parts,
+        body: Incoming,
+        ctx: RequestContext,
+        mut pending: Pending,
+    ) -> Response<Body> {
+        let state = pending.state.clone();
+        let pool = match &route.route.target {
             RouteTarget::Handler(name) => {
                 let Some(handler) = state.plugins.handlers.get(name).cloned() else {
                     let resp = responses::error(
@@ -207,7 +252,7 @@ impl Gateway {
                             "handler `{name}` is not registered (is its config section present?)"
                         ),
                     );
-                    return self.finish(resp, pending, None, Trace::default(), None, extra);
+                    return self.finish(resp, pending, Outcome::plain(None));
                 };
                 let req = Request::from_parts(
                     parts,
@@ -215,140 +260,174 @@ impl Gateway {
                         .boxed(),
                 );
                 let resp = handler.handle(req, ctx).await;
-                self.finish(resp, pending, None, Trace::default(), None, extra)
+                return self.finish(resp, pending, Outcome::plain(None));
             }
-            RouteTarget::Upstream(pool) => {
-                let Some(up) = state.upstreams.get(pool).cloned() else {
-                    let resp = responses::error(
-                        StatusCode::BAD_GATEWAY,
-                        "no_upstream",
-                        &format!("upstream `{pool}` is not defined"),
-                    );
-                    return self.finish(resp, pending, None, Trace::default(), None, extra);
-                };
-                let limit = state.config.server.max_body_bytes as usize;
-                let body = match Limited::new(body, limit).collect().await {
-                    Ok(b) => b.to_bytes(),
-                    Err(e) => {
-                        let too_big = e
-                            .downcast_ref::<http_body_util::LengthLimitError>()
-                            .is_some();
-                        let (resp, class) = if too_big {
-                            (
-                                responses::error(
-                                    StatusCode::PAYLOAD_TOO_LARGE,
-                                    "body_too_large",
-                                    &format!("the request body is larger than {limit} bytes"),
-                                ),
-                                ResetClass::BadRequest,
-                            )
-                        } else {
-                            (
-                                responses::error(
-                                    StatusCode::BAD_REQUEST,
-                                    "body_read_failed",
-                                    "the request body could not be read",
-                                ),
-                                ResetClass::ClientAborted,
-                            )
-                        };
-                        return self.finish(
-                            resp,
-                            pending,
-                            Some(class),
-                            Trace::default(),
-                            None,
-                            extra,
-                        );
-                    }
-                };
-                let pending = Pending {
-                    bytes_in: body.len() as u64,
-                    ..pending
-                };
-                let out = outgoing(parts, body, client, host.as_deref(), &up);
-                let mut trace = Trace::default();
-                match forward(&up, &route.route, &state.budget, &out, &mut trace).await {
-                    Ok(answer) => {
-                        let (mut head, incoming) = answer.response.into_parts();
-                        let keep = !close_requested(&incoming_close_hint(&head.headers));
-                        hygiene::strip_hop_by_hop(&mut head.headers);
-                        hygiene::add_via(&mut head.headers, head.version);
-                        head.version = http::Version::HTTP_11;
-                        let conn = answer.conn;
-                        let up2 = up.clone();
-                        let body = Tracked::new(
-                            incoming
-                                .map_err(|e| Box::new(e) as crate::plugin::BoxError)
-                                .boxed(),
-                            move |ending, _| {
-                                if ending == Ending::Complete && keep {
-                                    up2.conns.checkin(conn);
-                                }
-                            },
+            RouteTarget::Upstream(pool) => pool,
+        };
+        let Some(up) = state.upstreams.get(pool).cloned() else {
+            let resp = responses::error(
+                StatusCode::BAD_GATEWAY,
+                "no_upstream",
+                &format!("upstream `{pool}` is not defined"),
+            );
+            return self.finish(resp, pending, Outcome::plain(None));
+        };
+        let limit = state.config.server.max_body_bytes as usize;
+        let body = if body.is_end_stream() {
+            Bytes::new()
+        } else {
+            match Limited::new(body, limit).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(e) => {
+                    let too_big = e
+                        .downcast_ref::<http_body_util::LengthLimitError>()
+                        .is_some();
+                    let (resp, class) = if too_big {
+                        (
+                            responses::error(
+                                StatusCode::PAYLOAD_TOO_LARGE,
+                                "body_too_large",
+                                &format!("the request body is larger than {limit} bytes"),
+                            ),
+                            ResetClass::BadRequest,
                         )
-                        .boxed();
-                        let resp = Response::from_parts(head, body);
-                        let target = trace
-                            .target
-                            .map(|i| up.balancer.targets[i].authority.clone());
-                        self.finish(resp, pending, None, trace, target, extra)
-                    }
-                    Err(failure) => {
-                        let code = failure.class.as_str();
-                        let mut resp = responses::error(failure.status, code, &failure.message);
-                        if failure.status == StatusCode::SERVICE_UNAVAILABLE {
-                            resp.headers_mut()
-                                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-                        }
-                        let target = trace
-                            .target
-                            .map(|i| up.balancer.targets[i].authority.clone());
-                        self.finish(resp, pending, Some(failure.class), trace, target, extra)
-                    }
+                    } else {
+                        (
+                            responses::error(
+                                StatusCode::BAD_REQUEST,
+                                "body_read_failed",
+                                "the request body could not be read",
+                            ),
+                            ResetClass::ClientAborted,
+                        )
+                    };
+                    return self.finish(resp, pending, Outcome::plain(Some(class)));
                 }
+            }
+        };
+        pending.bytes_in = body.len() as u64;
+        let out = outgoing(parts, body, &pending.client, pending.host.as_deref(), &up);
+        let mut trace = Trace::default();
+        match forward(&up, &route.route, &state.budget, &out, &mut trace).await {
+            Ok(answer) => {
+                let (mut head, incoming) = answer.response.into_parts();
+                let keep = !close_requested(&head.headers);
+                hygiene::strip_hop_by_hop(&mut head.headers);
+                hygiene::add_via(&mut head.headers, head.version);
+                head.version = http::Version::HTTP_11;
+                let resp = Response::from_parts(
+                    head,
+                    incoming
+                        .map_err(|e| Box::new(e) as crate::plugin::BoxError)
+                        .boxed(),
+                );
+                let checkin = keep.then(|| (up.clone(), answer.conn));
+                self.finish(
+                    resp,
+                    pending,
+                    Outcome {
+                        class: None,
+                        trace,
+                        checkin,
+                    },
+                )
+            }
+            Err(failure) => {
+                let code = failure.class.as_str();
+                let mut resp = responses::error(failure.status, code, &failure.message);
+                if failure.status == StatusCode::SERVICE_UNAVAILABLE {
+                    resp.headers_mut()
+                        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+                }
+                self.finish(
+                    resp,
+                    pending,
+                    Outcome {
+                        class: Some(failure.class),
+                        trace,
+                        checkin: None,
+                    },
+                )
             }
         }
     }
 
-    /// Wrap the response body so the call record is written when it ends.
+    /// Wrap the response body so the call is counted (and recorded, when something reads the
+    /// record) when it ends.
     fn finish(
         self: &Arc<Self>,
         resp: Response<Body>,
         p: Pending,
-        class: Option<ResetClass>,
-        trace: Trace,
-        target: Option<String>,
-        extra: Arc<Mutex<CallExtra>>,
+        outcome: Outcome,
     ) -> Response<Body> {
         let (parts, body) = resp.into_parts();
         let status = parts.status.as_u16();
         let me = self.clone();
         let body = Tracked::new(body, move |ending, bytes_out| {
-            let mut extra = extra.lock().map(|e| e.clone()).unwrap_or_default();
-            if extra.service.is_none() {
-                extra.service = p.service.clone();
+            let Outcome {
+                class,
+                trace,
+                checkin,
+            } = outcome;
+            if let Some((up, conn)) = checkin {
+                if ending == Ending::Complete {
+                    up.conns.checkin(conn);
+                }
             }
-            let class = class.or(extra.reset_class).or(match ending {
+            let extra_class = p.extra.lock().ok().and_then(|e| e.reset_class);
+            let class = class.or(extra_class).or(match ending {
                 Ending::Complete => None,
                 Ending::Failed => Some(ResetClass::UpstreamResetMidResponse),
                 Ending::Dropped => Some(ResetClass::ClientAborted),
             });
+            let total_ms = ms(p.start.elapsed());
+            let upstream_ms = trace.started.map(|s| ms(s.elapsed()));
+            let route = p.route.map(|i| &p.state.routes[i]);
+            match route {
+                Some(r) => r.metrics.count(&CallCounts {
+                    status,
+                    total_ms,
+                    target: trace.target,
+                    upstream_ms,
+                    class,
+                    retried: &trace.retried,
+                }),
+                None => count_unrouted(status, total_ms, class),
+            }
+            let observers = &p.state.plugins.observers;
+            if !me.observers.logs() && observers.is_empty() {
+                return;
+            }
+            let mut extra = p.extra.lock().map(|e| e.clone()).unwrap_or_default();
+            if extra.service.is_none() {
+                extra.service = route.and_then(|r| r.route.service.clone());
+            }
             // `CallExtra` carries its own copy of the class (flattened into the same JSON).
             extra.reset_class = class;
-            let upstream_ms = trace.started.map(|s| ms(s.elapsed()));
+            let target = match (route, trace.target) {
+                (Some(r), Some(i)) => match &r.route.target {
+                    RouteTarget::Upstream(pool) => p
+                        .state
+                        .upstreams
+                        .get(pool)
+                        .and_then(|u| u.balancer.targets.get(i))
+                        .map(|t| t.authority.clone()),
+                    RouteTarget::Handler(_) => None,
+                },
+                _ => None,
+            };
             let record = CallRecord {
                 ts_ms: p.ts_ms,
-                route: p.route,
-                method: p.method,
-                path: p.path,
+                route: route.map(|r| r.route.name.clone()).unwrap_or_default(),
+                method: p.method.to_string(),
+                path: p.uri.path().to_string(),
                 host: p.host,
-                client: p.client,
+                client: p.client.addr.to_string(),
                 status,
                 reset_class: class,
                 target,
                 attempts: trace.attempts,
-                total_ms: ms(p.start.elapsed()),
+                total_ms,
                 upstream_connect_ms: trace.connect_ms,
                 upstream_first_byte_ms: trace.first_byte_ms,
                 upstream_ms,
@@ -356,8 +435,8 @@ impl Gateway {
                 bytes_out,
                 extra,
             };
-            me.observers.record(&record, &trace.retried);
-            for o in &me.state.load().plugins.observers {
+            me.observers.log(&record);
+            for o in observers {
                 o.on_call(&record);
             }
         });
@@ -365,16 +444,14 @@ impl Gateway {
     }
 }
 
-fn incoming_close_hint(headers: &http::HeaderMap) -> String {
+/// The upstream's `Connection` header asks to close the connection after this response.
+fn close_requested(headers: &http::HeaderMap) -> bool {
     headers
-        .get(header::CONNECTION)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase()
-}
-
-fn close_requested(connection: &str) -> bool {
-    connection.split(',').any(|t| t.trim() == "close")
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("close"))
 }
 
 /// The request's host without port, lower-case.
@@ -394,7 +471,7 @@ fn request_host(req: &Request<Incoming>) -> Option<String> {
 fn outgoing(
     parts: http::request::Parts,
     body: Bytes,
-    client: SocketAddr,
+    client: &Peer,
     host: Option<&str>,
     up: &UpstreamRt,
 ) -> Outgoing {
@@ -412,7 +489,7 @@ fn outgoing(
     }
     let hash = match &up.balancer.upstream.balance {
         holdfast_core::config::Balance::ConsistentHash(on) => Some(match on {
-            HashOn::ClientIp => fnv1a(client.ip().to_string().as_bytes()),
+            HashOn::ClientIp => fnv1a(client.addr.ip().to_string().as_bytes()),
             HashOn::Header(name) => fnv1a(
                 headers
                     .get(name.as_str())
@@ -423,14 +500,17 @@ fn outgoing(
         }),
         _ => None,
     };
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
+    let uri = if parts.uri.authority().is_none() && parts.uri.path_and_query().is_some() {
+        parts.uri
+    } else {
+        match parts.uri.path_and_query() {
+            Some(pq) => http::Uri::from(pq.clone()),
+            None => http::Uri::from_static("/"),
+        }
+    };
     Outgoing {
         method: parts.method,
-        path_and_query,
+        uri,
         headers,
         body,
         hash,

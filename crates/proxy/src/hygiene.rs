@@ -5,69 +5,131 @@ use std::net::SocketAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "upgrade",
-];
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// Remove hop-by-hop headers, including those named in `Connection`. `Transfer-Encoding` is
-/// removed too: hyper re-frames the body.
+/// Hop-by-hop headers (RFC 9110 section 7.6.1 and the usual extras). `Transfer-Encoding` is
+/// among them: hyper re-frames the body.
+fn hop_by_hop_names() -> [&'static HeaderName; 9] {
+    [
+        &header::CONNECTION,
+        &header::PROXY_AUTHENTICATE,
+        &header::PROXY_AUTHORIZATION,
+        &header::TE,
+        &header::TRAILER,
+        &header::UPGRADE,
+        &header::TRANSFER_ENCODING,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+    ]
+}
+
+/// Remove hop-by-hop headers, including those named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+    let names = hop_by_hop_names();
+    // One pass over the names, no lookups: most messages carry none or only `Connection`.
+    let mut present = 0u16;
+    for name in headers.keys() {
+        if let Some(i) = names.iter().position(|n| *n == name) {
+            present |= 1 << i;
+        }
     }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
+    if present == 0 {
+        return;
     }
-    headers.remove(header::TRANSFER_ENCODING);
+    if present & 1 != 0 {
+        // Names listed in `Connection` (other than the usual tokens) are hop-by-hop too.
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|t| !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("close"))
+            .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for (i, name) in names.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(*name);
+        }
+    }
+}
+
+/// The client of one connection, with its address already rendered for the forwarding
+/// headers (once per connection, not once per request).
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// `203.0.113.9` or `2001:db8::1`.
+    ip: HeaderValue,
+    /// `for=203.0.113.9;proto=http` or `for="[2001:db8::1]";proto=http`.
+    forwarded: String,
+}
+
+impl Peer {
+    pub fn new(addr: SocketAddr) -> Peer {
+        let ip = addr.ip().to_string();
+        let forwarded = if addr.is_ipv6() {
+            format!("for=\"[{ip}]\";proto=http")
+        } else {
+            format!("for={ip};proto=http")
+        };
+        Peer {
+            addr,
+            // An IP address is always a valid header value.
+            ip: HeaderValue::from_str(&ip).unwrap_or(HeaderValue::from_static("unknown")),
+            forwarded,
+        }
+    }
 }
 
 /// Add `X-Forwarded-For` (appended), `X-Forwarded-Proto`, `X-Forwarded-Host`, `Forwarded` and
 /// `Via` to a request going upstream.
 pub fn add_forwarding(
     headers: &mut HeaderMap,
-    client: SocketAddr,
+    peer: &Peer,
     host: Option<&str>,
     version: http::Version,
 ) {
-    let ip = client.ip().to_string();
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
-        _ => ip.clone(),
+    let xff = match headers.get(&X_FORWARDED_FOR).map(|v| v.as_bytes()) {
+        Some(prev) if !prev.is_empty() => {
+            let mut joined = Vec::with_capacity(prev.len() + 2 + peer.ip.len());
+            joined.extend_from_slice(prev);
+            joined.extend_from_slice(b", ");
+            joined.extend_from_slice(peer.ip.as_bytes());
+            HeaderValue::from_bytes(&joined).ok()
+        }
+        _ => Some(peer.ip.clone()),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert("x-forwarded-for", v);
+    if let Some(v) = xff {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
     }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
-    let for_value = if client.is_ipv6() {
-        format!("\"[{ip}]\"")
-    } else {
-        ip
-    };
-    let mut forwarded = format!("for={for_value};proto=http");
-    if let Some(host) = host.filter(|h| {
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    let forwarded = match host.filter(|h| {
         h.bytes()
             .all(|b| b.is_ascii_graphic() && b != b'"' && b != b';' && b != b',')
     }) {
-        forwarded.push_str(&format!(";host=\"{host}\""));
-        if let Ok(v) = HeaderValue::from_str(host) {
-            headers.entry("x-forwarded-host").or_insert(v);
+        Some(host) => {
+            if let Ok(v) = HeaderValue::from_str(host) {
+                headers.entry(X_FORWARDED_HOST.clone()).or_insert(v);
+            }
+            let mut f = String::with_capacity(peer.forwarded.len() + host.len() + 8);
+            f.push_str(&peer.forwarded);
+            f.push_str(";host=\"");
+            f.push_str(host);
+            f.push('"');
+            HeaderValue::from_str(&f).ok()
         }
-    }
-    if let Ok(v) = HeaderValue::from_str(&forwarded) {
+        None => HeaderValue::from_str(&peer.forwarded).ok(),
+    };
+    if let Some(v) = forwarded {
         headers.append(header::FORWARDED, v);
     }
     add_via(headers, version);
@@ -108,7 +170,7 @@ mod tests {
         h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
         add_forwarding(
             &mut h,
-            "127.0.0.1:5000".parse().unwrap(),
+            &Peer::new("127.0.0.1:5000".parse().unwrap()),
             Some("example.com"),
             http::Version::HTTP_11,
         );
@@ -118,5 +180,38 @@ mod tests {
             "for=127.0.0.1;proto=http;host=\"example.com\""
         );
         assert_eq!(h["via"], "1.1 holdfast");
+        assert_eq!(h["x-forwarded-host"], "example.com");
+    }
+
+    #[test]
+    fn ipv6_peer_is_quoted_in_forwarded() {
+        let mut h = HeaderMap::new();
+        add_forwarding(
+            &mut h,
+            &Peer::new("[2001:db8::1]:443".parse().unwrap()),
+            None,
+            http::Version::HTTP_11,
+        );
+        assert_eq!(h["x-forwarded-for"], "2001:db8::1");
+        assert_eq!(h["forwarded"], "for=\"[2001:db8::1]\";proto=http");
+    }
+
+    #[test]
+    fn strips_every_hop_by_hop_header_and_keeps_the_rest() {
+        let mut h = HeaderMap::new();
+        for name in [
+            "te",
+            "trailer",
+            "upgrade",
+            "proxy-connection",
+            "proxy-authorization",
+            "transfer-encoding",
+            "x-end-to-end",
+        ] {
+            h.insert(HeaderName::from_static(name), HeaderValue::from_static("1"));
+        }
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-end-to-end"));
     }
 }

@@ -3,11 +3,11 @@
 
 use std::io::Write;
 use std::sync::mpsc;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use holdfast_core::config::AccessLog;
 use holdfast_core::{CallRecord, ResetClass};
-use metrics::{counter, histogram};
+use metrics::{counter, histogram, Counter, Histogram};
 
 /// The built-in observers (they outlive reloads).
 pub struct Observers {
@@ -64,30 +64,105 @@ impl Observers {
         })
     }
 
-    /// Log and count one finished call; `retried` are the classes of failed attempts that a
-    /// retry recovered from.
-    pub fn record(&self, record: &CallRecord, retried: &[ResetClass]) {
+    /// True when finished calls must be turned into a [`CallRecord`] for the access log.
+    pub fn logs(&self) -> bool {
+        self.log.is_some()
+    }
+
+    /// Write one finished call to the access log (if it is on). Never blocks.
+    pub fn log(&self, record: &CallRecord) {
         if let Some(log) = &self.log {
             if let (Ok(line), Ok(tx)) = (serde_json::to_string(record), log.lock()) {
                 // Never block the data plane: drop the line if the writer is far behind.
-                let _ = tx.try_send(line);
+                if tx.try_send(line).is_err() {
+                    counter!("holdfast_access_log_dropped_total").increment(1);
+                }
             }
         }
-        let route = record.route.clone();
-        let status = record.status.to_string();
-        counter!("holdfast_requests_total", "route" => route.clone(), "status" => status)
-            .increment(1);
-        histogram!("holdfast_request_duration_seconds", "route" => route.clone())
-            .record(record.total_ms / 1000.0);
-        if let (Some(target), Some(upstream_ms)) = (&record.target, record.upstream_ms) {
-            histogram!("holdfast_upstream_duration_seconds", "route" => route.clone(), "target" => target.clone()).record(upstream_ms / 1000.0);
-            counter!("holdfast_upstream_requests_total", "route" => route.clone(), "target" => target.clone()).increment(1);
+    }
+}
+
+/// The metric handles of one route, resolved once per config (a per-request lookup of
+/// labelled metrics costs more than the rest of the bookkeeping together).
+pub struct RouteMetrics {
+    route: Arc<str>,
+    /// Request counters by status, `status - 100` for 100..=599, created on first use.
+    by_status: Box<[OnceLock<Counter>]>,
+    duration: Histogram,
+    /// Per target of the route's upstream pool, by target index.
+    targets: Vec<(Histogram, Counter)>,
+}
+
+impl RouteMetrics {
+    /// Handles for `route`, whose upstream pool (if any) has `targets` (authorities).
+    pub fn new(route: &str, targets: &[&str]) -> RouteMetrics {
+        let name: Arc<str> = Arc::from(route);
+        let label = name.to_string();
+        RouteMetrics {
+            by_status: (100..600).map(|_| OnceLock::new()).collect(),
+            duration: histogram!("holdfast_request_duration_seconds", "route" => label.clone()),
+            targets: targets
+                .iter()
+                .map(|t| {
+                    (
+                        histogram!("holdfast_upstream_duration_seconds", "route" => label.clone(), "target" => t.to_string()),
+                        counter!("holdfast_upstream_requests_total", "route" => label.clone(), "target" => t.to_string()),
+                    )
+                })
+                .collect(),
+            route: name,
         }
-        if let Some(class) = record.reset_class {
-            counter!("holdfast_failed_exchanges_total", "route" => route.clone(), "class" => class.as_str()).increment(1);
+    }
+
+    /// Count one finished call.
+    pub fn count(&self, call: &CallCounts<'_>) {
+        match call
+            .status
+            .checked_sub(100)
+            .and_then(|i| self.by_status.get(usize::from(i)))
+        {
+            Some(slot) => slot
+                .get_or_init(|| {
+                    counter!("holdfast_requests_total", "route" => self.route.to_string(), "status" => call.status.to_string())
+                })
+                .increment(1),
+            None => counter!("holdfast_requests_total", "route" => self.route.to_string(), "status" => call.status.to_string()).increment(1),
         }
-        for class in retried {
-            counter!("holdfast_retried_exchanges_total", "route" => route.clone(), "class" => class.as_str()).increment(1);
+        self.duration.record(call.total_ms / 1000.0);
+        if let (Some(i), Some(upstream_ms)) = (call.target, call.upstream_ms) {
+            if let Some((duration, requests)) = self.targets.get(i) {
+                duration.record(upstream_ms / 1000.0);
+                requests.increment(1);
+            }
         }
+        count_failures(&self.route, call.class, call.retried);
+    }
+}
+
+/// What the metrics of one finished call need.
+pub struct CallCounts<'a> {
+    pub status: u16,
+    pub total_ms: f64,
+    /// Target index in the route's upstream pool.
+    pub target: Option<usize>,
+    pub upstream_ms: Option<f64>,
+    pub class: Option<ResetClass>,
+    /// Classes of failed attempts that a retry recovered from.
+    pub retried: &'a [ResetClass],
+}
+
+/// Count a call that matched no route (404, or refused before routing).
+pub fn count_unrouted(status: u16, total_ms: f64, class: Option<ResetClass>) {
+    counter!("holdfast_requests_total", "route" => "", "status" => status.to_string()).increment(1);
+    histogram!("holdfast_request_duration_seconds", "route" => "").record(total_ms / 1000.0);
+    count_failures("", class, &[]);
+}
+
+fn count_failures(route: &str, class: Option<ResetClass>, retried: &[ResetClass]) {
+    if let Some(class) = class {
+        counter!("holdfast_failed_exchanges_total", "route" => route.to_string(), "class" => class.as_str()).increment(1);
+    }
+    for class in retried {
+        counter!("holdfast_retried_exchanges_total", "route" => route.to_string(), "class" => class.as_str()).increment(1);
     }
 }

@@ -51,14 +51,19 @@ pub trait RouteHandler: Send + Sync + 'static {
         -> BoxFuture<'static, Response<Body>>;
 }
 
+/// Headers a guard adds to the response of a request it let through.
+pub type GuardHeaders = Option<http::HeaderMap>;
+
 /// Runs before the handler or upstream for every request of a route.
 pub trait RequestGuard: Send + Sync + 'static {
-    /// `Ok(())` lets the request through; `Err(response)` answers it at once (401, 403, 429…).
+    /// `Ok(headers)` lets the request through; the headers (if any, e.g. `RateLimit-*`) are
+    /// added to its response, whatever answers it. `Err(response)` answers it at once (401,
+    /// 403, 429…).
     fn check<'a>(
         &'a self,
         req: &'a http::request::Parts,
         ctx: &'a RequestContext,
-    ) -> BoxFuture<'a, Result<(), Response<Body>>>;
+    ) -> BoxFuture<'a, Result<GuardHeaders, Response<Body>>>;
 }
 
 /// Sees every finished call. Must not block: queue the record and return.

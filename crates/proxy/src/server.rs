@@ -21,6 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::gateway::Gateway;
+use crate::hygiene::Peer;
 use crate::responses;
 
 /// A stream with bytes already read in front of it.
@@ -237,9 +238,11 @@ pub async fn serve(
                 prefix: Bytes::from(prefix),
                 stream,
             });
+            let peer = Arc::new(Peer::new(client));
             let service = service_fn(move |req| {
                 let gateway = gateway.clone();
-                async move { Ok::<_, std::convert::Infallible>(gateway.handle(req, client).await) }
+                let peer = peer.clone();
+                async move { Ok::<_, std::convert::Infallible>(gateway.handle(req, &peer).await) }
             });
             let conn = builder.serve_connection(io, service).into_owned();
             let _ = watcher.watch(conn).await;

@@ -14,6 +14,7 @@
 //! access_log = "stdout"             # "stdout", "off", or a file path
 //! demo_upstream = "127.0.0.1:9000"  # start the built-in demo upstream here
 //! front_idle_timeout_ms = 60000     # idle timeout of a load balancer in front (for `check`)
+//! workers = 0                       # threads serving requests; 0 = one per CPU, 1 = one thread
 //! ```
 
 use std::net::SocketAddr;
@@ -39,6 +40,7 @@ pub struct RawServer {
     pub access_log: Option<String>,
     pub demo_upstream: Option<String>,
     pub front_idle_timeout_ms: Option<u64>,
+    pub workers: Option<usize>,
 }
 
 /// Where the JSON access log goes.
@@ -63,6 +65,9 @@ pub struct ServerConfig {
     pub access_log: AccessLog,
     pub demo_upstream: Option<SocketAddr>,
     pub front_idle_timeout: Option<Duration>,
+    /// Threads serving requests: 0 = one per CPU; 1 = a single-threaded runtime (the fastest
+    /// per core; like one nginx worker).
+    pub workers: usize,
 }
 
 impl Default for ServerConfig {
@@ -79,6 +84,7 @@ impl Default for ServerConfig {
             access_log: AccessLog::Stdout,
             demo_upstream: None,
             front_idle_timeout: None,
+            workers: 0,
         }
     }
 }
@@ -176,7 +182,20 @@ pub fn validate(raw: &RawServer, errors: &mut Vec<ConfigError>) -> ServerConfig 
         }
         Some(path) => AccessLog::File(path.to_string()),
     };
+    let workers = match raw.workers {
+        Some(n) if n > 1024 => {
+            errors.push(ConfigError::new(
+                "server.workers",
+                format!("{n} threads is more than 1024"),
+                "use 0 (one per CPU), 1, or the number of cores to use",
+            ));
+            d.workers
+        }
+        Some(n) => n,
+        None => d.workers,
+    };
     ServerConfig {
+        workers,
         listen,
         admin,
         max_connections,
