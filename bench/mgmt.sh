@@ -3,6 +3,8 @@
 # rate limit + call log ON (SQLite store, default mode) against the same route with all three
 # OFF, in one run. Rounds alternate so both see the same background load; median reported.
 # Usage: bench/mgmt.sh   env: SECS=10 CONC=64 THREADS=2 ROUNDS=3
+#   PERF=DIR: afterwards, profile each mode with `perf record -g` on its holdfast process while
+#   wrk runs (DIR/on.data, DIR/off.data; read them with `perf report -i DIR/on.data`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,9 +27,11 @@ cleanup() {
 }
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+declare -A PID_OF
 start() { # NAME CONFIG : start holdfast serve, wait for its listener
   "$HOLDFAST" serve --config "$2" >"$WORK/$1.out" 2>"$WORK/$1.log" &
   PIDS+=($!)
+  PID_OF[$1]=$!
   for _ in $(seq 1 300); do
     grep -q "holdfast: listening on" "$WORK/$1.log" && return 0
     sleep 0.1
@@ -123,3 +127,15 @@ echo
 echo "median req/s: off $OFF_M, on $ON_M; cost $(python3 -c "print(f'{(1-$ON_M/$OFF_M)*100:.1f}%')") (goal <= 10%)"
 echo "median p99 ms: off $(med "${OFF_P99[@]}"), on $(med "${ON_P99[@]}")"
 echo "call log: stored calls, overflow = $STORED"
+
+if [ -n "${PERF:-}" ]; then
+  mkdir -p "$PERF"
+  for mode in off on; do
+    if [ "$mode" = on ]; then url="http://127.0.0.1:$ON/"; hdr="Authorization: Bearer $KEY"; else url="http://127.0.0.1:$OFF/"; hdr="X-Bench: 1"; fi
+    perf record ${PERF_CG:--g} -o "$PERF/$mode.data" -p "${PID_OF[$mode]}" -- sleep "$SECS" 2>"$PERF/$mode.perf.log" &
+    perf_pid=$!
+    wrk -t"$THREADS" -c"$CONC" -d"${SECS}s" -H "$hdr" "$url" | grep Requests/sec | sed "s/^/$mode under perf: /"
+    wait "$perf_pid" || true
+  done
+  echo "profiles: perf report -i $PERF/on.data (and off.data)"
+fi

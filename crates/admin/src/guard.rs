@@ -1,7 +1,7 @@
 //! The request path: API-key authentication, service and version lookup, tenant isolation,
 //! subscription check, rate limits and token budgets. Reads only the in-memory index.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use holdfast_core::CallExtra;
@@ -36,13 +36,40 @@ const RATELIMIT_REMAINING: http::HeaderName = http::HeaderName::from_static("rat
 const RATELIMIT_RESET: http::HeaderName = http::HeaderName::from_static("ratelimit-reset");
 const RATELIMIT_POLICY: http::HeaderName = http::HeaderName::from_static("ratelimit-policy");
 
+/// Header values of small numbers, built once: cloning one copies no bytes.
+fn number(n: u64) -> HeaderValue {
+    const CACHED: usize = 1024;
+    static SMALL: OnceLock<Vec<HeaderValue>> = OnceLock::new();
+    let small = SMALL.get_or_init(|| {
+        let text: &'static str = (0..CACHED)
+            .fold(String::new(), |mut t, i| {
+                t.push_str(&i.to_string());
+                t
+            })
+            .leak();
+        let mut at = 0;
+        (0..CACHED)
+            .map(|i| {
+                let len = i.to_string().len();
+                let v = HeaderValue::from_static(&text[at..at + len]);
+                at += len;
+                v
+            })
+            .collect()
+    });
+    match usize::try_from(n).ok().and_then(|i| small.get(i)) {
+        Some(v) => v.clone(),
+        None => HeaderValue::from(n),
+    }
+}
+
 /// The `RateLimit-*` headers of a request that passed: the tightest bucket it was counted in.
-fn ratelimit_headers(a: &Allowance, policy: &HeaderValue) -> HeaderMap {
+fn ratelimit_headers(a: &Allowance, bucket: &Bucket) -> HeaderMap {
     let mut h = HeaderMap::with_capacity(4);
-    h.insert(RATELIMIT_LIMIT, HeaderValue::from(a.limit));
-    h.insert(RATELIMIT_REMAINING, HeaderValue::from(a.remaining));
-    h.insert(RATELIMIT_RESET, HeaderValue::from(a.reset_s));
-    h.insert(RATELIMIT_POLICY, policy.clone());
+    h.insert(RATELIMIT_LIMIT, bucket.limit_value.clone());
+    h.insert(RATELIMIT_REMAINING, number(a.remaining));
+    h.insert(RATELIMIT_RESET, number(a.reset_s));
+    h.insert(RATELIMIT_POLICY, bucket.policy.clone());
     h
 }
 
@@ -109,6 +136,57 @@ fn presented_jwt(req: &http::request::Parts) -> Option<&str> {
         .strip_prefix("Bearer ")
         .or_else(|| value.strip_prefix("bearer "))
         .map(str::trim)
+}
+
+/// The scopes whose limits apply to a request: global, service, consumer, key.
+type Scopes<'i> = [Option<&'i Scope>; 4];
+
+/// The service name of a route's `service = "NAME"` or `"NAME@VERSION"`.
+fn service_of(spec: &str) -> &str {
+    spec.split_once('@').map_or(spec, |(s, _)| s)
+}
+
+fn keep_tightest<'s>(
+    tightest: &mut Option<(Allowance, &'s Bucket)>,
+    a: Allowance,
+    bucket: &'s Bucket,
+) {
+    if tightest.as_ref().is_none_or(|(t, _)| a.tighter_than(t)) {
+        *tightest = Some((a, bucket));
+    }
+}
+
+/// A scope's token budgets: (budget, window name, window ms).
+fn budgets(scope: &Scope) -> impl Iterator<Item = (u64, &'static str, i64)> {
+    let l = &scope.limits;
+    [l.tokens_per_min, l.tokens_per_day, l.tokens_per_month]
+        .into_iter()
+        .zip(TOKEN_WINDOWS)
+        .filter_map(|(budget, (name, window_ms))| Some((budget?, name, window_ms)))
+}
+
+/// `Err` when `used` tokens exhaust `budget` in the current window.
+fn budget_left(
+    scope: &Scope,
+    budget: u64,
+    name: &str,
+    window_ms: i64,
+    used: u64,
+    now: i64,
+) -> Result<(), Refusal> {
+    if used < budget {
+        return Ok(());
+    }
+    let end = now - now.rem_euclid(window_ms) + window_ms;
+    Err(Refusal {
+        what: format!(
+            "{}: token budget of {budget} per {name} used up ({used})",
+            scope.label
+        ),
+        limit: budget,
+        window_s: (window_ms / 1000) as u64,
+        retry_after_s: ((end - now) as u64).div_ceil(1000).max(1),
+    })
 }
 
 fn not_in_management(service_name: &str) -> Response<Body> {
@@ -208,10 +286,7 @@ impl Management {
         let Some(spec) = ctx.service.as_deref() else {
             return Ok(None); // not a managed route
         };
-        let (service_name, version) = match spec.split_once('@') {
-            Some((s, v)) => (s, Some(v)),
-            None => (spec, None),
-        };
+        let service_name = service_of(spec);
         let now = holdfast_store::now_ms();
         // One reference to the index for the whole check (scopes are borrowed from it).
         let index: Arc<Index> = self.index_full();
@@ -221,6 +296,55 @@ impl Management {
                     .await?
             }
             None => self.identify_key(&index, req, now)?,
+        };
+        let scopes = self.admit(&index, id, spec, ctx)?;
+        let tightest = self
+            .enforce_limits(&scopes, now)
+            .await
+            .map_err(|r| too_many(&r))?;
+        Ok(tightest.map(|(a, bucket)| ratelimit_headers(&a, bucket)))
+    }
+
+    /// [`Management::check_request`] without a future, when nothing in it waits: an API-key
+    /// service with node-local limits (no Redis). `None` when the check must await.
+    pub(crate) fn check_request_now(
+        &self,
+        req: &http::request::Parts,
+        ctx: &RequestContext,
+    ) -> Option<Result<GuardHeaders, Response<Body>>> {
+        let Some(spec) = ctx.service.as_deref() else {
+            return Some(Ok(None));
+        };
+        if self.limiter.is_shared() || self.jwt.get(service_of(spec)).is_some() {
+            return None;
+        }
+        let now = holdfast_store::now_ms();
+        let index = self.index();
+        let decide = || {
+            let id = self.identify_key(&index, req, now)?;
+            let scopes = self.admit(&index, id, spec, ctx)?;
+            let tightest = self
+                .enforce_limits_now(&scopes, now)
+                .map_err(|r| too_many(&r))?;
+            Ok(tightest.map(|(a, bucket)| ratelimit_headers(&a, bucket)))
+        };
+        Some(decide())
+    }
+
+    /// Everything but the limits: the service, tenant isolation, the version's lifecycle and
+    /// the subscription. Fills `ctx.extra`; answers the scopes whose limits apply.
+    // The refusal is the guard's own answer type, built once per refused request.
+    #[allow(clippy::result_large_err)]
+    fn admit<'i>(
+        &self,
+        index: &'i Index,
+        id: Identity<'i>,
+        spec: &str,
+        ctx: &RequestContext,
+    ) -> Result<Scopes<'i>, Response<Body>> {
+        let (service_name, version) = match spec.split_once('@') {
+            Some((s, v)) => (s, Some(v)),
+            None => (spec, None),
         };
         let tenant = id.consumer.tenant.as_str();
         // Known caller: its calls (refused ones too) go to its tenant's call log.
@@ -313,57 +437,50 @@ impl Management {
                 ))
             }
         }
-        let scopes = [
+        Ok([
             index.global.as_ref(),
             Some(&svc.scope),
             Some(&id.consumer.scope),
             id.key_scope,
-        ];
-        let tightest = self
-            .enforce_limits(&scopes, now)
-            .await
-            .map_err(|r| too_many(&r))?;
-        Ok(tightest.map(|(a, bucket)| ratelimit_headers(&a, &bucket.policy)))
+        ])
     }
 
     /// Check every scope's buckets and budgets in order (global, service, consumer, key);
     /// returns the tightest request-rate bucket passed, if any applied.
     async fn enforce_limits<'s>(
         &self,
-        scopes: &[Option<&'s Scope>],
+        scopes: &Scopes<'s>,
         now: i64,
     ) -> Result<Option<(Allowance, &'s Bucket)>, Refusal> {
         let mut tightest: Option<(Allowance, &Bucket)> = None;
         for scope in scopes.iter().flatten() {
             for bucket in &scope.buckets {
                 let a = self.limiter.check(bucket, &scope.label).await?;
-                if tightest.as_ref().is_none_or(|(t, _)| a.tighter_than(t)) {
-                    tightest = Some((a, bucket));
-                }
+                keep_tightest(&mut tightest, a, bucket);
             }
-            if !scope.has_budget() {
-                continue;
-            }
-            let (label, limits) = (&scope.label, &scope.limits);
-            let budgets = [
-                limits.tokens_per_min,
-                limits.tokens_per_day,
-                limits.tokens_per_month,
-            ];
-            for (budget, (name, window_ms)) in budgets.into_iter().zip(TOKEN_WINDOWS) {
-                let Some(budget) = budget else { continue };
+            for (budget, name, window_ms) in budgets(scope) {
                 let used = self.limiter.tokens_used(&scope.name, window_ms, now).await;
-                if used >= budget {
-                    let end = now - now.rem_euclid(window_ms) + window_ms;
-                    return Err(Refusal {
-                        what: format!(
-                            "{label}: token budget of {budget} per {name} used up ({used})"
-                        ),
-                        limit: budget,
-                        window_s: (window_ms / 1000) as u64,
-                        retry_after_s: ((end - now) as u64).div_ceil(1000).max(1),
-                    });
-                }
+                budget_left(scope, budget, name, window_ms, used, now)?;
+            }
+        }
+        Ok(tightest)
+    }
+
+    /// [`Management::enforce_limits`] on the node-local limiter only (no Redis).
+    fn enforce_limits_now<'s>(
+        &self,
+        scopes: &Scopes<'s>,
+        now: i64,
+    ) -> Result<Option<(Allowance, &'s Bucket)>, Refusal> {
+        let mut tightest: Option<(Allowance, &Bucket)> = None;
+        for scope in scopes.iter().flatten() {
+            for bucket in &scope.buckets {
+                let a = self.limiter.check_local(bucket, &scope.label)?;
+                keep_tightest(&mut tightest, a, bucket);
+            }
+            for (budget, name, window_ms) in budgets(scope) {
+                let used = self.limiter.tokens_used_local(&scope.name, window_ms, now);
+                budget_left(scope, budget, name, window_ms, used, now)?;
             }
         }
         Ok(tightest)
@@ -399,5 +516,23 @@ impl Management {
         for scope in scopes {
             self.limiter.add_tokens(scope, tokens, now).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_numbers() {
+        for n in [0, 1, 9, 10, 99, 1023, 1024, 123_456_789] {
+            assert_eq!(number(n), n.to_string().as_str());
+        }
+    }
+
+    #[test]
+    fn service_names() {
+        assert_eq!(service_of("pay"), "pay");
+        assert_eq!(service_of("pay@v2"), "pay");
     }
 }

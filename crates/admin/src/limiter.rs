@@ -69,6 +69,8 @@ pub struct Bucket {
     key: Box<str>,
     /// `limit;w=window_s`, the `RateLimit-Policy` value.
     pub policy: HeaderValue,
+    /// `limit`, the `RateLimit-Limit` value.
+    pub limit_value: HeaderValue,
     local: Arc<LocalLimiter>,
 }
 
@@ -88,7 +90,6 @@ fn period(limit: NonZeroU32, window_ms: u64) -> Duration {
 
 impl Bucket {
     fn check_local(&self) -> Result<Allowance, u64> {
-        let clock = DefaultClock::default();
         match self.local.check() {
             Ok(state) => {
                 let remaining = u64::from(state.remaining_burst_capacity());
@@ -104,8 +105,26 @@ impl Bucket {
                     reset_s: reset_ms.div_ceil(1000),
                 })
             }
-            Err(not_until) => Err(not_until.wait_time_from(clock.now()).as_millis() as u64),
+            // The limiter's own clock: building a `DefaultClock` calibrates a new one (CPUID),
+            // which cost more than the rest of the request path together.
+            Err(not_until) => Err(not_until
+                .wait_time_from(self.local.clock().now())
+                .as_millis() as u64),
         }
+    }
+}
+
+fn refusal(bucket: &Bucket, label: &str, retry_ms: u64) -> Refusal {
+    let unit = if bucket.window_ms == 1000 {
+        "second"
+    } else {
+        "minute"
+    };
+    Refusal {
+        what: format!("{label}: {} requests per {unit}", bucket.limit),
+        limit: u64::from(bucket.limit),
+        window_s: bucket.window_ms / 1000,
+        retry_after_s: retry_ms.div_ceil(1000).max(1),
     }
 }
 
@@ -151,6 +170,7 @@ impl Limiter {
         Some(Bucket {
             limit,
             window_ms,
+            limit_value: HeaderValue::from(limit),
             key: format!("{scope}:{window_ms}").into(),
             policy,
             local,
@@ -164,45 +184,38 @@ impl Limiter {
         }
     }
 
+    /// Whether limits are shared through Redis (checks then wait on it).
+    pub fn is_shared(&self) -> bool {
+        self.redis.is_some()
+    }
+
     /// Take one request from `bucket`; `label` names its scope in a refusal.
     pub async fn check(&self, bucket: &Bucket, label: &str) -> Result<Allowance, Refusal> {
-        let retry_ms = match &self.redis {
-            Some(redis) => match redis
-                .gcra(&bucket.key, bucket.limit, bucket.window_ms)
-                .await
-            {
-                Ok(d) if d.allowed => {
-                    return Ok(Allowance {
-                        limit: u64::from(bucket.limit),
-                        remaining: d.remaining,
-                        reset_s: d.reset_ms.div_ceil(1000),
-                    })
-                }
-                Ok(d) => d.retry_after_ms,
-                Err(e) => {
-                    tracing::warn!(error = %e, "redis rate limit failed; using the local limiter");
-                    match bucket.check_local() {
-                        Ok(a) => return Ok(a),
-                        Err(ms) => ms,
-                    }
-                }
-            },
-            None => match bucket.check_local() {
-                Ok(a) => return Ok(a),
-                Err(ms) => ms,
-            },
+        let Some(redis) = &self.redis else {
+            return self.check_local(bucket, label);
         };
-        let unit = if bucket.window_ms == 1000 {
-            "second"
-        } else {
-            "minute"
-        };
-        Err(Refusal {
-            what: format!("{label}: {} requests per {unit}", bucket.limit),
-            limit: u64::from(bucket.limit),
-            window_s: bucket.window_ms / 1000,
-            retry_after_s: retry_ms.div_ceil(1000).max(1),
-        })
+        match redis
+            .gcra(&bucket.key, bucket.limit, bucket.window_ms)
+            .await
+        {
+            Ok(d) if d.allowed => Ok(Allowance {
+                limit: u64::from(bucket.limit),
+                remaining: d.remaining,
+                reset_s: d.reset_ms.div_ceil(1000),
+            }),
+            Ok(d) => Err(refusal(bucket, label, d.retry_after_ms)),
+            Err(e) => {
+                tracing::warn!(error = %e, "redis rate limit failed; using the local limiter");
+                self.check_local(bucket, label)
+            }
+        }
+    }
+
+    /// Take one request from `bucket`'s node-local limiter.
+    pub fn check_local(&self, bucket: &Bucket, label: &str) -> Result<Allowance, Refusal> {
+        bucket
+            .check_local()
+            .map_err(|retry_ms| refusal(bucket, label, retry_ms))
     }
 
     /// Tokens used by `scope` in the current window of `window_ms`.
@@ -214,6 +227,12 @@ impl Limiter {
                 Err(e) => tracing::warn!(error = %e, "redis token counter failed; using local"),
             }
         }
+        self.tokens_used_local(scope, window_ms, now_ms)
+    }
+
+    /// [`Limiter::tokens_used`] from this node's counters only.
+    pub fn tokens_used_local(&self, scope: &str, window_ms: i64, now_ms: i64) -> u64 {
+        let start = now_ms - now_ms.rem_euclid(window_ms);
         self.tokens
             .lock()
             .ok()

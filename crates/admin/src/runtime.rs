@@ -176,7 +176,11 @@ impl RequestGuard for Guard {
         req: &'a http::request::Parts,
         ctx: &'a RequestContext,
     ) -> BoxFuture<'a, Result<GuardHeaders, http::Response<Body>>> {
-        Box::pin(self.0.check_request(req, ctx))
+        // Key auth with node-local limits decides without awaiting: no future to build.
+        match self.0.check_request_now(req, ctx) {
+            Some(decided) => Box::pin(std::future::ready(decided)),
+            None => Box::pin(self.0.check_request(req, ctx)),
+        }
     }
 }
 
