@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use holdfast_core::CallRecord;
-use holdfast_store::{CallLogStore, SqlStore};
+use holdfast_store::{CallBatch, CallLogStore, SqlStore};
 use serde::Serialize;
 use tokio::sync::oneshot;
 
@@ -34,10 +34,11 @@ struct Counters {
     pruned: AtomicU64,
 }
 
-/// The queue between the request path and the writer task: a plain vector behind a mutex
-/// (a push is a lock and a `Vec::push`; the writer swaps the whole vector out once per flush).
+/// The queue between the request path and the writer task: a packed batch behind a mutex (a
+/// push is a lock and a copy of the record's columns into buffers that are reused batch after
+/// batch; the writer swaps the whole batch out once per flush).
 struct Queue {
-    records: Vec<CallRecord>,
+    records: CallBatch,
     /// Set by shutdown: later records are counted as overflow.
     closed: bool,
 }
@@ -61,7 +62,7 @@ impl CallLogWriter {
     ) -> CallLogWriter {
         let capacity = buffer.max(1);
         let queue = Arc::new(Mutex::new(Queue {
-            records: Vec::new(),
+            records: CallBatch::new(),
             closed: false,
         }));
         let (stop_tx, stop_rx) = oneshot::channel();
@@ -86,10 +87,7 @@ impl CallLogWriter {
     /// Queue one record; never blocks on I/O. A full buffer counts an overflow.
     pub fn push(&self, record: &CallRecord) {
         let queued = match self.queue.lock() {
-            Ok(mut q) if !q.closed && q.records.len() < self.capacity => {
-                q.records.push(record.clone());
-                true
-            }
+            Ok(mut q) if !q.closed && q.records.len() < self.capacity => q.records.push(record),
             _ => false,
         };
         if queued {
@@ -126,20 +124,16 @@ impl CallLogWriter {
     }
 }
 
-/// Move what is queued into `batch` (swapping vectors, so the request path gets an empty
-/// vector with the capacity of the last batch).
-fn take_queued(queue: &Mutex<Queue>, batch: &mut Vec<CallRecord>, close: bool) {
+/// Move what is queued into `batch` (swapping buffers, so the request path gets the emptied
+/// buffers of the last batch).
+fn take_queued(queue: &Mutex<Queue>, batch: &mut CallBatch, close: bool) {
     if let Ok(mut q) = queue.lock() {
         q.closed |= close;
-        if batch.is_empty() {
-            std::mem::swap(&mut q.records, batch);
-        } else {
-            batch.append(&mut q.records);
-        }
+        batch.append(&mut q.records);
     }
 }
 
-async fn write(store: &SqlStore, node: &str, batch: &mut Vec<CallRecord>, counters: &Counters) {
+async fn write(store: &SqlStore, node: &str, batch: &mut CallBatch, counters: &Counters) {
     if batch.is_empty() {
         return;
     }
@@ -156,7 +150,7 @@ async fn write(store: &SqlStore, node: &str, batch: &mut Vec<CallRecord>, counte
             // A batch that did not come back (the write task died) is lost: count it.
             let lost = n - batch.len().min(n);
             let excess = batch.len().saturating_sub(MAX_BATCH * 4);
-            batch.drain(..excess);
+            batch.keep_newest(MAX_BATCH * 4);
             counters
                 .overflow
                 .fetch_add((lost + excess) as u64, Ordering::Relaxed);
@@ -176,7 +170,7 @@ async fn run(
     let mut tick = tokio::time::interval(flush_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut prune = tokio::time::interval(Duration::from_secs(3600));
-    let mut batch = Vec::new();
+    let mut batch = CallBatch::new();
     loop {
         tokio::select! {
             _ = tick.tick() => {

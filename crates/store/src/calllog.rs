@@ -1,5 +1,6 @@
-//! The call log: batched inserts (one multi-row statement per batch), pruning by age, and the
-//! rows analytics are computed from.
+//! The call log: batches packed in one buffer ([`CallBatch`]), written in one transaction of
+//! prepared single-row inserts on SQLite and multi-row statements on PostgreSQL; pruning by
+//! age; the rows analytics are computed from.
 
 use async_trait::async_trait;
 use holdfast_core::CallRecord;
@@ -18,14 +19,14 @@ const NCOLS: usize = 21;
 pub trait CallLogStore {
     /// Store a batch of finished calls recorded by gateway node `node`.
     async fn insert_calls(&self, node: &str, calls: &[CallRecord]) -> Result<(), StoreError>;
-    /// [`CallLogStore::insert_calls`] for a batch the caller owns: it is moved to the writer
-    /// (no copy) and handed back, emptied on success and intact on failure, so it can be
-    /// retried and its capacity reused.
+    /// [`CallLogStore::insert_calls`] for a packed batch the caller owns: it is moved to the
+    /// writer (no copy) and handed back, emptied on success and intact on failure, so it can
+    /// be retried and its buffers reused.
     async fn insert_call_batch(
         &self,
         node: &str,
-        calls: Vec<CallRecord>,
-    ) -> (Vec<CallRecord>, Result<(), StoreError>);
+        calls: CallBatch,
+    ) -> (CallBatch, Result<(), StoreError>);
     /// Delete calls older than `before_ms`; returns how many.
     async fn prune_calls(&self, before_ms: i64) -> Result<u64, StoreError>;
     /// The calls a stats query covers.
@@ -34,33 +35,210 @@ pub trait CallLogStore {
     async fn count_calls(&self, tenant: Option<&str>) -> Result<u64, StoreError>;
 }
 
-fn record_values(node: &str, c: &CallRecord, out: &mut Vec<Value>) {
-    let upstream = c.upstream_ms;
-    let overhead = (c.total_ms - upstream.unwrap_or(0.0)).max(0.0);
-    let ai = c.extra.ai.as_ref();
-    let reset = c.reset_class.or(c.extra.reset_class).map(|r| r.as_str());
+/// No text: `u32::MAX` as the start of a span.
+const NONE: (u32, u32) = (u32::MAX, 0);
+/// Text columns of a packed call, in this order.
+const TENANT: usize = 0;
+const SERVICE: usize = 1;
+const VERSION: usize = 2;
+const CONSUMER: usize = 3;
+const KEY_PREFIX: usize = 4;
+const ROUTE: usize = 5;
+const METHOD: usize = 6;
+const PATH: usize = 7;
+const MODEL: usize = 8;
+const TEXTS: usize = 9;
+
+/// One call of a [`CallBatch`]: its numbers, and spans of the batch's text for its strings.
+#[derive(Debug, Clone)]
+struct PackedCall {
+    ts_ms: i64,
+    status: u16,
+    reset_class: Option<&'static str>,
+    total_ms: f64,
+    upstream_ms: Option<f64>,
+    bytes_in: u64,
+    bytes_out: u64,
+    /// (input tokens, output tokens, cost) of an AI call.
+    ai: Option<(u64, u64, f64)>,
+    /// (start, length) in `CallBatch::text`; [`NONE`] for an absent value.
+    text: [(u32, u32); TEXTS],
+}
+
+/// Call records packed for the call log: the columns the log stores, with every string in
+/// one shared buffer. Queueing a record copies its bytes and, once the buffers have grown to
+/// the batch size, allocates nothing (the call log's writer reuses them batch after batch).
+#[derive(Debug, Clone, Default)]
+pub struct CallBatch {
+    text: String,
+    calls: Vec<PackedCall>,
+}
+
+/// A call of a batch, borrowed.
+pub(crate) struct CallView<'a> {
+    batch: &'a CallBatch,
+    call: &'a PackedCall,
+}
+
+impl CallView<'_> {
+    fn text(&self, i: usize) -> Option<&str> {
+        let (start, len) = self.call.text[i];
+        if start == u32::MAX {
+            return None;
+        }
+        let start = start as usize;
+        self.batch.text.get(start..start + len as usize)
+    }
+}
+
+impl CallBatch {
+    pub fn new() -> CallBatch {
+        CallBatch::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.calls.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.calls.is_empty()
+    }
+
+    /// Forget every call, keeping the buffers.
+    pub fn clear(&mut self) {
+        self.text.clear();
+        self.calls.clear();
+    }
+
+    /// Add the columns of `c`. `false` (and nothing added) if the batch's text would pass
+    /// 4 GiB.
+    pub fn push(&mut self, c: &CallRecord) -> bool {
+        let ai = c.extra.ai.as_ref();
+        let texts: [Option<&str>; TEXTS] = [
+            c.extra.tenant.as_deref(),
+            c.extra.service.as_deref(),
+            c.extra.service_version.as_deref(),
+            c.extra.consumer.as_deref(),
+            c.extra.key_prefix.as_deref(),
+            Some(&c.route),
+            Some(&c.method),
+            Some(&c.path),
+            ai.map(|a| a.model_requested.as_str()),
+        ];
+        let needed: usize = texts.iter().flatten().map(|t| t.len()).sum();
+        if self.text.len() + needed >= u32::MAX as usize {
+            return false;
+        }
+        let mut spans = [NONE; TEXTS];
+        for (span, t) in spans.iter_mut().zip(texts) {
+            if let Some(t) = t {
+                *span = (self.text.len() as u32, t.len() as u32);
+                self.text.push_str(t);
+            }
+        }
+        self.calls.push(PackedCall {
+            ts_ms: c.ts_ms,
+            status: c.status,
+            reset_class: c.reset_class.or(c.extra.reset_class).map(|r| r.as_str()),
+            total_ms: c.total_ms,
+            upstream_ms: c.upstream_ms,
+            bytes_in: c.bytes_in,
+            bytes_out: c.bytes_out,
+            ai: ai.map(|a| (a.input_tokens, a.output_tokens, a.cost_usd)),
+            text: spans,
+        });
+        true
+    }
+
+    /// Move every call of `other` to the end of this batch (`other` is left empty).
+    pub fn append(&mut self, other: &mut CallBatch) {
+        if self.is_empty() {
+            // Swap, so `other` keeps this batch's (empty) buffers for reuse.
+            self.clear();
+            std::mem::swap(self, other);
+            return;
+        }
+        let shift = self.text.len();
+        if shift + other.text.len() >= u32::MAX as usize {
+            // Cannot happen with bounded queues; never corrupt spans.
+            other.clear();
+            return;
+        }
+        self.text.push_str(&other.text);
+        self.calls.extend(other.calls.drain(..).map(|mut c| {
+            for span in c.text.iter_mut().filter(|s| s.0 != u32::MAX) {
+                span.0 += shift as u32;
+            }
+            c
+        }));
+        other.clear();
+    }
+
+    /// Keep only the newest `n` calls.
+    pub fn keep_newest(&mut self, n: usize) {
+        let drop = self.calls.len().saturating_sub(n);
+        if drop == 0 {
+            return;
+        }
+        let mut kept = CallBatch::default();
+        for call in &self.calls[drop..] {
+            let view = CallView { batch: self, call };
+            let mut spans = [NONE; TEXTS];
+            for (i, span) in spans.iter_mut().enumerate() {
+                if let Some(t) = view.text(i) {
+                    *span = (kept.text.len() as u32, t.len() as u32);
+                    kept.text.push_str(t);
+                }
+            }
+            kept.calls.push(PackedCall {
+                text: spans,
+                ..call.clone()
+            });
+        }
+        *self = kept;
+    }
+
+    pub(crate) fn views(&self) -> impl Iterator<Item = CallView<'_>> {
+        self.calls.iter().map(|call| CallView { batch: self, call })
+    }
+}
+
+impl From<&[CallRecord]> for CallBatch {
+    fn from(calls: &[CallRecord]) -> CallBatch {
+        let mut batch = CallBatch::default();
+        for c in calls {
+            batch.push(c);
+        }
+        batch
+    }
+}
+
+fn record_values(node: &str, c: &CallView<'_>, out: &mut Vec<Value>) {
+    let p = c.call;
+    let overhead = (p.total_ms - p.upstream_ms.unwrap_or(0.0)).max(0.0);
+    let text = |i| Value::from(c.text(i));
     out.extend([
-        Value::Int(c.ts_ms),
+        Value::Int(p.ts_ms),
         node.into(),
-        c.extra.tenant.clone().into(),
-        c.extra.service.clone().into(),
-        c.extra.service_version.clone().into(),
-        c.extra.consumer.clone().into(),
-        c.extra.key_prefix.clone().into(),
-        c.route.as_str().into(),
-        c.method.as_str().into(),
-        c.path.as_str().into(),
-        Value::Int(i64::from(c.status)),
-        reset.into(),
-        c.total_ms.into(),
-        upstream.into(),
+        text(TENANT),
+        text(SERVICE),
+        text(VERSION),
+        text(CONSUMER),
+        text(KEY_PREFIX),
+        text(ROUTE),
+        text(METHOD),
+        text(PATH),
+        Value::Int(i64::from(p.status)),
+        p.reset_class.into(),
+        p.total_ms.into(),
+        p.upstream_ms.into(),
         overhead.into(),
-        Value::Int(c.bytes_in as i64),
-        Value::Int(c.bytes_out as i64),
-        ai.map(|a| a.model_requested.clone()).into(),
-        ai.map(|a| a.input_tokens as i64).into(),
-        ai.map(|a| a.output_tokens as i64).into(),
-        ai.map(|a| a.cost_usd).into(),
+        Value::Int(p.bytes_in as i64),
+        Value::Int(p.bytes_out as i64),
+        text(MODEL),
+        p.ai.map(|a| a.0 as i64).into(),
+        p.ai.map(|a| a.1 as i64).into(),
+        p.ai.map(|a| a.2).into(),
     ]);
 }
 
@@ -71,38 +249,36 @@ const INSERT_ONE: &str = "INSERT INTO calls (ts_ms, node, tenant, service, versi
 fn sqlite_insert(
     conn: &mut rusqlite::Connection,
     node: &str,
-    calls: &[CallRecord],
+    calls: &CallBatch,
 ) -> Result<(), StoreError> {
     let tx = conn.transaction()?;
     {
         let mut stmt = tx.prepare_cached(INSERT_ONE)?;
-        for c in calls {
-            let upstream = c.upstream_ms;
-            let overhead = (c.total_ms - upstream.unwrap_or(0.0)).max(0.0);
-            let ai = c.extra.ai.as_ref();
-            let reset = c.reset_class.or(c.extra.reset_class).map(|r| r.as_str());
+        for c in calls.views() {
+            let p = c.call;
+            let overhead = (p.total_ms - p.upstream_ms.unwrap_or(0.0)).max(0.0);
             stmt.execute(rusqlite::params![
-                c.ts_ms,
+                p.ts_ms,
                 node,
-                c.extra.tenant.as_deref(),
-                c.extra.service.as_deref(),
-                c.extra.service_version.as_deref(),
-                c.extra.consumer.as_deref(),
-                c.extra.key_prefix.as_deref(),
-                c.route.as_str(),
-                c.method.as_str(),
-                c.path.as_str(),
-                i64::from(c.status),
-                reset,
-                c.total_ms,
-                upstream,
+                c.text(TENANT),
+                c.text(SERVICE),
+                c.text(VERSION),
+                c.text(CONSUMER),
+                c.text(KEY_PREFIX),
+                c.text(ROUTE),
+                c.text(METHOD),
+                c.text(PATH),
+                i64::from(p.status),
+                p.reset_class,
+                p.total_ms,
+                p.upstream_ms,
                 overhead,
-                c.bytes_in as i64,
-                c.bytes_out as i64,
-                ai.map(|a| a.model_requested.as_str()),
-                ai.map(|a| a.input_tokens as i64),
-                ai.map(|a| a.output_tokens as i64),
-                ai.map(|a| a.cost_usd),
+                p.bytes_in as i64,
+                p.bytes_out as i64,
+                c.text(MODEL),
+                p.ai.map(|a| a.0 as i64),
+                p.ai.map(|a| a.1 as i64),
+                p.ai.map(|a| a.2),
             ])?;
         }
     }
@@ -111,8 +287,9 @@ fn sqlite_insert(
 }
 
 impl SqlStore {
-    async fn insert_multirow(&self, node: &str, calls: &[CallRecord]) -> Result<(), StoreError> {
-        for chunk in calls.chunks(ROWS_PER_STATEMENT) {
+    async fn insert_multirow(&self, node: &str, calls: &CallBatch) -> Result<(), StoreError> {
+        let views: Vec<CallView<'_>> = calls.views().collect();
+        for chunk in views.chunks(ROWS_PER_STATEMENT) {
             let mut params = Vec::with_capacity(chunk.len() * NCOLS);
             let mut groups = Vec::with_capacity(chunk.len());
             for (i, c) in chunk.iter().enumerate() {
@@ -131,20 +308,15 @@ impl SqlStore {
 #[async_trait]
 impl CallLogStore for SqlStore {
     async fn insert_calls(&self, node: &str, calls: &[CallRecord]) -> Result<(), StoreError> {
-        match self.sqlite() {
-            Some(_) => {
-                let (_, result) = self.insert_call_batch(node, calls.to_vec()).await;
-                result
-            }
-            None => self.insert_multirow(node, calls).await,
-        }
+        let (_, result) = self.insert_call_batch(node, CallBatch::from(calls)).await;
+        result
     }
 
     async fn insert_call_batch(
         &self,
         node: &str,
-        mut calls: Vec<CallRecord>,
-    ) -> (Vec<CallRecord>, Result<(), StoreError>) {
+        mut calls: CallBatch,
+    ) -> (CallBatch, Result<(), StoreError>) {
         if calls.is_empty() {
             return (calls, Ok(()));
         }
@@ -171,7 +343,7 @@ impl CallLogStore for SqlStore {
             Ok(answer) => answer,
             // The blocking task panicked or was cancelled: the batch is gone with it.
             Err(_) => (
-                Vec::new(),
+                CallBatch::default(),
                 Err(StoreError::Task("call-log write task ended".into())),
             ),
         }
@@ -225,5 +397,89 @@ impl CallLogStore for SqlStore {
             None => self.query("SELECT COUNT(*) FROM calls", vec![]).await?,
         };
         Ok(rows.first().and_then(|r| col(r, 0).int()).unwrap_or(0) as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use holdfast_core::{AiUsage, CallExtra, ResetClass};
+
+    fn call(i: i64, tenant: Option<&str>) -> CallRecord {
+        CallRecord {
+            ts_ms: i,
+            route: format!("r{i}"),
+            method: "GET".into(),
+            path: format!("/p/{i}"),
+            status: 200,
+            reset_class: (i % 2 == 1).then_some(ResetClass::ClientAborted),
+            extra: CallExtra {
+                tenant: tenant.map(str::to_string),
+                consumer: Some(format!("c{i}")),
+                ai: (i == 2).then(|| AiUsage {
+                    model_requested: "smart".into(),
+                    input_tokens: 3,
+                    output_tokens: 4,
+                    ..AiUsage::default()
+                }),
+                ..CallExtra::default()
+            },
+            ..CallRecord::default()
+        }
+    }
+
+    type Texts = (i64, Option<String>, Option<String>, String, Option<String>);
+
+    fn texts(b: &CallBatch) -> Vec<Texts> {
+        b.views()
+            .map(|v| {
+                (
+                    v.call.ts_ms,
+                    v.text(TENANT).map(str::to_string),
+                    v.text(CONSUMER).map(str::to_string),
+                    v.text(PATH).unwrap_or_default().to_string(),
+                    v.text(MODEL).map(str::to_string),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn batches_pack_append_and_trim() {
+        let mut a = CallBatch::new();
+        assert!(a.push(&call(0, Some("t"))));
+        assert!(a.push(&call(1, None)));
+        let mut b = CallBatch::new();
+        b.push(&call(2, Some("u")));
+        b.push(&call(3, Some("t")));
+        a.append(&mut b);
+        assert!(b.is_empty());
+        assert_eq!(a.len(), 4);
+        let t = texts(&a);
+        assert_eq!(t[1], (1, None, Some("c1".into()), "/p/1".into(), None));
+        let model = Some("smart".to_string());
+        assert_eq!(
+            t[2],
+            (2, Some("u".into()), Some("c2".into()), "/p/2".into(), model)
+        );
+        assert_eq!(a.calls[2].ai, Some((3, 4, 0.0)));
+        assert_eq!(a.calls[1].reset_class, Some("client_aborted"));
+        a.keep_newest(2);
+        let t = texts(&a);
+        assert_eq!(t.len(), 2);
+        assert_eq!(
+            t[1],
+            (3, Some("t".into()), Some("c3".into()), "/p/3".into(), None)
+        );
+        assert_eq!(
+            a.text.len(),
+            "uc2r2GET/p/2smart".len() + "tc3r3GET/p/3".len()
+        );
+        // Appending to an empty batch swaps, leaving the other one empty.
+        let mut empty = CallBatch::new();
+        empty.append(&mut a);
+        assert_eq!((empty.len(), a.len()), (2, 0));
+        empty.clear();
+        assert!(empty.is_empty());
     }
 }

@@ -19,7 +19,7 @@ mod model;
 mod redis_counters;
 
 pub use analytics::{analyse, Analytics, Bucket, CallRow, StatsQuery, TopEntry, UsageEntry};
-pub use calllog::CallLogStore;
+pub use calllog::{CallBatch, CallLogStore};
 pub use db::SqlStore;
 pub use entities::{ChangeFeed, EntityStore};
 pub use error::StoreError;
