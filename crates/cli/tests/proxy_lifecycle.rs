@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use holdfast_testkit::{Behavior, Misbehaving};
-use proxy_support::{Client, Holdfast};
+use proxy_support::{admin_get, metric_sum, Client, Holdfast};
 
 fn config(url: &str, server_extra: &str, route_extra: &str) -> String {
     format!(
@@ -95,6 +95,29 @@ fn http_hygiene_statuses() {
     ));
     let ambiguous = raw(hf.addr, b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n");
     assert!(ambiguous.starts_with("HTTP/1.1 400"), "{ambiguous}");
+    // The same on a later request of a keep-alive connection: the first is served, the
+    // ambiguous one gets 400 and the connection ends (read_to_string returns).
+    let later = raw(hf.addr, b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\nokPOST / HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\nGET / HTTP/1.1\r\nhost: x\r\n\r\n");
+    let statuses: Vec<&str> = later
+        .match_indices("HTTP/1.1 ")
+        .map(|(i, _)| &later[i + 9..i + 12])
+        .collect();
+    assert_eq!(statuses, ["200", "400"], "{later}");
+    // A later head that stalls gets 408 after header_timeout_ms, then the connection ends.
+    let started = Instant::now();
+    let slow = raw(
+        hf.addr,
+        b"GET / HTTP/1.1\r\nhost: x\r\n\r\nGET /slow HTTP/1.1\r\nhost",
+    );
+    let statuses: Vec<&str> = slow
+        .match_indices("HTTP/1.1 ")
+        .map(|(i, _)| &slow[i + 9..i + 12])
+        .collect();
+    assert_eq!(statuses, ["200", "408"], "{slow}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "408 came before header_timeout_ms"
+    );
     let big_header = format!(
         "GET / HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
         "a".repeat(6000)
@@ -251,4 +274,111 @@ fn quick_mode_demo_answers_at_once() {
     let _ = child.wait();
     assert_eq!(a.status, 200);
     assert!(a.text().contains("demo upstream"), "{}", a.text());
+}
+
+#[test]
+fn access_log_and_metrics_describe_every_call() {
+    let up = Misbehaving::start(Behavior::Healthy).unwrap();
+    let refused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let refused_addr = refused.local_addr().unwrap();
+    drop(refused); // nothing listens there now
+    let cfg = format!(
+        "{}\n[upstreams.dead]\ntargets = [\"http://{refused_addr}\"]\n\n[[routes]]\nname = \"dead\"\npath_prefix = \"/dead\"\nupstream = \"dead\"\n",
+        config(&up.url(), "", "path_prefix = \"/ok\"")
+    );
+    let hf = Holdfast::start(&cfg);
+    let mut client = hf.client();
+    for _ in 0..3 {
+        assert_eq!(client.get("/ok/x?q=1").unwrap().status, 200);
+    }
+    let dead = hf.client().get("/dead").unwrap();
+    assert!(matches!(dead.status, 502 | 503), "{}", dead.status);
+    assert_eq!(hf.client().get("/nowhere").unwrap().status, 404);
+
+    let records = hf.records_eventually(5);
+    assert_eq!(records.len(), 5, "{records:?}");
+    let target = up.url().trim_start_matches("http://").to_string();
+    for r in &records[..3] {
+        assert_eq!(r["route"], "main", "{r}");
+        assert_eq!(r["method"], "GET");
+        assert_eq!(r["path"], "/ok/x");
+        assert_eq!(r["status"], 200);
+        assert!(r["reset_class"].is_null(), "{r}");
+        assert_eq!(r["target"], target.as_str(), "{r}");
+        assert_eq!(r["attempts"], 1);
+        assert!(r["ts_ms"].as_i64().unwrap() > 1_700_000_000_000);
+        assert!(r["client"].as_str().unwrap().starts_with("127.0.0.1:"));
+        let total = r["total_ms"].as_f64().unwrap();
+        let first_byte = r["upstream_first_byte_ms"].as_f64().unwrap();
+        assert!(first_byte >= 0.0 && first_byte <= total, "{r}");
+        assert!(r["bytes_out"].as_u64().unwrap() > 0, "{r}");
+    }
+    // Only the first request opened a connection upstream; the others reused it.
+    assert!(
+        records[0]["upstream_connect_ms"].as_f64().is_some(),
+        "{}",
+        records[0]
+    );
+    assert!(
+        records[2]["upstream_connect_ms"].is_null(),
+        "{}",
+        records[2]
+    );
+    let d = &records[3];
+    assert_eq!(d["route"], "dead");
+    assert_eq!(d["status"], dead.status);
+    assert!(
+        matches!(
+            d["reset_class"].as_str(),
+            Some("upstream_refused" | "no_healthy_upstream")
+        ),
+        "{d}"
+    );
+    assert_eq!(d["target"], refused_addr.to_string().as_str(), "{d}");
+    let n = &records[4];
+    assert_eq!(
+        (n["route"].as_str(), n["status"].as_u64()),
+        (Some(""), Some(404)),
+        "{n}"
+    );
+
+    let page = admin_get(hf.admin.unwrap(), "/metrics");
+    let count = |name: &str, labels: &str| metric_sum(&page, name, labels);
+    assert_eq!(
+        count("holdfast_requests_total", "route=\"main\",status=\"200\""),
+        3.0,
+        "{page}"
+    );
+    assert_eq!(
+        count("holdfast_request_duration_seconds_count", "route=\"main\""),
+        3.0,
+        "{page}"
+    );
+    assert_eq!(
+        count(
+            "holdfast_upstream_requests_total",
+            &format!("route=\"main\",target=\"{target}\"")
+        ),
+        3.0,
+        "{page}"
+    );
+    assert_eq!(
+        count("holdfast_requests_total", "route=\"dead\""),
+        1.0,
+        "{page}"
+    );
+    let class = d["reset_class"].as_str().unwrap();
+    assert_eq!(
+        count(
+            "holdfast_failed_exchanges_total",
+            &format!("route=\"dead\",class=\"{class}\"")
+        ),
+        1.0,
+        "{page}"
+    );
+    assert_eq!(
+        count("holdfast_requests_total", "route=\"\",status=\"404\""),
+        1.0,
+        "{page}"
+    );
 }

@@ -18,6 +18,7 @@ use crate::body::{Ending, Tracked};
 use crate::budget::Budget;
 use crate::conns::Conn;
 use crate::forward::{forward, ms, Outgoing, Trace, UpstreamRt};
+use crate::framing::{MARK_HEADER, MARK_HEAD_TIMEOUT};
 use crate::hygiene::{self, Peer};
 use crate::limiter::Limiter;
 use crate::observe::{count_unrouted, CallCounts, Observers, RouteMetrics};
@@ -162,6 +163,31 @@ impl Gateway {
             extra: Arc::new(Mutex::new(CallExtra::default())),
             state: state.clone(),
         };
+        if let Some(mark) = req.headers().get(MARK_HEADER) {
+            // Set by the framing watcher (a client may send it too; it only hurts itself).
+            let (status, code, message) = if mark == MARK_HEAD_TIMEOUT {
+                (
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    "the request head did not arrive in time",
+                )
+            } else {
+                (
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "the request has both Content-Length and Transfer-Encoding",
+                )
+            };
+            if mark == MARK_HEAD_TIMEOUT {
+                pending.uri = http::Uri::from_static("/");
+            }
+            let mut resp = responses::error(status, code, message);
+            resp.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+            return self.finish(resp, pending, Outcome::plain(Some(ResetClass::BadRequest)));
+        }
         let header_bytes: usize = req
             .headers()
             .iter()

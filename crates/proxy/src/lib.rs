@@ -2,8 +2,8 @@
 //! health checks, retries, timeouts and drain. Extensions (the AI gateway, API management)
 //! plug in through the traits in [`plugin`].
 //!
-//! The path of a request: [`server`] accepts (connection limit, head deadline, framing check)
-//! -> [`gateway`] matches a route, applies the route's concurrency limit and the guards, then
+//! The path of a request: [`server`] accepts (connection limit) and [`framing`] watches every
+//! request head (deadline, Content-Length/Transfer-Encoding ambiguity) -> [`gateway`] matches a route, applies the route's concurrency limit and the guards, then
 //! calls a handler or [`forward`]s to a pool ([`balance`] picks targets, [`conns`] pools
 //! connections) -> the response body is [`body::Tracked`] so the call record is written by
 //! [`observe`] when it ends.
@@ -14,6 +14,7 @@ pub mod budget;
 pub mod conns;
 pub mod demo;
 pub mod forward;
+pub mod framing;
 pub mod gateway;
 pub mod health;
 pub mod hygiene;

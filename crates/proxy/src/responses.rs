@@ -50,23 +50,3 @@ pub fn raw_overloaded() -> Vec<u8> {
     )
     .into_bytes()
 }
-
-/// The raw bytes of a `408` for a request head that did not arrive in time.
-pub fn raw_timeout() -> Vec<u8> {
-    let body = r#"{"error":"request_timeout","message":"the request head did not arrive in time"}"#;
-    format!(
-        "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
-}
-
-/// The raw bytes of a `400` for a request the gateway refuses to parse.
-pub fn raw_bad_request(message: &str) -> Vec<u8> {
-    let body = serde_json::json!({ "error": "bad_request", "message": message }).to_string();
-    format!(
-        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
-}

@@ -1,76 +1,25 @@
 //! Client-facing listeners: accept with a connection limit (excess connections get a 503 and a
-//! FIN, never a reset), the first request head read under a deadline (408) and checked for
-//! Content-Length/Transfer-Encoding ambiguity (400), then hyper (HTTP/1.1 and HTTP/2) serving
+//! FIN, never a reset), every request head watched by [`crate::framing`] (deadline: 408;
+//! Content-Length/Transfer-Encoding ambiguity: 400), then hyper (HTTP/1.1 and HTTP/2) serving
 //! the gateway; graceful drain on shutdown.
 
-use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use crate::framing::Watched;
 use crate::gateway::Gateway;
 use crate::hygiene::Peer;
 use crate::responses;
-
-/// A stream with bytes already read in front of it.
-struct Prefixed {
-    prefix: Bytes,
-    stream: TcpStream,
-}
-
-impl AsyncRead for Prefixed {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if self.prefix.has_remaining() {
-            let n = self.prefix.len().min(buf.remaining());
-            buf.put_slice(&self.prefix[..n]);
-            self.prefix.advance(n);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Prefixed {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-}
 
 /// Limits read from the config at start (they need a restart to change).
 #[derive(Clone)]
@@ -95,54 +44,6 @@ async fn answer_and_close(mut stream: TcpStream, raw: &[u8]) {
         }
     })
     .await;
-}
-
-/// Read the request head so far (up to `max` bytes) within `deadline`.
-enum Head {
-    Ready(Vec<u8>),
-    Closed,
-    TimedOut(bool),
-}
-
-async fn read_head(stream: &mut TcpStream, deadline: Duration, max: usize) -> Head {
-    let mut buf = Vec::with_capacity(1024);
-    let result = tokio::time::timeout(deadline, async {
-        let mut chunk = [0u8; 4096];
-        loop {
-            let n = match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return false,
-                Ok(n) => n,
-            };
-            buf.extend_from_slice(&chunk[..n]);
-            if buf.windows(4).any(|w| w == b"\r\n\r\n") || buf.len() > max {
-                return true;
-            }
-        }
-    })
-    .await;
-    match result {
-        Ok(true) => Head::Ready(buf),
-        Ok(false) if buf.is_empty() => Head::Closed,
-        Ok(false) => Head::Ready(buf),
-        Err(_) => Head::TimedOut(!buf.is_empty()),
-    }
-}
-
-/// True when the head has both Content-Length and Transfer-Encoding (request smuggling risk).
-fn ambiguous_framing(head: &[u8]) -> bool {
-    let end = head
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or(head.len());
-    let text = String::from_utf8_lossy(&head[..end]).to_ascii_lowercase();
-    let mut cl = false;
-    let mut te = false;
-    for line in text.split("\r\n").skip(1) {
-        let name = line.split(':').next().unwrap_or("").trim_end();
-        cl |= name == "content-length";
-        te |= name == "transfer-encoding";
-    }
-    cl && te
 }
 
 /// Serve `listeners` until `stop` turns true, then drain for up to `drain`.
@@ -178,6 +79,8 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .keep_alive(true)
+        // A client that shuts down its sending side after the request still gets the answer.
+        .half_close(true)
         .header_read_timeout(limits.client_idle_timeout)
         .max_buf_size(limits.max_header_bytes.max(8192));
     builder
@@ -211,33 +114,11 @@ pub async fn serve(
         let limits = limits.clone();
         tokio::spawn(async move {
             let _count = CountGuard(active);
-            let prefix = match read_head(
-                &mut stream,
+            let io = TokioIo::new(Watched::new(
+                stream,
                 limits.header_timeout,
                 limits.max_header_bytes,
-            )
-            .await
-            {
-                Head::Ready(buf) => buf,
-                Head::Closed | Head::TimedOut(false) => return,
-                Head::TimedOut(true) => {
-                    return answer_and_close(stream, &responses::raw_timeout()).await
-                }
-            };
-            if ambiguous_framing(&prefix) {
-                metrics::counter!("holdfast_failed_exchanges_total", "route" => "", "class" => "bad_request").increment(1);
-                return answer_and_close(
-                    stream,
-                    &responses::raw_bad_request(
-                        "the request has both Content-Length and Transfer-Encoding",
-                    ),
-                )
-                .await;
-            }
-            let io = TokioIo::new(Prefixed {
-                prefix: Bytes::from(prefix),
-                stream,
-            });
+            ));
             let peer = Arc::new(Peer::new(client));
             let service = service_fn(move |req| {
                 let gateway = gateway.clone();
@@ -258,20 +139,5 @@ struct CountGuard(Arc<AtomicUsize>);
 impl Drop for CountGuard {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn detects_ambiguous_framing() {
-        assert!(ambiguous_framing(
-            b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
-        ));
-        assert!(!ambiguous_framing(
-            b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc"
-        ));
     }
 }

@@ -1,0 +1,628 @@
+//! A watch on each client connection's bytes, so that *every* request on a keep-alive
+//! connection, not only the first, gets the same head checks:
+//!
+//! - a head with both `Content-Length` and `Transfer-Encoding` (a request-smuggling shape) is
+//!   marked, and the gateway answers it `400` and closes the connection;
+//! - a head that does not complete within `header_timeout` of its first byte is replaced by a
+//!   marked stand-in, and the gateway answers `408` and closes;
+//! - a connection whose first request sends no byte within `header_timeout` is ended (FIN).
+//!
+//! The watcher finds each head by following the body framing of the one before it
+//! (`Content-Length` or chunked; a request with neither has no body), with the same rules
+//! hyper applies. Heads are held back until complete (they are small); body bytes go straight
+//! through. Anything it does not understand (HTTP/2, upgrades, malformed heads, oversized
+//! heads) switches it to pass-through and leaves the verdict to hyper.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+/// The header the watcher adds to a head it marks; the gateway answers such requests itself
+/// and never forwards the header.
+pub const MARK_HEADER: &str = "x-holdfast-framing";
+/// [`MARK_HEADER`] value: both `Content-Length` and `Transfer-Encoding`.
+pub const MARK_AMBIGUOUS: &str = "ambiguous";
+/// [`MARK_HEADER`] value: the head did not complete in time.
+pub const MARK_HEAD_TIMEOUT: &str = "head-timeout";
+
+/// Most header lines hyper accepts in a head.
+const MAX_HEADERS: usize = 100;
+/// Longest chunk-size line (with extensions) followed before giving up.
+const MAX_CHUNK_LINE: usize = 4096;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// Reading a chunk-size line; `len` bytes of it so far, `size` parsed so far.
+    Size {
+        len: usize,
+        size: u64,
+        digits: bool,
+        ext: bool,
+    },
+    /// Chunk data left.
+    Data(u64),
+    /// The CRLF after chunk data (bytes left).
+    DataEnd(u8),
+    /// Trailer lines after the last chunk; `len` bytes of the current line.
+    Trailer { len: usize },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Between messages: no byte of the next head yet.
+    Idle,
+    /// Collecting a head.
+    Head,
+    /// `Content-Length` body bytes left.
+    Body(u64),
+    Chunked(Chunk),
+    /// Not watching any more.
+    Through,
+}
+
+/// A client stream with its request heads watched (see the module docs).
+pub struct Watched<S> {
+    inner: S,
+    phase: Phase,
+    /// Head bytes held back until the head is complete.
+    head: BytesMut,
+    /// Bytes checked and ready for hyper.
+    ready: BytesMut,
+    /// No more bytes for hyper after `ready`.
+    ended: bool,
+    /// After `ready`, never answer reads (a timed-out head was replaced by a stand-in: hyper
+    /// must answer it, and an end of stream now would make it close without answering).
+    stalled: bool,
+    /// Still waiting for the connection's first request.
+    first: bool,
+    started: Instant,
+    deadline: Option<Pin<Box<Sleep>>>,
+    header_timeout: Duration,
+    max_head: usize,
+}
+
+impl<S> Watched<S> {
+    /// Watch `inner`; `max_head` bounds a held-back head (larger ones go to hyper, which
+    /// answers 431).
+    pub fn new(inner: S, header_timeout: Duration, max_head: usize) -> Watched<S> {
+        Watched {
+            inner,
+            phase: Phase::Idle,
+            head: BytesMut::new(),
+            ready: BytesMut::new(),
+            ended: false,
+            stalled: false,
+            first: true,
+            started: Instant::now(),
+            deadline: None,
+            header_timeout,
+            max_head,
+        }
+    }
+
+    /// Take in bytes read while a head was being collected (and whatever follows it).
+    fn take_head_bytes(&mut self) {
+        loop {
+            if self.phase == Phase::Idle {
+                // Empty lines before a request line are allowed; pass them on.
+                let blank = self
+                    .head
+                    .iter()
+                    .take_while(|b| **b == b'\r' || **b == b'\n')
+                    .count();
+                if blank > 0 {
+                    let lines = self.head.split_to(blank);
+                    self.ready.extend_from_slice(&lines);
+                }
+                if self.head.is_empty() {
+                    return;
+                }
+                self.phase = Phase::Head;
+                if !self.first {
+                    self.started = Instant::now();
+                }
+                self.first = false;
+                self.deadline = None;
+            }
+            if self.phase != Phase::Head {
+                return;
+            }
+            let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut req = httparse::Request::new(&mut storage);
+            let parsed = req.parse(&self.head);
+            let end = match parsed {
+                Ok(httparse::Status::Complete(end)) => end,
+                Ok(httparse::Status::Partial) if self.head.len() <= self.max_head => return,
+                // Oversized, malformed, HTTP/2 preface…: hyper decides.
+                _ => return self.pass_through(),
+            };
+            let verdict = judge(&req);
+            let head = self.head.split_to(end);
+            self.deadline = None;
+            match verdict {
+                Verdict::Mark(value, framing) => {
+                    self.ready.extend_from_slice(&mark(&head, value));
+                    self.phase = framing;
+                }
+                Verdict::Frame(framing) => {
+                    self.ready.extend_from_slice(&head);
+                    self.phase = framing;
+                }
+                Verdict::Unknown => {
+                    self.ready.extend_from_slice(&head);
+                    return self.pass_through();
+                }
+            }
+            // What follows the head in the same read: body, then maybe the next head.
+            let used = self.follow_body(0);
+            let body = self.head.split_to(used);
+            self.ready.extend_from_slice(&body);
+            if self.phase == Phase::Through {
+                return self.pass_through();
+            }
+        }
+    }
+
+    /// Follow body framing over `self.head[from..]`; returns the end of the body bytes in
+    /// `self.head` (moving to `Idle` when the body ends).
+    fn follow_body(&mut self, from: usize) -> usize {
+        let (phase, used) = advance_body(self.phase, &self.head[from..]);
+        self.phase = phase;
+        from + used
+    }
+
+    fn pass_through(&mut self) {
+        let rest = self.head.split();
+        self.ready.extend_from_slice(&rest);
+        self.phase = Phase::Through;
+        self.deadline = None;
+    }
+
+    /// The head did not complete in time: hand hyper a marked stand-in and end the stream.
+    fn time_out(&mut self) {
+        self.head.clear();
+        self.deadline = None;
+        if self.phase == Phase::Head {
+            self.ready.extend_from_slice(
+                format!("GET / HTTP/1.1\r\n{MARK_HEADER}: {MARK_HEAD_TIMEOUT}\r\n\r\n").as_bytes(),
+            );
+            // The answer carries `Connection: close`; hyper closes once it is written.
+            self.stalled = true;
+        }
+        self.ended = true;
+        self.phase = Phase::Through;
+    }
+
+    /// Whether a deadline applies while waiting for bytes now.
+    fn waits_on_deadline(&self) -> bool {
+        self.phase == Phase::Head || (self.phase == Phase::Idle && self.first)
+    }
+}
+
+/// What to do with a complete head.
+enum Verdict {
+    Frame(Phase),
+    Mark(&'static str, Phase),
+    Unknown,
+}
+
+fn judge(req: &httparse::Request<'_, '_>) -> Verdict {
+    let mut lengths: Option<u64> = None;
+    let mut has_cl = false;
+    let mut has_te = false;
+    let mut chunked_last = false;
+    let mut upgrade = false;
+    for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            has_cl = true;
+            let Some(n) = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+            else {
+                return Verdict::Unknown;
+            };
+            if lengths.is_some_and(|prev| prev != n) {
+                return Verdict::Unknown;
+            }
+            lengths = Some(n);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            has_te = true;
+            chunked_last = std::str::from_utf8(h.value).ok().is_some_and(|v| {
+                v.rsplit(',')
+                    .next()
+                    .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"))
+            });
+        } else if h.name.eq_ignore_ascii_case("upgrade") {
+            upgrade = true;
+        }
+    }
+    if upgrade || req.method == Some("CONNECT") || req.version != Some(1) {
+        // Upgrades and tunnels leave HTTP; HTTP/1.0 has its own rules: hyper decides.
+        return Verdict::Unknown;
+    }
+    let framing = if has_te {
+        if !chunked_last {
+            return Verdict::Unknown; // hyper answers 400
+        }
+        Phase::Chunked(Chunk::Size {
+            len: 0,
+            size: 0,
+            digits: false,
+            ext: false,
+        })
+    } else {
+        match lengths {
+            Some(0) | None => Phase::Idle,
+            Some(n) => Phase::Body(n),
+        }
+    };
+    if has_cl && has_te {
+        Verdict::Mark(MARK_AMBIGUOUS, framing)
+    } else {
+        Verdict::Frame(framing)
+    }
+}
+
+/// `head` with `MARK_HEADER: value` added after the request line.
+fn mark(head: &[u8], value: &str) -> Vec<u8> {
+    let line_end = head
+        .iter()
+        .position(|b| *b == b'\n')
+        .map(|i| i + 1)
+        .unwrap_or(head.len());
+    let mut out = Vec::with_capacity(head.len() + MARK_HEADER.len() + value.len() + 4);
+    out.extend_from_slice(&head[..line_end]);
+    out.extend_from_slice(MARK_HEADER.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&head[line_end..]);
+    out
+}
+
+/// Follow body framing over `bytes`: the new phase and how many bytes belong to the body.
+fn advance_body(mut phase: Phase, bytes: &[u8]) -> (Phase, usize) {
+    let mut i = 0;
+    while i < bytes.len() {
+        match phase {
+            Phase::Body(left) => {
+                let take = left.min((bytes.len() - i) as u64);
+                i += take as usize;
+                phase = if left == take {
+                    Phase::Idle
+                } else {
+                    Phase::Body(left - take)
+                };
+            }
+            Phase::Chunked(chunk) => {
+                let (next, used) = advance_chunk(chunk, &bytes[i..]);
+                i += used;
+                phase = next;
+            }
+            _ => break,
+        }
+        if phase == Phase::Idle || phase == Phase::Through {
+            break;
+        }
+    }
+    (phase, i)
+}
+
+fn advance_chunk(chunk: Chunk, bytes: &[u8]) -> (Phase, usize) {
+    match chunk {
+        Chunk::Size {
+            mut len,
+            mut size,
+            mut digits,
+            mut ext,
+        } => {
+            for (i, &b) in bytes.iter().enumerate() {
+                len += 1;
+                if len > MAX_CHUNK_LINE {
+                    return (Phase::Through, i);
+                }
+                match b {
+                    b'\n' => {
+                        if !digits {
+                            return (Phase::Through, i); // hyper answers the error
+                        }
+                        let next = if size == 0 {
+                            Chunk::Trailer { len: 0 }
+                        } else {
+                            Chunk::Data(size)
+                        };
+                        return (Phase::Chunked(next), i + 1);
+                    }
+                    b';' | b'\r' | b' ' | b'\t' => ext = true,
+                    _ if ext => {}
+                    _ => match (b as char).to_digit(16) {
+                        Some(d) if size <= (u64::MAX >> 4) => {
+                            size = size * 16 + u64::from(d);
+                            digits = true;
+                        }
+                        _ => return (Phase::Through, i),
+                    },
+                }
+            }
+            let next = Chunk::Size {
+                len,
+                size,
+                digits,
+                ext,
+            };
+            (Phase::Chunked(next), bytes.len())
+        }
+        Chunk::Data(left) => {
+            let take = left.min(bytes.len() as u64);
+            let next = if take == left {
+                Chunk::DataEnd(2)
+            } else {
+                Chunk::Data(left - take)
+            };
+            (Phase::Chunked(next), take as usize)
+        }
+        Chunk::DataEnd(left) => {
+            let mut left = left;
+            let mut i = 0;
+            while left > 0 && i < bytes.len() {
+                left -= 1;
+                i += 1;
+                // A bare LF ends the chunk data too.
+                if bytes[i - 1] == b'\n' {
+                    left = 0;
+                }
+            }
+            let next = if left == 0 {
+                Chunk::Size {
+                    len: 0,
+                    size: 0,
+                    digits: false,
+                    ext: false,
+                }
+            } else {
+                Chunk::DataEnd(left)
+            };
+            (Phase::Chunked(next), i)
+        }
+        Chunk::Trailer { mut len } => {
+            for (i, &b) in bytes.iter().enumerate() {
+                match b {
+                    b'\n' if len == 0 => return (Phase::Idle, i + 1),
+                    b'\n' => len = 0,
+                    b'\r' => {}
+                    _ => {
+                        len += 1;
+                        if len > MAX_CHUNK_LINE {
+                            return (Phase::Through, i);
+                        }
+                    }
+                }
+            }
+            (Phase::Chunked(Chunk::Trailer { len }), bytes.len())
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        loop {
+            if !this.ready.is_empty() {
+                let n = this.ready.len().min(buf.remaining());
+                buf.put_slice(&this.ready[..n]);
+                this.ready.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            if this.stalled {
+                return Poll::Pending;
+            }
+            if this.ended {
+                return Poll::Ready(Ok(()));
+            }
+            let before = buf.filled().len();
+            match this.phase {
+                Phase::Through => return Pin::new(&mut this.inner).poll_read(cx, buf),
+                Phase::Body(_) | Phase::Chunked(_) => {
+                    // Body bytes go straight to hyper; what follows the body is held back.
+                    ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+                    let (phase, used) = advance_body(this.phase, &buf.filled()[before..]);
+                    this.phase = phase;
+                    let end = before + used;
+                    if end < buf.filled().len() {
+                        if this.phase == Phase::Through {
+                            return Poll::Ready(Ok(()));
+                        }
+                        this.head.extend_from_slice(&buf.filled()[end..]);
+                        buf.set_filled(end);
+                        this.take_head_bytes();
+                    }
+                    if buf.filled().len() > before || used == 0 && this.ready.is_empty() {
+                        // Body bytes delivered, or end of stream.
+                        return Poll::Ready(Ok(()));
+                    }
+                }
+                Phase::Idle | Phase::Head => {
+                    match Pin::new(&mut this.inner).poll_read(cx, buf) {
+                        Poll::Pending => {
+                            if !this.waits_on_deadline() {
+                                return Poll::Pending;
+                            }
+                            let at = this.started + this.header_timeout;
+                            let deadline = this
+                                .deadline
+                                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+                            ready!(deadline.as_mut().poll(cx));
+                            this.time_out();
+                        }
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Ready(Ok(())) => {
+                            if buf.filled().len() == before {
+                                // End of stream: hand over what there is.
+                                let rest = this.head.split();
+                                this.ready.extend_from_slice(&rest);
+                                this.ended = true;
+                                continue;
+                            }
+                            this.head.extend_from_slice(&buf.filled()[before..]);
+                            buf.set_filled(before);
+                            this.take_head_bytes();
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Feed `chunks` (with pauses) through a watcher; everything hyper would read.
+    async fn through(chunks: &[&[u8]], timeout_ms: u64) -> String {
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let owned: Vec<Vec<u8>> = chunks.iter().map(|c| c.to_vec()).collect();
+        let writer = tokio::spawn(async move {
+            for c in owned {
+                client.write_all(&c).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            client
+        });
+        let mut w = Watched::new(server, Duration::from_millis(timeout_ms), 16 * 1024);
+        let mut out = Vec::new();
+        let mut buf = [0u8; 7];
+        // Small reads exercise every split point.
+        loop {
+            match tokio::time::timeout(Duration::from_millis(400), w.read(&mut buf)).await {
+                Ok(Ok(0)) | Err(_) => break,
+                Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+                Ok(Err(e)) => panic!("{e}"),
+            }
+        }
+        drop(writer);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[tokio::test]
+    async fn passes_keep_alive_requests_unchanged() {
+        let input = "GET /a HTTP/1.1\r\nhost: x\r\n\r\nPOST /b HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nhelloPOST /c HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n0\r\nx-trailer: 1\r\n\r\nGET /d HTTP/1.1\r\n\r\n";
+        let out = through(&[input.as_bytes()], 1000).await;
+        assert_eq!(out, input);
+    }
+
+    #[tokio::test]
+    async fn marks_ambiguous_framing_on_a_later_request() {
+        let first = "GET /a HTTP/1.1\r\nhost: x\r\n\r\n";
+        let second = "POST /b HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n";
+        let out = through(&[first.as_bytes(), second.as_bytes()], 1000).await;
+        assert!(out.starts_with(first), "{out}");
+        assert!(
+            out[first.len()..].starts_with("POST /b HTTP/1.1\r\nx-holdfast-framing: ambiguous\r\n"),
+            "{out}"
+        );
+        // A body that only looks like a head is not taken for one.
+        let body = "POST /c HTTP/1.1\r\ncontent-length: 60\r\n\r\nGET / HTTP/1.1\r\ncontent-length: 1\r\ntransfer-encoding: x\r\n\r\n";
+        let out = through(&[body.as_bytes()], 1000).await;
+        assert_eq!(out, body);
+    }
+
+    #[tokio::test]
+    async fn a_slow_later_head_becomes_a_marked_stand_in() {
+        let first = "GET /a HTTP/1.1\r\nhost: x\r\n\r\n";
+        let out = through(&[first.as_bytes(), b"GET /slow HTTP/1.1\r\nhost"], 150).await;
+        assert_eq!(
+            out,
+            format!("{first}GET / HTTP/1.1\r\nx-holdfast-framing: head-timeout\r\n\r\n")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stalled_head_behind_a_complete_one_in_the_same_read_times_out() {
+        let out = through(
+            &[b"GET / HTTP/1.1\r\nhost: x\r\n\r\nGET /slow HTTP/1.1\r\nhost"],
+            150,
+        )
+        .await;
+        assert_eq!(
+            out,
+            "GET / HTTP/1.1\r\nhost: x\r\n\r\nGET / HTTP/1.1\r\nx-holdfast-framing: head-timeout\r\n\r\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_silent_first_request_ends_the_stream() {
+        let out = through(&[], 100).await;
+        assert_eq!(out, "");
+    }
+
+    #[tokio::test]
+    async fn byte_by_byte_heads_and_chunks_are_followed() {
+        let input = "POST /c HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\na\r\n0123456789\r\n0\r\n\r\nGET /d HTTP/1.1\r\ncontent-length: 1\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n";
+        let bytes: Vec<&[u8]> = input.as_bytes().chunks(1).collect();
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        for c in &bytes {
+            client.write_all(c).await.unwrap();
+        }
+        drop(client);
+        let mut w = Watched::new(server, Duration::from_secs(5), 16 * 1024);
+        let mut out = String::new();
+        w.read_to_string(&mut out).await.unwrap();
+        let (before, after) = out.split_at(out.find("GET /d").unwrap());
+        assert_eq!(before, &input[..input.find("GET /d").unwrap()]);
+        assert!(after.contains("x-holdfast-framing: ambiguous"), "{after}");
+    }
+
+    #[test]
+    fn chunk_sizes_follow_hex_and_stop_on_garbage() {
+        let start = Phase::Chunked(Chunk::Size {
+            len: 0,
+            size: 0,
+            digits: false,
+            ext: false,
+        });
+        let (p, used) = advance_body(start, b"1F\r\n");
+        assert_eq!((p, used), (Phase::Chunked(Chunk::Data(31)), 4));
+        let (p, _) = advance_body(start, b"zz\r\n");
+        assert_eq!(p, Phase::Through);
+        let (p, used) = advance_body(Phase::Body(3), b"abcGET");
+        assert_eq!((p, used), (Phase::Idle, 3));
+    }
+}
