@@ -397,7 +397,7 @@ async fn calllog_status(State(m): S, h: HeaderMap) -> R {
     let count = m.store.count_calls(None).await?;
     ok(
         StatusCode::OK,
-        json!({ "node": m.node(), "stored": count, "writer": m.call_log_stats() }),
+        json!({ "node": m.node(), "stored": count, "writer": m.call_log_stats(), "cache": m.cache_status() }),
     )
 }
 

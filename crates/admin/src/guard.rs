@@ -320,6 +320,8 @@ impl Management {
         }
         let now = holdfast_store::now_ms();
         let index = self.index();
+        // The refusal is the guard's own answer type, built once per refused request.
+        #[allow(clippy::result_large_err)]
         let decide = || {
             let id = self.identify_key(&index, req, now)?;
             let scopes = self.admit(&index, id, spec, ctx)?;

@@ -20,4 +20,4 @@ mod runtime;
 
 pub use calllog::CallLogStats;
 pub use error::ApiError;
-pub use runtime::{Management, ManagementFactory, StartError};
+pub use runtime::{CacheStatus, Management, ManagementFactory, StartError};

@@ -2,6 +2,7 @@
 //! extension (store, cached index, limiter, call-log writer), and [`ManagementFactory`], the
 //! `PluginFactory` that plugs it into the data plane.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -13,7 +14,9 @@ use holdfast_proxy::plugin::{
     Body, BoxFuture, CallObserver, GuardHeaders, PluginFactory, Plugins, RequestContext,
     RequestGuard,
 };
-use holdfast_store::{ChangeFeed, EntityStore, KeyHasher, RedisCounters, SqlStore, StoreError};
+use holdfast_store::{
+    ChangeFeed, ChangeListener, EntityStore, KeyHasher, RedisCounters, SqlStore, StoreError,
+};
 
 use crate::cache::Index;
 use crate::calllog::{CallLogStats, CallLogWriter};
@@ -43,6 +46,7 @@ pub struct Management {
     pub(crate) key_header: http::HeaderName,
     index: ArcSwap<Index>,
     refreshing: tokio::sync::Mutex<()>,
+    cache: CacheCounters,
     pub(crate) limiter: Limiter,
     pub(crate) calllog: CallLogWriter,
     pub(crate) jwt: Verifiers,
@@ -96,13 +100,20 @@ impl Management {
             store,
             index: ArcSwap::from_pointee(Index::build(snapshot, config, &limiter)),
             refreshing: tokio::sync::Mutex::new(()),
+            cache: CacheCounters::default(),
             limiter,
             calllog,
             jwt,
             node,
         });
+        let listener = listen(&m.store, &m.node).await;
+        m.cache
+            .listening
+            .store(listener.is_some(), Ordering::Relaxed);
         tokio::spawn(refresh_loop(
             Arc::downgrade(&m),
+            m.store.clone(),
+            listener,
             Duration::from_millis(config.cache_refresh_ms),
         ));
         Ok(m)
@@ -126,23 +137,36 @@ impl Management {
         self.index.load_full()
     }
 
-    /// Reload the cache now if the store changed.
-    pub async fn refresh(&self) -> Result<(), StoreError> {
+    /// Reload the cache now if the store changed; `true` when it did.
+    pub async fn refresh(&self) -> Result<bool, StoreError> {
         // One refresh at a time, so an older snapshot never replaces a newer one.
         let _one = self.refreshing.lock().await;
         let generation = self.store.generation().await?;
-        if generation != self.index.load().generation {
-            let snapshot = self.store.snapshot().await?;
-            let index = Index::build(snapshot, &self.config, &self.limiter);
-            self.index.store(Arc::new(index));
-            self.limiter.prune();
+        if generation == self.index.load().generation {
+            return Ok(false);
         }
-        Ok(())
+        let snapshot = self.store.snapshot().await?;
+        let index = Index::build(snapshot, &self.config, &self.limiter);
+        self.index.store(Arc::new(index));
+        self.limiter.prune();
+        Ok(true)
     }
 
     /// The admin API, to mount on the admin listener.
     pub fn router(self: &Arc<Self>) -> axum::Router {
         crate::api::router(self.clone())
+    }
+
+    /// How this node's cache learns of changes.
+    pub fn cache_status(&self) -> CacheStatus {
+        let c = &self.cache;
+        CacheStatus {
+            generation: self.index.load().generation,
+            listening: c.listening.load(Ordering::Relaxed),
+            notified_reloads: c.notified_reloads.load(Ordering::Relaxed),
+            polled_reloads: c.polled_reloads.load(Ordering::Relaxed),
+            listener_restarts: c.listener_restarts.load(Ordering::Relaxed),
+        }
     }
 
     /// Call-log writer counters (queued, written, overflow...).
@@ -156,14 +180,101 @@ impl Management {
     }
 }
 
-async fn refresh_loop(m: Weak<Management>, every: Duration) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// How this node's cache learns of changes to the store.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CacheStatus {
+    /// The store generation the cache holds.
+    pub generation: i64,
+    /// True while a PostgreSQL `LISTEN` connection announces changes.
+    pub listening: bool,
+    /// Reloads triggered by an announced change.
+    pub notified_reloads: u64,
+    /// Reloads found by polling (SQLite, a lost notification, or the listener down).
+    pub polled_reloads: u64,
+    /// How often the listener was connected again after it dropped.
+    pub listener_restarts: u64,
+}
+
+#[derive(Default)]
+struct CacheCounters {
+    listening: AtomicBool,
+    notified_reloads: AtomicU64,
+    polled_reloads: AtomicU64,
+    listener_restarts: AtomicU64,
+}
+
+/// While listening, polling is only a safety net: this many refresh intervals apart.
+const POLL_WHILE_LISTENING: u32 = 10;
+/// How often a dropped listener is connected again.
+const LISTEN_RETRY: Duration = Duration::from_secs(2);
+
+/// Start listening for changes (PostgreSQL); `None` on SQLite or when it fails (logged).
+async fn listen(store: &SqlStore, node: &str) -> Option<ChangeListener> {
+    match store.listen(&format!("holdfast-listen-{node}")).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot LISTEN for store changes; polling instead");
+            None
+        }
+    }
+}
+
+/// Keep the cache current: reload when a change is announced (PostgreSQL `LISTEN`), and poll
+/// the generation every `every` when no listener runs (SQLite, or PostgreSQL while the
+/// listener is down and being reconnected), every `POLL_WHILE_LISTENING` × `every` otherwise.
+async fn refresh_loop(
+    m: Weak<Management>,
+    store: SqlStore,
+    mut listener: Option<ChangeListener>,
+    every: Duration,
+) {
+    let mut retry_listen_at = tokio::time::Instant::now() + LISTEN_RETRY;
     loop {
-        tick.tick().await;
+        let notified = match listener.as_mut() {
+            Some(l) => {
+                tokio::select! {
+                    got = l.changed() => got.is_some(),
+                    _ = tokio::time::sleep(every * POLL_WHILE_LISTENING) => false,
+                }
+            }
+            None => {
+                tokio::time::sleep(every).await;
+                false
+            }
+        };
         let Some(m) = m.upgrade() else { return };
-        if let Err(e) = m.refresh().await {
-            tracing::warn!(error = %e, "management cache refresh failed; keeping the last view");
+        if listener.as_ref().is_some_and(|l| l.is_closed()) {
+            listener = None;
+            m.cache.listening.store(false, Ordering::Relaxed);
+            retry_listen_at = tokio::time::Instant::now() + LISTEN_RETRY;
+            tracing::warn!(
+                every_ms = every.as_millis() as u64,
+                "store change listener ended; polling until it is back"
+            );
+        }
+        if listener.is_none()
+            && store.is_postgres()
+            && tokio::time::Instant::now() >= retry_listen_at
+        {
+            listener = listen(&store, &m.node).await;
+            retry_listen_at = tokio::time::Instant::now() + LISTEN_RETRY;
+            if listener.is_some() {
+                m.cache.listening.store(true, Ordering::Relaxed);
+                m.cache.listener_restarts.fetch_add(1, Ordering::Relaxed);
+                tracing::info!("store change listener connected again");
+            }
+        }
+        match m.refresh().await {
+            Ok(true) if notified => {
+                m.cache.notified_reloads.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(true) => {
+                m.cache.polled_reloads.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "management cache refresh failed; keeping the last view")
+            }
         }
     }
 }

@@ -31,8 +31,15 @@ async fn two_nodes_share_limits_revocations_and_the_call_log() {
     let (ta, tb) = (format!("mn-a-{id}"), format!("mn-b-{id}"));
     let mut cfg = config(StoreUrl::Postgres(pg), &ta, &tb);
     cfg.redis = Some(redis);
+    // Polling at its slowest (every 1.5 s, and only every 15 s while listening): a revocation
+    // seen within 2 s came through LISTEN/NOTIFY.
+    cfg.cache_refresh_ms = 1500;
     let n1 = Node::start_as(cfg.clone(), &format!("n1-{id}")).await;
     let n2 = Node::start_as(cfg, &format!("n2-{id}")).await;
+    assert!(
+        n2.mgmt.cache_status().listening,
+        "node 2 listens for changes"
+    );
     let svc = format!("pay-{id}");
     let (s, v) = n1
         .api(
@@ -123,12 +130,15 @@ async fn two_nodes_share_limits_revocations_and_the_call_log() {
             revoked_at.elapsed() < Duration::from_secs(2),
             "node 2 still accepts the revoked key"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
     eprintln!(
         "revocation visible on node 2 after {:?}",
         revoked_at.elapsed()
     );
+    let status = n2.mgmt.cache_status();
+    assert!(status.notified_reloads >= 1, "{status:?}");
+    assert_eq!(status.polled_reloads, 0, "{status:?}");
 
     // Call logs of both nodes in one analytics query.
     let now = holdfast_store::now_ms();
@@ -168,4 +178,113 @@ async fn two_nodes_share_limits_revocations_and_the_call_log() {
     assert_eq!(v["calls"], 65, "{v}");
     assert_eq!(v["calls_by_node"][format!("n1-{id}")], 40, "{v}");
     assert_eq!(v["calls_by_node"][format!("n2-{id}")], 25, "{v}");
+}
+
+/// The listener of node 2 is killed: changes still reach it within 2 s by polling, and it
+/// listens again afterwards.
+#[tokio::test]
+async fn revocation_still_reaches_a_node_whose_listener_dropped() {
+    let Ok(pg) = std::env::var("HOLDFAST_TEST_PG_URL") else {
+        eprintln!(
+            "skipped: HOLDFAST_TEST_PG_URL unset (scripts/test sets it via scripts/test-services)"
+        );
+        return;
+    };
+    let id = std::process::id();
+    let (ta, tb) = (format!("ls-a-{id}"), format!("ls-b-{id}"));
+    let cfg = config(StoreUrl::Postgres(pg.clone()), &ta, &tb);
+    let n1 = Node::start_as(cfg.clone(), &format!("ls1-{id}")).await;
+    let n2 = Node::start_as(cfg, &format!("ls2-{id}")).await;
+    assert!(n2.mgmt.cache_status().listening);
+    let (s, v) = n1
+        .api(
+            "POST",
+            "/admin/tenants",
+            SUPER,
+            Some(&format!(r#"{{"name":"{ta}"}}"#)),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let svc = format!("ls-{id}");
+    let key = provision(&n1, ADMIN_A, &ta, &svc, &format!(r#"{{"name":"{svc}"}}"#)).await;
+    let (s, v) = n1
+        .api(
+            "POST",
+            &format!("/admin/tenants/{ta}/subscriptions"),
+            ADMIN_A,
+            Some(&format!(r#"{{"consumer":"c1","service":"{svc}"}}"#)),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    wait_until_accepted(&n2, &svc, &key).await;
+
+    // Kill node 2's LISTEN connection from the server side.
+    let admin = holdfast_store::SqlStore::open_postgres(&pg, b"unused-secret-0123456789")
+        .await
+        .expect("open");
+    let killed = admin
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+            vec![format!("holdfast-listen-ls2-{id}").into()],
+        )
+        .await
+        .expect("terminate");
+    assert_eq!(killed.len(), 1, "exactly node 2's listener was found");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while n2.mgmt.cache_status().listening {
+        assert!(
+            Instant::now() < deadline,
+            "node 2 never noticed its listener dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let (s, v) = n1
+        .api(
+            "POST",
+            &format!("/admin/tenants/{ta}/keys/{}/revoke", &key[..11]),
+            ADMIN_A,
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let revoked_at = Instant::now();
+    while n2.call(&svc, Some(&key)).await.0 != 401 {
+        assert!(
+            revoked_at.elapsed() < Duration::from_secs(2),
+            "node 2 still accepts the revoked key without its listener"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "revocation visible on node 2 (listener down) after {:?}",
+        revoked_at.elapsed()
+    );
+
+    // The listener comes back, and announces changes again.
+    let deadline = Instant::now() + Duration::from_secs(6);
+    while !n2.mgmt.cache_status().listening {
+        assert!(Instant::now() < deadline, "node 2 never listened again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = n2.mgmt.cache_status();
+    assert!(status.listener_restarts >= 1, "{status:?}");
+    let before = status.notified_reloads;
+    let (s, v) = n1
+        .api(
+            "POST",
+            &format!("/admin/tenants/{ta}/consumers"),
+            ADMIN_A,
+            Some(r#"{"name":"c2"}"#),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while n2.mgmt.cache_status().notified_reloads == before {
+        assert!(
+            Instant::now() < deadline,
+            "no notification after the listener came back"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

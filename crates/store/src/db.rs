@@ -105,11 +105,41 @@ enum Backend {
     Postgres(Arc<tokio_postgres::Client>),
 }
 
+/// The PostgreSQL channel every change is announced on (payload: the new generation).
+pub const CHANGES_CHANNEL: &str = "holdfast_changes";
+
 /// The management store over SQLite or PostgreSQL. Cheap to clone.
 #[derive(Clone)]
 pub struct SqlStore {
     backend: Arc<Backend>,
     secret: Arc<[u8]>,
+    /// The PostgreSQL URL, for the change listener's own connection.
+    pg_url: Option<Arc<str>>,
+}
+
+/// Changes announced by any node through PostgreSQL `LISTEN` (see [`SqlStore::listen`]).
+pub struct ChangeListener {
+    rx: tokio::sync::mpsc::Receiver<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ChangeListener {
+    /// Wait for the next announced change (changes announced meanwhile are folded into one).
+    /// `None` once the listening connection has ended; listen again to resume.
+    pub async fn changed(&mut self) -> Option<()> {
+        self.rx.recv().await
+    }
+
+    /// True once the listening connection has ended and every announced change was taken.
+    pub fn is_closed(&self) -> bool {
+        self.rx.is_closed() && self.rx.is_empty()
+    }
+}
+
+impl Drop for ChangeListener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 impl SqlStore {
@@ -128,6 +158,7 @@ impl SqlStore {
         let store = SqlStore {
             backend: Arc::new(Backend::Sqlite(Arc::new(Mutex::new(conn)))),
             secret: secret.into(),
+            pg_url: None,
         };
         migrations::run(&store).await?;
         Ok(store)
@@ -144,6 +175,7 @@ impl SqlStore {
         let store = SqlStore {
             backend: Arc::new(Backend::Postgres(Arc::new(client))),
             secret: secret.into(),
+            pg_url: Some(url.into()),
         };
         migrations::run(&store).await?;
         Ok(store)
@@ -158,6 +190,75 @@ impl SqlStore {
         match url {
             StoreUrl::Sqlite(path) => SqlStore::open_sqlite(path, secret).await,
             StoreUrl::Postgres(url) => SqlStore::open_postgres(url, secret).await,
+        }
+    }
+
+    /// Listen for changes announced by every node (`LISTEN holdfast_changes` on a connection
+    /// of its own, named `application_name` in `pg_stat_activity`). `None` on SQLite, where
+    /// only this process changes the store.
+    pub async fn listen(
+        &self,
+        application_name: &str,
+    ) -> Result<Option<ChangeListener>, StoreError> {
+        use std::future::Future;
+        let Some(url) = &self.pg_url else {
+            return Ok(None);
+        };
+        let mut config: tokio_postgres::Config = url.parse()?;
+        config.application_name(application_name);
+        let (client, mut connection) = config.connect(tokio_postgres::NoTls).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let mut ready = Some(ready_tx);
+            let mut listen = Box::pin(async move {
+                let r = client
+                    .batch_execute(&format!("LISTEN {CHANGES_CHANNEL}"))
+                    .await;
+                (client, r)
+            });
+            let mut client = None;
+            loop {
+                // Drive the connection; the LISTEN statement completes through it.
+                let message = std::future::poll_fn(|cx| {
+                    if client.is_none() {
+                        if let std::task::Poll::Ready((c, r)) = listen.as_mut().poll(cx) {
+                            if let Some(ready) = ready.take() {
+                                let _ = ready.send(r);
+                            }
+                            client = Some(c);
+                        }
+                    }
+                    connection.poll_message(cx)
+                })
+                .await;
+                match message {
+                    Some(Ok(tokio_postgres::AsyncMessage::Notification(_))) => {
+                        // A full channel already holds a wake-up: changes fold into it.
+                        let _ = tx.try_send(());
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "store change listener: connection failed");
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            // Dropping `tx` tells the listener's owner that it ended.
+        });
+        match ready_rx.await {
+            Ok(Ok(())) => Ok(Some(ChangeListener { rx, task })),
+            Ok(Err(e)) => {
+                task.abort();
+                Err(e.into())
+            }
+            Err(_) => {
+                task.abort();
+                Err(StoreError::Task(
+                    "the change listener's connection ended before LISTEN".into(),
+                ))
+            }
         }
     }
 

@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 
-use crate::db::{col, Row, SqlStore, Value};
+use crate::db::{col, Row, SqlStore, Value, CHANGES_CHANNEL};
 use crate::error::StoreError;
 use crate::model::*;
 
@@ -48,10 +48,13 @@ pub trait EntityStore {
     async fn snapshot(&self) -> Result<Snapshot, StoreError>;
 }
 
-/// The generation counter: bumped by every change, polled by every node.
+/// The generation counter: bumped by every change, read by every node when it is told of a
+/// change (PostgreSQL `NOTIFY` on [`CHANGES_CHANNEL`], see [`SqlStore::listen`]) and polled
+/// as a fallback.
 #[async_trait]
 pub trait ChangeFeed {
     async fn generation(&self) -> Result<i64, StoreError>;
+    /// Count a change; on PostgreSQL, also announce it to every listening node.
     async fn bump(&self) -> Result<(), StoreError>;
 }
 
@@ -66,8 +69,18 @@ impl ChangeFeed for SqlStore {
             .ok_or_else(|| StoreError::Corrupt("meta.generation is missing".into()))
     }
     async fn bump(&self) -> Result<(), StoreError> {
-        self.execute("UPDATE meta SET v = v + 1 WHERE k = 'generation'", vec![])
+        if self.is_postgres() {
+            // One statement: the notification (payload: the new generation) is sent when the
+            // update commits.
+            self.execute(
+                &format!("WITH g AS (UPDATE meta SET v = v + 1 WHERE k = 'generation' RETURNING v) SELECT pg_notify('{CHANGES_CHANNEL}', v::text) FROM g"),
+                vec![],
+            )
             .await?;
+        } else {
+            self.execute("UPDATE meta SET v = v + 1 WHERE k = 'generation'", vec![])
+                .await?;
+        }
         Ok(())
     }
 }

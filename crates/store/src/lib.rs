@@ -20,7 +20,7 @@ mod redis_counters;
 
 pub use analytics::{analyse, Analytics, Bucket, CallRow, StatsQuery, TopEntry, UsageEntry};
 pub use calllog::{CallBatch, CallLogStore};
-pub use db::SqlStore;
+pub use db::{ChangeListener, SqlStore, CHANGES_CHANNEL};
 pub use entities::{ChangeFeed, EntityStore};
 pub use error::StoreError;
 pub use keys::{decode_key_hash, hash_key, key_prefix, KeyHasher, KeyStore};
