@@ -1,11 +1,15 @@
 //! A body wrapper that counts bytes and reports how the body ended: completely, with an
 //! error (the upstream died mid-response), or dropped early (the client went away).
 
+use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
+use hyper::body::Incoming;
 
 use crate::plugin::{Body, BoxError};
 
@@ -92,5 +96,93 @@ impl<B: HttpBody> Drop for Tracked<B> {
         } else {
             self.end(Ending::Dropped);
         }
+    }
+}
+
+/// What happened to a streamed request body, read after the exchange.
+#[derive(Debug, Default)]
+pub struct UploadStats {
+    /// Body bytes taken from the client so far.
+    pub bytes: AtomicU64,
+    /// The body grew past `max_body_bytes` (the exchange is answered 413).
+    pub too_large: AtomicBool,
+    /// Reading the client's body failed (the client went away or broke the framing).
+    pub client_failed: AtomicBool,
+}
+
+/// A request body streamed to the upstream: the part read while deciding whether to buffer,
+/// then the rest straight from the client, cut off with an error past `limit` bytes.
+pub struct Upload {
+    prefix: VecDeque<Bytes>,
+    rest: Incoming,
+    limit: u64,
+    stats: Arc<UploadStats>,
+}
+
+impl Upload {
+    pub fn new(prefix: Vec<Bytes>, rest: Incoming, limit: u64, stats: Arc<UploadStats>) -> Upload {
+        let seen: u64 = prefix.iter().map(|b| b.len() as u64).sum();
+        stats.bytes.store(seen, Ordering::Relaxed);
+        Upload {
+            prefix: prefix.into(),
+            rest,
+            limit,
+            stats,
+        }
+    }
+}
+
+/// The body grew past the gateway's limit.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body is larger than {0} bytes")]
+pub struct TooLarge(pub u64);
+
+impl HttpBody for Upload {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(chunk) = self.prefix.pop_front() {
+            return Poll::Ready(Some(Ok(Frame::data(chunk))));
+        }
+        match Pin::new(&mut self.rest).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let total = self
+                        .stats
+                        .bytes
+                        .fetch_add(data.len() as u64, Ordering::Relaxed)
+                        + data.len() as u64;
+                    if total > self.limit {
+                        self.stats.too_large.store(true, Ordering::Relaxed);
+                        return Poll::Ready(Some(Err(Box::new(TooLarge(self.limit)))));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                self.stats.client_failed.store(true, Ordering::Relaxed);
+                Poll::Ready(Some(Err(Box::new(e))))
+            }
+            other => other.map(|o| o.map(|r| r.map_err(|e| Box::new(e) as BoxError))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.prefix.is_empty() && self.rest.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let queued: u64 = self.prefix.iter().map(|b| b.len() as u64).sum();
+        let rest = self.rest.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(rest.lower() + queued);
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper + queued);
+        }
+        hint
     }
 }

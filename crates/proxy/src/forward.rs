@@ -12,7 +12,7 @@
 //!   any byte is sent, so later failures cannot be retried by construction).
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -24,6 +24,7 @@ use hyper::body::Incoming;
 use crate::balance::Balancer;
 use crate::budget::Budget;
 use crate::conns::{Conn, ConnPool, ConnectError};
+use crate::plugin::Body;
 use crate::responses::full;
 
 /// An upstream pool at run time.
@@ -48,8 +49,43 @@ pub struct Outgoing {
     /// Origin form (`/path?query`).
     pub uri: http::Uri,
     pub headers: http::HeaderMap,
-    pub body: Bytes,
+    pub body: OutBody,
     pub hash: Option<u64>,
+}
+
+/// The request body going upstream.
+pub enum OutBody {
+    /// Kept whole: every attempt sends it again.
+    Buffered(Bytes),
+    /// Streams from the client: usable until an attempt got as far as writing it.
+    Streaming(Mutex<Option<Body>>),
+}
+
+impl Outgoing {
+    /// The body for the next attempt (`None` once a streaming body went out).
+    fn take_body(&self) -> Option<Body> {
+        match &self.body {
+            OutBody::Buffered(b) => Some(full(b.clone())),
+            OutBody::Streaming(slot) => slot.lock().ok()?.take(),
+        }
+    }
+
+    /// Put back the body of a request hyper handed back unsent.
+    fn restore_body(&self, body: Body) {
+        if let OutBody::Streaming(slot) = &self.body {
+            if let Ok(mut slot) = slot.lock() {
+                *slot = Some(body);
+            }
+        }
+    }
+
+    /// Whether another attempt could still send the body.
+    pub fn can_resend(&self) -> bool {
+        match &self.body {
+            OutBody::Buffered(_) => true,
+            OutBody::Streaming(slot) => slot.lock().map(|b| b.is_some()).unwrap_or(false),
+        }
+    }
 }
 
 /// Timings and attempts, for the call record.
@@ -132,6 +168,7 @@ pub async fn forward(
                 }
                 if retryable_status
                     && may_repeat
+                    && out.can_resend()
                     && trace.attempts < route.max_attempts
                     && budget.try_retry()
                 {
@@ -160,8 +197,10 @@ pub async fn forward(
             }
         };
         // Only a retryable failure may spend the budget.
-        let more =
-            retryable && trace.attempts < route.max_attempts && (!charge || budget.try_retry());
+        let more = retryable
+            && out.can_resend()
+            && trace.attempts < route.max_attempts
+            && (!charge || budget.try_retry());
         if !more {
             return Err(final_failure(up, class, message, healthy_at_start));
         }
@@ -242,22 +281,41 @@ async fn attempt(
     trace: &mut Trace,
 ) -> Result<Answer, AttemptError> {
     let mut conn = get_conn(up, i, trace).await?;
-    let mut req = Request::new(full(out.body.clone()));
+    let Some(body) = out.take_body() else {
+        return Err(AttemptError::MaybeProcessed(
+            ResetClass::UpstreamResetBeforeResponse,
+            "the streamed request body already went out on an earlier attempt".into(),
+        ));
+    };
+    let mut req = Request::new(body);
     *req.method_mut() = out.method.clone();
     *req.uri_mut() = out.uri.clone();
     *req.headers_mut() = out.headers.clone();
     let sent_at = Instant::now();
     let started = trace.started.unwrap_or(sent_at);
-    match tokio::time::timeout(timeout, conn.sender.send_request(req)).await {
+    match tokio::time::timeout(timeout, conn.sender.try_send_request(req)).await {
         Ok(Ok(response)) => {
             trace.first_byte_ms = Some(ms(started.elapsed()));
             up.conns
                 .learn_keep_alive(i, response.headers().get("keep-alive"));
             Ok(Answer { response, conn })
         }
-        Ok(Err(e)) => {
+        Ok(Err(mut unsent)) => {
+            let recovered = unsent.take_message();
+            let e = unsent.into_error();
             let msg = format!("{} ({})", describe(&e), up.balancer.targets[i].authority);
-            if e.is_canceled() {
+            if let Some(req) = recovered {
+                // hyper never wrote it: the body (even a streaming one) can go again.
+                out.restore_body(req.into_body());
+                if conn.reused {
+                    Err(AttemptError::IdleRace(msg))
+                } else {
+                    Err(AttemptError::NotSent(
+                        ResetClass::UpstreamResetBeforeResponse,
+                        msg,
+                    ))
+                }
+            } else if e.is_canceled() {
                 Err(AttemptError::NotSent(
                     ResetClass::UpstreamResetBeforeResponse,
                     msg,

@@ -10,14 +10,14 @@ use bytes::Bytes;
 use holdfast_core::config::{Config, HashOn, Route, RouteTarget};
 use holdfast_core::{CallExtra, CallRecord, ResetClass};
 use http::{header, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::{Body as _, Incoming};
 
 use crate::balance::fnv1a;
-use crate::body::{Ending, Tracked};
+use crate::body::{Ending, Tracked, Upload, UploadStats};
 use crate::budget::Budget;
 use crate::conns::Conn;
-use crate::forward::{forward, ms, Outgoing, Trace, UpstreamRt};
+use crate::forward::{forward, ms, OutBody, Outgoing, Trace, UpstreamRt};
 use crate::framing::{MARK_HEADER, MARK_HEAD_TIMEOUT};
 use crate::hygiene::{self, Peer};
 use crate::limiter::Limiter;
@@ -114,6 +114,8 @@ struct Pending {
     host: Option<String>,
     client: Peer,
     bytes_in: u64,
+    /// A streamed request body's counters (its size is known only at the end).
+    upload: Option<Arc<UploadStats>>,
     extra: Arc<Mutex<CallExtra>>,
 }
 
@@ -160,6 +162,7 @@ impl Gateway {
             host,
             client: client.clone(),
             bytes_in: 0,
+            upload: None,
             extra: Arc::new(Mutex::new(CallExtra::default())),
             state: state.clone(),
         };
@@ -298,41 +301,34 @@ impl Gateway {
             );
             return self.finish(resp, pending, Outcome::plain(None));
         };
-        let limit = state.config.server.max_body_bytes as usize;
-        let body = if body.is_end_stream() {
-            Bytes::new()
-        } else {
-            match Limited::new(body, limit).collect().await {
-                Ok(b) => b.to_bytes(),
-                Err(e) => {
-                    let too_big = e
-                        .downcast_ref::<http_body_util::LengthLimitError>()
-                        .is_some();
-                    let (resp, class) = if too_big {
-                        (
-                            responses::error(
-                                StatusCode::PAYLOAD_TOO_LARGE,
-                                "body_too_large",
-                                &format!("the request body is larger than {limit} bytes"),
-                            ),
-                            ResetClass::BadRequest,
-                        )
-                    } else {
-                        (
-                            responses::error(
-                                StatusCode::BAD_REQUEST,
-                                "body_read_failed",
-                                "the request body could not be read",
-                            ),
-                            ResetClass::ClientAborted,
-                        )
-                    };
-                    return self.finish(resp, pending, Outcome::plain(Some(class)));
+        let limit = state.config.server.max_body_bytes;
+        let keep = state.config.server.retry_buffer_bytes.min(limit);
+        let body =
+            match read_body(body, parts.headers.get(header::CONTENT_LENGTH), keep, limit).await {
+                Ok(b) => b,
+                Err(class) => {
+                    return self.finish(
+                        body_refusal(class, limit),
+                        pending,
+                        Outcome::plain(Some(class)),
+                    )
                 }
+            };
+        let upload = match &body {
+            ReadBody::Whole(b) => {
+                pending.bytes_in = b.len() as u64;
+                None
             }
+            ReadBody::Streaming(_, stats) => Some(stats.clone()),
         };
-        pending.bytes_in = body.len() as u64;
-        let out = outgoing(parts, body, &pending.client, pending.host.as_deref(), &up);
+        pending.upload = upload.clone();
+        let out = outgoing(
+            parts,
+            body.into_out(),
+            &pending.client,
+            pending.host.as_deref(),
+            &up,
+        );
         let mut trace = Trace::default();
         match forward(&up, &route.route, &state.budget, &out, &mut trace).await {
             Ok(answer) => {
@@ -359,6 +355,17 @@ impl Gateway {
                 )
             }
             Err(failure) => {
+                if let Some(class) = upload.as_deref().and_then(upload_failure) {
+                    return self.finish(
+                        body_refusal(class, limit),
+                        pending,
+                        Outcome {
+                            class: Some(class),
+                            trace,
+                            checkin: None,
+                        },
+                    );
+                }
                 let code = failure.class.as_str();
                 let mut resp = responses::error(failure.status, code, &failure.message);
                 if failure.status == StatusCode::SERVICE_UNAVAILABLE {
@@ -457,7 +464,11 @@ impl Gateway {
                 upstream_connect_ms: trace.connect_ms,
                 upstream_first_byte_ms: trace.first_byte_ms,
                 upstream_ms,
-                bytes_in: p.bytes_in,
+                bytes_in: p
+                    .upload
+                    .as_ref()
+                    .map(|u| u.bytes.load(std::sync::atomic::Ordering::Relaxed))
+                    .unwrap_or(p.bytes_in),
                 bytes_out,
                 extra,
             };
@@ -494,9 +505,101 @@ fn request_host(req: &Request<Incoming>) -> Option<String> {
     Some(host.to_ascii_lowercase())
 }
 
+/// A request body as read before forwarding.
+enum ReadBody {
+    /// Small enough to keep for retries.
+    Whole(Bytes),
+    /// Larger than the retry buffer: streams on.
+    Streaming(Upload, Arc<UploadStats>),
+}
+
+impl ReadBody {
+    fn into_out(self) -> OutBody {
+        match self {
+            ReadBody::Whole(b) => OutBody::Buffered(b),
+            ReadBody::Streaming(u, _) => OutBody::Streaming(Mutex::new(Some(u.boxed()))),
+        }
+    }
+}
+
+/// Read the body into memory up to `keep` bytes; past that, stream it (up to `limit`).
+/// `Err` is the class of a refusal: `bad_request` (too large) or `client_aborted`.
+async fn read_body(
+    mut body: Incoming,
+    declared: Option<&header::HeaderValue>,
+    keep: u64,
+    limit: u64,
+) -> Result<ReadBody, ResetClass> {
+    if body.is_end_stream() {
+        return Ok(ReadBody::Whole(Bytes::new()));
+    }
+    let declared = declared
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ResetClass::BadRequest);
+    }
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut seen = 0u64;
+    if declared.is_none_or(|n| n <= keep) {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|_| ResetClass::ClientAborted)?;
+            if let Ok(data) = frame.into_data() {
+                seen += data.len() as u64;
+                if seen > limit {
+                    return Err(ResetClass::BadRequest);
+                }
+                chunks.push(data);
+                if seen > keep {
+                    break;
+                }
+            }
+        }
+        if seen <= keep {
+            return Ok(ReadBody::Whole(match chunks.len() {
+                0 => Bytes::new(),
+                1 => chunks.pop().unwrap_or_default(),
+                _ => chunks.concat().into(),
+            }));
+        }
+    }
+    let stats = Arc::new(UploadStats::default());
+    let upload = Upload::new(chunks, body, limit, stats.clone());
+    Ok(ReadBody::Streaming(upload, stats))
+}
+
+/// The class of a streamed upload's own failure, if it failed.
+fn upload_failure(stats: &UploadStats) -> Option<ResetClass> {
+    use std::sync::atomic::Ordering::Relaxed;
+    if stats.too_large.load(Relaxed) {
+        Some(ResetClass::BadRequest)
+    } else if stats.client_failed.load(Relaxed) {
+        Some(ResetClass::ClientAborted)
+    } else {
+        None
+    }
+}
+
+/// `413` for a body over `limit`, `400` for a body that could not be read.
+fn body_refusal(class: ResetClass, limit: u64) -> Response<Body> {
+    if class == ResetClass::BadRequest {
+        responses::error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            &format!("the request body is larger than {limit} bytes"),
+        )
+    } else {
+        responses::error(
+            StatusCode::BAD_REQUEST,
+            "body_read_failed",
+            "the request body could not be read",
+        )
+    }
+}
+
 fn outgoing(
     parts: http::request::Parts,
-    body: Bytes,
+    body: OutBody,
     client: &Peer,
     host: Option<&str>,
     up: &UpstreamRt,

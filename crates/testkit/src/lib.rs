@@ -38,6 +38,9 @@ pub enum Behavior {
     Unavailable,
     /// Answers bytes that are not HTTP, then closes.
     Garbage,
+    /// Answers `200` with `bytes=N sum=S`: the request body's length and the wrapping sum of
+    /// its bytes (to check that a body arrived whole).
+    EchoLength,
 }
 
 struct Shared {
@@ -133,6 +136,8 @@ fn reset(stream: TcpStream) {
 /// One request: the head lines and the body.
 struct Request {
     id: Option<String>,
+    /// Body length and wrapping byte sum.
+    body: (usize, u64),
 }
 
 /// Read one request; `Ok(None)` on a clean close or an idle timeout.
@@ -178,13 +183,21 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> io::Result<Option<Request>
             }
         }
     }
+    let mut seen = (0usize, 0u64);
+    let mut take = |bytes: &[u8]| {
+        seen.0 += bytes.len();
+        seen.1 = bytes
+            .iter()
+            .fold(seen.1, |sum, b| sum.wrapping_add(u64::from(*b)));
+    };
     if chunked {
         loop {
             let mut size = String::new();
             reader.read_line(&mut size)?;
             let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-            let mut skip = vec![0u8; n + 2];
-            reader.read_exact(&mut skip)?;
+            let mut data = vec![0u8; n + 2];
+            reader.read_exact(&mut data)?;
+            take(&data[..n]);
             if n == 0 {
                 break;
             }
@@ -192,8 +205,9 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> io::Result<Option<Request>
     } else {
         let mut body = vec![0u8; length];
         reader.read_exact(&mut body)?;
+        take(&body);
     }
-    Ok(Some(Request { id }))
+    Ok(Some(Request { id, body: seen }))
 }
 
 fn respond(stream: &mut TcpStream, status: &str, body: &str) -> io::Result<()> {
@@ -232,6 +246,11 @@ fn serve_connection(stream: TcpStream, shared: &Shared) -> io::Result<()> {
         }
         match behavior {
             Behavior::Healthy | Behavior::IdleClose(_) => respond(&mut writer, "200 OK", "ok\n")?,
+            Behavior::EchoLength => respond(
+                &mut writer,
+                "200 OK",
+                &format!("bytes={} sum={}", req.body.0, req.body.1),
+            )?,
             Behavior::IdleCloseAnnounced(d) => {
                 let head = format!(
                     "HTTP/1.1 200 OK\r\nkeep-alive: timeout={}\r\ncontent-length: 3\r\n\r\nok\n",

@@ -10,6 +10,7 @@
 //! header_timeout_ms = 10000         # slow request heads get 408
 //! max_header_bytes = 16384          # 431 above
 //! max_body_bytes = 10485760         # 413 above
+//! retry_buffer_bytes = 1048576      # bodies up to this are kept for retries; larger ones stream
 //! drain_timeout_ms = 30000          # SIGTERM: time to finish in-flight requests
 //! access_log = "stdout"             # "stdout", "off", or a file path
 //! demo_upstream = "127.0.0.1:9000"  # start the built-in demo upstream here
@@ -36,6 +37,7 @@ pub struct RawServer {
     pub header_timeout_ms: Option<u64>,
     pub max_header_bytes: Option<usize>,
     pub max_body_bytes: Option<u64>,
+    pub retry_buffer_bytes: Option<u64>,
     pub drain_timeout_ms: Option<u64>,
     pub access_log: Option<String>,
     pub demo_upstream: Option<String>,
@@ -61,6 +63,9 @@ pub struct ServerConfig {
     pub header_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_body_bytes: u64,
+    /// Request bodies up to this size are buffered so the request can be sent again; larger
+    /// ones stream to the upstream (retried only before their first byte went out).
+    pub retry_buffer_bytes: u64,
     pub drain_timeout: Duration,
     pub access_log: AccessLog,
     pub demo_upstream: Option<SocketAddr>,
@@ -80,6 +85,7 @@ impl Default for ServerConfig {
             header_timeout: Duration::from_secs(10),
             max_header_bytes: 16 * 1024,
             max_body_bytes: 10 * 1024 * 1024,
+            retry_buffer_bytes: 1024 * 1024,
             drain_timeout: Duration::from_secs(30),
             access_log: AccessLog::Stdout,
             demo_upstream: None,
@@ -213,6 +219,7 @@ pub fn validate(raw: &RawServer, errors: &mut Vec<ConfigError>) -> ServerConfig 
         ),
         max_header_bytes,
         max_body_bytes: raw.max_body_bytes.unwrap_or(d.max_body_bytes),
+        retry_buffer_bytes: raw.retry_buffer_bytes.unwrap_or(d.retry_buffer_bytes),
         drain_timeout: positive_ms(
             "server.drain_timeout_ms",
             raw.drain_timeout_ms,
