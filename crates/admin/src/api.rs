@@ -32,7 +32,7 @@ fn ok<T: serde::Serialize>(status: StatusCode, v: T) -> R {
 }
 
 fn who(m: &Management, h: &HeaderMap) -> Result<Principal, ApiError> {
-    authenticate(&m.config().admin_tokens, h)
+    authenticate(&m.live().config.admin_tokens, h)
 }
 
 /// The admin API router.
@@ -403,7 +403,7 @@ async fn calllog_status(State(m): S, h: HeaderMap) -> R {
 
 async fn prune(State(m): S, h: HeaderMap) -> R {
     who(&m, &h)?.super_admin()?;
-    let before = holdfast_store::now_ms() - i64::from(m.config().retention_days) * 86_400_000;
+    let before = holdfast_store::now_ms() - i64::from(m.live().config.retention_days) * 86_400_000;
     let n = m.store.prune_calls(before).await?;
     ok(StatusCode::OK, json!({ "pruned": n, "before_ms": before }))
 }

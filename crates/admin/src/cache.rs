@@ -47,6 +47,21 @@ impl Scope {
         l.tokens_per_min.is_some() || l.tokens_per_day.is_some() || l.tokens_per_month.is_some()
     }
 
+    /// The global limits of a config (`None` when it has none).
+    pub fn global(limiter: &Limiter, config: &ManagementConfig) -> Option<Scope> {
+        let global = Scope::new(
+            limiter,
+            "global".into(),
+            "global limit".into(),
+            Limits {
+                rps: config.global_rps,
+                rpm: config.global_rpm,
+                ..Limits::default()
+            },
+        );
+        (!global.is_unlimited()).then_some(global)
+    }
+
     /// Whether checking this scope can be skipped entirely.
     pub fn is_unlimited(&self) -> bool {
         self.buckets.is_empty() && !self.has_budget()
@@ -118,12 +133,10 @@ pub struct Index {
     pub consumers: Vec<ConsumerEntry>,
     /// Tenant -> consumer name -> position in `consumers`.
     pub consumers_by_name: HashMap<String, HashMap<String, usize>>,
-    /// The global limits of the config.
-    pub global: Option<Scope>,
 }
 
 impl Index {
-    pub fn build(snapshot: Snapshot, config: &ManagementConfig, limiter: &Limiter) -> Index {
+    pub fn build(snapshot: Snapshot, limiter: &Limiter) -> Index {
         let mut consumers = Vec::with_capacity(snapshot.consumers.len());
         let mut consumers_by_name: HashMap<String, HashMap<String, usize>> = HashMap::new();
         for c in snapshot.consumers {
@@ -188,16 +201,6 @@ impl Index {
                 (s.name.clone(), ServiceEntry { service: s, scope })
             })
             .collect();
-        let global = Scope::new(
-            limiter,
-            "global".into(),
-            "global limit".into(),
-            Limits {
-                rps: config.global_rps,
-                rpm: config.global_rpm,
-                ..Limits::default()
-            },
-        );
         Index {
             generation: snapshot.generation,
             keys,
@@ -205,7 +208,6 @@ impl Index {
             services,
             consumers,
             consumers_by_name,
-            global: (!global.is_unlimited()).then_some(global),
         }
     }
 

@@ -2,7 +2,7 @@
 //! writes batches every flush interval. A full buffer counts the overflow (reported in the
 //! admin API and logged), never blocks. [`CallLogWriter::shutdown`] flushes everything.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -43,10 +43,17 @@ struct Queue {
     closed: bool,
 }
 
+/// The writer's settings a config reload may change.
+struct Settings {
+    capacity: AtomicUsize,
+    flush_every_ms: AtomicU64,
+    retention_ms: AtomicU64,
+}
+
 /// Queues call records and writes them in batches.
 pub struct CallLogWriter {
     queue: Arc<Mutex<Queue>>,
-    capacity: usize,
+    settings: Arc<Settings>,
     counters: Arc<Counters>,
     stop: Mutex<Option<oneshot::Sender<oneshot::Sender<()>>>>,
 }
@@ -60,7 +67,11 @@ impl CallLogWriter {
         flush_every: Duration,
         retention: Duration,
     ) -> CallLogWriter {
-        let capacity = buffer.max(1);
+        let settings = Arc::new(Settings {
+            capacity: AtomicUsize::new(buffer.max(1)),
+            flush_every_ms: AtomicU64::new(flush_every.as_millis() as u64),
+            retention_ms: AtomicU64::new(retention.as_millis() as u64),
+        });
         let queue = Arc::new(Mutex::new(Queue {
             records: CallBatch::new(),
             closed: false,
@@ -73,12 +84,11 @@ impl CallLogWriter {
             queue.clone(),
             stop_rx,
             counters.clone(),
-            flush_every,
-            retention,
+            settings.clone(),
         ));
         CallLogWriter {
             queue,
-            capacity,
+            settings,
             counters,
             stop: Mutex::new(Some(stop_tx)),
         }
@@ -87,7 +97,12 @@ impl CallLogWriter {
     /// Queue one record; never blocks on I/O. A full buffer counts an overflow.
     pub fn push(&self, record: &CallRecord) {
         let queued = match self.queue.lock() {
-            Ok(mut q) if !q.closed && q.records.len() < self.capacity => q.records.push(record),
+            Ok(mut q)
+                if !q.closed
+                    && q.records.len() < self.settings.capacity.load(Ordering::Relaxed) =>
+            {
+                q.records.push(record)
+            }
             _ => false,
         };
         if queued {
@@ -98,6 +113,17 @@ impl CallLogWriter {
                 tracing::warn!(overflow = n, "call log buffer full: records dropped");
             }
         }
+    }
+
+    /// Apply reloaded settings: buffer size, flush interval (from the next flush on) and
+    /// retention (from the next pruning on).
+    pub fn reconfigure(&self, buffer: usize, flush_every: Duration, retention: Duration) {
+        let s = &self.settings;
+        s.capacity.store(buffer.max(1), Ordering::Relaxed);
+        s.flush_every_ms
+            .store(flush_every.as_millis() as u64, Ordering::Relaxed);
+        s.retention_ms
+            .store(retention.as_millis() as u64, Ordering::Relaxed);
     }
 
     pub fn stats(&self) -> CallLogStats {
@@ -164,21 +190,22 @@ async fn run(
     queue: Arc<Mutex<Queue>>,
     mut stop: oneshot::Receiver<oneshot::Sender<()>>,
     counters: Arc<Counters>,
-    flush_every: Duration,
-    retention: Duration,
+    settings: Arc<Settings>,
 ) {
-    let mut tick = tokio::time::interval(flush_every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let flush_every = || Duration::from_millis(settings.flush_every_ms.load(Ordering::Relaxed));
+    let mut next_flush = tokio::time::Instant::now() + flush_every();
     let mut prune = tokio::time::interval(Duration::from_secs(3600));
     let mut batch = CallBatch::new();
     loop {
         tokio::select! {
-            _ = tick.tick() => {
+            _ = tokio::time::sleep_until(next_flush) => {
                 take_queued(&queue, &mut batch, false);
                 write(&store, &node, &mut batch, &counters).await;
+                next_flush = (next_flush + flush_every()).max(tokio::time::Instant::now());
             }
             _ = prune.tick() => {
-                let before = holdfast_store::now_ms() - retention.as_millis() as i64;
+                let retention = settings.retention_ms.load(Ordering::Relaxed);
+                let before = holdfast_store::now_ms() - retention as i64;
                 match store.prune_calls(before).await {
                     Ok(n) => { counters.pruned.fetch_add(n, Ordering::Relaxed); }
                     Err(e) => tracing::warn!(error = %e, "call log pruning failed"),

@@ -13,7 +13,7 @@ use http_body_util::{BodyExt, Full};
 use crate::cache::{ConsumerEntry, Index, KeyHash, Scope};
 use crate::jwt::{JwtError, Verifier};
 use crate::limiter::{Allowance, Bucket, Refusal, TOKEN_WINDOWS};
-use crate::runtime::Management;
+use crate::runtime::{Live, Management};
 
 /// A JSON error response of the gateway.
 pub fn refuse(status: StatusCode, message: &str) -> Response<Body> {
@@ -104,9 +104,9 @@ fn unauthorized(message: &str) -> Response<Body> {
 }
 
 /// `Authorization: Bearer KEY`, or the configured header's value.
-fn presented_key<'a>(m: &Management, req: &'a http::request::Parts) -> Option<&'a str> {
-    let value = req.headers.get(&m.key_header)?.to_str().ok()?;
-    if m.key_header == http::header::AUTHORIZATION {
+fn presented_key<'a>(live: &Live, req: &'a http::request::Parts) -> Option<&'a str> {
+    let value = req.headers.get(&live.key_header)?.to_str().ok()?;
+    if live.key_header == http::header::AUTHORIZATION {
         value
             .strip_prefix("Bearer ")
             .or_else(|| value.strip_prefix("bearer "))
@@ -202,15 +202,16 @@ impl Management {
     #[allow(clippy::result_large_err)]
     fn identify_key<'i>(
         &self,
+        live: &Live,
         index: &'i Index,
         req: &http::request::Parts,
         now: i64,
     ) -> Result<Identity<'i>, Response<Body>> {
-        let Some(key) = presented_key(self, req) else {
-            let how = if self.key_header == http::header::AUTHORIZATION {
+        let Some(key) = presented_key(live, req) else {
+            let how = if live.key_header == http::header::AUTHORIZATION {
                 "send `Authorization: Bearer KEY`".to_string()
             } else {
-                format!("send the key in the `{}` header", self.key_header)
+                format!("send the key in the `{}` header", live.key_header)
             };
             return Err(unauthorized(&format!("an API key is required: {how}")));
         };
@@ -280,6 +281,7 @@ impl Management {
     /// `RateLimit-*` headers of the tightest request-rate bucket when it passes.
     pub(crate) async fn check_request(
         &self,
+        live: &Live,
         req: &http::request::Parts,
         ctx: &RequestContext,
     ) -> Result<GuardHeaders, Response<Body>> {
@@ -290,14 +292,14 @@ impl Management {
         let now = holdfast_store::now_ms();
         // One reference to the index for the whole check (scopes are borrowed from it).
         let index: Arc<Index> = self.index_full();
-        let id = match self.jwt.get(service_name) {
+        let id = match live.jwt.get(service_name) {
             Some(verifier) => {
                 self.identify_jwt(&index, verifier, service_name, req)
                     .await?
             }
-            None => self.identify_key(&index, req, now)?,
+            None => self.identify_key(live, &index, req, now)?,
         };
-        let scopes = self.admit(&index, id, spec, ctx)?;
+        let scopes = self.admit(live, &index, id, spec, ctx)?;
         let tightest = self
             .enforce_limits(&scopes, now)
             .await
@@ -309,13 +311,14 @@ impl Management {
     /// service with node-local limits (no Redis). `None` when the check must await.
     pub(crate) fn check_request_now(
         &self,
+        live: &Live,
         req: &http::request::Parts,
         ctx: &RequestContext,
     ) -> Option<Result<GuardHeaders, Response<Body>>> {
         let Some(spec) = ctx.service.as_deref() else {
             return Some(Ok(None));
         };
-        if self.limiter.is_shared() || self.jwt.get(service_of(spec)).is_some() {
+        if self.limiter.is_shared() || live.jwt.get(service_of(spec)).is_some() {
             return None;
         }
         let now = holdfast_store::now_ms();
@@ -323,8 +326,8 @@ impl Management {
         // The refusal is the guard's own answer type, built once per refused request.
         #[allow(clippy::result_large_err)]
         let decide = || {
-            let id = self.identify_key(&index, req, now)?;
-            let scopes = self.admit(&index, id, spec, ctx)?;
+            let id = self.identify_key(live, &index, req, now)?;
+            let scopes = self.admit(live, &index, id, spec, ctx)?;
             let tightest = self
                 .enforce_limits_now(&scopes, now)
                 .map_err(|r| too_many(&r))?;
@@ -339,6 +342,7 @@ impl Management {
     #[allow(clippy::result_large_err)]
     fn admit<'i>(
         &self,
+        live: &'i Live,
         index: &'i Index,
         id: Identity<'i>,
         spec: &str,
@@ -440,7 +444,7 @@ impl Management {
             }
         }
         Ok([
-            index.global.as_ref(),
+            live.global.as_ref(),
             Some(&svc.scope),
             Some(&id.consumer.scope),
             id.key_scope,

@@ -18,7 +18,7 @@ use holdfast_store::{
     ChangeFeed, ChangeListener, EntityStore, KeyHasher, RedisCounters, SqlStore, StoreError,
 };
 
-use crate::cache::Index;
+use crate::cache::{Index, Scope};
 use crate::calllog::{CallLogStats, CallLogWriter};
 use crate::jwt::Verifiers;
 use crate::limiter::Limiter;
@@ -36,20 +36,56 @@ pub enum StartError {
     KeyHeader(String),
 }
 
+/// The part of `[management]` a config reload (SIGHUP) changes: everything but the store,
+/// Redis and the secret, which need a restart. The data plane's guard holds the `Live` it was
+/// built with, so a reload swaps it together with the routes.
+pub(crate) struct Live {
+    pub config: ManagementConfig,
+    /// The header that carries the API key (`authorization` by default).
+    pub key_header: http::HeaderName,
+    pub jwt: Arc<Verifiers>,
+    /// The global limits (`global_rps`, `global_rpm`).
+    pub global: Option<Scope>,
+}
+
+impl Live {
+    /// Build the live settings of `config`; `jwt` reuses the running verifiers when their
+    /// config did not change.
+    fn build(
+        config: &ManagementConfig,
+        limiter: &Limiter,
+        jwt: Option<Arc<Verifiers>>,
+    ) -> Result<Live, StartError> {
+        let key_header = http::HeaderName::from_bytes(config.key_header.as_bytes())
+            .map_err(|_| StartError::KeyHeader(config.key_header.clone()))?;
+        let jwt = match jwt {
+            Some(j) => j,
+            None => Arc::new(Verifiers::start(&config.jwt).map_err(StartError::Jwt)?),
+        };
+        Ok(Live {
+            config: config.clone(),
+            key_header,
+            jwt,
+            global: Scope::global(limiter, config),
+        })
+    }
+}
+
 /// The running API management of one gateway node.
 pub struct Management {
-    config: ManagementConfig,
+    live: ArcSwap<Live>,
     pub(crate) store: SqlStore,
     /// Hashes presented keys (HMAC keyed once with the server secret).
     pub(crate) key_hasher: KeyHasher,
-    /// The header that carries the API key (`authorization` by default).
-    pub(crate) key_header: http::HeaderName,
+    /// The store, Redis and secret this node runs with (a reload cannot change them).
+    started: ManagementConfig,
+    /// How often the cache polls the store (`cache_refresh_ms`; reloadable).
+    refresh_every_ms: AtomicU64,
     index: ArcSwap<Index>,
     refreshing: tokio::sync::Mutex<()>,
     cache: CacheCounters,
     pub(crate) limiter: Limiter,
     pub(crate) calllog: CallLogWriter,
-    pub(crate) jwt: Verifiers,
     node: String,
 }
 
@@ -70,7 +106,6 @@ impl Management {
         node: &str,
     ) -> Result<Arc<Management>, StartError> {
         let node = node.to_string();
-        let jwt = Verifiers::start(&config.jwt).map_err(StartError::Jwt)?;
         let store = SqlStore::open(&config.store, config.secret.as_bytes())
             .await
             .map_err(StartError::Store)?;
@@ -82,9 +117,8 @@ impl Management {
             ),
             None => None,
         };
-        let key_header = http::HeaderName::from_bytes(config.key_header.as_bytes())
-            .map_err(|_| StartError::KeyHeader(config.key_header.clone()))?;
         let limiter = Limiter::new(redis);
+        let live = Live::build(config, &limiter, None)?;
         let snapshot = store.snapshot().await.map_err(StartError::Store)?;
         let calllog = CallLogWriter::start(
             store.clone(),
@@ -94,33 +128,58 @@ impl Management {
             Duration::from_secs(u64::from(config.retention_days) * 86_400),
         );
         let m = Arc::new(Management {
-            config: config.clone(),
+            live: ArcSwap::from_pointee(live),
             key_hasher: KeyHasher::new(config.secret.as_bytes()),
-            key_header,
+            started: config.clone(),
+            refresh_every_ms: AtomicU64::new(config.cache_refresh_ms),
             store,
-            index: ArcSwap::from_pointee(Index::build(snapshot, config, &limiter)),
+            index: ArcSwap::from_pointee(Index::build(snapshot, &limiter)),
             refreshing: tokio::sync::Mutex::new(()),
             cache: CacheCounters::default(),
             limiter,
             calllog,
-            jwt,
             node,
         });
         let listener = listen(&m.store, &m.node).await;
         m.cache
             .listening
             .store(listener.is_some(), Ordering::Relaxed);
-        tokio::spawn(refresh_loop(
-            Arc::downgrade(&m),
-            m.store.clone(),
-            listener,
-            Duration::from_millis(config.cache_refresh_ms),
-        ));
+        tokio::spawn(refresh_loop(Arc::downgrade(&m), m.store.clone(), listener));
         Ok(m)
     }
 
-    pub fn config(&self) -> &ManagementConfig {
-        &self.config
+    /// The `[management]` config in force (the last reload's).
+    pub fn config(&self) -> ManagementConfig {
+        self.live.load().config.clone()
+    }
+
+    pub(crate) fn live(&self) -> Arc<Live> {
+        self.live.load_full()
+    }
+
+    /// Take a reloaded `[management]` config: everything but `store`, `redis` and `secret`
+    /// (those are logged and keep their running values until a restart). The returned live
+    /// settings are also what the admin API uses from now on.
+    pub(crate) fn reconfigure(&self, config: &ManagementConfig) -> Result<Arc<Live>, String> {
+        let old = self.live.load_full();
+        let same_jwt = old.config.jwt == config.jwt;
+        let live = Live::build(config, &self.limiter, same_jwt.then(|| old.jwt.clone()))
+            .map_err(|e| e.to_string())?;
+        for field in restart_only(&self.started, config) {
+            tracing::warn!(
+                "management.{field} changed: it takes effect on restart only; the running value stays"
+            );
+        }
+        self.calllog.reconfigure(
+            config.call_log_buffer,
+            Duration::from_millis(config.flush_interval_ms),
+            Duration::from_secs(u64::from(config.retention_days) * 86_400),
+        );
+        self.refresh_every_ms
+            .store(config.cache_refresh_ms, Ordering::Relaxed);
+        let live = Arc::new(live);
+        self.live.store(live.clone());
+        Ok(live)
     }
 
     /// This node's name in the call log (`HOLDFAST_NODE`, or host-pid).
@@ -146,7 +205,7 @@ impl Management {
             return Ok(false);
         }
         let snapshot = self.store.snapshot().await?;
-        let index = Index::build(snapshot, &self.config, &self.limiter);
+        let index = Index::build(snapshot, &self.limiter);
         self.index.store(Arc::new(index));
         self.limiter.prune();
         Ok(true)
@@ -178,6 +237,25 @@ impl Management {
     pub async fn shutdown(&self) {
         self.calllog.shutdown().await;
     }
+}
+
+/// The `[management]` keys that differ between the running node and `new` but need a
+/// restart to change.
+pub(crate) fn restart_only(
+    running: &ManagementConfig,
+    new: &ManagementConfig,
+) -> Vec<&'static str> {
+    let mut fields = Vec::new();
+    if running.store != new.store {
+        fields.push("store");
+    }
+    if running.redis != new.redis {
+        fields.push("redis");
+    }
+    if running.secret != new.secret {
+        fields.push("secret");
+    }
+    fields
 }
 
 /// How this node's cache learns of changes to the store.
@@ -222,14 +300,15 @@ async fn listen(store: &SqlStore, node: &str) -> Option<ChangeListener> {
 /// Keep the cache current: reload when a change is announced (PostgreSQL `LISTEN`), and poll
 /// the generation every `every` when no listener runs (SQLite, or PostgreSQL while the
 /// listener is down and being reconnected), every `POLL_WHILE_LISTENING` × `every` otherwise.
-async fn refresh_loop(
-    m: Weak<Management>,
-    store: SqlStore,
-    mut listener: Option<ChangeListener>,
-    every: Duration,
-) {
+async fn refresh_loop(m: Weak<Management>, store: SqlStore, mut listener: Option<ChangeListener>) {
     let mut retry_listen_at = tokio::time::Instant::now() + LISTEN_RETRY;
     loop {
+        let Some(every) = m
+            .upgrade()
+            .map(|m| Duration::from_millis(m.refresh_every_ms.load(Ordering::Relaxed)))
+        else {
+            return;
+        };
         let notified = match listener.as_mut() {
             Some(l) => {
                 tokio::select! {
@@ -279,7 +358,7 @@ async fn refresh_loop(
     }
 }
 
-struct Guard(Arc<Management>);
+struct Guard(Arc<Management>, Arc<Live>);
 
 impl RequestGuard for Guard {
     fn check<'a>(
@@ -288,9 +367,9 @@ impl RequestGuard for Guard {
         ctx: &'a RequestContext,
     ) -> BoxFuture<'a, Result<GuardHeaders, http::Response<Body>>> {
         // Key auth with node-local limits decides without awaiting: no future to build.
-        match self.0.check_request_now(req, ctx) {
+        match self.0.check_request_now(&self.1, req, ctx) {
             Some(decided) => Box::pin(std::future::ready(decided)),
-            None => Box::pin(self.0.check_request(req, ctx)),
+            None => Box::pin(self.0.check_request(&self.1, req, ctx)),
         }
     }
 }
@@ -326,11 +405,15 @@ pub struct ManagementFactory(pub Arc<Management>);
 
 impl PluginFactory for ManagementFactory {
     fn build(&self, config: &Config) -> Result<Plugins, String> {
-        if config.management.is_none() {
-            return Ok(Plugins::default());
-        }
+        let Some(mcfg) = &config.management else {
+            // Dropping the guard would leave every `service` route open to anyone.
+            return Err(
+                "[management] was removed: turning API management off needs a restart".into(),
+            );
+        };
+        let live = self.0.reconfigure(mcfg)?;
         let mut plugins = Plugins::default();
-        plugins.guards.push(Arc::new(Guard(self.0.clone())));
+        plugins.guards.push(Arc::new(Guard(self.0.clone(), live)));
         plugins.observers.push(Arc::new(Observer(self.0.clone())));
         Ok(plugins)
     }

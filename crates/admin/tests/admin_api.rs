@@ -4,8 +4,11 @@
 mod common;
 
 use common::*;
+use holdfast_admin::ManagementFactory;
 use holdfast_core::config::management::StoreUrl;
+use holdfast_core::config::Config;
 use holdfast_core::{CallExtra, CallRecord};
+use holdfast_proxy::plugin::PluginFactory;
 
 async fn sqlite_node(dir: &tempfile::TempDir) -> Node {
     let path = dir.path().join("m.db").to_string_lossy().into_owned();
@@ -451,6 +454,73 @@ async fn unlimited_requests_carry_no_ratelimit_headers() {
     assert!(h.get("ratelimit-limit").is_none(), "{h:?}");
     assert_eq!(extra.consumer.as_deref(), Some("c1"));
     assert_eq!(extra.service.as_deref(), Some("pay"));
+}
+
+/// A reload (the factory building plugins from a new config) changes the key header, global
+/// limits and admin tokens; guards built before keep the settings they were built with.
+#[tokio::test]
+async fn reload_applies_management_settings() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut node = sqlite_node(&dir).await;
+    let key = provision(&node, ADMIN_A, "acme", "pay", r#"{"name":"pay"}"#).await;
+    let (s, v) = node
+        .api(
+            "POST",
+            "/admin/tenants/acme/subscriptions",
+            ADMIN_A,
+            Some(r#"{"consumer":"c1","service":"pay"}"#),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(node.call("pay", Some(&key)).await.0, 200);
+
+    let mut cfg = node.mgmt.config();
+    cfg.key_header = "x-api-key".into();
+    cfg.global_rps = Some(2);
+    cfg.admin_tokens.retain(|t| t.token == SUPER);
+    // Needs a restart: logged, and the running store stays.
+    cfg.store = StoreUrl::Sqlite(dir.path().join("other.db").to_string_lossy().into_owned());
+    let reloaded = ManagementFactory(node.mgmt.clone())
+        .build(&Config {
+            management: Some(cfg),
+            ..Config::default()
+        })
+        .expect("reload accepted");
+    let before = std::mem::replace(&mut node.plugins, reloaded);
+
+    let (s, _, body, _) = node.call("pay", Some(&key)).await;
+    assert_eq!(s, 401, "{body}");
+    assert!(body.contains("`x-api-key`"), "{body}");
+    let header = || Some(("x-api-key", key.clone()));
+    assert_eq!(node.call_with("pay", header()).await.0, 200);
+    assert_eq!(node.call_with("pay", header()).await.0, 200);
+    let (s, _, body, _) = node.call_with("pay", header()).await;
+    assert_eq!(s, 429, "{body}");
+    assert!(
+        body.contains("global limit: 2 requests per second"),
+        "{body}"
+    );
+    // The admin API follows the reload; the store did not change.
+    assert_eq!(
+        node.api("GET", "/admin/tenants/acme/keys", ADMIN_A, None)
+            .await
+            .0,
+        401
+    );
+    let (s, v) = node
+        .api("GET", "/admin/tenants/acme/keys", SUPER, None)
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v.as_array().map(Vec::len), Some(1), "{v}");
+    assert!(!dir.path().join("other.db").exists());
+
+    // A guard built before the reload still works with its own settings.
+    node.plugins = before;
+    assert_eq!(node.call("pay", Some(&key)).await.0, 200);
+
+    // Removing [management] on reload is refused (it would open every `service` route).
+    let refused = ManagementFactory(node.mgmt.clone()).build(&Config::default());
+    assert!(refused.err().is_some_and(|e| e.contains("restart")));
 }
 
 #[tokio::test]

@@ -43,6 +43,13 @@ pub async fn init(config: &Config) -> anyhow::Result<(Extensions, Option<axum::R
         .push(Arc::new(holdfast_ai::AiPluginFactory::new()));
     // API management: key auth, subscriptions, rate limits, call log; admin API under /admin.
     let mut admin_router = None;
+    if config.management.is_none() {
+        // Without it, a `service` route would be served with no key check at all.
+        if let Some(msg) = unmanaged_service_route(config) {
+            anyhow::bail!(msg);
+        }
+        extensions.factories.push(Arc::new(NoManagement));
+    }
     if let Some(mgmt_config) = &config.management {
         let mgmt = holdfast_admin::Management::start(mgmt_config).await?;
         admin_router = Some(mgmt.router());
@@ -52,4 +59,54 @@ pub async fn init(config: &Config) -> anyhow::Result<(Extensions, Option<axum::R
         extensions.management = Some(mgmt);
     }
     Ok((extensions, admin_router))
+}
+
+/// Why a config without `[management]` cannot be served: a route that names a `service`.
+fn unmanaged_service_route(config: &Config) -> Option<String> {
+    let route = config.routes.iter().find(|r| r.service.is_some())?;
+    Some(format!(
+        "route `{}` has `service = \"{}\"` but the config has no [management] section: add one (see docs/MANAGEMENT.md) or remove `service`",
+        route.name,
+        route.service.as_deref().unwrap_or_default()
+    ))
+}
+
+/// Started without API management: a reload may not add it (it starts with the process) nor
+/// add a `service` route (it would be unprotected).
+struct NoManagement;
+
+impl PluginFactory for NoManagement {
+    fn build(&self, config: &Config) -> Result<Plugins, String> {
+        if config.management.is_some() {
+            return Err("[management] was added: starting API management needs a restart".into());
+        }
+        match unmanaged_service_route(config) {
+            Some(msg) => Err(msg),
+            None => Ok(Plugins::default()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_routes_need_management() {
+        let mut config = Config::default();
+        assert!(NoManagement.build(&config).is_ok());
+        let mut route = holdfast_core::config::route::Route::catch_all("up");
+        route.name = "pay".into();
+        route.service = Some("pay".into());
+        config.routes.push(route);
+        let err = NoManagement.build(&config).err().expect("refused");
+        assert!(
+            err.contains("route `pay`") && err.contains("[management]"),
+            "{err}"
+        );
+        config.routes.clear();
+        config.management = Some(Default::default());
+        let err = NoManagement.build(&config).err().expect("refused");
+        assert!(err.contains("restart"), "{err}");
+    }
 }

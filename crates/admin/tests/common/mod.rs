@@ -114,9 +114,19 @@ impl Node {
         service: &str,
         key: Option<&str>,
     ) -> (u16, http::HeaderMap, String, CallExtra) {
+        let header = key.map(|k| ("authorization", format!("Bearer {k}")));
+        self.call_with(service, header).await
+    }
+
+    /// [`Node::call`] with the key in any header (`None`: no key).
+    pub async fn call_with(
+        &self,
+        service: &str,
+        header: Option<(&str, String)>,
+    ) -> (u16, http::HeaderMap, String, CallExtra) {
         let mut b = http::Request::builder().uri("/x");
-        if let Some(k) = key {
-            b = b.header("authorization", format!("Bearer {k}"));
+        if let Some((name, value)) = header {
+            b = b.header(name, value);
         }
         let (parts, ()) = b.body(()).expect("request").into_parts();
         let ctx = RequestContext {
