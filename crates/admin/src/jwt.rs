@@ -8,15 +8,36 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use holdfast_core::config::management::{JwtAlgorithm, JwtConfig, JwtKeys};
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use rustls::pki_types::CertificateDer;
 
 /// Least time between two fetches of a JWKS URL triggered by unknown `kid`s.
 const MIN_REFETCH: Duration = Duration::from_secs(10);
 /// Time limit of one JWKS fetch.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest JWKS document accepted.
+const MAX_JWKS_BYTES: usize = 1 << 20;
+
+/// An error with its causes (hyper's client errors name the cause only in `source`).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
 
 /// Why a JWT was refused; the text is the JSON message of the answer.
 #[derive(Debug, thiserror::Error)]
@@ -97,10 +118,41 @@ impl KeySet {
     }
 }
 
+/// The client JWKS documents are fetched with: http, or https verified against the webpki
+/// roots (plus `extra_root`, for tests), with an explicit rustls crypto provider so it never
+/// depends on which rustls features other crates of the binary enable.
+type JwksClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
+
+fn jwks_client(extra_root: Option<CertificateDer<'static>>) -> Result<JwksClient, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(cert) = extra_root {
+        roots
+            .add(cert)
+            .map_err(|e| format!("extra root certificate: {e}"))?;
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| format!("TLS setup: {e}"))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(FETCH_TIMEOUT));
+    let https = HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new()).build(https))
+}
+
 /// A JWKS document at a URL, cached.
 struct RemoteKeys {
     url: String,
-    http: reqwest::Client,
+    http: JwksClient,
     keys: RwLock<Arc<KeySet>>,
     /// Serialises fetches; holds the time of the last attempt.
     fetching: tokio::sync::Mutex<Option<Instant>>,
@@ -122,18 +174,25 @@ impl RemoteKeys {
         }
         *last = Some(Instant::now());
         let get = async {
+            let req = http::Request::get(self.url.as_str())
+                .header(http::header::ACCEPT, "application/json")
+                .header(http::header::USER_AGENT, "holdfast")
+                .body(Empty::new())
+                .map_err(|e| format!("GET {}: {e}", self.url))?;
             let resp = self
                 .http
-                .get(&self.url)
-                .send()
+                .request(req)
                 .await
-                .map_err(|e| format!("GET {}: {e}", self.url))?;
+                .map_err(|e| format!("GET {}: {}", self.url, error_chain(&e)))?;
             if !resp.status().is_success() {
                 return Err(format!("GET {}: status {}", self.url, resp.status()));
             }
-            resp.text()
+            let body = Limited::new(resp.into_body(), MAX_JWKS_BYTES)
+                .collect()
                 .await
-                .map_err(|e| format!("GET {}: {e}", self.url))
+                .map_err(|e| format!("GET {}: {e}", self.url))?
+                .to_bytes();
+            String::from_utf8(body.to_vec()).map_err(|_| format!("GET {}: not UTF-8", self.url))
         };
         let body = tokio::time::timeout(FETCH_TIMEOUT, get)
             .await
@@ -161,6 +220,14 @@ pub struct Verifier {
 impl Verifier {
     /// Build from config; inline keys are parsed now (errors name the key).
     pub fn new(config: &JwtConfig) -> Result<Verifier, String> {
+        Verifier::with_root(config, None)
+    }
+
+    /// [`Verifier::new`], trusting `extra_root` too for an https JWKS URL (tests).
+    pub fn with_root(
+        config: &JwtConfig,
+        extra_root: Option<CertificateDer<'static>>,
+    ) -> Result<Verifier, String> {
         let at =
             |what: &str, e: String| format!("management.jwt `{}`: {what}: {e}", config.service);
         let algorithm = match config.algorithm {
@@ -200,7 +267,7 @@ impl Verifier {
             }
             JwtKeys::JwksUrl(url) => Keys::Remote(Arc::new(RemoteKeys {
                 url: url.clone(),
-                http: reqwest::Client::new(),
+                http: jwks_client(extra_root).map_err(|e| at("jwks_url", e))?,
                 keys: RwLock::new(Arc::new(KeySet::default())),
                 fetching: tokio::sync::Mutex::new(None),
             })),
@@ -320,5 +387,110 @@ impl Verifiers {
     /// The verifier of `service`, if it requires a JWT.
     pub fn get(&self, service: &str) -> Option<&Verifier> {
         self.0.get(service)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// An https server on 127.0.0.1 answering every request with `body`, with a fresh
+    /// self-signed certificate for `localhost`: (port, certificate).
+    async fn https_server(body: String) -> (u16, CertificateDer<'static>) {
+        let certified =
+            rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+        let cert = certified.cert.der().clone();
+        let key = rustls::pki_types::PrivateKeyDer::try_from(certified.signing_key.serialize_der())
+            .expect("key");
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.clone()], key)
+        .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                let body = body.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tls.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = tls.write_all(answer.as_bytes()).await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        (port, cert)
+    }
+
+    fn es256_config(url: String) -> JwtConfig {
+        JwtConfig {
+            service: "maps".into(),
+            algorithm: JwtAlgorithm::Es256,
+            keys: JwtKeys::JwksUrl(url),
+            issuer: None,
+            audience: None,
+            consumer_claim: "sub".into(),
+            leeway_s: 30,
+            jwks_refresh_s: 300,
+        }
+    }
+
+    #[tokio::test]
+    async fn jwks_over_https() {
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+        let raw = pair.public_key_raw(); // 0x04 || x || y
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let jwks = serde_json::json!({"keys": [{
+            "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": "k1",
+            "x": b64(&raw[1..33]), "y": b64(&raw[33..65]),
+        }]});
+        let (port, cert) = https_server(jwks.to_string()).await;
+        let url = format!("https://localhost:{port}/jwks.json");
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some("k1".into());
+        let exp = holdfast_store::now_ms() / 1000 + 300;
+        let token = encode(
+            &header,
+            &serde_json::json!({"sub": "c1", "exp": exp}),
+            &EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).expect("ec key"),
+        )
+        .expect("sign");
+
+        // Trusting the server's certificate: the keys load over TLS and the token verifies.
+        let trusted = Verifier::with_root(&es256_config(url.clone()), Some(cert)).expect("ok");
+        assert_eq!(trusted.verify(&token).await.expect("verified"), "c1");
+
+        // The webpki roots alone do not trust a self-signed certificate: no keys, no pass.
+        let untrusted = Verifier::new(&es256_config(url)).expect("ok");
+        match untrusted.verify(&token).await {
+            Err(JwtError::KeysUnavailable(why)) => {
+                assert!(why.contains("certificate"), "{why}")
+            }
+            other => panic!("expected KeysUnavailable, got {other:?}"),
+        }
     }
 }
