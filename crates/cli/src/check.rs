@@ -16,6 +16,18 @@ pub struct CheckArgs {
 pub fn run(args: CheckArgs) -> u8 {
     match config::load_file(&args.file) {
         Ok(cfg) => {
+            // Files the config points at (CA bundles) are read here too, as `serve` would.
+            let mut file_errors = 0;
+            for up in cfg.upstreams.values() {
+                if let Err(e) = holdfast_proxy::dial::Dialer::new(up) {
+                    eprintln!("{}: {e}", args.file.display());
+                    file_errors += 1;
+                }
+            }
+            if file_errors > 0 {
+                eprintln!("{}: {file_errors} error(s)", args.file.display());
+                return 1;
+            }
             let warnings = config::warnings(&cfg);
             for w in &warnings {
                 eprintln!("{}: {w}", args.file.display());

@@ -114,7 +114,8 @@ async fn serve(args: ServeArgs, mut cfg: Config) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("extensions refused the config: {e}"))?;
     let observers = Observers::new(&cfg.server.access_log)?;
     let cfg = Arc::new(cfg);
-    let gateway = Arc::new(Gateway::new(State::new(cfg.clone(), built), observers));
+    let state = State::new(cfg.clone(), built).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let gateway = Arc::new(Gateway::new(state, observers));
     for up in gateway.state.load().upstreams.values() {
         health::spawn(up);
     }
@@ -210,7 +211,13 @@ fn reload(args: &ServeArgs, gateway: &Arc<Gateway>, extensions: &plugins::Extens
             return;
         }
     };
-    let state = State::new(Arc::new(new), plugins);
+    let state = match State::new(Arc::new(new), plugins) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("holdfast: reload refused, the old config stays: {e}");
+            return;
+        }
+    };
     for up in state.upstreams.values() {
         health::spawn(up);
     }

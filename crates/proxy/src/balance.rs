@@ -219,10 +219,7 @@ mod tests {
 
     fn pool(n: usize, balance: Balance) -> Balancer {
         let targets = (0..n)
-            .map(|i| Target {
-                authority: format!("10.0.0.{i}:80"),
-                weight: 1,
-            })
+            .map(|i| Target::plain(&format!("10.0.0.{i}:80")))
             .collect();
         let mut up = Upstream::with_defaults("p", targets);
         up.balance = balance;

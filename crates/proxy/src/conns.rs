@@ -6,10 +6,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use holdfast_core::config::Target;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
+use crate::dial::{DialError, Dialer};
 use crate::plugin::Body;
 
 /// A connection checked out for one exchange.
@@ -28,18 +29,15 @@ struct Idle {
 /// Why a new connection could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error("connection refused by {0}")]
-    Refused(String),
-    #[error("connect to {0} timed out")]
-    Timeout(String),
-    #[error("connect to {0} failed: {1}")]
-    Other(String, std::io::Error),
+    #[error(transparent)]
+    Dial(#[from] DialError),
     #[error("HTTP handshake with {0} failed: {1}")]
     Handshake(String, hyper::Error),
 }
 
 /// Idle connections of one pool, per target index.
 pub struct ConnPool {
+    dialer: Dialer,
     idle: Mutex<HashMap<usize, Vec<Idle>>>,
     idle_timeout: Duration,
     max_idle: usize,
@@ -48,8 +46,9 @@ pub struct ConnPool {
 }
 
 impl ConnPool {
-    pub fn new(idle_timeout: Duration, max_idle: usize) -> ConnPool {
+    pub fn new(dialer: Dialer, idle_timeout: Duration, max_idle: usize) -> ConnPool {
         ConnPool {
+            dialer,
             idle: Mutex::new(HashMap::new()),
             idle_timeout,
             max_idle,
@@ -75,26 +74,23 @@ impl ConnPool {
         None
     }
 
-    /// Open a new connection to `authority`.
+    /// How this pool opens connections (also used by health checks).
+    pub fn dialer(&self) -> &Dialer {
+        &self.dialer
+    }
+
+    /// Open a new connection to `spec` (index `target`).
     pub async fn connect(
         &self,
         target: usize,
-        authority: &str,
+        spec: &Target,
         timeout: Duration,
     ) -> Result<Conn, ConnectError> {
-        let stream = match tokio::time::timeout(timeout, TcpStream::connect(authority)).await {
-            Err(_) => return Err(ConnectError::Timeout(authority.to_string())),
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                return Err(ConnectError::Refused(authority.to_string()))
-            }
-            Ok(Err(e)) => return Err(ConnectError::Other(authority.to_string(), e)),
-            Ok(Ok(s)) => s,
-        };
-        let _ = stream.set_nodelay(true);
+        let stream = self.dialer.dial(spec, timeout).await?;
         let (sender, conn) = hyper::client::conn::http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| ConnectError::Handshake(authority.to_string(), e))?;
+            .map_err(|e| ConnectError::Handshake(spec.authority.clone(), e))?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -187,7 +183,7 @@ mod tests {
 
     #[test]
     fn learned_timeout_shortens_the_idle_limit() {
-        let pool = ConnPool::new(Duration::from_secs(30), 8);
+        let pool = ConnPool::new(Dialer::plain(), Duration::from_secs(30), 8);
         assert_eq!(pool.idle_limit(0), Duration::from_secs(30));
         pool.learn_keep_alive(0, Some(&http::HeaderValue::from_static("timeout=5")));
         assert_eq!(pool.idle_limit(0), Duration::from_secs(4));

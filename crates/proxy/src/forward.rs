@@ -24,6 +24,7 @@ use hyper::body::Incoming;
 use crate::balance::Balancer;
 use crate::budget::Budget;
 use crate::conns::{Conn, ConnPool, ConnectError};
+use crate::dial::{DialError, Dialer, TlsSetupError};
 use crate::plugin::Body;
 use crate::responses::full;
 
@@ -34,12 +35,14 @@ pub struct UpstreamRt {
 }
 
 impl UpstreamRt {
-    pub fn new(upstream: holdfast_core::config::Upstream) -> UpstreamRt {
-        let conns = ConnPool::new(upstream.idle_timeout, upstream.max_idle_per_target);
-        UpstreamRt {
+    /// The pool at run time (reads `tls_ca_file` for `https://` targets).
+    pub fn new(upstream: holdfast_core::config::Upstream) -> Result<UpstreamRt, TlsSetupError> {
+        let dialer = Dialer::new(&upstream)?;
+        let conns = ConnPool::new(dialer, upstream.idle_timeout, upstream.max_idle_per_target);
+        Ok(UpstreamRt {
             balancer: Balancer::new(upstream),
             conns,
-        }
+        })
     }
 }
 
@@ -250,23 +253,22 @@ async fn get_conn(up: &UpstreamRt, i: usize, trace: &mut Trace) -> Result<Conn, 
             return Ok(conn);
         }
     }
-    let target = &up.balancer.targets[i];
     let started = Instant::now();
     let result = up
         .conns
-        .connect(i, &target.authority, up.balancer.upstream.connect_timeout)
+        .connect(
+            i,
+            &up.balancer.upstream.targets[i],
+            up.balancer.upstream.connect_timeout,
+        )
         .await;
     trace.connect_ms = Some(ms(started.elapsed()));
     result.map_err(|e| match e {
-        ConnectError::Refused(_) => {
-            AttemptError::NotSent(ResetClass::UpstreamRefused, e.to_string())
-        }
-        ConnectError::Timeout(_) => {
+        ConnectError::Dial(DialError::Timeout(_)) => {
             AttemptError::NotSent(ResetClass::UpstreamTimeout, e.to_string())
         }
-        ConnectError::Other(..) => {
-            AttemptError::NotSent(ResetClass::UpstreamRefused, e.to_string())
-        }
+        // Refused, unreachable, or a TLS handshake (certificate) failure: nothing was sent.
+        ConnectError::Dial(_) => AttemptError::NotSent(ResetClass::UpstreamRefused, e.to_string()),
         ConnectError::Handshake(..) => {
             AttemptError::NotSent(ResetClass::UpstreamResetBeforeResponse, e.to_string())
         }

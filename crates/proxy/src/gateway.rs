@@ -17,6 +17,7 @@ use crate::balance::fnv1a;
 use crate::body::{Ending, Tracked, Upload, UploadStats};
 use crate::budget::Budget;
 use crate::conns::Conn;
+use crate::dial::TlsSetupError;
 use crate::forward::{forward, ms, OutBody, Outgoing, Trace, UpstreamRt};
 use crate::framing::{MARK_HEADER, MARK_HEAD_TIMEOUT};
 use crate::hygiene::{self, Peer};
@@ -44,13 +45,12 @@ pub struct State {
 }
 
 impl State {
-    /// Build the run-time state (no I/O).
-    pub fn new(config: Arc<Config>, plugins: Plugins) -> State {
-        let upstreams: HashMap<String, Arc<UpstreamRt>> = config
-            .upstreams
-            .iter()
-            .map(|(name, u)| (name.clone(), Arc::new(UpstreamRt::new(u.clone()))))
-            .collect();
+    /// Build the run-time state (the only I/O: reading pools' `tls_ca_file`).
+    pub fn new(config: Arc<Config>, plugins: Plugins) -> Result<State, TlsSetupError> {
+        let mut upstreams: HashMap<String, Arc<UpstreamRt>> = HashMap::new();
+        for (name, u) in &config.upstreams {
+            upstreams.insert(name.clone(), Arc::new(UpstreamRt::new(u.clone())?));
+        }
         let routes = config
             .routes
             .iter()
@@ -78,13 +78,13 @@ impl State {
                 }
             })
             .collect();
-        State {
+        Ok(State {
             budget: Budget::new(config.retry_budget.clone()),
             config,
             routes,
             upstreams,
             plugins,
-        }
+        })
     }
 
     fn find_route(&self, host: Option<&str>, path: &str, method: &str) -> Option<usize> {

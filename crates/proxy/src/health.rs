@@ -5,9 +5,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use holdfast_core::config::Target;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
+use crate::dial::Dialer;
 use crate::forward::UpstreamRt;
 
 /// Start the checker of `up`, if it has one.
@@ -28,7 +29,14 @@ pub fn spawn(up: &Arc<UpstreamRt>) {
             ticker.tick().await;
             let Some(up) = weak.upgrade() else { return };
             for (i, t) in up.balancer.targets.iter().enumerate() {
-                let ok = probe(&t.authority, check.http_path.as_deref(), check.timeout).await;
+                let spec = &up.balancer.upstream.targets[i];
+                let ok = probe(
+                    up.conns.dialer(),
+                    spec,
+                    check.http_path.as_deref(),
+                    check.timeout,
+                )
+                .await;
                 if ok {
                     ok_streak[i] += 1;
                     fail_streak[i] = 0;
@@ -48,9 +56,15 @@ pub fn spawn(up: &Arc<UpstreamRt>) {
 }
 
 /// One probe, bounded by `timeout`.
-pub async fn probe(authority: &str, http_path: Option<&str>, timeout: Duration) -> bool {
+pub async fn probe(
+    dialer: &Dialer,
+    target: &Target,
+    http_path: Option<&str>,
+    timeout: Duration,
+) -> bool {
+    let authority = &target.authority;
     let attempt = async {
-        let mut stream = TcpStream::connect(authority).await.ok()?;
+        let mut stream = dialer.dial(target, timeout).await.ok()?;
         let Some(path) = http_path else {
             return Some(true);
         };

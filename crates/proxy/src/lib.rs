@@ -13,6 +13,7 @@ pub mod body;
 pub mod budget;
 pub mod conns;
 pub mod demo;
+pub mod dial;
 pub mod forward;
 pub mod framing;
 pub mod gateway;

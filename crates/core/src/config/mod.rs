@@ -172,9 +172,11 @@ pub fn quick(listen: &str, urls: &[String]) -> Result<Config, ConfigErrors> {
     let targets: Vec<Target> = urls
         .iter()
         .filter_map(|u| upstream::parse_target_url("--upstream", u, &mut errors))
-        .map(|authority| Target {
-            authority,
+        .map(|u| Target {
+            authority: u.authority,
             weight: 1,
+            tls: u.tls,
+            host: u.host,
         })
         .collect();
     if urls.is_empty() {

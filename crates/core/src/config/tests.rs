@@ -36,7 +36,9 @@ fn good_file_validates() {
         c.upstreams["api"].targets[0],
         Target {
             authority: "127.0.0.1:9000".into(),
-            weight: 2
+            weight: 2,
+            tls: false,
+            host: "127.0.0.1".into(),
         }
     );
     assert_eq!(c.upstreams["api"].targets[1].weight, 1);
@@ -79,7 +81,7 @@ fn unknown_keys_are_refused_with_a_line() {
 
 #[test]
 fn every_problem_is_reported() {
-    let bad = "[server]\nlisten = [\"nope\"]\n[upstreams.a]\ntargets = [\"https://x\"]\nbalance = \"random\"\n[[routes]]\nupstream = \"a\"\nmax_attempts = 0\n";
+    let bad = "[server]\nlisten = [\"nope\"]\n[upstreams.a]\ntargets = [\"tcp://x\"]\nbalance = \"random\"\n[[routes]]\nupstream = \"a\"\nmax_attempts = 0\n";
     let errs = parse(bad, "x.toml", env).unwrap_err().0;
     let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
     assert_eq!(
@@ -127,4 +129,27 @@ fn check_warns_on_reset_prone_timeouts() {
     );
     let fixed = text.replace("10000", "4000").replace("30000", "75000");
     assert!(warnings(&parse(&fixed, "x.toml", env).unwrap()).is_empty());
+}
+
+#[test]
+fn https_targets_default_to_443_and_keep_the_host_for_sni() {
+    let text = "[upstreams.s]\ntargets = [\"https://api.example.com\", \"https://[::1]:8443\", \"http://h\"]\ntls_ca_file = \"/etc/ca.pem\"\n[[routes]]\nupstream = \"s\"\n";
+    let c = parse(text, "x.toml", env).unwrap();
+    let t = &c.upstreams["s"].targets;
+    assert_eq!(
+        (t[0].authority.as_str(), t[0].tls, t[0].host.as_str()),
+        ("api.example.com:443", true, "api.example.com")
+    );
+    assert_eq!(
+        (t[1].authority.as_str(), t[1].tls, t[1].host.as_str()),
+        ("[::1]:8443", true, "::1")
+    );
+    assert_eq!((t[2].authority.as_str(), t[2].tls), ("h:80", false));
+    assert_eq!(c.upstreams["s"].tls_ca_file.as_deref(), Some("/etc/ca.pem"));
+    let plain = "[upstreams.s]\ntargets = [\"http://h:1\"]\ntls_ca_file = \"/ca.pem\"\n[[routes]]\nupstream = \"s\"\n";
+    let err = parse(plain, "x.toml", env).unwrap_err().to_string();
+    assert!(err.contains("upstreams.s.tls_ca_file"), "{err}");
+    let bad = "[upstreams.s]\ntargets = [\"ftp://h:1\"]\n[[routes]]\nupstream = \"s\"\n";
+    let err = parse(bad, "x.toml", env).unwrap_err().to_string();
+    assert!(err.contains("https://"), "{err}");
 }

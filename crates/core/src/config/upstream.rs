@@ -53,6 +53,7 @@ pub struct RawUpstream {
     pub panic_threshold_percent: Option<u32>,
     pub health_check: Option<RawHealthCheck>,
     pub outlier: Option<RawOutlier>,
+    pub tls_ca_file: Option<String>,
 }
 
 /// `health_check` as written.
@@ -98,6 +99,38 @@ pub struct Target {
     /// `host:port`.
     pub authority: String,
     pub weight: u32,
+    /// `https://`: TLS to the target, with `host` as the server name (SNI, certificate check).
+    pub tls: bool,
+    /// The host part of the URL (without brackets for IPv6).
+    pub host: String,
+}
+
+impl Target {
+    /// A plain-HTTP target `host:port` with weight 1.
+    pub fn plain(authority: &str) -> Target {
+        let host = authority
+            .rsplit_once(':')
+            .map(|(h, _)| h)
+            .unwrap_or(authority)
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        Target {
+            authority: authority.to_string(),
+            weight: 1,
+            tls: false,
+            host,
+        }
+    }
+}
+
+/// A parsed target URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetUrl {
+    /// `host:port` (port 80 or 443 when absent).
+    pub authority: String,
+    pub tls: bool,
+    pub host: String,
 }
 
 /// Active health check.
@@ -142,6 +175,9 @@ pub struct Upstream {
     pub panic_threshold_percent: u32,
     pub health_check: Option<HealthCheck>,
     pub outlier: Outlier,
+    /// PEM file of CA certificates trusted for `https://` targets (instead of the bundled
+    /// Mozilla roots).
+    pub tls_ca_file: Option<String>,
 }
 
 impl Upstream {
@@ -158,20 +194,25 @@ impl Upstream {
             panic_threshold_percent: 50,
             health_check: None,
             outlier: Outlier::default(),
+            tls_ca_file: None,
         }
     }
 }
 
-/// Parse `http://host:port[/]` into `host:port` (port 80 when absent).
-pub fn parse_target_url(key: &str, url: &str, errors: &mut Vec<ConfigError>) -> Option<String> {
-    let fix = "write it as `http://HOST:PORT` (HTTPS upstreams are not supported yet)";
-    let Some(rest) = url.strip_prefix("http://") else {
-        errors.push(ConfigError::new(
-            key,
-            format!("`{url}` is not an http:// URL"),
-            fix,
-        ));
-        return None;
+/// Parse `http://host:port[/]` or `https://host:port[/]` (port 80 or 443 when absent).
+pub fn parse_target_url(key: &str, url: &str, errors: &mut Vec<ConfigError>) -> Option<TargetUrl> {
+    let fix = "write it as `http://HOST:PORT` or `https://HOST:PORT`";
+    let (rest, tls) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+        (Some(rest), _) => (rest, false),
+        (_, Some(rest)) => (rest, true),
+        _ => {
+            errors.push(ConfigError::new(
+                key,
+                format!("`{url}` is not an http:// or https:// URL"),
+                fix,
+            ));
+            return None;
+        }
     };
     let authority = rest.trim_end_matches('/');
     if authority.is_empty() || authority.contains('/') || authority.contains('@') {
@@ -185,8 +226,8 @@ pub fn parse_target_url(key: &str, url: &str, errors: &mut Vec<ConfigError>) -> 
     let has_port = authority
         .rsplit_once(':')
         .is_some_and(|(_, p)| !p.contains(']'));
-    if has_port {
-        let port = authority.rsplit_once(':').map(|(_, p)| p).unwrap_or("");
+    let (host, authority) = if has_port {
+        let (host, port) = authority.rsplit_once(':').unwrap_or((authority, ""));
         if port.parse::<u16>().is_err() {
             errors.push(ConfigError::new(
                 key,
@@ -195,10 +236,24 @@ pub fn parse_target_url(key: &str, url: &str, errors: &mut Vec<ConfigError>) -> 
             ));
             return None;
         }
-        Some(authority.to_string())
+        (host, authority.to_string())
     } else {
-        Some(format!("{authority}:80"))
+        let port = if tls { 443 } else { 80 };
+        (authority, format!("{authority}:{port}"))
+    };
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    if host.is_empty() {
+        errors.push(ConfigError::new(key, format!("`{url}` has no host"), fix));
+        return None;
     }
+    Some(TargetUrl {
+        authority,
+        tls,
+        host,
+    })
 }
 
 /// Validate one `[upstreams.NAME]`.
@@ -225,10 +280,12 @@ pub fn validate(name: &str, raw: &RawUpstream, errors: &mut Vec<ConfigError>) ->
                 "e.g. weight = 1",
             ));
         }
-        if let Some(authority) = parse_target_url(&key, url, errors) {
+        if let Some(parsed) = parse_target_url(&key, url, errors) {
             up.targets.push(Target {
-                authority,
+                authority: parsed.authority,
                 weight: weight.clamp(1, 1000),
+                tls: parsed.tls,
+                host: parsed.host,
             });
         }
     }
@@ -297,6 +354,24 @@ pub fn validate(name: &str, raw: &RawUpstream, errors: &mut Vec<ConfigError>) ->
     }
     if let Some(h) = &raw.health_check {
         up.health_check = Some(validate_health(&base, h, errors));
+    }
+    match raw.tls_ca_file.as_deref() {
+        Some("") => errors.push(ConfigError::new(
+            format!("{base}.tls_ca_file"),
+            "is empty",
+            "give the path of a PEM file with the CA certificates to trust, or remove the key",
+        )),
+        Some(path) => {
+            if !up.targets.iter().any(|t| t.tls) {
+                errors.push(ConfigError::new(
+                    format!("{base}.tls_ca_file"),
+                    "is set but no target is https://",
+                    "use https:// targets or remove tls_ca_file",
+                ));
+            }
+            up.tls_ca_file = Some(path.to_string());
+        }
+        None => {}
     }
     if let Some(o) = &raw.outlier {
         let d = Outlier::default();

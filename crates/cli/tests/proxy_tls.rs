@@ -1,0 +1,141 @@
+//! `https://` upstream targets: TLS with the target host as server name, trust from the pool's
+//! `tls_ca_file`; a certificate the pool does not trust is a 502 that says so, never a reset.
+
+mod proxy_support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use proxy_support::Holdfast;
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use tokio_rustls::rustls;
+
+/// A CA, a `localhost` certificate it signed, and the CA's PEM.
+struct Pki {
+    ca_pem: String,
+    cert_der: Vec<u8>,
+    key_der: Vec<u8>,
+}
+
+fn pki() -> Pki {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "holdfast test CA");
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca)
+        .unwrap();
+    Pki {
+        ca_pem: ca.pem(),
+        cert_der: leaf.der().to_vec(),
+        key_der: leaf_key.serialize_der(),
+    }
+}
+
+/// An HTTPS server on loopback answering `tls ok <path>`; runs until the test ends.
+fn https_server(pki: &Pki) -> SocketAddr {
+    let cert = rustls::pki_types::CertificateDer::from(pki.cert_der.clone());
+    let key = rustls::pki_types::PrivateKeyDer::try_from(pki.key_der.clone()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert], key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service = service_fn(|req: Request<hyper::body::Incoming>| async move {
+                        let text = format!("tls ok {}", req.uri().path());
+                        Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(
+                            text,
+                        ))))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+    });
+    addr
+}
+
+fn config(target: &str, ca_file: Option<&std::path::Path>) -> String {
+    let ca = ca_file
+        .map(|p| format!("tls_ca_file = \"{}\"\n", p.display()))
+        .unwrap_or_default();
+    format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\n\n[upstreams.secure]\ntargets = [\"{target}\"]\n{ca}\n[[routes]]\nupstream = \"secure\"\n"
+    )
+}
+
+#[test]
+fn https_targets_are_reached_over_tls_with_the_pools_ca() {
+    let pki = pki();
+    let addr = https_server(&pki);
+    let dir = std::env::temp_dir().join(format!("holdfast-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+
+    let target = format!("https://localhost:{}", addr.port());
+    let hf = Holdfast::start(&config(&target, Some(&ca_file)));
+    let mut client = hf.client();
+    for path in ["/a", "/b"] {
+        let a = client.get(path).unwrap();
+        assert_eq!(a.status, 200, "{}", a.text());
+        assert_eq!(a.text(), format!("tls ok {path}"));
+    }
+
+    // Without the CA the certificate is not trusted (bundled public roots only): an honest 502.
+    let untrusted = Holdfast::start(&config(&target, None));
+    let a = untrusted.client().get("/a").unwrap();
+    assert_eq!(a.status, 502, "{}", a.text());
+    assert!(a.text().contains("TLS handshake"), "{}", a.text());
+
+    // A CA file that is not PEM stops the start with the key named.
+    let bad = dir.join("bad.pem");
+    std::fs::write(&bad, "not a certificate").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_holdfast"))
+        .args(["serve", "--config"])
+        .arg({
+            let cfg = dir.join("bad.toml");
+            std::fs::write(&cfg, config(&target, Some(&bad))).unwrap();
+            cfg
+        })
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("upstreams.secure.tls_ca_file"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
