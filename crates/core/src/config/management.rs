@@ -397,11 +397,13 @@ fn validate_jwt(errors: &mut Vec<ConfigError>, i: usize, raw: &RawJwtConfig) -> 
             "rs256/es256 verify with public keys, not a secret",
             "set `jwks_url`, `jwks` or `public_key_pem`",
         )),
-        (_, JwtKeys::JwksUrl(u)) if !u.starts_with("http://") => errors.push(ConfigError::new(
-            key("jwks_url"),
-            format!("`{u}` is not a plain-HTTP URL (JWKS over TLS is not supported yet)"),
-            "use `http://HOST/PATH` (an internal endpoint), or paste the set as `jwks` / `public_key_pem`",
-        )),
+        (_, JwtKeys::JwksUrl(u)) if !u.starts_with("http://") && !u.starts_with("https://") => {
+            errors.push(ConfigError::new(
+                key("jwks_url"),
+                format!("`{u}` is not an http:// or https:// URL"),
+                "use `https://HOST/PATH`, or paste the set as `jwks` / `public_key_pem`",
+            ))
+        }
         _ => {}
     }
     let leeway_s = raw.leeway_s.unwrap_or(30);
@@ -525,7 +527,7 @@ mod tests {
         assert_eq!(cfg.jwt[0].consumer_claim, "sub");
         assert_eq!(cfg.jwt[0].leeway_s, 30);
         let errs = validate(&raw(
-            "secret = \"0123456789abcdef0123\"\n[[jwt]]\nservice = \"pay\"\nalgorithm = \"hs256\"\njwks_url = \"http://x/\"\n[[jwt]]\nservice = \"maps\"\nalgorithm = \"none\"\n[[jwt]]\nservice = \"geo\"\nalgorithm = \"es256\"\njwks_url = \"https://idp/jwks\"",
+            "secret = \"0123456789abcdef0123\"\n[[jwt]]\nservice = \"pay\"\nalgorithm = \"hs256\"\njwks_url = \"http://x/\"\n[[jwt]]\nservice = \"maps\"\nalgorithm = \"none\"\n[[jwt]]\nservice = \"geo\"\nalgorithm = \"es256\"\njwks_url = \"ftp://idp/jwks\"",
         ))
         .expect_err("invalid");
         let keys: Vec<_> = errs.iter().map(|e| e.key.as_str()).collect();
