@@ -88,21 +88,28 @@ code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $KEY" "h
 code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$ON/")
 [ "$code" = 401 ] || { echo "managed route without key answered $code" >&2; exit 1; }
 
-bench() { # URL [HEADER] -> "rps p99_ms non2xx"
-  local out
-  if [ -n "${2:-}" ]; then
-    out=$(wrk -t"$THREADS" -c"$CONC" -d"${SECS}s" --latency -H "$2" "$1")
+cpu_ticks() { # PID -> utime + stime of the process, in clock ticks
+  awk '{print $14 + $15}' "/proc/$1/stat"
+}
+bench() { # PID URL [HEADER] -> "rps p99_ms non2xx cpu_us_per_request"
+  local out before after
+  before=$(cpu_ticks "$1")
+  if [ -n "${3:-}" ]; then
+    out=$(wrk -t"$THREADS" -c"$CONC" -d"${SECS}s" --latency -H "$3" "$2")
   else
-    out=$(wrk -t"$THREADS" -c"$CONC" -d"${SECS}s" --latency "$1")
+    out=$(wrk -t"$THREADS" -c"$CONC" -d"${SECS}s" --latency "$2")
   fi
-  python3 - "$out" <<'PY'
+  after=$(cpu_ticks "$1")
+  python3 - "$out" "$((after - before))" "$(getconf CLK_TCK)" <<'PY'
 import re, sys
-out = sys.argv[1]
+out, ticks, hz = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+total = int(re.search(r"(\d+) requests in", out).group(1))
 m = re.search(r"\s99%\s+([\d.]+)(us|ms|s)", out)
 p99 = float(m.group(1)) * {"us": 0.001, "ms": 1, "s": 1000}[m.group(2)]
 bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-print(f"{rps:.0f} {p99:.2f} {bad.group(1) if bad else 0}")
+cpu_us = ticks * 1e6 / hz / max(total, 1)
+print(f"{rps:.0f} {p99:.2f} {bad.group(1) if bad else 0} {cpu_us:.1f}")
 PY
 }
 
@@ -110,21 +117,29 @@ wrk -t1 -c8 -d2s "http://127.0.0.1:$OFF/" >/dev/null
 wrk -t1 -c8 -d2s -H "Authorization: Bearer $KEY" "http://127.0.0.1:$ON/" >/dev/null
 echo "wrk -t$THREADS -c$CONC -d${SECS}s, $ROUNDS alternating rounds; $(nproc) cores; $(uname -r)"
 echo
-echo "| round | mode | req/s | p99 ms | non-2xx |"
-echo "|---|---|---|---|---|"
-OFF_RPS=(); ON_RPS=(); OFF_P99=(); ON_P99=()
+echo "| round | mode | req/s | p99 ms | non-2xx | holdfast CPU µs/request |"
+echo "|---|---|---|---|---|---|"
+OFF_RPS=(); ON_RPS=(); OFF_P99=(); ON_P99=(); OFF_CPU=(); ON_CPU=(); RATIOS=()
 for r in $(seq 1 "$ROUNDS"); do
-  read -r rps p99 bad <<<"$(bench "http://127.0.0.1:$OFF/")"
-  echo "| $r | off | $rps | $p99 | $bad |"; OFF_RPS+=("$rps"); OFF_P99+=("$p99")
-  read -r rps p99 bad <<<"$(bench "http://127.0.0.1:$ON/" "Authorization: Bearer $KEY")"
-  echo "| $r | on | $rps | $p99 | $bad |"; ON_RPS+=("$rps"); ON_P99+=("$p99")
+  read -r rps p99 bad cpu <<<"$(bench "${PID_OF[off]}" "http://127.0.0.1:$OFF/")"
+  echo "| $r | off | $rps | $p99 | $bad | $cpu |"; OFF_RPS+=("$rps"); OFF_P99+=("$p99"); OFF_CPU+=("$cpu")
+  off_rps=$rps
+  read -r rps p99 bad cpu <<<"$(bench "${PID_OF[on]}" "http://127.0.0.1:$ON/" "Authorization: Bearer $KEY")"
+  echo "| $r | on | $rps | $p99 | $bad | $cpu |"; ON_RPS+=("$rps"); ON_P99+=("$p99"); ON_CPU+=("$cpu")
+  RATIOS+=("$(python3 -c "print($rps/$off_rps)")")
 done
 sleep 1.5
-STORED=$(HOLDFAST_ADMIN_URL="http://127.0.0.1:$ADMIN" "$HOLDFAST" admin --json stats --since 1h | python3 -c 'import json,sys; v=json.load(sys.stdin); print(v["calls"], v["call_log"]["overflow"])')
+# GET /admin/calllog: stored rows and the writer's counters (cheap, unlike a stats query
+# over a million rows).
+STORED=$(curl -s -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$ADMIN/admin/calllog" | python3 -c 'import json,sys; v=json.load(sys.stdin); print(v["stored"], v["writer"]["overflow"])') || STORED="(GET /admin/calllog failed)"
 med() { python3 -c "import statistics,sys; print(statistics.median(map(float,sys.argv[1:])))" "$@"; }
 OFF_M=$(med "${OFF_RPS[@]}"); ON_M=$(med "${ON_RPS[@]}")
+PAIRED=$(med "${RATIOS[@]}")
+OFF_C=$(med "${OFF_CPU[@]}"); ON_C=$(med "${ON_CPU[@]}")
 echo
 echo "median req/s: off $OFF_M, on $ON_M; cost $(python3 -c "print(f'{(1-$ON_M/$OFF_M)*100:.1f}%')") (goal <= 10%)"
+echo "median of the per-round on/off ratios: cost $(python3 -c "print(f'{(1-$PAIRED)*100:.1f}%')") (each round's two runs are adjacent in time)"
+echo "median holdfast CPU per request: off $OFF_C µs, on $ON_C µs (+$(python3 -c "print(f'{($ON_C/$OFF_C-1)*100:.1f}%')"))"
 echo "median p99 ms: off $(med "${OFF_P99[@]}"), on $(med "${ON_P99[@]}")"
 echo "call log: stored calls, overflow = $STORED"
 
