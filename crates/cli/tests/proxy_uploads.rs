@@ -32,6 +32,17 @@ fn echo_of(bytes: &[u8]) -> String {
 
 /// Send `body` with Content-Length (or chunked, in 64 KiB chunks); the status and body text.
 fn upload(addr: std::net::SocketAddr, body: &[u8], chunked: bool) -> (u16, String) {
+    let (status, text, _) = upload_checked(addr, body, chunked);
+    (status, text)
+}
+
+/// [`upload`], also saying whether the whole request could be written (a gateway that closes
+/// with unread bytes resets the connection, and the client's writes fail).
+fn upload_checked(
+    addr: std::net::SocketAddr,
+    body: &[u8],
+    chunked: bool,
+) -> (u16, String, std::io::Result<()>) {
     let stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(20)))
@@ -63,8 +74,12 @@ fn upload(addr: std::net::SocketAddr, body: &[u8], chunked: bool) -> (u16, Strin
     });
     let mut reader = BufReader::new(stream);
     let answer = read_answer(&mut reader, false).expect("an answer, never a reset");
-    let _ = sender.join();
-    (answer.status, answer.text())
+    let sent = sender.join().expect("sender thread");
+    // Then close our side and read to the end: the gateway closes with a FIN, never a reset.
+    let _ = reader.get_ref().shutdown(std::net::Shutdown::Write);
+    let mut rest = Vec::new();
+    let end = std::io::Read::read_to_end(&mut reader, &mut rest).map(|_| ());
+    (answer.status, answer.text(), sent.and(end))
 }
 
 #[test]
@@ -120,12 +135,15 @@ fn a_body_over_the_limit_gets_413_declared_or_streamed() {
         "retry_buffer_bytes = 65536\nmax_body_bytes = 1048576",
     ));
     let data = body(2 * 1024 * 1024);
-    let (status, text) = upload(hf.addr, &data, false);
+    let (status, text, sent) = upload_checked(hf.addr, &data, false);
     assert_eq!(status, 413, "{text}");
+    // The client could finish sending: the unread body was drained before the close.
+    assert!(sent.is_ok(), "declared: {sent:?}");
     // Chunked: the size is only known while it streams.
-    let (status, text) = upload(hf.addr, &data, true);
+    let (status, text, sent) = upload_checked(hf.addr, &data, true);
     assert_eq!(status, 413, "{text}");
     assert!(text.contains("body_too_large"), "{text}");
+    assert!(sent.is_ok(), "chunked: {sent:?}");
     // Nothing whole reached the upstream.
     assert_eq!(echo.requests(), 0);
 }

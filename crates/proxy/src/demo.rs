@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 
 use http::{header, Response};
+use http_body_util::BodyExt;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
@@ -21,11 +22,19 @@ pub async fn start(addr: SocketAddr) -> std::io::Result<SocketAddr> {
             };
             tokio::spawn(async move {
                 let service = service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                    let (head, mut body) = req.into_parts();
+                    // Read the whole request body before answering: a server that answers
+                    // and closes with unread bytes resets its client.
+                    let mut bytes_in = 0u64;
+                    while let Some(Ok(frame)) = body.frame().await {
+                        bytes_in += frame.data_ref().map_or(0, |d| d.len() as u64);
+                    }
                     let body = serde_json::json!({
                         "hello": "from the Holdfast demo upstream",
-                        "method": req.method().as_str(),
-                        "path": req.uri().path(),
-                        "via": req.headers().get(header::VIA).and_then(|v| v.to_str().ok()),
+                        "method": head.method.as_str(),
+                        "path": head.uri.path(),
+                        "bytes_in": bytes_in,
+                        "via": head.headers.get(header::VIA).and_then(|v| v.to_str().ok()),
                     })
                     .to_string()
                         + "\n";

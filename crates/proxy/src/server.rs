@@ -113,7 +113,13 @@ pub async fn serve(
         let active = active.clone();
         let limits = limits.clone();
         tokio::spawn(async move {
-            let _count = CountGuard(active);
+            let count = CountGuard(active);
+            // A second handle on the socket outlives hyper's: when hyper is done, the socket is
+            // drained before it closes (see `linger`).
+            let (stream, lingerer) = match split_for_linger(stream) {
+                Ok(pair) => pair,
+                Err(_) => return,
+            };
             let io = TokioIo::new(Watched::new(
                 stream,
                 limits.header_timeout,
@@ -127,11 +133,44 @@ pub async fn serve(
             });
             let conn = builder.serve_connection(io, service).into_owned();
             let _ = watcher.watch(conn).await;
+            drop(count);
+            linger(lingerer).await;
         });
     }
     // Stop: accept loops are ending; let in-flight requests finish, close idle connections.
     let _ = stop.borrow_and_update();
     let _ = tokio::time::timeout(drain, graceful.shutdown()).await;
+}
+
+/// The stream for hyper, and a duplicate handle of the same socket for [`linger`].
+fn split_for_linger(stream: TcpStream) -> std::io::Result<(TcpStream, std::net::TcpStream)> {
+    let std_stream = stream.into_std()?;
+    let lingerer = std_stream.try_clone()?;
+    Ok((TcpStream::from_std(std_stream)?, lingerer))
+}
+
+/// How long a closing connection may keep sending before it is closed anyway.
+const LINGER_TOTAL: Duration = Duration::from_secs(5);
+
+/// Close a connection hyper is done with without a reset: send a FIN (if hyper did not), then
+/// read and discard what the client still sends (an unread upload after an early 413, 401 or
+/// 404, or the rest of a stalled head) until it closes or `LINGER_TOTAL` passes. Closing a
+/// socket with unread bytes makes the kernel send an RST, which can destroy the answer the
+/// client has not read yet (nginx's `lingering_close` for the same reason).
+async fn linger(socket: std::net::TcpStream) {
+    let Ok(mut stream) = TcpStream::from_std(socket) else {
+        return;
+    };
+    let _ = stream.shutdown().await;
+    let _ = tokio::time::timeout(LINGER_TOTAL, async {
+        let mut sink = [0u8; 16 * 1024];
+        while let Ok(n) = stream.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 struct CountGuard(Arc<AtomicUsize>);
