@@ -147,6 +147,17 @@ fn http_hygiene_statuses() {
         .unwrap();
     assert_eq!(ok.status, 200);
     assert_eq!(ok.header("via"), Some("1.1 holdfast"));
+    // A client that shuts down its sending side after the request still gets the answer.
+    let mut s = TcpStream::connect(hf.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("closed with a FIN");
+    assert!(
+        out.starts_with("HTTP/1.1 200"),
+        "half-closed client: {out:?}"
+    );
 }
 
 #[test]
