@@ -160,21 +160,14 @@ impl<S> Watched<S> {
                 }
             }
             // What follows the head in the same read: body, then maybe the next head.
-            let used = self.follow_body(0);
+            let (phase, used) = advance_body(self.phase, &self.head);
+            self.phase = phase;
             let body = self.head.split_to(used);
             self.ready.extend_from_slice(&body);
             if self.phase == Phase::Through {
                 return self.pass_through();
             }
         }
-    }
-
-    /// Follow body framing over `self.head[from..]`; returns the end of the body bytes in
-    /// `self.head` (moving to `Idle` when the body ends).
-    fn follow_body(&mut self, from: usize) -> usize {
-        let (phase, used) = advance_body(self.phase, &self.head[from..]);
-        self.phase = phase;
-        from + used
     }
 
     fn pass_through(&mut self) {
