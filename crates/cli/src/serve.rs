@@ -182,6 +182,7 @@ async fn serve(args: ServeArgs, mut cfg: Config) -> anyhow::Result<()> {
         bail!("the server task failed while draining");
     }
     extensions.shutdown().await;
+    gateway.observers.close();
     eprintln!("holdfast: stopped");
     Ok(())
 }

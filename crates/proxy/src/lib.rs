@@ -8,6 +8,7 @@
 //! connections) -> the response body is [`body::Tracked`] so the call record is written by
 //! [`observe`] when it ends.
 
+pub mod access_log;
 pub mod balance;
 pub mod body;
 pub mod budget;

@@ -1,17 +1,18 @@
 //! What the data plane reports about every call: the JSON access log (one line per call) and
 //! Prometheus metrics (request counts, latency histograms per route and target, reset classes).
 
-use std::io::Write;
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::cell::RefCell;
+use std::sync::{Arc, OnceLock};
 
 use holdfast_core::config::AccessLog;
 use holdfast_core::{CallRecord, ResetClass};
 use metrics::{counter, histogram, Counter, Histogram};
 
+use crate::access_log::AccessLogWriter;
+
 /// The built-in observers (they outlive reloads).
 pub struct Observers {
-    log: Option<Mutex<mpsc::SyncSender<String>>>,
+    log: Option<AccessLogWriter>,
 }
 
 /// The access log could not be opened.
@@ -25,7 +26,7 @@ pub struct AccessLogError {
 impl Observers {
     /// Start the access-log writer thread (if the log is on).
     pub fn new(log: &AccessLog) -> Result<Observers, AccessLogError> {
-        let sink: Box<dyn Write + Send> = match log {
+        let sink: Box<dyn std::io::Write + Send> = match log {
             AccessLog::Off => return Ok(Observers { log: None }),
             AccessLog::Stdout => Box::new(std::io::stdout()),
             AccessLog::File(path) => Box::new(
@@ -39,29 +40,11 @@ impl Observers {
                     })?,
             ),
         };
-        let (tx, rx) = mpsc::sync_channel::<String>(65_536);
-        std::thread::Builder::new()
-            .name("access-log".into())
-            .spawn(move || {
-                let mut out = std::io::BufWriter::new(sink);
-                while let Ok(line) = rx.recv() {
-                    let _ = writeln!(out, "{line}");
-                    // Flush when the queue is drained, so lines appear promptly.
-                    let mut more = rx.try_recv();
-                    while let Ok(line) = more {
-                        let _ = writeln!(out, "{line}");
-                        more = rx.try_recv();
-                    }
-                    let _ = out.flush();
-                }
-            })
-            .map_err(|source| AccessLogError {
-                path: "(thread)".into(),
-                source,
-            })?;
-        Ok(Observers {
-            log: Some(Mutex::new(tx)),
-        })
+        let writer = AccessLogWriter::start(sink).map_err(|source| AccessLogError {
+            path: "(thread)".into(),
+            source,
+        })?;
+        Ok(Observers { log: Some(writer) })
     }
 
     /// True when finished calls must be turned into a [`CallRecord`] for the access log.
@@ -69,15 +52,25 @@ impl Observers {
         self.log.is_some()
     }
 
-    /// Write one finished call to the access log (if it is on). Never blocks.
+    /// Write one finished call to the access log (if it is on). Never blocks on I/O.
     pub fn log(&self, record: &CallRecord) {
+        thread_local! {
+            static LINE: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(512));
+        }
         if let Some(log) = &self.log {
-            if let (Ok(line), Ok(tx)) = (serde_json::to_string(record), log.lock()) {
-                // Never block the data plane: drop the line if the writer is far behind.
-                if tx.try_send(line).is_err() {
-                    counter!("holdfast_access_log_dropped_total").increment(1);
+            LINE.with_borrow_mut(|line| {
+                line.clear();
+                if serde_json::to_writer(&mut *line, record).is_ok() {
+                    log.push(line);
                 }
-            }
+            });
+        }
+    }
+
+    /// Write out every queued access-log line and stop the writer (at the end of a drain).
+    pub fn close(&self) {
+        if let Some(log) = &self.log {
+            log.close();
         }
     }
 }
