@@ -170,6 +170,32 @@ impl<S> Watched<S> {
         }
     }
 
+    /// The common case without copies: one read that holds exactly one whole request (a
+    /// complete head needing no mark, and all of its body or the start of it). It stays in
+    /// hyper's buffer; `true` when it was taken this way. Anything else (a partial head, blank
+    /// lines, a mark, pipelined bytes after the request) goes the general way.
+    fn judge_in_place(&mut self, data: &[u8]) -> bool {
+        if data.first().is_none_or(|b| *b == b'\r' || *b == b'\n') {
+            return false;
+        }
+        let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut storage);
+        let Ok(httparse::Status::Complete(end)) = req.parse(data) else {
+            return false;
+        };
+        let Verdict::Frame(framing) = judge(&req) else {
+            return false;
+        };
+        let (phase, used) = advance_body(framing, &data[end..]);
+        if end + used != data.len() && phase != Phase::Through {
+            return false;
+        }
+        self.phase = phase;
+        self.first = false;
+        self.deadline = None;
+        true
+    }
+
     fn pass_through(&mut self) {
         let rest = self.head.split();
         self.ready.extend_from_slice(&rest);
@@ -465,6 +491,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
                                 this.ready.extend_from_slice(&rest);
                                 this.ended = true;
                                 continue;
+                            }
+                            if this.phase == Phase::Idle
+                                && this.head.is_empty()
+                                && this.judge_in_place(&buf.filled()[before..])
+                            {
+                                return Poll::Ready(Ok(()));
                             }
                             this.head.extend_from_slice(&buf.filled()[before..]);
                             buf.set_filled(before);

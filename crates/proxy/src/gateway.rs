@@ -112,7 +112,7 @@ struct Pending {
     method: http::Method,
     uri: http::Uri,
     host: Option<String>,
-    client: Peer,
+    client: Arc<Peer>,
     bytes_in: u64,
     /// A streamed request body's counters (its size is known only at the end).
     upload: Option<Arc<UploadStats>>,
@@ -146,7 +146,11 @@ impl Gateway {
     }
 
     /// Handle one client request; never fails (errors become responses).
-    pub async fn handle(self: &Arc<Self>, req: Request<Incoming>, client: &Peer) -> Response<Body> {
+    pub async fn handle(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        client: &Arc<Peer>,
+    ) -> Response<Body> {
         let start = Instant::now();
         let state = self.state.load_full();
         let host = request_host(&req);

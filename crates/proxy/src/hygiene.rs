@@ -2,6 +2,7 @@
 //! `Forwarded`, `Via`.
 
 use std::net::SocketAddr;
+use std::sync::Mutex;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -64,13 +65,16 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// The client of one connection, with its address already rendered for the forwarding
 /// headers (once per connection, not once per request).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Peer {
     pub addr: SocketAddr,
     /// `203.0.113.9` or `2001:db8::1`.
     ip: HeaderValue,
     /// `for=203.0.113.9;proto=http` or `for="[2001:db8::1]";proto=http`.
     forwarded: String,
+    /// The header values for the last `Host` this client sent (a connection nearly always
+    /// sends the same one): `(host, X-Forwarded-Host, Forwarded)`.
+    last_host: Mutex<Option<(String, HeaderValue, HeaderValue)>>,
 }
 
 impl Peer {
@@ -86,7 +90,34 @@ impl Peer {
             // An IP address is always a valid header value.
             ip: HeaderValue::from_str(&ip).unwrap_or(HeaderValue::from_static("unknown")),
             forwarded,
+            last_host: Mutex::new(None),
         }
+    }
+
+    /// `X-Forwarded-Host` and `Forwarded` for a request to `host` (`None` when `host` cannot go
+    /// into a `Forwarded` quoted string).
+    fn host_values(&self, host: &str) -> Option<(HeaderValue, HeaderValue)> {
+        let mut last = self.last_host.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((h, xfh, fwd)) = last.as_ref() {
+            if h == host {
+                return Some((xfh.clone(), fwd.clone()));
+            }
+        }
+        let safe = host
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b';' && b != b',');
+        if !safe {
+            return None;
+        }
+        let xfh = HeaderValue::from_str(host).ok()?;
+        let mut f = String::with_capacity(self.forwarded.len() + host.len() + 8);
+        f.push_str(&self.forwarded);
+        f.push_str(";host=\"");
+        f.push_str(host);
+        f.push('"');
+        let fwd = HeaderValue::from_str(&f).ok()?;
+        *last = Some((host.to_string(), xfh.clone(), fwd.clone()));
+        Some((xfh, fwd))
     }
 }
 
@@ -98,6 +129,8 @@ pub fn add_forwarding(
     host: Option<&str>,
     version: http::Version,
 ) {
+    // One growth of the map for the five headers, not one per insert.
+    headers.reserve(5);
     let xff = match headers.get(&X_FORWARDED_FOR).map(|v| v.as_bytes()) {
         Some(prev) if !prev.is_empty() => {
             let mut joined = Vec::with_capacity(prev.len() + 2 + peer.ip.len());
@@ -112,20 +145,10 @@ pub fn add_forwarding(
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
-    let forwarded = match host.filter(|h| {
-        h.bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b';' && b != b',')
-    }) {
-        Some(host) => {
-            if let Ok(v) = HeaderValue::from_str(host) {
-                headers.entry(X_FORWARDED_HOST.clone()).or_insert(v);
-            }
-            let mut f = String::with_capacity(peer.forwarded.len() + host.len() + 8);
-            f.push_str(&peer.forwarded);
-            f.push_str(";host=\"");
-            f.push_str(host);
-            f.push('"');
-            HeaderValue::from_str(&f).ok()
+    let forwarded = match host.and_then(|h| peer.host_values(h)) {
+        Some((xfh, fwd)) => {
+            headers.entry(X_FORWARDED_HOST.clone()).or_insert(xfh);
+            Some(fwd)
         }
         None => HeaderValue::from_str(&peer.forwarded).ok(),
     };
@@ -213,5 +236,24 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("x-end-to-end"));
+    }
+
+    #[test]
+    fn a_new_host_on_the_same_connection_gets_its_own_forwarded_values() {
+        let peer = Peer::new("127.0.0.1:5000".parse().unwrap());
+        for host in ["a.example", "a.example", "b.example", "a.example"] {
+            let mut h = HeaderMap::new();
+            add_forwarding(&mut h, &peer, Some(host), http::Version::HTTP_11);
+            assert_eq!(h["x-forwarded-host"], host);
+            assert_eq!(
+                h["forwarded"],
+                format!("for=127.0.0.1;proto=http;host=\"{host}\"").as_str()
+            );
+        }
+        // A host that cannot be quoted: no host parameter, no X-Forwarded-Host.
+        let mut h = HeaderMap::new();
+        add_forwarding(&mut h, &peer, Some("bad\"host"), http::Version::HTTP_11);
+        assert_eq!(h["forwarded"], "for=127.0.0.1;proto=http");
+        assert!(!h.contains_key("x-forwarded-host"));
     }
 }
