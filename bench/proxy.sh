@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Holdfast vs nginx vs haproxy as reverse proxies (one worker each) in front of one nginx
 # upstream answering a fixed 200, driven by wrk; then a fault mix behind each proxy.
-# Usage: bench/proxy.sh            (SECS=10 CONNS=50 to change the run)
+# Usage: bench/proxy.sh            (SECS=10 CONNS=50 ROUNDS=3 to change the run)
+# Throughput rounds alternate the proxies (the order rotates each round) and report medians,
+# plus each proxy's CPU time per request split into user space and kernel, from /proc.
 # Needs: nginx haproxy wrk (apt), a release build (done here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${SECS:-10}
 CONNS=${CONNS:-50}
+ROUNDS=${ROUNDS:-3}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 cargo build --release -q -p holdfast-cli -p holdfast-testkit --bins --examples
 HF="$CARGO_TARGET_DIR/release/holdfast"
@@ -36,6 +39,7 @@ http {
 }
 CONF
   nginx -c "$TMP/$1.conf" & PIDS+=($!)
+  LAST_PID=$!
 }
 
 haproxy_conf() { # $1 = name, $2 = port, $3 = server lines
@@ -60,6 +64,7 @@ backend b
 $3
 CONF
   haproxy -f "$TMP/$1.cfg" -db & PIDS+=($!)
+  LAST_PID=$!
 }
 
 holdfast_conf() { # $1 = name, $2 = port, $3 = targets (TOML list body)
@@ -74,7 +79,13 @@ targets = [$3]
 upstream = "up"
 CONF
   "$HF" serve --config "$TMP/$1.toml" 2>"$TMP/$1.err" & PIDS+=($!)
+  LAST_PID=$!
 }
+
+cpu_ticks() { # PID -> "utime stime" in clock ticks (all threads)
+  awk '{print $14, $15}' "/proc/$1/stat"
+}
+median() { python3 -c "import statistics,sys; print(f'{statistics.median(map(float,sys.argv[1:])):.2f}')" "$@"; }
 
 run_wrk() { # $1 = url -> "rps p99_ms errors requests"
   local out
@@ -91,25 +102,59 @@ run_wrk() { # $1 = url -> "rps p99_ms errors requests"
 wait_port() { for _ in $(seq 1 100); do (exec 9<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
 
 # --- Throughput: one upstream, three proxies -------------------------------------------------
+declare -A PID_OF
 nginx_conf upstream 'server { listen 127.0.0.1:18080; location / { return 200 "ok\n"; } }'
 nginx_conf nginxproxy 'upstream up { server 127.0.0.1:18080; keepalive 64; }
   server { listen 127.0.0.1:18082; location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; } }'
+NGINX_MASTER=$LAST_PID
 haproxy_conf haproxy 18083 "  server s1 127.0.0.1:18080"
+PID_OF[haproxy]=$LAST_PID
 holdfast_conf holdfast 18081 '"http://127.0.0.1:18080"'
+PID_OF[holdfast]=$LAST_PID
 for p in 18080 18081 18082 18083; do wait_port $p; done
+# nginx answers from its one worker process, the master's child.
+PID_OF[nginx]=$(pgrep -P "$NGINX_MASTER" | head -1)
+PID_OF[direct]=""
+declare -A PORT_OF=([direct]=18080 [holdfast]=18081 [nginx]=18082 [haproxy]=18083)
 
-echo "== throughput: wrk -t1 -c$CONNS -d${SECS}s, one worker per proxy =="
-printf "%-10s %12s %10s %8s\n" proxy "req/s" "p99 ms" errors
-declare -A RPS P99
-for entry in "direct 18080" "holdfast 18081" "nginx 18082" "haproxy 18083"; do
-  set -- $entry
-  read -r rps p99 errs _ < <(run_wrk "http://127.0.0.1:$2/")
-  RPS[$1]=$rps; P99[$1]=$p99
-  printf "%-10s %12s %10s %8s\n" "$1" "$rps" "$p99" "$errs"
+echo "== throughput: wrk -t1 -c$CONNS -d${SECS}s, one worker per proxy, $ROUNDS rounds =="
+printf "%-6s %-10s %12s %10s %8s %12s %12s\n" round proxy "req/s" "p99 ms" errors "user us/req" "sys us/req"
+declare -A RPS P99 UCPU SCPU
+ORDER=(direct holdfast nginx haproxy)
+HZ=$(getconf CLK_TCK)
+for r in $(seq 1 "$ROUNDS"); do
+  for name in "${ORDER[@]}"; do
+    pid=${PID_OF[$name]}
+    [ -n "$pid" ] && read -r u0 s0 < <(cpu_ticks "$pid")
+    read -r rps p99 errs reqs < <(run_wrk "http://127.0.0.1:${PORT_OF[$name]}/")
+    user=-; sys=-
+    if [ -n "$pid" ] && [ "${reqs:-0}" -gt 0 ]; then
+      read -r u1 s1 < <(cpu_ticks "$pid")
+      user=$(awk -v t=$((u1 - u0)) -v n="$reqs" -v hz="$HZ" 'BEGIN{printf "%.2f", t*1e6/hz/n}')
+      sys=$(awk -v t=$((s1 - s0)) -v n="$reqs" -v hz="$HZ" 'BEGIN{printf "%.2f", t*1e6/hz/n}')
+      UCPU[$name]+=" $user"; SCPU[$name]+=" $sys"
+    fi
+    RPS[$name]+=" $rps"; P99[$name]+=" $p99"
+    printf "%-6s %-10s %12s %10s %8s %12s %12s\n" "$r" "$name" "$rps" "$p99" "$errs" "$user" "$sys"
+  done
+  # Rotate the proxies' order so no one always runs first (or right after the direct run).
+  ORDER=("${ORDER[0]}" "${ORDER[@]:2}" "${ORDER[1]}")
 done
-best=nginx; awk -v a="${RPS[haproxy]}" -v b="${RPS[nginx]}" 'BEGIN{exit !(a>b)}' && best=haproxy
-awk -v h="${RPS[holdfast]}" -v b="${RPS[$best]}" -v hp="${P99[holdfast]}" -v bp="${P99[$best]}" -v n="$best" \
-  'BEGIN{printf "holdfast / best peer (%s): throughput %.2fx, p99 %.2fx\n", n, h/b, hp/bp}'
+echo
+echo "medians over $ROUNDS rounds:"
+printf "%-10s %12s %10s %12s %12s\n" proxy "req/s" "p99 ms" "user us/req" "sys us/req"
+declare -A MRPS MP99
+for name in direct holdfast nginx haproxy; do
+  # shellcheck disable=SC2086
+  MRPS[$name]=$(median ${RPS[$name]}); MP99[$name]=$(median ${P99[$name]})
+  mu=-; ms=-
+  # shellcheck disable=SC2086
+  if [ -n "${UCPU[$name]:-}" ]; then mu=$(median ${UCPU[$name]}); ms=$(median ${SCPU[$name]}); fi
+  printf "%-10s %12.0f %10.2f %12s %12s\n" "$name" "${MRPS[$name]}" "${MP99[$name]}" "$mu" "$ms"
+done
+best=nginx; awk -v a="${MRPS[haproxy]}" -v b="${MRPS[nginx]}" 'BEGIN{exit !(a>b)}' && best=haproxy
+awk -v h="${MRPS[holdfast]}" -v b="${MRPS[$best]}" -v hp="${MP99[holdfast]}" -v bp="${MP99[$best]}" -v n="$best" \
+  'BEGIN{printf "holdfast / best peer (%s), medians: throughput %.2fx, p99 %.2fx\n", n, h/b, hp/bp}'
 
 # --- Fault mix: the same misbehaving set behind each proxy ------------------------------------
 exec 3> >("$MIS" idle-close:200 reset-on-accept > "$TMP/mis.txt")
