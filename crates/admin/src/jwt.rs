@@ -119,13 +119,30 @@ impl KeySet {
 }
 
 /// The client JWKS documents are fetched with: http, or https verified against the webpki
-/// roots (plus `extra_root`, for tests), with an explicit rustls crypto provider so it never
-/// depends on which rustls features other crates of the binary enable.
+/// roots, or only against `ca_file` (PEM) when the config names one (plus `extra_root`, for
+/// tests), with an explicit rustls crypto provider so it never depends on which rustls
+/// features other crates of the binary enable.
 type JwksClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
 
-fn jwks_client(extra_root: Option<CertificateDer<'static>>) -> Result<JwksClient, String> {
+fn jwks_client(
+    ca_file: Option<&str>,
+    extra_root: Option<CertificateDer<'static>>,
+) -> Result<JwksClient, String> {
     let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    match ca_file {
+        Some(path) => {
+            use rustls::pki_types::pem::PemObject;
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| format!("cannot read jwks_ca_file {path}: {e}"))?;
+            for cert in certs.flatten() {
+                let _ = roots.add(cert);
+            }
+            if roots.is_empty() {
+                return Err(format!("jwks_ca_file {path} holds no PEM certificate"));
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
     if let Some(cert) = extra_root {
         roots
             .add(cert)
@@ -267,7 +284,8 @@ impl Verifier {
             }
             JwtKeys::JwksUrl(url) => Keys::Remote(Arc::new(RemoteKeys {
                 url: url.clone(),
-                http: jwks_client(extra_root).map_err(|e| at("jwks_url", e))?,
+                http: jwks_client(config.jwks_ca_file.as_deref(), extra_root)
+                    .map_err(|e| at("jwks_url", e))?,
                 keys: RwLock::new(Arc::new(KeySet::default())),
                 fetching: tokio::sync::Mutex::new(None),
             })),
@@ -456,6 +474,7 @@ mod tests {
             consumer_claim: "sub".into(),
             leeway_s: 30,
             jwks_refresh_s: 300,
+            jwks_ca_file: None,
         }
     }
 
@@ -481,8 +500,29 @@ mod tests {
         .expect("sign");
 
         // Trusting the server's certificate: the keys load over TLS and the token verifies.
-        let trusted = Verifier::with_root(&es256_config(url.clone()), Some(cert)).expect("ok");
+        let trusted =
+            Verifier::with_root(&es256_config(url.clone()), Some(cert.clone())).expect("ok");
         assert_eq!(trusted.verify(&token).await.expect("verified"), "c1");
+
+        // The same certificate as `jwks_ca_file` (PEM on disk): trusted from the config.
+        let pem = format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            base64::engine::general_purpose::STANDARD.encode(cert.as_ref())
+        );
+        let ca_path = std::env::temp_dir().join(format!("holdfast-jwks-ca-{port}.pem"));
+        std::fs::write(&ca_path, pem).expect("write CA");
+        let mut from_file = es256_config(url.clone());
+        from_file.jwks_ca_file = Some(ca_path.to_string_lossy().into_owned());
+        let via_file = Verifier::new(&from_file).expect("ok");
+        assert_eq!(via_file.verify(&token).await.expect("verified"), "c1");
+        let _ = std::fs::remove_file(&ca_path);
+        // A CA file that is not there is a clear setup error.
+        from_file.jwks_ca_file = Some("/nonexistent/idp-ca.pem".into());
+        let err = Verifier::new(&from_file).err().expect("missing CA file");
+        assert!(
+            err.contains("jwks_ca_file /nonexistent/idp-ca.pem"),
+            "{err}"
+        );
 
         // The webpki roots alone do not trust a self-signed certificate: no keys, no pass.
         let untrusted = Verifier::new(&es256_config(url)).expect("ok");

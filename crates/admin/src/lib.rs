@@ -21,3 +21,11 @@ mod runtime;
 pub use calllog::CallLogStats;
 pub use error::ApiError;
 pub use runtime::{CacheStatus, Management, ManagementFactory, StartError};
+
+/// Check a `[[management.jwt]]` entry without fetching anything: inline keys parse and the
+/// files it names (`jwks_ca_file`) can be read. For `holdfast check`.
+pub fn check_jwt_config(
+    config: &holdfast_core::config::management::JwtConfig,
+) -> Result<(), String> {
+    jwt::Verifier::new(config).map(|_| ())
+}

@@ -25,6 +25,7 @@ fn jwt_entry(service: &str, algorithm: JwtAlgorithm, keys: JwtKeys) -> JwtConfig
         consumer_claim: "sub".into(),
         leeway_s: 5,
         jwks_refresh_s: 300,
+        jwks_ca_file: None,
     }
 }
 

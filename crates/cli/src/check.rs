@@ -16,12 +16,27 @@ pub struct CheckArgs {
 pub fn run(args: CheckArgs) -> u8 {
     match config::load_file(&args.file) {
         Ok(cfg) => {
-            // Files the config points at (CA bundles) are read here too, as `serve` would.
+            // Files the config points at (CA bundles, `sslrootcert`) are read here too, as `serve`
+            // would.
             let mut file_errors = 0;
             for up in cfg.upstreams.values() {
                 if let Err(e) = holdfast_proxy::dial::Dialer::new(up) {
                     eprintln!("{}: {e}", args.file.display());
                     file_errors += 1;
+                }
+            }
+            if let Some(m) = &cfg.management {
+                for jwt in &m.jwt {
+                    if let Err(e) = holdfast_admin::check_jwt_config(jwt) {
+                        eprintln!("{}: {e}", args.file.display());
+                        file_errors += 1;
+                    }
+                }
+                if let config::management::StoreUrl::Postgres(url) = &m.store {
+                    if let Err(e) = holdfast_store::check_postgres_url(url) {
+                        eprintln!("{}: management.store: {e}", args.file.display());
+                        file_errors += 1;
+                    }
                 }
             }
             if file_errors > 0 {

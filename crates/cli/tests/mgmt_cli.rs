@@ -119,3 +119,49 @@ fn admin_cli_end_to_end() {
     let (ok, _, err) = holdfast(&url, &["consumer", "list", "--tenant", "nope"]);
     assert!(ok || err.contains("nope"), "{err}");
 }
+
+/// `holdfast check` reads the PostgreSQL `sslrootcert` a store URL names, as `serve` would.
+#[test]
+fn check_reads_the_postgres_root_certificate() {
+    let dir = std::env::temp_dir().join(format!("holdfast-check-pg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp");
+    let _cleanup = Cleanup(dir.clone());
+    let config = |store: &str| {
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\n\n[management]\nstore = \"{store}\"\nsecret = \"check-secret-0123456789abcdef\"\n\n[upstreams.u]\ntargets = [\"http://127.0.0.1:9\"]\n\n[[routes]]\nupstream = \"u\"\n"
+        )
+    };
+    let check = |store: &str| {
+        let path = dir.join("c.toml");
+        std::fs::write(&path, config(store)).expect("write");
+        let out = Command::new(env!("CARGO_BIN_EXE_holdfast"))
+            .arg("check")
+            .arg(&path)
+            .output()
+            .expect("holdfast runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let missing = dir.join("missing-ca.pem");
+    let (code, stderr) = check(&format!(
+        "postgres://u@127.0.0.1/db?sslmode=verify-full&sslrootcert={}",
+        missing.display()
+    ));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("management.store") && stderr.contains("missing-ca.pem"),
+        "{stderr}"
+    );
+    let not_pem = dir.join("not-a-cert.pem");
+    std::fs::write(&not_pem, "hello").expect("write");
+    let (code, stderr) = check(&format!(
+        "postgres://u@127.0.0.1/db?sslmode=require&sslrootcert={}",
+        not_pem.display()
+    ));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("no PEM certificate"), "{stderr}");
+    let (code, stderr) = check("postgres://u@127.0.0.1/db?sslmode=require");
+    assert_eq!(code, Some(0), "{stderr}");
+}

@@ -9,6 +9,7 @@ use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 
 use crate::error::StoreError;
 use crate::migrations;
+use crate::pg_tls;
 
 /// A value bound to or read from a query.
 #[derive(Debug, Clone, PartialEq)]
@@ -164,14 +165,22 @@ impl SqlStore {
         Ok(store)
     }
 
-    /// Connect to PostgreSQL and run the migrations.
+    /// Connect to PostgreSQL and run the migrations. TLS follows the URL's `sslmode` and
+    /// `sslrootcert` (see [`crate::pg_tls`]).
     pub async fn open_postgres(url: &str, secret: &[u8]) -> Result<SqlStore, StoreError> {
-        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::warn!("postgres connection ended: {e}");
+        let target = pg_tls::target(url)?;
+        let client = match target.tls {
+            Some(tls) => {
+                let (client, connection) = target.config.connect(tls).await?;
+                spawn_connection(connection);
+                client
             }
-        });
+            None => {
+                let (client, connection) = target.config.connect(tokio_postgres::NoTls).await?;
+                spawn_connection(connection);
+                client
+            }
+        };
         let store = SqlStore {
             backend: Arc::new(Backend::Postgres(Arc::new(client))),
             secret: secret.into(),
@@ -200,53 +209,23 @@ impl SqlStore {
         &self,
         application_name: &str,
     ) -> Result<Option<ChangeListener>, StoreError> {
-        use std::future::Future;
         let Some(url) = &self.pg_url else {
             return Ok(None);
         };
-        let mut config: tokio_postgres::Config = url.parse()?;
-        config.application_name(application_name);
-        let (client, mut connection) = config.connect(tokio_postgres::NoTls).await?;
+        let mut target = pg_tls::target(url)?;
+        target.config.application_name(application_name);
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(async move {
-            let mut ready = Some(ready_tx);
-            let mut listen = Box::pin(async move {
-                let r = client
-                    .batch_execute(&format!("LISTEN {CHANGES_CHANNEL}"))
-                    .await;
-                (client, r)
-            });
-            let mut client = None;
-            loop {
-                // Drive the connection; the LISTEN statement completes through it.
-                let message = std::future::poll_fn(|cx| {
-                    if client.is_none() {
-                        if let std::task::Poll::Ready((c, r)) = listen.as_mut().poll(cx) {
-                            if let Some(ready) = ready.take() {
-                                let _ = ready.send(r);
-                            }
-                            client = Some(c);
-                        }
-                    }
-                    connection.poll_message(cx)
-                })
-                .await;
-                match message {
-                    Some(Ok(tokio_postgres::AsyncMessage::Notification(_))) => {
-                        // A full channel already holds a wake-up: changes fold into it.
-                        let _ = tx.try_send(());
-                    }
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "store change listener: connection failed");
-                        break;
-                    }
-                    None => break,
-                }
+        let task = match target.tls {
+            Some(tls) => {
+                let (client, connection) = target.config.connect(tls).await?;
+                tokio::spawn(listen_on(client, connection, tx, ready_tx))
             }
-            // Dropping `tx` tells the listener's owner that it ended.
-        });
+            None => {
+                let (client, connection) = target.config.connect(tokio_postgres::NoTls).await?;
+                tokio::spawn(listen_on(client, connection, tx, ready_tx))
+            }
+        };
         match ready_rx.await {
             Ok(Ok(())) => Ok(Some(ChangeListener { rx, task })),
             Ok(Err(e)) => {
@@ -410,4 +389,68 @@ fn pg_row(row: &tokio_postgres::Row) -> Result<Row, StoreError> {
         out.push(v.unwrap_or(Value::Null));
     }
     Ok(out)
+}
+
+/// Drive a PostgreSQL connection in the background, logging how it ended.
+fn spawn_connection<S, T>(connection: tokio_postgres::Connection<S, T>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!("postgres connection ended: {e}");
+        }
+    });
+}
+
+/// `LISTEN` for changes on `client`'s connection; each notification is a wake-up on `tx`.
+/// `ready` gets the outcome of the `LISTEN` statement.
+async fn listen_on<S, T>(
+    client: tokio_postgres::Client,
+    mut connection: tokio_postgres::Connection<S, T>,
+    tx: tokio::sync::mpsc::Sender<()>,
+    ready_tx: tokio::sync::oneshot::Sender<Result<(), tokio_postgres::Error>>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use std::future::Future;
+
+    let mut ready = Some(ready_tx);
+    let mut listen = Box::pin(async move {
+        let r = client
+            .batch_execute(&format!("LISTEN {CHANGES_CHANNEL}"))
+            .await;
+        (client, r)
+    });
+    let mut client = None;
+    loop {
+        // Drive the connection; the LISTEN statement completes through it.
+        let message = std::future::poll_fn(|cx| {
+            if client.is_none() {
+                if let std::task::Poll::Ready((c, r)) = listen.as_mut().poll(cx) {
+                    if let Some(ready) = ready.take() {
+                        let _ = ready.send(r);
+                    }
+                    client = Some(c);
+                }
+            }
+            connection.poll_message(cx)
+        })
+        .await;
+        match message {
+            Some(Ok(tokio_postgres::AsyncMessage::Notification(_))) => {
+                // A full channel already holds a wake-up: changes fold into it.
+                let _ = tx.try_send(());
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "store change listener: connection failed");
+                break;
+            }
+            None => break,
+        }
+    }
+    // Dropping `tx` tells the listener's owner that it ended.
 }

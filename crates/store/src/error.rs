@@ -12,8 +12,10 @@ pub enum StoreError {
     Invalid { field: String, message: String },
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("postgres: {0}")]
+    #[error("postgres: {}", with_causes(.0))]
     Postgres(#[from] tokio_postgres::Error),
+    #[error("PostgreSQL TLS: {0}")]
+    PgTls(String),
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
     #[error("stored data is malformed: {0}")]
@@ -35,4 +37,20 @@ impl StoreError {
             _ => false,
         }
     }
+}
+
+/// An error and its causes on one line (the driver's own message often stops at "error
+/// performing TLS handshake" and leaves the reason to its source).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
 }

@@ -16,6 +16,7 @@ mod error;
 mod keys;
 mod migrations;
 mod model;
+mod pg_tls;
 mod redis_counters;
 
 pub use analytics::{analyse, Analytics, Bucket, CallRow, StatsQuery, TopEntry, UsageEntry};
@@ -26,4 +27,5 @@ pub use error::StoreError;
 pub use keys::{decode_key_hash, hash_key, key_prefix, KeyHasher, KeyStore};
 pub use migrations::version as schema_version;
 pub use model::*;
+pub use pg_tls::check_postgres_url;
 pub use redis_counters::{GcraDecision, RedisCounters};

@@ -211,6 +211,50 @@ async fn postgres_scenario() {
     scenario(store, &tag).await;
 }
 
+/// TLS to PostgreSQL (scripts/test-services turns on `ssl` with a throwaway CA): verified
+/// against `sslrootcert`, refused without it, and `LISTEN` works over it too.
+#[tokio::test]
+async fn postgres_over_tls_verifies_the_server() {
+    let (Ok(url), Ok(ca)) = (
+        std::env::var("HOLDFAST_TEST_PG_URL"),
+        std::env::var("HOLDFAST_TEST_PG_CA"),
+    ) else {
+        eprintln!("skipped: HOLDFAST_TEST_PG_URL / HOLDFAST_TEST_PG_CA unset (scripts/test sets them via scripts/test-services)");
+        return;
+    };
+    let tls_url = format!("{url}?sslmode=verify-full&sslrootcert={ca}");
+    let store = SqlStore::open_postgres(&tls_url, SECRET)
+        .await
+        .expect("open over TLS");
+    let rows = store
+        .query(
+            "SELECT ssl::TEXT FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            vec![],
+        )
+        .await
+        .expect("pg_stat_ssl");
+    let ssl = rows.first().map(|r| format!("{:?}", r));
+    assert!(
+        ssl.as_deref().is_some_and(|r| r.contains("true")),
+        "the session is not encrypted: {ssl:?}"
+    );
+    assert!(store
+        .listen("holdfast-tls-test")
+        .await
+        .expect("listen")
+        .is_some());
+    // The public roots do not know the test CA: the connection is refused, not downgraded.
+    let err = SqlStore::open_postgres(&format!("{url}?sslmode=require"), SECRET)
+        .await
+        .err()
+        .expect("an unknown CA must be refused");
+    let text = err.to_string();
+    assert!(
+        text.contains("TLS") || text.contains("certificate"),
+        "unexpected error: {text}"
+    );
+}
+
 #[tokio::test]
 async fn redis_gcra_is_exact_across_connections() {
     let Ok(url) = std::env::var("HOLDFAST_TEST_REDIS_URL") else {

@@ -24,6 +24,7 @@
 //! issuer = "https://idp.example"           # optional `iss` check
 //! audience = "pay-api"                     # optional `aud` check
 //! consumer_claim = "sub"                   # claim naming the consumer (default `sub`)
+//! jwks_ca_file = "/etc/holdfast/idp-ca.pem" # optional: trust this CA for an https jwks_url
 //! ```
 
 use serde::Deserialize;
@@ -65,6 +66,7 @@ pub struct RawJwtConfig {
     pub consumer_claim: Option<String>,
     pub leeway_s: Option<u64>,
     pub jwks_refresh_s: Option<u64>,
+    pub jwks_ca_file: Option<String>,
 }
 
 /// The signature algorithm a service's JWTs use.
@@ -105,6 +107,8 @@ pub struct JwtConfig {
     pub leeway_s: u64,
     /// How often a JWKS URL is fetched again, in seconds (default 300).
     pub jwks_refresh_s: u64,
+    /// A PEM CA bundle trusted for an https `jwks_url` instead of the public roots.
+    pub jwks_ca_file: Option<String>,
 }
 
 /// One `[[management.admin_tokens]]` entry as written.
@@ -406,6 +410,15 @@ fn validate_jwt(errors: &mut Vec<ConfigError>, i: usize, raw: &RawJwtConfig) -> 
         }
         _ => {}
     }
+    if raw.jwks_ca_file.is_some()
+        && !matches!(&keys, JwtKeys::JwksUrl(u) if u.starts_with("https://"))
+    {
+        errors.push(ConfigError::new(
+            key("jwks_ca_file"),
+            "`jwks_ca_file` only applies to an https:// `jwks_url`",
+            "remove `jwks_ca_file`, or fetch the keys from an https:// `jwks_url`",
+        ));
+    }
     let leeway_s = raw.leeway_s.unwrap_or(30);
     check_range(errors, &format!("jwt[{i}].leeway_s"), leeway_s, 0, 600);
     let jwks_refresh_s = raw.jwks_refresh_s.unwrap_or(300);
@@ -425,6 +438,7 @@ fn validate_jwt(errors: &mut Vec<ConfigError>, i: usize, raw: &RawJwtConfig) -> 
         consumer_claim: raw.consumer_claim.clone().unwrap_or_else(|| "sub".into()),
         leeway_s,
         jwks_refresh_s,
+        jwks_ca_file: raw.jwks_ca_file.clone(),
     })
 }
 
@@ -534,6 +548,18 @@ mod tests {
         assert!(keys.contains(&"management.jwt[0].secret"), "{keys:?}");
         assert!(keys.contains(&"management.jwt[1].algorithm"), "{keys:?}");
         assert!(keys.contains(&"management.jwt[2].jwks_url"), "{keys:?}");
+        // A CA file goes with an https JWKS URL only.
+        let ok = validate(&raw(
+            "secret = \"0123456789abcdef0123\"\n[[jwt]]\nservice = \"pay\"\nalgorithm = \"rs256\"\njwks_url = \"https://idp/jwks\"\njwks_ca_file = \"/etc/idp-ca.pem\"",
+        ))
+        .expect("valid");
+        assert_eq!(ok.jwt[0].jwks_ca_file.as_deref(), Some("/etc/idp-ca.pem"));
+        let errs = validate(&raw(
+            "secret = \"0123456789abcdef0123\"\n[[jwt]]\nservice = \"pay\"\nalgorithm = \"rs256\"\njwks_url = \"http://idp/jwks\"\njwks_ca_file = \"/etc/idp-ca.pem\"",
+        ))
+        .expect_err("http with a CA file");
+        let keys: Vec<_> = errs.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["management.jwt[0].jwks_ca_file"]);
     }
 
     #[test]
