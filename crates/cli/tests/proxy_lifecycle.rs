@@ -393,3 +393,79 @@ fn access_log_and_metrics_describe_every_call() {
         "{page}"
     );
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Poll `f` for up to 5 s.
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn refused(port: u16) -> bool {
+    TcpStream::connect(("127.0.0.1", port)).is_err()
+}
+
+#[test]
+fn sighup_moves_listeners_and_keeps_open_connections() {
+    let up = Misbehaving::start(Behavior::Healthy).unwrap();
+    let (p1, p2, a1, a2) = (free_port(), free_port(), free_port(), free_port());
+    let with = |listen: u16, admin: u16| {
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:{listen}\"]\nadmin = \"127.0.0.1:{admin}\"\n\n[upstreams.pool]\ntargets = [\"{}\"]\n\n[[routes]]\nname = \"main\"\nupstream = \"pool\"\n",
+            up.url()
+        )
+    };
+    let hf = Holdfast::start(&with(p1, a1));
+    assert_eq!(hf.addr.port(), p1);
+    let mut old_conn = Client::new(hf.addr);
+    assert_eq!(old_conn.get("/").expect("first").status, 200);
+
+    std::fs::write(&hf.config, with(p2, a2)).unwrap();
+    hf.signal("HUP");
+    let new_addr: std::net::SocketAddr = format!("127.0.0.1:{p2}").parse().unwrap();
+    eventually("the new listener answers", || {
+        Client::new(new_addr)
+            .get("/")
+            .map(|r| r.status == 200)
+            .unwrap_or(false)
+    });
+    // The connection accepted on the old address is not dropped...
+    assert_eq!(old_conn.get("/").expect("old connection kept").status, 200);
+    // ...but the old address takes no new connections.
+    eventually("the old listener closes", || refused(p1));
+    let admin_addr: std::net::SocketAddr = format!("127.0.0.1:{a2}").parse().unwrap();
+    eventually("the admin listener moves", || {
+        std::panic::catch_unwind(|| admin_get(admin_addr, "/metrics"))
+            .map(|page| page.contains("holdfast_requests_total"))
+            .unwrap_or(false)
+    });
+    eventually("the old admin listener closes", || refused(a1));
+
+    // An address that cannot be bound refuses the whole reload; the running listener stays.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let p3 = taken.local_addr().unwrap().port();
+    std::fs::write(&hf.config, with(p3, a2)).unwrap();
+    hf.signal("HUP");
+    eventually("the reload is refused", || {
+        let stderr = hf.stderr.lock().unwrap().join("\n");
+        stderr.contains("reload refused") && stderr.contains(&format!("127.0.0.1:{p3}"))
+    });
+    assert_eq!(
+        Client::new(new_addr).get("/").expect("still up").status,
+        200
+    );
+    assert_eq!(
+        old_conn.get("/").expect("old connection still kept").status,
+        200
+    );
+}

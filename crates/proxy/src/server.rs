@@ -46,9 +46,41 @@ async fn answer_and_close(mut stream: TcpStream, raw: &[u8]) {
     .await;
 }
 
-/// Serve `listeners` until `stop` turns true, then drain for up to `drain`.
+/// A change to the client listeners while serving (a reload with new `server.listen`).
+pub enum ListenerChange {
+    /// Start accepting on a bound listener; the address is as configured (it may name port 0).
+    Add(SocketAddr, TcpListener),
+    /// Stop accepting on the listener configured as this address; its connections carry on.
+    Remove(SocketAddr),
+}
+
+/// Accept on `listener` into `tx` until `stop` turns true or `quit` is dropped.
+fn spawn_accept_loop(
+    listener: TcpListener,
+    tx: tokio::sync::mpsc::Sender<(TcpStream, SocketAddr)>,
+    mut stop: watch::Receiver<bool>,
+    mut quit: tokio::sync::oneshot::Receiver<()>,
+) {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = &mut quit => return,
+                accepted = listener.accept() => match accepted {
+                    Ok(pair) => { if tx.send(pair).await.is_err() { return; } }
+                    // EMFILE and friends: back off instead of spinning.
+                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                },
+            }
+        }
+    });
+}
+
+/// Serve `listeners` (each with its configured address) until `stop` turns true, then drain
+/// for up to `drain`. `changes` adds and removes listeners meanwhile.
 pub async fn serve(
-    listeners: Vec<TcpListener>,
+    listeners: Vec<(SocketAddr, TcpListener)>,
+    mut changes: tokio::sync::mpsc::UnboundedReceiver<ListenerChange>,
     gateway: Arc<Gateway>,
     limits: Limits,
     mut stop: watch::Receiver<bool>,
@@ -57,23 +89,16 @@ pub async fn serve(
     let graceful = GracefulShutdown::new();
     let active = Arc::new(AtomicUsize::new(0));
     let (conn_tx, mut conn_rx) = tokio::sync::mpsc::channel::<(TcpStream, SocketAddr)>(1024);
-    for listener in listeners {
-        let tx = conn_tx.clone();
-        let mut stop = stop.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = stop.changed() => return,
-                    accepted = listener.accept() => match accepted {
-                        Ok(pair) => { if tx.send(pair).await.is_err() { return; } }
-                        // EMFILE and friends: back off instead of spinning.
-                        Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-                    },
-                }
-            }
-        });
+    // Dropping an accept loop's sender stops it (its listener closes; accepted connections
+    // are not affected).
+    let mut accepting: std::collections::HashMap<SocketAddr, tokio::sync::oneshot::Sender<()>> =
+        std::collections::HashMap::new();
+    for (addr, listener) in listeners {
+        let (quit_tx, quit_rx) = tokio::sync::oneshot::channel();
+        spawn_accept_loop(listener, conn_tx.clone(), stop.clone(), quit_rx);
+        accepting.insert(addr, quit_tx);
     }
-    drop(conn_tx);
+    let mut changes_open = true;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -91,6 +116,20 @@ pub async fn serve(
     loop {
         let (mut stream, client) = tokio::select! {
             _ = stop.changed() => break,
+            change = changes.recv(), if changes_open => {
+                match change {
+                    Some(ListenerChange::Add(addr, listener)) => {
+                        let (quit_tx, quit_rx) = tokio::sync::oneshot::channel();
+                        spawn_accept_loop(listener, conn_tx.clone(), stop.clone(), quit_rx);
+                        accepting.insert(addr, quit_tx);
+                    }
+                    Some(ListenerChange::Remove(addr)) => {
+                        accepting.remove(&addr);
+                    }
+                    None => changes_open = false,
+                }
+                continue;
+            }
             next = conn_rx.recv() => match next { Some(p) => p, None => break },
         };
         let _ = stream.set_nodelay(true);
