@@ -28,6 +28,21 @@ fn hop_by_hop_names() -> [&'static HeaderName; 9] {
     ]
 }
 
+/// The header names a `Connection` header lists, other than `keep-alive` and `close`.
+fn named_in_connection(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| {
+            !t.is_empty()
+                && !t.eq_ignore_ascii_case("keep-alive")
+                && !t.eq_ignore_ascii_case("close")
+        })
+}
+
 /// Remove hop-by-hop headers, including those named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let names = hop_by_hop_names();
@@ -42,18 +57,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         return;
     }
     if present & 1 != 0 {
-        // Names listed in `Connection` (other than the usual tokens) are hop-by-hop too.
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|t| !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("close"))
-            .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
-            .collect();
-        for name in named {
-            headers.remove(name);
+        // Names listed in `Connection` (other than the usual tokens) are hop-by-hop too. Most
+        // messages list only `keep-alive` or `close`: no list is built for them.
+        if named_in_connection(headers).next().is_some() {
+            let named: Vec<HeaderName> = named_in_connection(headers)
+                .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+                .collect();
+            for name in named {
+                headers.remove(name);
+            }
         }
     }
     for (i, name) in names.iter().enumerate() {
