@@ -12,14 +12,20 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use proxy_support::Holdfast;
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair,
+};
 use tokio_rustls::rustls;
 
-/// A CA, a `localhost` certificate it signed, and the CA's PEM.
+/// A CA, a `localhost` certificate it signed, and the CA's PEM; plus a client certificate
+/// (and key) it signed, for mutual TLS.
 struct Pki {
     ca_pem: String,
     cert_der: Vec<u8>,
     key_der: Vec<u8>,
+    client_cert_pem: String,
+    client_key_pem: String,
 }
 
 fn pki() -> Pki {
@@ -34,25 +40,46 @@ fn pki() -> Pki {
         .unwrap()
         .signed_by(&leaf_key, &ca)
         .unwrap();
+    let client_key = KeyPair::generate().unwrap();
+    let mut client_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    client_params
+        .distinguished_name
+        .push(DnType::CommonName, "holdfast gateway");
+    client_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let client = client_params.signed_by(&client_key, &ca).unwrap();
     Pki {
         ca_pem: ca.pem(),
         cert_der: leaf.der().to_vec(),
         key_der: leaf_key.serialize_der(),
+        client_cert_pem: client.pem(),
+        client_key_pem: client_key.serialize_pem(),
     }
 }
 
-/// An HTTPS server on loopback answering `tls ok <path>`; runs until the test ends.
-fn https_server(pki: &Pki) -> SocketAddr {
+/// An HTTPS server on loopback answering `tls ok <path>`; runs until the test ends. With
+/// `require_client_cert`, only clients with a certificate from the test CA get through.
+fn https_server(pki: &Pki, require_client_cert: bool) -> SocketAddr {
     let cert = rustls::pki_types::CertificateDer::from(pki.cert_der.clone());
     let key = rustls::pki_types::PrivateKeyDer::try_from(pki.key_der.clone()).unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(vec![cert], key)
-    .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let builder = if require_client_cert {
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(rustls::pki_types::CertificateDer::from_pem_slice(pki.ca_pem.as_bytes()).unwrap())
+            .unwrap();
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .unwrap();
+        builder.with_client_cert_verifier(verifier)
+    } else {
+        builder.with_no_client_auth()
+    };
+    let config = builder.with_single_cert(vec![cert], key).unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
@@ -101,7 +128,7 @@ fn config(target: &str, ca_file: Option<&std::path::Path>) -> String {
 #[test]
 fn https_targets_are_reached_over_tls_with_the_pools_ca() {
     let pki = pki();
-    let addr = https_server(&pki);
+    let addr = https_server(&pki, false);
     let dir = std::env::temp_dir().join(format!("holdfast-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let ca_file = dir.join("ca.pem");
@@ -137,5 +164,58 @@ fn https_targets_are_reached_over_tls_with_the_pools_ca() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("upstreams.secure.tls_ca_file"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_pool_presents_its_client_certificate_to_targets_that_require_one() {
+    let pki = pki();
+    let addr = https_server(&pki, true);
+    let dir = std::env::temp_dir().join(format!("holdfast-mtls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ca, cert, key) = (
+        dir.join("ca.pem"),
+        dir.join("client.pem"),
+        dir.join("client.key"),
+    );
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    std::fs::write(&cert, &pki.client_cert_pem).unwrap();
+    std::fs::write(&key, &pki.client_key_pem).unwrap();
+    let target = format!("https://localhost:{}", addr.port());
+    let with_identity = config(&target, Some(&ca)).replace(
+        "tls_ca_file",
+        &format!(
+            "tls_client_cert = \"{}\"\ntls_client_key = \"{}\"\ntls_ca_file",
+            cert.display(),
+            key.display()
+        ),
+    );
+    let hf = Holdfast::start(&with_identity);
+    let a = hf.client().get("/m").unwrap();
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(a.text(), "tls ok /m");
+
+    // Without a client certificate the target refuses the handshake: a 502, never a reset.
+    let anonymous = Holdfast::start(&config(&target, Some(&ca)));
+    let a = anonymous.client().get("/m").unwrap();
+    assert_eq!(a.status, 502, "{}", a.text());
+
+    // A key file that is not a key stops `check` with the key named.
+    let bad_key = dir.join("bad.key");
+    std::fs::write(&bad_key, "not a key").unwrap();
+    let cfg = dir.join("bad.toml");
+    std::fs::write(
+        &cfg,
+        with_identity.replace(&key.display().to_string(), &bad_key.display().to_string()),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_holdfast"))
+        .arg("check")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("upstreams.secure.tls_client_key"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }

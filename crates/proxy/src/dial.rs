@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use holdfast_core::config::{Target, Upstream};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -27,6 +27,13 @@ pub enum TlsSetupError {
     },
     #[error("upstreams.{pool}.tls_ca_file: `{path}` holds no usable CA certificate (it must be PEM: -----BEGIN CERTIFICATE-----)")]
     NoCertificates { pool: String, path: String },
+    #[error("upstreams.{pool}.{key}: `{path}`: {message}")]
+    ClientAuth {
+        pool: String,
+        key: &'static str,
+        path: String,
+        message: String,
+    },
 }
 
 /// Why a connection could not be opened.
@@ -45,6 +52,39 @@ pub enum DialError {
 /// Opens connections for one pool.
 pub struct Dialer {
     tls: Option<TlsConnector>,
+}
+
+/// The certificate chain and private key of `[upstreams.NAME]`'s mutual TLS (PEM files).
+fn client_identity(
+    pool: &str,
+    cert_file: &str,
+    key_file: &str,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsSetupError> {
+    let err = |key: &'static str, path: &str, message: String| TlsSetupError::ClientAuth {
+        pool: pool.to_string(),
+        key,
+        path: path.to_string(),
+        message,
+    };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
+        .map_err(|e| err("tls_client_cert", cert_file, format!("cannot read it: {e}")))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| err("tls_client_cert", cert_file, format!("bad PEM: {e}")))?;
+    if chain.is_empty() {
+        return Err(err(
+            "tls_client_cert",
+            cert_file,
+            "holds no certificate (it must be PEM: -----BEGIN CERTIFICATE-----)".into(),
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| {
+        err(
+            "tls_client_key",
+            key_file,
+            format!("no usable PEM private key: {e}"),
+        )
+    })?;
+    Ok((chain, key))
 }
 
 impl Dialer {
@@ -80,15 +120,28 @@ impl Dialer {
             None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsSetupError::CaFile {
                 pool: up.name.clone(),
                 path: String::new(),
                 message: e.to_string(),
             })?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+            .with_root_certificates(roots);
+        let mut config = match &up.tls_client_auth {
+            None => config.with_no_client_auth(),
+            Some((cert_file, key_file)) => {
+                let (chain, key) = client_identity(&up.name, cert_file, key_file)?;
+                config
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| TlsSetupError::ClientAuth {
+                        pool: up.name.clone(),
+                        key: "tls_client_key",
+                        path: key_file.clone(),
+                        message: format!("does not go with the certificate: {e}"),
+                    })?
+            }
+        };
         // The upstream side speaks HTTP/1.1 (see docs/ARCHITECTURE.md).
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Dialer {

@@ -5,6 +5,8 @@
 //!   `verify-full` does; an unverified "encrypted" connection is not offered).
 //! - `sslrootcert=/path/ca.pem`: trust that PEM file instead of the bundled public roots
 //!   (webpki-roots), e.g. for a private CA.
+//! - `sslcert=/path/client.pem` and `sslkey=/path/client.key`: present this client certificate
+//!   (for `cert` authentication in `pg_hba.conf`).
 //! - no `sslmode`, `disable` or `prefer`: plain TCP, as before.
 //!
 //! Both the URL form (`postgres://u@host/db?sslmode=require&sslrootcert=/ca.pem`) and the
@@ -13,7 +15,7 @@
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::error::StoreError;
@@ -31,15 +33,27 @@ struct TlsOptions {
     cleaned: String,
     tls: bool,
     root_cert: Option<String>,
+    client_cert: Option<String>,
+    client_key: Option<String>,
 }
 
 fn split_options(url: &str) -> TlsOptions {
     let mut tls = false;
     let mut root_cert = None;
+    let mut client_cert = None;
+    let mut client_key = None;
     let mut keep = |key: &str, value: &str| -> Option<String> {
         match key {
             "sslrootcert" => {
                 root_cert = Some(value.to_string());
+                None
+            }
+            "sslcert" => {
+                client_cert = Some(value.to_string());
+                None
+            }
+            "sslkey" => {
+                client_key = Some(value.to_string());
                 None
             }
             "sslmode" => {
@@ -85,6 +99,8 @@ fn split_options(url: &str) -> TlsOptions {
         cleaned,
         tls,
         root_cert,
+        client_cert,
+        client_key,
     }
 }
 
@@ -119,12 +135,16 @@ pub(crate) fn target(url: &str) -> Result<PgTarget, StoreError> {
     let opts = split_options(url);
     let config: tokio_postgres::Config = opts.cleaned.parse()?;
     if !opts.tls {
-        if opts.root_cert.is_some() {
-            return Err(StoreError::PgTls(
-                "`sslrootcert` is set but `sslmode` is not `require`, `verify-ca` or \
-                 `verify-full`: add `sslmode=verify-full` to use TLS"
-                    .into(),
-            ));
+        let given = [
+            ("sslrootcert", &opts.root_cert),
+            ("sslcert", &opts.client_cert),
+            ("sslkey", &opts.client_key),
+        ];
+        if let Some((key, _)) = given.iter().find(|(_, v)| v.is_some()) {
+            return Err(StoreError::PgTls(format!(
+                "`{key}` is set but `sslmode` is not `require`, `verify-ca` or `verify-full`: \
+                 add `sslmode=verify-full` to use TLS"
+            )));
         }
         return Ok(PgTarget { config, tls: None });
     }
@@ -145,15 +165,48 @@ pub(crate) fn target(url: &str) -> Result<PgTarget, StoreError> {
         None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| StoreError::PgTls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let tls = match (&opts.client_cert, &opts.client_key) {
+        (None, None) => builder.with_no_client_auth(),
+        (Some(cert), Some(key)) => {
+            let (chain, key_der) = client_identity(cert, key)?;
+            builder.with_client_auth_cert(chain, key_der).map_err(|e| {
+                StoreError::PgTls(format!("sslkey {key} does not go with sslcert {cert}: {e}"))
+            })?
+        }
+        _ => {
+            return Err(StoreError::PgTls(
+                "a client certificate needs both `sslcert` and `sslkey`".into(),
+            ))
+        }
+    };
     Ok(PgTarget {
         config,
         tls: Some(MakeRustlsConnect::new(tls)),
     })
+}
+
+/// The client certificate chain and key of `sslcert` / `sslkey` (PEM files).
+fn client_identity(
+    cert: &str,
+    key: &str,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), StoreError> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| StoreError::PgTls(format!("cannot read sslcert {cert}: {e}")))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| StoreError::PgTls(format!("sslcert {cert} is not PEM: {e}")))?;
+    if chain.is_empty() {
+        return Err(StoreError::PgTls(format!(
+            "sslcert {cert} holds no PEM certificate"
+        )));
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+        StoreError::PgTls(format!("sslkey {key} holds no usable PEM private key: {e}"))
+    })?;
+    Ok((chain, key_der))
 }
 
 #[cfg(test)]
@@ -172,6 +225,8 @@ mod tests {
                     .into(),
                 tls: true,
                 root_cert: Some("/etc/ca.pem".into()),
+                client_cert: None,
+                client_key: None,
             }
         );
         let plain = split_options("postgres://u@localhost/app");
@@ -183,8 +238,12 @@ mod tests {
 
     #[test]
     fn key_value_form_is_read_too() {
-        let o = split_options("host=db user=u sslmode=verify-ca sslrootcert=/ca.pem");
+        let o = split_options(
+            "host=db user=u sslmode=verify-ca sslrootcert=/ca.pem sslcert=/c.pem sslkey=/c.key",
+        );
         assert_eq!(o.cleaned, "host=db user=u sslmode=require");
+        assert_eq!(o.client_cert.as_deref(), Some("/c.pem"));
+        assert_eq!(o.client_key.as_deref(), Some("/c.key"));
         assert!(o.tls);
         assert_eq!(o.root_cert.as_deref(), Some("/ca.pem"));
     }
@@ -204,5 +263,11 @@ mod tests {
             .tls
             .is_some());
         assert!(target("postgres://u@h/app").unwrap().tls.is_none());
+        let e = target("postgres://u@h/app?sslmode=require&sslcert=/c.pem")
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("both `sslcert` and `sslkey`"), "{e}");
+        let e = target("postgres://u@h/app?sslkey=/c.key").err().unwrap();
+        assert!(e.to_string().contains("`sslkey` is set"), "{e}");
     }
 }

@@ -253,6 +253,29 @@ async fn postgres_over_tls_verifies_the_server() {
         text.contains("TLS") || text.contains("certificate"),
         "unexpected error: {text}"
     );
+
+    // `cert` authentication: the role `holdfast_cert` logs in with its client certificate only.
+    let (Ok(cert), Ok(key)) = (
+        std::env::var("HOLDFAST_TEST_PG_CLIENT_CERT"),
+        std::env::var("HOLDFAST_TEST_PG_CLIENT_KEY"),
+    ) else {
+        eprintln!("skipped the client-certificate part: HOLDFAST_TEST_PG_CLIENT_CERT unset");
+        return;
+    };
+    let cert_url = tls_url.replace("postgres://holdfast@", "postgres://holdfast_cert@");
+    let store = SqlStore::open_postgres(&format!("{cert_url}&sslcert={cert}&sslkey={key}"), SECRET)
+        .await
+        .expect("open with a client certificate");
+    let rows = store
+        .query("SELECT current_user::TEXT", vec![])
+        .await
+        .expect("current_user");
+    assert!(format!("{rows:?}").contains("holdfast_cert"), "{rows:?}");
+    let err = SqlStore::open_postgres(&cert_url, SECRET)
+        .await
+        .err()
+        .expect("no client certificate must be refused");
+    assert!(err.to_string().contains("certificate"), "{err}");
 }
 
 #[tokio::test]

@@ -153,3 +153,22 @@ fn https_targets_default_to_443_and_keep_the_host_for_sni() {
     let err = parse(bad, "x.toml", env).unwrap_err().to_string();
     assert!(err.contains("https://"), "{err}");
 }
+
+#[test]
+fn client_certificates_need_both_files_and_an_https_target() {
+    let both = "[upstreams.s]\ntargets = [\"https://h\"]\ntls_client_cert = \"/c.pem\"\ntls_client_key = \"/c.key\"\n[[routes]]\nupstream = \"s\"\n";
+    let c = parse(both, "x.toml", env).unwrap();
+    assert_eq!(
+        c.upstreams["s"].tls_client_auth,
+        Some(("/c.pem".to_string(), "/c.key".to_string()))
+    );
+    let only_cert = both.replace("tls_client_key = \"/c.key\"\n", "");
+    let err = parse(&only_cert, "x.toml", env).unwrap_err().to_string();
+    assert!(err.contains("upstreams.s.tls_client_key"), "{err}");
+    let only_key = both.replace("tls_client_cert = \"/c.pem\"\n", "");
+    let err = parse(&only_key, "x.toml", env).unwrap_err().to_string();
+    assert!(err.contains("upstreams.s.tls_client_cert"), "{err}");
+    let plain = both.replace("https://h", "http://h");
+    let err = parse(&plain, "x.toml", env).unwrap_err().to_string();
+    assert!(err.contains("upstreams.s.tls_client_cert"), "{err}");
+}

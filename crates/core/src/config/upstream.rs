@@ -54,6 +54,8 @@ pub struct RawUpstream {
     pub health_check: Option<RawHealthCheck>,
     pub outlier: Option<RawOutlier>,
     pub tls_ca_file: Option<String>,
+    pub tls_client_cert: Option<String>,
+    pub tls_client_key: Option<String>,
 }
 
 /// `health_check` as written.
@@ -178,6 +180,9 @@ pub struct Upstream {
     /// PEM file of CA certificates trusted for `https://` targets (instead of the bundled
     /// Mozilla roots).
     pub tls_ca_file: Option<String>,
+    /// PEM certificate chain and private key this pool presents to `https://` targets that
+    /// ask for a client certificate (mutual TLS): `(cert_file, key_file)`.
+    pub tls_client_auth: Option<(String, String)>,
 }
 
 impl Upstream {
@@ -195,6 +200,7 @@ impl Upstream {
             health_check: None,
             outlier: Outlier::default(),
             tls_ca_file: None,
+            tls_client_auth: None,
         }
     }
 }
@@ -372,6 +378,34 @@ pub fn validate(name: &str, raw: &RawUpstream, errors: &mut Vec<ConfigError>) ->
             up.tls_ca_file = Some(path.to_string());
         }
         None => {}
+    }
+    match (
+        raw.tls_client_cert.as_deref(),
+        raw.tls_client_key.as_deref(),
+    ) {
+        (None, None) => {}
+        (Some(cert), Some(key)) if !cert.is_empty() && !key.is_empty() => {
+            if !up.targets.iter().any(|t| t.tls) {
+                errors.push(ConfigError::new(
+                    format!("{base}.tls_client_cert"),
+                    "is set but no target is https://",
+                    "use https:// targets or remove tls_client_cert and tls_client_key",
+                ));
+            }
+            up.tls_client_auth = Some((cert.to_string(), key.to_string()));
+        }
+        (cert, _) => {
+            let missing = if cert.is_none_or(str::is_empty) {
+                "tls_client_cert"
+            } else {
+                "tls_client_key"
+            };
+            errors.push(ConfigError::new(
+                format!("{base}.{missing}"),
+                "mutual TLS needs both a certificate and its key",
+                "set tls_client_cert (PEM chain) and tls_client_key (PEM private key) together",
+            ));
+        }
     }
     if let Some(o) = &raw.outlier {
         let d = Outlier::default();
