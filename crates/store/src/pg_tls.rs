@@ -270,4 +270,42 @@ mod tests {
         let e = target("postgres://u@h/app?sslkey=/c.key").err().unwrap();
         assert!(e.to_string().contains("`sslkey` is set"), "{e}");
     }
+
+    /// Arbitrary text (percent signs, multi-byte characters, stray `=`/`&`) never panics.
+    #[test]
+    fn odd_urls_never_panic() {
+        use rand::{Rng, SeedableRng};
+        let pieces = [
+            "postgres://",
+            "u@h/db",
+            "?",
+            "&",
+            "=",
+            "%",
+            "%2",
+            "%zz",
+            "%2F",
+            "é",
+            "ü%",
+            "sslmode",
+            "sslrootcert",
+            "sslcert",
+            "sslkey",
+            "verify-full",
+            "require",
+            " ",
+            "host=h",
+            "",
+        ];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for _ in 0..20_000 {
+            let n = rng.random_range(0..12);
+            let url: String = (0..n)
+                .map(|_| pieces[rng.random_range(0..pieces.len())])
+                .collect();
+            let _ = split_options(&url);
+            let _ = percent_decode(&url);
+            let _ = target(&url);
+        }
+    }
 }
