@@ -28,6 +28,8 @@ WORK=$(mktemp -d)
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  # `start` runs in `$(...)` subshells: their PIDs are in the .pid files, not in PIDS.
+  for f in "$WORK"/*.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
   rm -rf "$WORK"
 }
 trap cleanup EXIT
