@@ -7,6 +7,7 @@ mod check;
 mod doctor;
 mod pcap;
 mod plugins;
+mod reload;
 mod serve;
 
 use clap::{Parser, Subcommand};

@@ -2,20 +2,19 @@
 //! the built-in demo upstream. SIGHUP reloads the config atomically (an invalid one is refused
 //! and the old one stays); SIGTERM/SIGINT drains in-flight requests and stops.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use holdfast_core::config::{self, Config};
 use holdfast_proxy::plugin::PluginFactory;
-use holdfast_proxy::server::{Limits, ListenerChange};
+use holdfast_proxy::server::Limits;
 use holdfast_proxy::{demo, health, observe::Observers, Gateway, State};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::plugins;
+use crate::{plugins, reload};
 
 /// Arguments of `holdfast serve`.
 #[derive(clap::Args)]
@@ -129,7 +128,7 @@ async fn serve(args: ServeArgs, mut cfg: Config) -> anyhow::Result<()> {
     if let Some(extra) = admin_router {
         router = router.merge(extra);
     }
-    let mut admin = AdminListener {
+    let mut admin = reload::AdminListener {
         router,
         running: None,
     };
@@ -170,7 +169,7 @@ async fn serve(args: ServeArgs, mut cfg: Config) -> anyhow::Result<()> {
     let mut int = signal(SignalKind::interrupt())?;
     loop {
         tokio::select! {
-            _ = hup.recv() => reload(&args, &gateway, &extensions, &listener_tx, &mut admin).await,
+            _ = hup.recv() => reload::reload(&args, &gateway, &extensions, &listener_tx, &mut admin).await,
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
@@ -187,156 +186,4 @@ async fn serve(args: ServeArgs, mut cfg: Config) -> anyhow::Result<()> {
     gateway.observers.close();
     eprintln!("holdfast: stopped");
     Ok(())
-}
-
-/// The admin listener (`/metrics` and the management API), which a reload may move.
-struct AdminListener {
-    router: axum::Router,
-    /// The configured address and the handle that stops it (dropping it drains the listener).
-    running: Option<(SocketAddr, tokio::sync::oneshot::Sender<()>)>,
-}
-
-impl AdminListener {
-    fn configured(&self) -> Option<SocketAddr> {
-        self.running.as_ref().map(|(a, _)| *a)
-    }
-
-    fn start(&mut self, configured: SocketAddr, l: TcpListener) -> anyhow::Result<()> {
-        eprintln!("holdfast: admin on http://{}", l.local_addr()?);
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let router = self.router.clone();
-        tokio::spawn(async move {
-            let stopped = async {
-                let _ = stop_rx.await;
-            };
-            if let Err(e) = axum::serve(l, router).with_graceful_shutdown(stopped).await {
-                eprintln!("holdfast: admin listener stopped: {e}");
-            }
-        });
-        self.running = Some((configured, stop_tx));
-        Ok(())
-    }
-}
-
-/// Listeners a reload opens before it commits: the new client addresses and the new admin
-/// address. Any failure to bind refuses the reload (the old config and listeners stay).
-struct NewListeners {
-    client: Vec<(SocketAddr, TcpListener)>,
-    removed: Vec<SocketAddr>,
-    /// `Some(None)`: stop the admin listener; `Some(Some(..))`: move it.
-    admin: Option<Option<(SocketAddr, TcpListener)>>,
-}
-
-async fn bind_changes(
-    old: &holdfast_core::config::ServerConfig,
-    new: &holdfast_core::config::ServerConfig,
-    admin_now: Option<SocketAddr>,
-) -> Result<NewListeners, String> {
-    let mut client = Vec::new();
-    for addr in new.listen.iter().filter(|a| !old.listen.contains(a)) {
-        let l = TcpListener::bind(addr)
-            .await
-            .map_err(|e| format!("cannot listen on {addr} (server.listen): {e}"))?;
-        client.push((*addr, l));
-    }
-    let removed = old
-        .listen
-        .iter()
-        .filter(|a| !new.listen.contains(a))
-        .copied()
-        .collect();
-    let admin = if new.admin == admin_now {
-        None
-    } else {
-        match new.admin {
-            Some(addr) => {
-                let l = TcpListener::bind(addr)
-                    .await
-                    .map_err(|e| format!("cannot listen on {addr} (server.admin): {e}"))?;
-                Some(Some((addr, l)))
-            }
-            None => Some(None),
-        }
-    };
-    Ok(NewListeners {
-        client,
-        removed,
-        admin,
-    })
-}
-
-/// SIGHUP: load, validate, build and bind everything first; swap only when all of it
-/// succeeded. New `server.listen` addresses start accepting, removed ones stop (their
-/// connections carry on); `server.admin` moves.
-async fn reload(
-    args: &ServeArgs,
-    gateway: &Arc<Gateway>,
-    extensions: &plugins::Extensions,
-    listener_tx: &tokio::sync::mpsc::UnboundedSender<ListenerChange>,
-    admin: &mut AdminListener,
-) {
-    let Some(path) = &args.config else {
-        eprintln!("holdfast: SIGHUP ignored: quick mode has no config file to reload");
-        return;
-    };
-    let new = match config::load_file(path) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("holdfast: reload refused, the old config stays:\n{e}");
-            return;
-        }
-    };
-    let old = gateway.state.load();
-    if new.server.workers != old.config.server.workers {
-        eprintln!("holdfast: reload: server.workers changes on restart only");
-    }
-    let bound = match bind_changes(&old.config.server, &new.server, admin.configured()).await {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("holdfast: reload refused, the old config stays: {e}");
-            return;
-        }
-    };
-    let plugins = match extensions.build(&new) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("holdfast: reload refused by an extension, the old config stays: {e}");
-            return;
-        }
-    };
-    let state = match State::new(Arc::new(new), plugins) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("holdfast: reload refused, the old config stays: {e}");
-            return;
-        }
-    };
-    for up in state.upstreams.values() {
-        health::spawn(up);
-    }
-    gateway.state.store(Arc::new(state));
-    for (addr, l) in bound.client {
-        if let Ok(local) = l.local_addr() {
-            eprintln!("holdfast: listening on http://{local}");
-        }
-        let _ = listener_tx.send(ListenerChange::Add(addr, l));
-    }
-    for addr in bound.removed {
-        eprintln!("holdfast: stopped listening on {addr} (open connections carry on)");
-        let _ = listener_tx.send(ListenerChange::Remove(addr));
-    }
-    match bound.admin {
-        Some(Some((addr, l))) => {
-            admin.running = None;
-            if let Err(e) = admin.start(addr, l) {
-                eprintln!("holdfast: reload: the admin listener did not start: {e}");
-            }
-        }
-        Some(None) => {
-            admin.running = None;
-            eprintln!("holdfast: admin listener stopped (server.admin removed)");
-        }
-        None => {}
-    }
-    eprintln!("holdfast: config reloaded from {}", path.display());
 }
