@@ -108,6 +108,17 @@ async fn serve(args: ServeArgs, mut cfg: Config) -> anyhow::Result<()> {
         eprintln!("holdfast: demo upstream on http://{addr}");
     }
     let metrics = install_metrics()?;
+    // Histogram samples wait in the recorder until they are aggregated: a scrape does that, and
+    // so does this task, so that memory stays flat when nobody scrapes `/metrics` (without it,
+    // about 40 bytes per request stay behind).
+    let upkeep = metrics.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
     let (extensions, admin_router) = plugins::init(&cfg).await?;
     let built = extensions
         .build(&cfg)
