@@ -231,6 +231,29 @@ fn sigterm_finishes_in_flight_requests() {
     assert!(status.success(), "{status:?}");
 }
 
+/// No access-log line is lost on a graceful stop: the lines still queued for the writer (it
+/// batches every 20 ms) are written before the process exits.
+#[test]
+fn sigterm_writes_every_access_log_line() {
+    let up = Misbehaving::start(Behavior::Healthy).unwrap();
+    let mut hf = Holdfast::start(&config(&up.url(), "", ""));
+    let mut client = hf.client();
+    let n = 500;
+    for _ in 0..n {
+        assert_eq!(client.get("/").unwrap().status, 200);
+    }
+    drop(client);
+    hf.signal("TERM");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while hf.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "holdfast did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The process has exited; its stdout pipe is drained by the helper's reader thread.
+    let records = hf.records_eventually(n);
+    assert_eq!(records.len(), n, "access-log lines lost on a graceful stop");
+}
+
 #[test]
 fn check_names_file_line_key_and_fix() {
     let path = std::env::temp_dir().join(format!("holdfast-check-{}.toml", std::process::id()));
