@@ -16,12 +16,25 @@ use crate::serve::ServeArgs;
 
 /// The admin listener (`/metrics` and the management API), which a reload may move.
 pub struct AdminListener {
-    pub router: axum::Router,
+    router: axum::Router,
     /// The configured address and the handle that stops it (dropping it drains the listener).
-    pub running: Option<(SocketAddr, tokio::sync::oneshot::Sender<()>)>,
+    running: Option<(SocketAddr, tokio::sync::oneshot::Sender<()>)>,
 }
 
 impl AdminListener {
+    /// Not listening yet; [`AdminListener::start`] binds it.
+    pub fn new(router: axum::Router) -> AdminListener {
+        AdminListener {
+            router,
+            running: None,
+        }
+    }
+
+    /// Stop listening (connections in progress drain).
+    fn stop(&mut self) {
+        self.running = None;
+    }
+
     fn configured(&self) -> Option<SocketAddr> {
         self.running.as_ref().map(|(a, _)| *a)
     }
@@ -152,13 +165,13 @@ pub async fn reload(
     }
     match bound.admin {
         Some(Some((addr, l))) => {
-            admin.running = None;
+            admin.stop();
             if let Err(e) = admin.start(addr, l) {
                 eprintln!("holdfast: reload: the admin listener did not start: {e}");
             }
         }
         Some(None) => {
-            admin.running = None;
+            admin.stop();
             eprintln!("holdfast: admin listener stopped (server.admin removed)");
         }
         None => {}

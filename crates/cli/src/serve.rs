@@ -139,10 +139,7 @@ async fn serve(args: ServeArgs, mut cfg: Config) -> anyhow::Result<()> {
     if let Some(extra) = admin_router {
         router = router.merge(extra);
     }
-    let mut admin = reload::AdminListener {
-        router,
-        running: None,
-    };
+    let mut admin = reload::AdminListener::new(router);
     if let Some(addr) = cfg.server.admin {
         let l = TcpListener::bind(addr)
             .await
