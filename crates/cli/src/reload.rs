@@ -1,6 +1,7 @@
 //! SIGHUP: load, validate, build and bind everything first; swap only when all of it
 //! succeeded. Client listeners (`server.listen`) and the admin listener (`server.admin`) move
-//! with the config; `workers` and the connection limits need a restart.
+//! with the config, and so do the connection limits (for connections accepted after the
+//! reload); `workers` needs a restart.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -142,6 +143,7 @@ pub async fn reload(
             return;
         }
     };
+    let new_server = new.server.clone();
     let state = match State::new(Arc::new(new), plugins) {
         Ok(s) => s,
         Err(e) => {
@@ -158,6 +160,13 @@ pub async fn reload(
             eprintln!("holdfast: listening on http://{local}");
         }
         let _ = listener_tx.send(ListenerChange::Add(addr, l));
+    }
+    let limits = crate::serve::limits_of(&new_server);
+    if limits != crate::serve::limits_of(&old.config.server) {
+        eprintln!(
+            "holdfast: reload: new connection limits apply to connections accepted from now on"
+        );
+        let _ = listener_tx.send(ListenerChange::Limits(limits));
     }
     for addr in bound.removed {
         eprintln!("holdfast: stopped listening on {addr} (open connections carry on)");

@@ -155,12 +155,7 @@ async fn serve(args: ServeArgs, mut cfg: Config) -> anyhow::Result<()> {
         eprintln!("holdfast: listening on http://{}", l.local_addr()?);
         listeners.push((*addr, l));
     }
-    let limits = Limits {
-        max_connections: cfg.server.max_connections,
-        header_timeout: cfg.server.header_timeout,
-        client_idle_timeout: cfg.server.client_idle_timeout,
-        max_header_bytes: cfg.server.max_header_bytes,
-    };
+    let limits = limits_of(&cfg.server);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (listener_tx, listener_rx) = tokio::sync::mpsc::unbounded_channel();
     let server = tokio::spawn(holdfast_proxy::server::serve(
@@ -194,4 +189,14 @@ async fn serve(args: ServeArgs, mut cfg: Config) -> anyhow::Result<()> {
     gateway.observers.close();
     eprintln!("holdfast: stopped");
     Ok(())
+}
+
+/// The connection limits of a `[server]` section.
+pub fn limits_of(server: &holdfast_core::config::ServerConfig) -> Limits {
+    Limits {
+        max_connections: server.max_connections,
+        header_timeout: server.header_timeout,
+        client_idle_timeout: server.client_idle_timeout,
+        max_header_bytes: server.max_header_bytes,
+    }
 }

@@ -492,3 +492,44 @@ fn sighup_moves_listeners_and_keeps_open_connections() {
         200
     );
 }
+
+#[test]
+fn sighup_changes_connection_limits_for_new_connections() {
+    let up = Misbehaving::start(Behavior::Healthy).unwrap();
+    let port = free_port();
+    let with = |extra: &str| {
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:{port}\"]\n{extra}\n\n[upstreams.pool]\ntargets = [\"{}\"]\n\n[[routes]]\nname = \"main\"\nupstream = \"pool\"\n",
+            up.url()
+        )
+    };
+    let hf = Holdfast::start(&with("max_connections = 100"));
+    // Two idle keep-alive connections are fine under the first limit.
+    let mut first = Client::new(hf.addr);
+    let mut second = Client::new(hf.addr);
+    assert_eq!(first.get("/").expect("first").status, 200);
+    assert_eq!(second.get("/").expect("second").status, 200);
+
+    std::fs::write(&hf.config, with("max_connections = 2")).unwrap();
+    hf.signal("HUP");
+    eventually("the reload applies", || {
+        hf.stderr
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("config reloaded"))
+    });
+    // The two open connections count against the new limit: a third is answered 503 + FIN.
+    let third = raw(hf.addr, b"GET / HTTP/1.1\r\nhost: x\r\n\r\n");
+    assert!(third.starts_with("HTTP/1.1 503"), "{third}");
+    // The open connections carry on.
+    assert_eq!(first.get("/").expect("first kept").status, 200);
+    drop(second);
+    eventually("a slot frees up", || {
+        raw(
+            hf.addr,
+            b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        )
+        .starts_with("HTTP/1.1 200")
+    });
+}

@@ -21,8 +21,9 @@ use crate::gateway::Gateway;
 use crate::hygiene::Peer;
 use crate::responses;
 
-/// Limits read from the config at start (they need a restart to change).
-#[derive(Clone)]
+/// Connection limits from `[server]`. A reload may change them
+/// ([`ListenerChange::Limits`]); connections already open keep the ones they started with.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Limits {
     pub max_connections: usize,
     pub header_timeout: Duration,
@@ -52,6 +53,8 @@ pub enum ListenerChange {
     Add(SocketAddr, TcpListener),
     /// Stop accepting on the listener configured as this address; its connections carry on.
     Remove(SocketAddr),
+    /// New connection limits for connections accepted from now on.
+    Limits(Limits),
 }
 
 /// Accept on `listener` into `tx` until `stop` turns true or `quit` is dropped.
@@ -99,20 +102,8 @@ pub async fn serve(
         accepting.insert(addr, quit_tx);
     }
     let mut changes_open = true;
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .keep_alive(true)
-        // A client that shuts down its sending side after the request still gets the answer.
-        .half_close(true)
-        .header_read_timeout(limits.client_idle_timeout)
-        .max_buf_size(limits.max_header_bytes.max(8192));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(1024);
-    let builder = Arc::new(builder);
+    let mut limits = limits;
+    let mut builder = connection_builder(&limits);
     loop {
         let (mut stream, client) = tokio::select! {
             _ = stop.changed() => break,
@@ -125,6 +116,10 @@ pub async fn serve(
                     }
                     Some(ListenerChange::Remove(addr)) => {
                         accepting.remove(&addr);
+                    }
+                    Some(ListenerChange::Limits(new)) => {
+                        builder = connection_builder(&new);
+                        limits = new;
                     }
                     None => changes_open = false,
                 }
@@ -179,6 +174,24 @@ pub async fn serve(
     // Stop: accept loops are ending; let in-flight requests finish, close idle connections.
     let _ = stop.borrow_and_update();
     let _ = tokio::time::timeout(drain, graceful.shutdown()).await;
+}
+
+/// hyper's connection settings for `limits`.
+fn connection_builder(limits: &Limits) -> Arc<auto::Builder<TokioExecutor>> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        // A client that shuts down its sending side after the request still gets the answer.
+        .half_close(true)
+        .header_read_timeout(limits.client_idle_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(1024);
+    Arc::new(builder)
 }
 
 /// The stream for hyper, and a duplicate handle of the same socket for [`linger`].
