@@ -41,8 +41,37 @@ enum Command {
     Doctor(doctor::DoctorArgs),
 }
 
+/// Log warnings and notices (a full call-log buffer, a store or Redis outage, a setting that
+/// needs a restart) to stderr. `RUST_LOG` overrides the level (`RUST_LOG=debug`); the default
+/// is `info` for `serve` and `warn` for the other commands.
+fn init_logging(serving: bool) {
+    let default = if serving { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+}
+
+/// Commands that print to a pipe end quietly when the reader goes away (`| head`), as other
+/// command-line tools do, instead of panicking on the broken pipe. `serve` keeps the ignored
+/// SIGPIPE: its sockets report EPIPE as an error.
+fn die_quietly_on_broken_pipe() {
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let serving = matches!(cli.command, Command::Serve(_));
+    init_logging(serving);
+    if !serving {
+        die_quietly_on_broken_pipe();
+    }
     match cli.command {
         Command::Admin(args) => {
             let status = admin::run(args)?;

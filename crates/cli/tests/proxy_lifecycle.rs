@@ -533,3 +533,31 @@ fn sighup_changes_connection_limits_for_new_connections() {
         .starts_with("HTTP/1.1 200")
     });
 }
+
+#[test]
+fn warnings_reach_stderr() {
+    // A reload that changes `management.store` keeps the running store and says so: the
+    // warning comes from a library crate through `tracing`, so it shows only if the binary
+    // installs a log output.
+    let up = Misbehaving::start(Behavior::Healthy).unwrap();
+    let dir = std::env::temp_dir().join(format!("holdfast-warn-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let with = |db: &str| {
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\n\n[upstreams.pool]\ntargets = [\"{}\"]\n\n[[routes]]\nname = \"main\"\nupstream = \"pool\"\n\n[management]\nstore = \"sqlite://{}/{db}\"\nsecret = \"test-secret-0123456789abcdef\"\n",
+            up.url(),
+            dir.display()
+        )
+    };
+    let hf = Holdfast::start(&with("one.db"));
+    std::fs::write(&hf.config, with("two.db")).unwrap();
+    hf.signal("HUP");
+    eventually("the restart-only warning", || {
+        hf.stderr
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("WARN") && l.contains("management.store changed"))
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
