@@ -6,15 +6,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use holdfast_store::{
     analyse, CallLogStore, Consumer, EntityStore, KeyStore, Lifecycle, Limits, Service,
     ServiceVersion, StatsQuery,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
 
 use crate::auth::{authenticate, Principal};
@@ -23,12 +25,24 @@ use crate::runtime::Management;
 
 type S = State<Arc<Management>>;
 type R = Result<(StatusCode, Json<Value>), ApiError>;
+type Params = Query<HashMap<String, String>>;
+
+/// Largest request body the admin API reads (axum's default limit); larger ones get 413.
+pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+
+/// Default and largest `limit` of a list.
+pub const DEFAULT_LIMIT: usize = 1000;
+pub const MAX_LIMIT: usize = 10_000;
 
 fn ok<T: serde::Serialize>(status: StatusCode, v: T) -> R {
     Ok((
         status,
         Json(serde_json::to_value(v).map_err(|e| ApiError::Internal(e.to_string()))?),
     ))
+}
+
+fn deleted(what: Value) -> R {
+    Ok((StatusCode::OK, Json(json!({ "deleted": what }))))
 }
 
 fn who(m: &Management, h: &HeaderMap) -> Result<Principal, ApiError> {
@@ -44,12 +58,18 @@ pub fn router(m: Arc<Management>) -> Router {
         )
         .route("/admin/tenants", get(list_tenants).post(create_tenant))
         .route(
+            "/admin/tenants/{tenant}",
+            get(get_tenant).delete(delete_tenant),
+        )
+        .route(
             "/admin/tenants/{tenant}/services",
             get(list_services).post(create_service),
         )
         .route(
             "/admin/tenants/{tenant}/services/{service}",
-            get(get_service),
+            get(get_service)
+                .patch(update_service)
+                .delete(delete_service),
         )
         .route(
             "/admin/tenants/{tenant}/services/{service}/versions/{version}",
@@ -60,10 +80,20 @@ pub fn router(m: Arc<Management>) -> Router {
             get(list_consumers).post(create_consumer),
         )
         .route(
+            "/admin/tenants/{tenant}/consumers/{consumer}",
+            get(get_consumer)
+                .patch(update_consumer)
+                .delete(delete_consumer),
+        )
+        .route(
             "/admin/tenants/{tenant}/consumers/{consumer}/keys",
             post(issue_key),
         )
         .route("/admin/tenants/{tenant}/keys", get(list_keys))
+        .route(
+            "/admin/tenants/{tenant}/keys/{prefix}",
+            axum::routing::patch(update_key),
+        )
         .route(
             "/admin/tenants/{tenant}/keys/{prefix}/revoke",
             post(revoke_key),
@@ -71,6 +101,10 @@ pub fn router(m: Arc<Management>) -> Router {
         .route(
             "/admin/tenants/{tenant}/subscriptions",
             get(list_subscriptions).post(subscribe),
+        )
+        .route(
+            "/admin/tenants/{tenant}/subscriptions/{id}",
+            axum::routing::delete(delete_subscription),
         )
         .route(
             "/admin/tenants/{tenant}/subscriptions/{id}/approve",
@@ -84,7 +118,145 @@ pub fn router(m: Arc<Management>) -> Router {
         .route("/admin/stats", get(all_stats))
         .route("/admin/calllog", get(calllog_status))
         .route("/admin/calllog/prune", post(prune))
+        .fallback(|| async { StatusCode::NOT_FOUND })
+        .method_not_allowed_fallback(|| async { StatusCode::METHOD_NOT_ALLOWED })
+        .layer(axum::middleware::from_fn(json_errors))
         .with_state(m)
+}
+
+/// Every error the admin API answers is `{"error": ...}` JSON, also those axum produces
+/// itself: an unknown path (404), a wrong method (405, `Allow` kept), a body over
+/// [`MAX_BODY_BYTES`] (413) and extractor rejections.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = match status {
+        StatusCode::NOT_FOUND => {
+            format!(
+                "no such admin path: {path} (the operations are listed at GET /admin/openapi.json)"
+            )
+        }
+        StatusCode::METHOD_NOT_ALLOWED => {
+            let allow = parts
+                .headers
+                .get(header::ALLOW)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            format!("method {method} is not allowed on {path} (allowed: {allow})")
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => format!(
+            "the request body is larger than the admin API's limit of {MAX_BODY_BYTES} bytes"
+        ),
+        _ if !text.is_empty() => text,
+        _ => status.canonical_reason().unwrap_or("error").to_string(),
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let body = json!({ "error": message }).to_string();
+    Response::from_parts(parts, axum::body::Body::from(body))
+}
+
+/// Refuse every query parameter but `allowed`; the 400 names the first unknown one.
+fn only_params(params: &HashMap<String, String>, allowed: &[&str]) -> Result<(), ApiError> {
+    let mut keys: Vec<&String> = params.keys().collect();
+    keys.sort();
+    for k in keys {
+        if !allowed.contains(&k.as_str()) {
+            let hint = if allowed.is_empty() {
+                "this operation takes no query parameters".to_string()
+            } else {
+                format!("use {}", allowed.join(", "))
+            };
+            return Err(ApiError::bad(
+                k,
+                format!("`{k}` is not a parameter of this operation ({hint})"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// An operation that takes no body: empty, or an empty JSON object; anything else is a 400
+/// naming the unknown field.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoBody {}
+
+fn no_body(body: &Bytes) -> Result<(), ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
+    let _: NoBody = parse_body(body)?;
+    Ok(())
+}
+
+/// `?limit=&offset=` of a list (limit 1..=10000, default 1000; offset >= 0, default 0).
+fn page<T>(params: &HashMap<String, String>, items: Vec<T>) -> Result<Vec<T>, ApiError> {
+    only_params(params, &["limit", "offset"])?;
+    let limit = match params.get("limit") {
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_LIMIT).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad(
+                    "limit",
+                    format!("`limit`: `{v}` is not a number from 1 to {MAX_LIMIT}"),
+                )
+            })?,
+        None => DEFAULT_LIMIT,
+    };
+    let offset = match params.get("offset") {
+        Some(v) => v.parse::<usize>().map_err(|_| {
+            ApiError::bad(
+                "offset",
+                format!("`offset`: `{v}` is not a number of 0 or more"),
+            )
+        })?,
+        None => 0,
+    };
+    Ok(items.into_iter().skip(offset).take(limit).collect())
+}
+
+/// `?force=true|false` of a tenant deletion.
+fn force_param(params: &HashMap<String, String>) -> Result<bool, ApiError> {
+    only_params(params, &["force"])?;
+    match params.get("force").map(String::as_str) {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(v) => Err(ApiError::bad(
+            "force",
+            format!("`force`: `{v}` is not true or false"),
+        )),
+    }
+}
+
+/// A JSON field that may be absent (`None`), `null` (`Some(None)`) or a value.
+fn nullable<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
 }
 
 #[derive(Deserialize)]
@@ -93,22 +265,50 @@ struct NewTenant {
     name: String,
 }
 
-async fn create_tenant(State(m): S, h: HeaderMap, body: Bytes) -> R {
+async fn create_tenant(State(m): S, h: HeaderMap, Query(q): Params, body: Bytes) -> R {
     who(&m, &h)?.super_admin()?;
+    only_params(&q, &[])?;
     let b: NewTenant = parse_body(&body)?;
     let t = m.store.create_tenant(&b.name).await?;
     m.refresh().await?;
     ok(StatusCode::CREATED, t)
 }
 
-async fn list_tenants(State(m): S, h: HeaderMap) -> R {
+async fn list_tenants(State(m): S, h: HeaderMap, Query(q): Params) -> R {
     let p = who(&m, &h)?;
     let all = m.store.list_tenants().await?;
     let visible: Vec<_> = all
         .into_iter()
         .filter(|t| p.can_read(&t.name).is_ok())
         .collect();
-    ok(StatusCode::OK, visible)
+    ok(StatusCode::OK, page(&q, visible)?)
+}
+
+async fn get_tenant(State(m): S, h: HeaderMap, Path(tenant): Path<String>, Query(q): Params) -> R {
+    who(&m, &h)?.can_read(&tenant)?;
+    only_params(&q, &[])?;
+    ok(StatusCode::OK, m.store.get_tenant(&tenant).await?)
+}
+
+async fn delete_tenant(
+    State(m): S,
+    h: HeaderMap,
+    Path(tenant): Path<String>,
+    Query(q): Params,
+    body: Bytes,
+) -> R {
+    who(&m, &h)?.super_admin()?;
+    let force = force_param(&q)?;
+    no_body(&body)?;
+    m.store.delete_tenant(&tenant, force).await?;
+    m.refresh().await?;
+    deleted(json!({ "tenant": tenant }))
+}
+
+/// 404 `not found: tenant T` when the tenant does not exist (reads answer it like writes).
+async fn require_tenant(m: &Management, tenant: &str) -> Result<(), ApiError> {
+    m.store.get_tenant(tenant).await?;
+    Ok(())
 }
 
 fn default_versions() -> Vec<ServiceVersion> {
@@ -130,8 +330,15 @@ struct NewService {
     versions: Vec<ServiceVersion>,
 }
 
-async fn create_service(State(m): S, h: HeaderMap, Path(tenant): Path<String>, body: Bytes) -> R {
+async fn create_service(
+    State(m): S,
+    h: HeaderMap,
+    Path(tenant): Path<String>,
+    Query(q): Params,
+    body: Bytes,
+) -> R {
     who(&m, &h)?.can_write(&tenant)?;
+    only_params(&q, &[])?;
     let b: NewService = parse_body(&body)?;
     let svc = Service {
         name: b.name,
@@ -146,21 +353,73 @@ async fn create_service(State(m): S, h: HeaderMap, Path(tenant): Path<String>, b
     ok(StatusCode::CREATED, svc)
 }
 
-async fn list_services(State(m): S, h: HeaderMap, Path(tenant): Path<String>) -> R {
+async fn list_services(
+    State(m): S,
+    h: HeaderMap,
+    Path(tenant): Path<String>,
+    Query(q): Params,
+) -> R {
     who(&m, &h)?.can_read(&tenant)?;
-    ok(StatusCode::OK, m.store.list_services(Some(&tenant)).await?)
+    require_tenant(&m, &tenant).await?;
+    let all = m.store.list_services(Some(&tenant)).await?;
+    ok(StatusCode::OK, page(&q, all)?)
 }
 
 async fn get_service(
     State(m): S,
     h: HeaderMap,
     Path((tenant, service)): Path<(String, String)>,
+    Query(q): Params,
 ) -> R {
     who(&m, &h)?.can_read(&tenant)?;
+    only_params(&q, &[])?;
+    require_tenant(&m, &tenant).await?;
     ok(
         StatusCode::OK,
         m.store.get_service(&tenant, &service).await?,
     )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServicePatch {
+    require_approval: Option<bool>,
+    limits: Option<Limits>,
+}
+
+async fn update_service(
+    State(m): S,
+    h: HeaderMap,
+    Path((tenant, service)): Path<(String, String)>,
+    Query(q): Params,
+    body: Bytes,
+) -> R {
+    who(&m, &h)?.can_write(&tenant)?;
+    only_params(&q, &[])?;
+    let b: ServicePatch = parse_body(&body)?;
+    require_tenant(&m, &tenant).await?;
+    let out = m
+        .store
+        .update_service(&tenant, &service, b.require_approval, b.limits.as_ref())
+        .await?;
+    m.refresh().await?;
+    ok(StatusCode::OK, out)
+}
+
+async fn delete_service(
+    State(m): S,
+    h: HeaderMap,
+    Path((tenant, service)): Path<(String, String)>,
+    Query(q): Params,
+    body: Bytes,
+) -> R {
+    who(&m, &h)?.can_write(&tenant)?;
+    only_params(&q, &[])?;
+    no_body(&body)?;
+    require_tenant(&m, &tenant).await?;
+    m.store.delete_service(&tenant, &service).await?;
+    m.refresh().await?;
+    deleted(json!({ "tenant": tenant, "service": service }))
 }
 
 #[derive(Deserialize)]
@@ -173,10 +432,13 @@ async fn set_version(
     State(m): S,
     h: HeaderMap,
     Path((tenant, service, version)): Path<(String, String, String)>,
+    Query(q): Params,
     body: Bytes,
 ) -> R {
     who(&m, &h)?.can_write(&tenant)?;
+    only_params(&q, &[])?;
     let b: VersionState = parse_body(&body)?;
+    require_tenant(&m, &tenant).await?;
     let out = m
         .store
         .set_version_state(&tenant, &service, &version, b.state)
@@ -193,8 +455,15 @@ struct NewConsumer {
     limits: Limits,
 }
 
-async fn create_consumer(State(m): S, h: HeaderMap, Path(tenant): Path<String>, body: Bytes) -> R {
+async fn create_consumer(
+    State(m): S,
+    h: HeaderMap,
+    Path(tenant): Path<String>,
+    Query(q): Params,
+    body: Bytes,
+) -> R {
     who(&m, &h)?.can_write(&tenant)?;
+    only_params(&q, &[])?;
     let b: NewConsumer = parse_body(&body)?;
     let c = Consumer {
         tenant,
@@ -207,9 +476,72 @@ async fn create_consumer(State(m): S, h: HeaderMap, Path(tenant): Path<String>, 
     ok(StatusCode::CREATED, c)
 }
 
-async fn list_consumers(State(m): S, h: HeaderMap, Path(tenant): Path<String>) -> R {
+async fn list_consumers(
+    State(m): S,
+    h: HeaderMap,
+    Path(tenant): Path<String>,
+    Query(q): Params,
+) -> R {
     who(&m, &h)?.can_read(&tenant)?;
-    ok(StatusCode::OK, m.store.list_consumers(Some(&tenant)).await?)
+    require_tenant(&m, &tenant).await?;
+    let all = m.store.list_consumers(Some(&tenant)).await?;
+    ok(StatusCode::OK, page(&q, all)?)
+}
+
+async fn get_consumer(
+    State(m): S,
+    h: HeaderMap,
+    Path((tenant, consumer)): Path<(String, String)>,
+    Query(q): Params,
+) -> R {
+    who(&m, &h)?.can_read(&tenant)?;
+    only_params(&q, &[])?;
+    require_tenant(&m, &tenant).await?;
+    ok(
+        StatusCode::OK,
+        m.store.get_consumer(&tenant, &consumer).await?,
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsumerPatch {
+    limits: Option<Limits>,
+}
+
+async fn update_consumer(
+    State(m): S,
+    h: HeaderMap,
+    Path((tenant, consumer)): Path<(String, String)>,
+    Query(q): Params,
+    body: Bytes,
+) -> R {
+    who(&m, &h)?.can_write(&tenant)?;
+    only_params(&q, &[])?;
+    let b: ConsumerPatch = parse_body(&body)?;
+    require_tenant(&m, &tenant).await?;
+    let out = match b.limits {
+        Some(l) => m.store.update_consumer(&tenant, &consumer, &l).await?,
+        None => m.store.get_consumer(&tenant, &consumer).await?,
+    };
+    m.refresh().await?;
+    ok(StatusCode::OK, out)
+}
+
+async fn delete_consumer(
+    State(m): S,
+    h: HeaderMap,
+    Path((tenant, consumer)): Path<(String, String)>,
+    Query(q): Params,
+    body: Bytes,
+) -> R {
+    who(&m, &h)?.can_write(&tenant)?;
+    only_params(&q, &[])?;
+    no_body(&body)?;
+    require_tenant(&m, &tenant).await?;
+    m.store.delete_consumer(&tenant, &consumer).await?;
+    m.refresh().await?;
+    deleted(json!({ "tenant": tenant, "consumer": consumer }))
 }
 
 #[derive(Deserialize, Default)]
@@ -220,34 +552,37 @@ struct NewKey {
     expires_in_s: Option<u64>,
 }
 
+/// `expires_in_s` from now, as an absolute expiry in ms.
+fn expiry_ms(expires_in_s: u64) -> Result<i64, ApiError> {
+    match expires_in_s {
+        0 => Err(ApiError::bad(
+            "expires_in_s",
+            "`expires_in_s` must be at least 1",
+        )),
+        s if s > 100 * 365 * 86_400 => Err(ApiError::bad(
+            "expires_in_s",
+            "`expires_in_s` is more than 100 years",
+        )),
+        s => Ok(holdfast_store::now_ms() + (s as i64) * 1000),
+    }
+}
+
 async fn issue_key(
     State(m): S,
     h: HeaderMap,
     Path((tenant, consumer)): Path<(String, String)>,
+    Query(q): Params,
     body: Bytes,
 ) -> R {
     who(&m, &h)?.can_write(&tenant)?;
+    only_params(&q, &[])?;
     let b: NewKey = if body.is_empty() {
         NewKey::default()
     } else {
         parse_body(&body)?
     };
-    let expires_ms = match b.expires_in_s {
-        Some(0) => {
-            return Err(ApiError::bad(
-                "expires_in_s",
-                "`expires_in_s` must be at least 1",
-            ))
-        }
-        Some(s) if s > 100 * 365 * 86_400 => {
-            return Err(ApiError::bad(
-                "expires_in_s",
-                "`expires_in_s` is more than 100 years",
-            ))
-        }
-        Some(s) => Some(holdfast_store::now_ms() + (s as i64) * 1000),
-        None => None,
-    };
+    let expires_ms = b.expires_in_s.map(expiry_ms).transpose()?;
+    require_tenant(&m, &tenant).await?;
     let out = m
         .store
         .issue_key(&tenant, &consumer, &b.limits, expires_ms)
@@ -256,19 +591,59 @@ async fn issue_key(
     ok(StatusCode::CREATED, out)
 }
 
-async fn list_keys(State(m): S, h: HeaderMap, Path(tenant): Path<String>) -> R {
+async fn list_keys(State(m): S, h: HeaderMap, Path(tenant): Path<String>, Query(q): Params) -> R {
     who(&m, &h)?.can_read(&tenant)?;
-    ok(StatusCode::OK, m.store.list_keys(Some(&tenant)).await?)
+    require_tenant(&m, &tenant).await?;
+    let all = m.store.list_keys(Some(&tenant)).await?;
+    ok(StatusCode::OK, page(&q, all)?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyPatch {
+    limits: Option<Limits>,
+    /// Seconds from now; `null` removes the expiry.
+    #[serde(default, deserialize_with = "nullable")]
+    expires_in_s: Option<Option<u64>>,
+}
+
+async fn update_key(
+    State(m): S,
+    h: HeaderMap,
+    Path((tenant, prefix)): Path<(String, String)>,
+    Query(q): Params,
+    body: Bytes,
+) -> R {
+    who(&m, &h)?.can_write(&tenant)?;
+    only_params(&q, &[])?;
+    let b: KeyPatch = parse_body(&body)?;
+    let expires = match b.expires_in_s {
+        Some(Some(s)) => Some(Some(expiry_ms(s)?)),
+        Some(None) => Some(None),
+        None => None,
+    };
+    require_tenant(&m, &tenant).await?;
+    let out = m
+        .store
+        .update_key(&tenant, &prefix, b.limits.as_ref(), expires)
+        .await?;
+    m.refresh().await?;
+    ok(StatusCode::OK, out)
 }
 
 async fn revoke_key(
     State(m): S,
     h: HeaderMap,
     Path((tenant, prefix)): Path<(String, String)>,
+    Query(q): Params,
+    body: Bytes,
 ) -> R {
     who(&m, &h)?.can_write(&tenant)?;
+    only_params(&q, &[])?;
+    no_body(&body)?;
+    require_tenant(&m, &tenant).await?;
     let key = m.store.revoke_key(&tenant, &prefix).await?;
-    // This node stops accepting the key at once; the others within `cache_refresh_ms`.
+    // This node stops accepting the key at once; the others when notified (or polling).
     m.refresh().await?;
     ok(StatusCode::OK, key)
 }
@@ -280,38 +655,92 @@ struct NewSubscription {
     service: String,
 }
 
-async fn subscribe(State(m): S, h: HeaderMap, Path(tenant): Path<String>, body: Bytes) -> R {
+async fn subscribe(
+    State(m): S,
+    h: HeaderMap,
+    Path(tenant): Path<String>,
+    Query(q): Params,
+    body: Bytes,
+) -> R {
     who(&m, &h)?.can_write(&tenant)?;
+    only_params(&q, &[])?;
     let b: NewSubscription = parse_body(&body)?;
+    require_tenant(&m, &tenant).await?;
     let out = m.store.subscribe(&tenant, &b.consumer, &b.service).await?;
     m.refresh().await?;
     ok(StatusCode::CREATED, out)
 }
 
-async fn list_subscriptions(State(m): S, h: HeaderMap, Path(tenant): Path<String>) -> R {
+async fn list_subscriptions(
+    State(m): S,
+    h: HeaderMap,
+    Path(tenant): Path<String>,
+    Query(q): Params,
+) -> R {
     who(&m, &h)?.can_read(&tenant)?;
-    ok(
-        StatusCode::OK,
-        m.store.list_subscriptions(Some(&tenant)).await?,
-    )
+    require_tenant(&m, &tenant).await?;
+    let all = m.store.list_subscriptions(Some(&tenant)).await?;
+    ok(StatusCode::OK, page(&q, all)?)
 }
 
-async fn decide(m: &Management, h: &HeaderMap, tenant: &str, id: &str, approve: bool) -> R {
-    who(m, h)?.can_write(tenant)?;
-    let id: i64 = id
-        .parse()
-        .map_err(|_| ApiError::bad("id", format!("`id`: `{id}` is not a subscription number")))?;
-    let sub = m.store.decide_subscription(tenant, id, approve).await?;
+fn subscription_id(id: &str) -> Result<i64, ApiError> {
+    id.parse()
+        .map_err(|_| ApiError::bad("id", format!("`id`: `{id}` is not a subscription number")))
+}
+
+async fn decide(
+    m: &Management,
+    h: &HeaderMap,
+    (tenant, id): (String, String),
+    q: &HashMap<String, String>,
+    body: &Bytes,
+    approve: bool,
+) -> R {
+    who(m, h)?.can_write(&tenant)?;
+    let id = subscription_id(&id)?;
+    only_params(q, &[])?;
+    no_body(body)?;
+    require_tenant(m, &tenant).await?;
+    let sub = m.store.decide_subscription(&tenant, id, approve).await?;
     m.refresh().await?;
     ok(StatusCode::OK, sub)
 }
 
-async fn approve(State(m): S, h: HeaderMap, Path((tenant, id)): Path<(String, String)>) -> R {
-    decide(&m, &h, &tenant, &id, true).await
+async fn approve(
+    State(m): S,
+    h: HeaderMap,
+    Path(p): Path<(String, String)>,
+    Query(q): Params,
+    body: Bytes,
+) -> R {
+    decide(&m, &h, p, &q, &body, true).await
 }
 
-async fn reject(State(m): S, h: HeaderMap, Path((tenant, id)): Path<(String, String)>) -> R {
-    decide(&m, &h, &tenant, &id, false).await
+async fn reject(
+    State(m): S,
+    h: HeaderMap,
+    Path(p): Path<(String, String)>,
+    Query(q): Params,
+    body: Bytes,
+) -> R {
+    decide(&m, &h, p, &q, &body, false).await
+}
+
+async fn delete_subscription(
+    State(m): S,
+    h: HeaderMap,
+    Path((tenant, id)): Path<(String, String)>,
+    Query(q): Params,
+    body: Bytes,
+) -> R {
+    who(&m, &h)?.can_write(&tenant)?;
+    let id = subscription_id(&id)?;
+    only_params(&q, &[])?;
+    no_body(&body)?;
+    require_tenant(&m, &tenant).await?;
+    m.store.delete_subscription(&tenant, id).await?;
+    m.refresh().await?;
+    deleted(json!({ "tenant": tenant, "subscription": id }))
 }
 
 /// Parse `90s`, `15m`, `1h`, `7d` into milliseconds.
@@ -367,11 +796,14 @@ fn stats_query(
     })
 }
 
-async fn run_stats(m: &Management, q: StatsQuery) -> R {
+/// Analytics; the call-log writer's counters (node-wide, all tenants) only for a super admin.
+async fn run_stats(m: &Management, q: StatsQuery, with_writer: bool) -> R {
     let rows = m.store.fetch_calls(&q).await?;
     let mut v =
         serde_json::to_value(analyse(&q, &rows)).map_err(|e| ApiError::Internal(e.to_string()))?;
-    v["call_log"] = serde_json::to_value(m.call_log_stats()).unwrap_or(Value::Null);
+    if with_writer {
+        v["call_log"] = serde_json::to_value(m.call_log_stats()).unwrap_or(Value::Null);
+    }
     Ok((StatusCode::OK, Json(v)))
 }
 
@@ -379,21 +811,24 @@ async fn tenant_stats(
     State(m): S,
     h: HeaderMap,
     Path(tenant): Path<String>,
-    Query(params): Query<HashMap<String, String>>,
+    Query(params): Params,
 ) -> R {
-    who(&m, &h)?.can_read(&tenant)?;
-    let q = stats_query(&params, Some(tenant))?;
-    run_stats(&m, q).await
+    let p = who(&m, &h)?;
+    p.can_read(&tenant)?;
+    let q = stats_query(&params, Some(tenant.clone()))?;
+    require_tenant(&m, &tenant).await?;
+    run_stats(&m, q, p.super_admin().is_ok()).await
 }
 
-async fn all_stats(State(m): S, h: HeaderMap, Query(params): Query<HashMap<String, String>>) -> R {
+async fn all_stats(State(m): S, h: HeaderMap, Query(params): Params) -> R {
     who(&m, &h)?.super_admin()?;
     let q = stats_query(&params, None)?;
-    run_stats(&m, q).await
+    run_stats(&m, q, true).await
 }
 
-async fn calllog_status(State(m): S, h: HeaderMap) -> R {
-    who(&m, &h)?;
+async fn calllog_status(State(m): S, h: HeaderMap, Query(q): Params) -> R {
+    who(&m, &h)?.super_admin()?;
+    only_params(&q, &[])?;
     let count = m.store.count_calls(None).await?;
     ok(
         StatusCode::OK,
@@ -401,9 +836,64 @@ async fn calllog_status(State(m): S, h: HeaderMap) -> R {
     )
 }
 
-async fn prune(State(m): S, h: HeaderMap) -> R {
+/// Delete calls older than the retention, or than `?older_than=DURATION` (e.g. `7d`).
+async fn prune(State(m): S, h: HeaderMap, Query(q): Params, body: Bytes) -> R {
     who(&m, &h)?.super_admin()?;
-    let before = holdfast_store::now_ms() - i64::from(m.live().config.retention_days) * 86_400_000;
+    only_params(&q, &["older_than"])?;
+    no_body(&body)?;
+    let age_ms = match q.get("older_than") {
+        Some(v) => parse_duration_ms("older_than", v)?,
+        None => i64::from(m.live().config.retention_days) * 86_400_000,
+    };
+    let before = holdfast_store::now_ms() - age_ms;
     let n = m.store.prune_calls(before).await?;
+    m.calllog.count_pruned(n);
     ok(StatusCode::OK, json!({ "pruned": n, "before_ms": before }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn pages() {
+        let items: Vec<u32> = (0..20).collect();
+        assert_eq!(page(&params(&[]), items.clone()).unwrap().len(), 20);
+        assert_eq!(
+            page(&params(&[("limit", "3"), ("offset", "18")]), items.clone()).unwrap(),
+            vec![18, 19]
+        );
+        for (k, v) in [
+            ("limit", "0"),
+            ("limit", "10001"),
+            ("limit", "x"),
+            ("offset", "-1"),
+        ] {
+            match page(&params(&[(k, v)]), items.clone()) {
+                Err(ApiError::BadRequest { field, .. }) => assert_eq!(field.as_deref(), Some(k)),
+                other => panic!("{k}={v}: {other:?}"),
+            }
+        }
+        match page(&params(&[("sort", "name")]), items) {
+            Err(ApiError::BadRequest { field, .. }) => assert_eq!(field.as_deref(), Some("sort")),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn no_body_takes_nothing_or_an_empty_object() {
+        assert!(no_body(&Bytes::from_static(b"")).is_ok());
+        assert!(no_body(&Bytes::from_static(b" {} ")).is_ok());
+        match no_body(&Bytes::from_static(br#"{"reason":"x"}"#)) {
+            Err(ApiError::BadRequest { field, .. }) => assert_eq!(field.as_deref(), Some("reason")),
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -18,7 +18,7 @@ pub fn authenticate(tokens: &[AdminToken], headers: &HeaderMap) -> Result<Princi
     let presented = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer)
         .ok_or(ApiError::Unauthorized)?;
     tokens
         .iter()
@@ -28,6 +28,15 @@ pub fn authenticate(tokens: &[AdminToken], headers: &HeaderMap) -> Result<Princi
             tenant: t.tenant.clone(),
         })
         .ok_or(ApiError::Unauthorized)
+}
+
+/// The credentials of `Bearer CREDENTIALS`; the scheme is case-insensitive (RFC 7235).
+pub fn bearer(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| rest.trim())
+        .filter(|c| !c.is_empty())
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -65,6 +74,21 @@ impl Principal {
             Err(ApiError::Forbidden(
                 "only a super admin token may do this".into(),
             ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer;
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        for v in ["Bearer k1", "bearer k1", "BEARER k1", "bEaReR  k1 "] {
+            assert_eq!(bearer(v), Some("k1"), "{v}");
+        }
+        for v in ["Basic k1", "Bearerk1", "Bearer ", "k1"] {
+            assert_eq!(bearer(v), None, "{v}");
         }
     }
 }

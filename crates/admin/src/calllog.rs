@@ -115,6 +115,11 @@ impl CallLogWriter {
         }
     }
 
+    /// Count rows deleted by a manual prune (`POST /admin/calllog/prune`).
+    pub fn count_pruned(&self, n: u64) {
+        self.counters.pruned.fetch_add(n, Ordering::Relaxed);
+    }
+
     /// Apply reloaded settings: buffer size, flush interval (from the next flush on) and
     /// retention (from the next pruning on).
     pub fn reconfigure(&self, buffer: usize, flush_every: Duration, retention: Duration) {

@@ -94,25 +94,41 @@ fn too_many(r: &Refusal) -> Response<Body> {
     resp
 }
 
-fn unauthorized(message: &str) -> Response<Body> {
+const BEARER_CHALLENGE: HeaderValue = HeaderValue::from_static("Bearer realm=\"holdfast\"");
+
+/// 401 with `challenge` as `WWW-Authenticate`.
+fn unauthorized_with(challenge: HeaderValue, message: &str) -> Response<Body> {
     let mut resp = refuse(StatusCode::UNAUTHORIZED, message);
-    resp.headers_mut().insert(
-        http::header::WWW_AUTHENTICATE,
-        HeaderValue::from_static("Bearer realm=\"holdfast\""),
-    );
+    resp.headers_mut()
+        .insert(http::header::WWW_AUTHENTICATE, challenge);
     resp
 }
 
-/// `Authorization: Bearer KEY`, or the configured header's value.
+/// 401 for a bearer token (a JWT service).
+fn unauthorized(message: &str) -> Response<Body> {
+    unauthorized_with(BEARER_CHALLENGE, message)
+}
+
+/// The `WWW-Authenticate` challenge for API keys: `Bearer` when keys come in `Authorization`,
+/// else `ApiKey header="NAME"` naming the configured header.
+pub(crate) fn key_challenge(key_header: &http::HeaderName) -> HeaderValue {
+    if *key_header == http::header::AUTHORIZATION {
+        return BEARER_CHALLENGE;
+    }
+    HeaderValue::from_str(&format!(
+        "ApiKey realm=\"holdfast\", header=\"{}\"",
+        key_header.as_str()
+    ))
+    .unwrap_or(BEARER_CHALLENGE)
+}
+
+/// `Authorization: Bearer KEY` (any case of `Bearer`), or the configured header's value.
 fn presented_key<'a>(live: &Live, req: &'a http::request::Parts) -> Option<&'a str> {
     let value = req.headers.get(&live.key_header)?.to_str().ok()?;
     if live.key_header == http::header::AUTHORIZATION {
-        value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .map(str::trim)
+        crate::auth::bearer(value)
     } else {
-        Some(value.trim())
+        Some(value.trim()).filter(|v| !v.is_empty())
     }
 }
 
@@ -132,10 +148,7 @@ fn presented_jwt(req: &http::request::Parts) -> Option<&str> {
         .get(http::header::AUTHORIZATION)?
         .to_str()
         .ok()?;
-    value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))
-        .map(str::trim)
+    crate::auth::bearer(value)
 }
 
 /// The scopes whose limits apply to a request: global, service, consumer, key.
@@ -189,6 +202,18 @@ fn budget_left(
     })
 }
 
+/// A caller refused before it was known (no key, an unknown key, a bad JWT): its call goes
+/// to the call log under the route's service, and that service's tenant when it is defined.
+fn unknown_caller(index: &Index, service_name: &str, ctx: &RequestContext) {
+    if let Ok(mut e) = ctx.extra.lock() {
+        e.service = Some(service_name.to_string());
+        e.tenant = index
+            .services
+            .get(service_name)
+            .map(|s| s.service.tenant.clone());
+    }
+}
+
 fn not_in_management(service_name: &str) -> Response<Body> {
     refuse(
         StatusCode::NOT_FOUND,
@@ -205,33 +230,49 @@ impl Management {
         live: &Live,
         index: &'i Index,
         req: &http::request::Parts,
+        ctx: &RequestContext,
+        service_name: &str,
         now: i64,
     ) -> Result<Identity<'i>, Response<Body>> {
+        let refused = |message: &str| unauthorized_with(live.key_challenge.clone(), message);
         let Some(key) = presented_key(live, req) else {
+            unknown_caller(index, service_name, ctx);
             let how = if live.key_header == http::header::AUTHORIZATION {
                 "send `Authorization: Bearer KEY`".to_string()
             } else {
                 format!("send the key in the `{}` header", live.key_header)
             };
-            return Err(unauthorized(&format!("an API key is required: {how}")));
+            return Err(refused(&format!("an API key is required: {how}")));
         };
         let Some(k) = index.keys.get(&KeyHash(self.key_hasher.hash(key))) else {
-            return Err(unauthorized("the API key is not valid"));
+            unknown_caller(index, service_name, ctx);
+            return Err(refused("the API key is not valid"));
         };
+        let usable = k.key.usable_at(now);
+        let consumer = k.consumer.and_then(|i| index.consumers.get(i));
+        if !usable || consumer.is_none() {
+            // A known key that may not call: its calls go to its tenant's call log.
+            if let Ok(mut e) = ctx.extra.lock() {
+                e.tenant = Some(k.key.tenant.clone());
+                e.consumer = Some(k.key.consumer.clone());
+                e.key_prefix = Some(k.key.prefix.clone());
+                e.service = Some(service_name.to_string());
+            }
+        }
         if k.key.revoked_ms.is_some() {
-            return Err(unauthorized(&format!(
+            return Err(refused(&format!(
                 "the API key {} was revoked",
                 k.key.prefix
             )));
         }
-        if !k.key.usable_at(now) {
-            return Err(unauthorized(&format!(
+        if !usable {
+            return Err(refused(&format!(
                 "the API key {} has expired",
                 k.key.prefix
             )));
         }
-        let Some(consumer) = k.consumer.and_then(|i| index.consumers.get(i)) else {
-            return Err(unauthorized(&format!(
+        let Some(consumer) = consumer else {
+            return Err(refused(&format!(
                 "the API key {} belongs to consumer `{}`, which no longer exists",
                 k.key.prefix, k.key.consumer
             )));
@@ -251,21 +292,29 @@ impl Management {
         verifier: &Verifier,
         service_name: &str,
         req: &http::request::Parts,
+        ctx: &RequestContext,
     ) -> Result<Identity<'i>, Response<Body>> {
         let Some(token) = presented_jwt(req) else {
+            unknown_caller(index, service_name, ctx);
             return Err(unauthorized(
                 &JwtError::Missing(service_name.to_string()).to_string(),
             ));
         };
-        let consumer = verifier.verify(token).await.map_err(|e| match e {
-            JwtError::KeysUnavailable(_) => refuse(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
-            _ => unauthorized(&e.to_string()),
+        let consumer = verifier.verify(token).await.map_err(|e| {
+            unknown_caller(index, service_name, ctx);
+            match e {
+                JwtError::KeysUnavailable(_) => {
+                    refuse(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
+                }
+                _ => unauthorized(&e.to_string()),
+            }
         })?;
         let Some(svc) = index.services.get(service_name) else {
             return Err(not_in_management(service_name));
         };
         let tenant = &svc.service.tenant;
         let Some(entry) = index.consumer(tenant, &consumer) else {
+            unknown_caller(index, service_name, ctx);
             return Err(unauthorized(&format!(
                 "the JWT names consumer `{consumer}`, which tenant `{tenant}` does not have"
             )));
@@ -294,10 +343,10 @@ impl Management {
         let index: Arc<Index> = self.index_full();
         let id = match live.jwt.get(service_name) {
             Some(verifier) => {
-                self.identify_jwt(&index, verifier, service_name, req)
+                self.identify_jwt(&index, verifier, service_name, req, ctx)
                     .await?
             }
-            None => self.identify_key(live, &index, req, now)?,
+            None => self.identify_key(live, &index, req, ctx, service_name, now)?,
         };
         let scopes = self.admit(live, &index, id, spec, ctx)?;
         let tightest = self
@@ -326,7 +375,7 @@ impl Management {
         // The refusal is the guard's own answer type, built once per refused request.
         #[allow(clippy::result_large_err)]
         let decide = || {
-            let id = self.identify_key(live, &index, req, now)?;
+            let id = self.identify_key(live, &index, req, ctx, service_of(spec), now)?;
             let scopes = self.admit(live, &index, id, spec, ctx)?;
             let tightest = self
                 .enforce_limits_now(&scopes, now)
@@ -384,7 +433,7 @@ impl Management {
                 .versions
                 .iter()
                 .filter(|sv| sv.state.callable())
-                .max_by(|a, b| a.version.cmp(&b.version)),
+                .max_by(|a, b| holdfast_store::compare_versions(&a.version, &b.version)),
         };
         let Some(chosen) = chosen else {
             known(Some(&service.name), None);

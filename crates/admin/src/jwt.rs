@@ -56,8 +56,10 @@ pub enum JwtError {
     WrongIssuer(String),
     #[error("the JWT algorithm is not accepted: this service takes {0:?}")]
     WrongAlgorithm(Algorithm),
-    #[error("the JWT lacks the required `{0}` claim (a string)")]
+    #[error("the JWT lacks the required `{claim}` claim ({kind})", claim = .0, kind = claim_kind(.0))]
     MissingClaim(String),
+    #[error("the JWT's `{claim}` claim is not {kind}", claim = .0, kind = claim_kind(.0))]
+    BadClaim(String),
     #[error("the JWT key id (kid) `{0}` is not in the service's key set")]
     UnknownKid(String),
     #[error("the JWT has no key id (kid) and the service's key set holds {0} keys")]
@@ -66,6 +68,14 @@ pub enum JwtError {
     Malformed(String),
     #[error("the signing keys of this service could not be loaded: {0}")]
     KeysUnavailable(String),
+}
+
+/// What a claim must hold: a number of seconds for the time claims, else a string.
+fn claim_kind(claim: &str) -> &'static str {
+    match claim {
+        "exp" | "nbf" | "iat" => "a number: seconds since the Unix epoch",
+        _ => "a string",
+    }
 }
 
 /// Keys by `kid`, plus the keys that have none.
@@ -367,6 +377,7 @@ impl Verifier {
             }
             ErrorKind::InvalidAlgorithm => JwtError::WrongAlgorithm(self.validation.algorithms[0]),
             ErrorKind::MissingRequiredClaim(c) => JwtError::MissingClaim(c),
+            ErrorKind::InvalidClaimFormat(c) => JwtError::BadClaim(c),
             other => JwtError::Malformed(format!("{other:?}")),
         }
     }

@@ -46,6 +46,8 @@ pub(crate) struct Live {
     pub jwt: Arc<Verifiers>,
     /// The global limits (`global_rps`, `global_rpm`).
     pub global: Option<Scope>,
+    /// `WWW-Authenticate` of a 401 for a missing or refused API key.
+    pub key_challenge: http::HeaderValue,
 }
 
 impl Live {
@@ -64,9 +66,10 @@ impl Live {
         };
         Ok(Live {
             config: config.clone(),
-            key_header,
             jwt,
             global: Scope::global(limiter, config),
+            key_challenge: crate::guard::key_challenge(&key_header),
+            key_header,
         })
     }
 }
@@ -378,7 +381,7 @@ struct Observer(Arc<Management>);
 
 impl CallObserver for Observer {
     fn on_call(&self, record: &CallRecord) {
-        if record.extra.tenant.is_none() {
+        if record.extra.tenant.is_none() && record.extra.service.is_none() {
             return; // not a managed call
         }
         self.0.calllog.push(record);

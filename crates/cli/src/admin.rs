@@ -45,7 +45,31 @@ struct Limits {
     tokens_per_month: Option<u64>,
 }
 
+/// `--tenant` / `HOLDFAST_TENANT`: an empty value is a mistake (an unset variable), not a name.
+fn non_empty_tenant(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        Err("the tenant is empty: pass --tenant NAME or set HOLDFAST_TENANT".into())
+    } else {
+        Ok(s.to_string())
+    }
+}
+
 impl Limits {
+    fn is_empty(&self) -> bool {
+        self.to_json().as_object().is_none_or(|m| m.is_empty())
+    }
+
+    /// The `limits` of a PATCH: replaced when a limit flag or `clear` is given, else unchanged.
+    fn patch(&self, clear: bool, body: &mut Value) -> anyhow::Result<()> {
+        if clear && !self.is_empty() {
+            bail!("--no-limits removes every limit: do not combine it with limit flags");
+        }
+        if clear || !self.is_empty() {
+            body["limits"] = self.to_json();
+        }
+        Ok(())
+    }
+
     fn to_json(&self) -> Value {
         let mut m = serde_json::Map::new();
         let fields = [
@@ -88,7 +112,7 @@ enum AdminCommand {
     },
     /// Subscribe a consumer to a service (pending if the service requires approval).
     Subscribe {
-        #[arg(long, env = "HOLDFAST_TENANT")]
+        #[arg(long, env = "HOLDFAST_TENANT", value_parser = non_empty_tenant)]
         tenant: String,
         #[arg(long)]
         consumer: String,
@@ -97,26 +121,33 @@ enum AdminCommand {
     },
     /// List a tenant's subscriptions.
     Subscriptions {
-        #[arg(long, env = "HOLDFAST_TENANT")]
+        #[arg(long, env = "HOLDFAST_TENANT", value_parser = non_empty_tenant)]
         tenant: String,
     },
     /// Approve a pending subscription.
     Approve {
-        #[arg(long, env = "HOLDFAST_TENANT")]
+        #[arg(long, env = "HOLDFAST_TENANT", value_parser = non_empty_tenant)]
         tenant: String,
         /// Subscription id.
         id: i64,
     },
     /// Reject a pending subscription.
     Reject {
-        #[arg(long, env = "HOLDFAST_TENANT")]
+        #[arg(long, env = "HOLDFAST_TENANT", value_parser = non_empty_tenant)]
         tenant: String,
+        id: i64,
+    },
+    /// Delete a subscription (the consumer may then subscribe again, e.g. after a rejection).
+    Unsubscribe {
+        #[arg(long, env = "HOLDFAST_TENANT", value_parser = non_empty_tenant)]
+        tenant: String,
+        /// Subscription id.
         id: i64,
     },
     /// Analytics: calls, error rate, p50/p95/p99 per bucket; top lists; resets; tokens.
     Stats {
         /// One tenant (default: all tenants; super admin only).
-        #[arg(long, env = "HOLDFAST_TENANT")]
+        #[arg(long, env = "HOLDFAST_TENANT", value_parser = non_empty_tenant)]
         tenant: Option<String>,
         #[arg(long, default_value = "1h")]
         since: String,
@@ -127,14 +158,23 @@ enum AdminCommand {
 
 #[derive(Subcommand)]
 enum TenantAction {
-    Create { name: String },
+    Create {
+        name: String,
+    },
     List,
+    /// Delete a tenant (super admin). With services or consumers left it is refused unless
+    /// `--force`, which deletes them too (with their keys and subscriptions).
+    Delete {
+        name: String,
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand)]
 enum ServiceAction {
     Create {
-        #[arg(long, env = "HOLDFAST_TENANT")]
+        #[arg(long, env = "HOLDFAST_TENANT", value_parser = non_empty_tenant)]
         tenant: String,
         name: String,
         /// Subscriptions wait for a tenant admin's approval.
@@ -144,12 +184,38 @@ enum ServiceAction {
         limits: Limits,
     },
     List {
-        #[arg(long, env = "HOLDFAST_TENANT")]
+        #[arg(long, env = "HOLDFAST_TENANT", value_parser = non_empty_tenant)]
         tenant: String,
+    },
+    /// Show one service.
+    Show {
+        #[arg(long, env = "HOLDFAST_TENANT", value_parser = non_empty_tenant)]
+        tenant: String,
+        name: String,
+    },
+    /// Change `require_approval` and/or the limits (limit flags replace all the limits).
+    Update {
+        #[arg(long, env = "HOLDFAST_TENANT", value_parser = non_empty_tenant)]
+        tenant: String,
+        name: String,
+        /// true or false (existing subscriptions keep their state).
+        #[arg(long)]
+        require_approval: Option<bool>,
+        /// Remove every limit.
+        #[arg(long)]
+        no_limits: bool,
+        #[command(flatten)]
+        limits: Limits,
+    },
+    /// Delete a service with its versions and the subscriptions to it.
+    Delete {
+        #[arg(long, env = "HOLDFAST_TENANT", value_parser = non_empty_tenant)]
+        tenant: String,
+        name: String,
     },
     /// Add a version or set its state (draft, published, deprecated, retired).
     Version {
-        #[arg(long, env = "HOLDFAST_TENANT")]
+        #[arg(long, env = "HOLDFAST_TENANT", value_parser = non_empty_tenant)]
         tenant: String,
         service: String,
         version: String,
@@ -159,15 +225,38 @@ enum ServiceAction {
 
 #[derive(Subcommand)]
 enum ConsumerAction {
+    /// Show one consumer.
+    Show {
+        #[arg(long, env = "HOLDFAST_TENANT", value_parser = non_empty_tenant)]
+        tenant: String,
+        name: String,
+    },
+    /// Replace the consumer's limits.
+    Update {
+        #[arg(long, env = "HOLDFAST_TENANT", value_parser = non_empty_tenant)]
+        tenant: String,
+        name: String,
+        /// Remove every limit.
+        #[arg(long)]
+        no_limits: bool,
+        #[command(flatten)]
+        limits: Limits,
+    },
+    /// Delete a consumer with its API keys and subscriptions.
+    Delete {
+        #[arg(long, env = "HOLDFAST_TENANT", value_parser = non_empty_tenant)]
+        tenant: String,
+        name: String,
+    },
     Create {
-        #[arg(long, env = "HOLDFAST_TENANT")]
+        #[arg(long, env = "HOLDFAST_TENANT", value_parser = non_empty_tenant)]
         tenant: String,
         name: String,
         #[command(flatten)]
         limits: Limits,
     },
     List {
-        #[arg(long, env = "HOLDFAST_TENANT")]
+        #[arg(long, env = "HOLDFAST_TENANT", value_parser = non_empty_tenant)]
         tenant: String,
     },
 }
@@ -176,7 +265,7 @@ enum ConsumerAction {
 enum KeyAction {
     /// Issue a key; it is printed once and never again.
     Issue {
-        #[arg(long, env = "HOLDFAST_TENANT")]
+        #[arg(long, env = "HOLDFAST_TENANT", value_parser = non_empty_tenant)]
         tenant: String,
         #[arg(long)]
         consumer: String,
@@ -186,13 +275,30 @@ enum KeyAction {
         limits: Limits,
     },
     List {
-        #[arg(long, env = "HOLDFAST_TENANT")]
+        #[arg(long, env = "HOLDFAST_TENANT", value_parser = non_empty_tenant)]
         tenant: String,
     },
     Revoke {
-        #[arg(long, env = "HOLDFAST_TENANT")]
+        #[arg(long, env = "HOLDFAST_TENANT", value_parser = non_empty_tenant)]
         tenant: String,
         prefix: String,
+    },
+    /// Change a key's limits (flags replace all its limits) and/or its expiry.
+    Update {
+        #[arg(long, env = "HOLDFAST_TENANT", value_parser = non_empty_tenant)]
+        tenant: String,
+        prefix: String,
+        /// Expire this many seconds from now.
+        #[arg(long, conflicts_with = "no_expiry")]
+        expires_in_s: Option<u64>,
+        /// Remove the expiry.
+        #[arg(long)]
+        no_expiry: bool,
+        /// Remove every limit.
+        #[arg(long)]
+        no_limits: bool,
+        #[command(flatten)]
+        limits: Limits,
     },
 }
 
@@ -219,6 +325,17 @@ async fn run_async(args: AdminArgs) -> anyhow::Result<u8> {
         C::Tenant {
             action: TenantAction::List,
         } => ("GET", "/admin/tenants".into(), None, &["name"]),
+        C::Tenant {
+            action: TenantAction::Delete { name, force },
+        } => (
+            "DELETE",
+            format!(
+                "/admin/tenants/{name}{}",
+                if *force { "?force=true" } else { "" }
+            ),
+            None,
+            &["deleted"],
+        ),
         C::Service {
             action:
                 ServiceAction::Create {
@@ -242,6 +359,44 @@ async fn run_async(args: AdminArgs) -> anyhow::Result<u8> {
             format!("/admin/tenants/{tenant}/services"),
             None,
             &["name", "require_approval", "limits", "versions"],
+        ),
+        C::Service {
+            action: ServiceAction::Show { tenant, name },
+        } => (
+            "GET",
+            format!("/admin/tenants/{tenant}/services/{name}"),
+            None,
+            &["name", "require_approval", "limits", "versions"],
+        ),
+        C::Service {
+            action:
+                ServiceAction::Update {
+                    tenant,
+                    name,
+                    require_approval,
+                    no_limits,
+                    limits,
+                },
+        } => {
+            let mut body = json!({});
+            if let Some(r) = require_approval {
+                body["require_approval"] = json!(r);
+            }
+            limits.patch(*no_limits, &mut body)?;
+            (
+                "PATCH",
+                format!("/admin/tenants/{tenant}/services/{name}"),
+                Some(body),
+                &["name", "require_approval", "limits", "versions"],
+            )
+        }
+        C::Service {
+            action: ServiceAction::Delete { tenant, name },
+        } => (
+            "DELETE",
+            format!("/admin/tenants/{tenant}/services/{name}"),
+            None,
+            &["deleted"],
         ),
         C::Service {
             action:
@@ -269,6 +424,40 @@ async fn run_async(args: AdminArgs) -> anyhow::Result<u8> {
             format!("/admin/tenants/{tenant}/consumers"),
             Some(json!({ "name": name, "limits": limits.to_json() })),
             &["tenant", "name", "limits"],
+        ),
+        C::Consumer {
+            action: ConsumerAction::Show { tenant, name },
+        } => (
+            "GET",
+            format!("/admin/tenants/{tenant}/consumers/{name}"),
+            None,
+            &["name", "limits"],
+        ),
+        C::Consumer {
+            action:
+                ConsumerAction::Update {
+                    tenant,
+                    name,
+                    no_limits,
+                    limits,
+                },
+        } => {
+            let mut body = json!({});
+            limits.patch(*no_limits, &mut body)?;
+            (
+                "PATCH",
+                format!("/admin/tenants/{tenant}/consumers/{name}"),
+                Some(body),
+                &["name", "limits"],
+            )
+        }
+        C::Consumer {
+            action: ConsumerAction::Delete { tenant, name },
+        } => (
+            "DELETE",
+            format!("/admin/tenants/{tenant}/consumers/{name}"),
+            None,
+            &["deleted"],
         ),
         C::Consumer {
             action: ConsumerAction::List { tenant },
@@ -313,6 +502,37 @@ async fn run_async(args: AdminArgs) -> anyhow::Result<u8> {
             format!("/admin/tenants/{tenant}/keys/{prefix}/revoke"),
             None,
             &["prefix", "consumer", "revoked_ms"],
+        ),
+        C::Key {
+            action:
+                KeyAction::Update {
+                    tenant,
+                    prefix,
+                    expires_in_s,
+                    no_expiry,
+                    no_limits,
+                    limits,
+                },
+        } => {
+            let mut body = json!({});
+            limits.patch(*no_limits, &mut body)?;
+            if let Some(s) = expires_in_s {
+                body["expires_in_s"] = json!(s);
+            } else if *no_expiry {
+                body["expires_in_s"] = Value::Null;
+            }
+            (
+                "PATCH",
+                format!("/admin/tenants/{tenant}/keys/{prefix}"),
+                Some(body),
+                &["prefix", "consumer", "limits", "expires_ms", "revoked_ms"],
+            )
+        }
+        C::Unsubscribe { tenant, id } => (
+            "DELETE",
+            format!("/admin/tenants/{tenant}/subscriptions/{id}"),
+            None,
+            &["deleted"],
         ),
         C::Subscribe {
             tenant,

@@ -116,6 +116,33 @@ pub struct SqlStore {
     secret: Arc<[u8]>,
     /// The PostgreSQL URL, for the change listener's own connection.
     pg_url: Option<Arc<str>>,
+    /// PostgreSQL: a connection of its own for multi-statement admin writes (a transaction
+    /// on the shared connection would take in the call-log writer's statements too). Opened
+    /// on first use, again if it dropped.
+    tx_client: Arc<tokio::sync::Mutex<Option<tokio_postgres::Client>>>,
+}
+
+/// One statement of an atomic write ([`SqlStore::atomic`]).
+pub(crate) struct Stmt {
+    pub sql: String,
+    pub params: Vec<Value>,
+    /// When set and the statement changes no row, the whole write is rolled back with this.
+    pub on_zero: Option<StoreError>,
+}
+
+impl Stmt {
+    pub fn new(sql: impl Into<String>, params: Vec<Value>) -> Stmt {
+        Stmt {
+            sql: sql.into(),
+            params,
+            on_zero: None,
+        }
+    }
+    /// Roll everything back with `e` if this statement changes no row.
+    pub fn or_fail(mut self, e: StoreError) -> Stmt {
+        self.on_zero = Some(e);
+        self
+    }
 }
 
 /// Changes announced by any node through PostgreSQL `LISTEN` (see [`SqlStore::listen`]).
@@ -160,6 +187,7 @@ impl SqlStore {
             backend: Arc::new(Backend::Sqlite(Arc::new(Mutex::new(conn)))),
             secret: secret.into(),
             pg_url: None,
+            tx_client: Arc::default(),
         };
         migrations::run(&store).await?;
         Ok(store)
@@ -168,23 +196,12 @@ impl SqlStore {
     /// Connect to PostgreSQL and run the migrations. TLS follows the URL's `sslmode` and
     /// `sslrootcert` (see [`crate::pg_tls`]).
     pub async fn open_postgres(url: &str, secret: &[u8]) -> Result<SqlStore, StoreError> {
-        let target = pg_tls::target(url)?;
-        let client = match target.tls {
-            Some(tls) => {
-                let (client, connection) = target.config.connect(tls).await?;
-                spawn_connection(connection);
-                client
-            }
-            None => {
-                let (client, connection) = target.config.connect(tokio_postgres::NoTls).await?;
-                spawn_connection(connection);
-                client
-            }
-        };
+        let client = connect_postgres(url).await?;
         let store = SqlStore {
             backend: Arc::new(Backend::Postgres(Arc::new(client))),
             secret: secret.into(),
             pg_url: Some(url.into()),
+            tx_client: Arc::default(),
         };
         migrations::run(&store).await?;
         Ok(store)
@@ -279,6 +296,62 @@ impl SqlStore {
             Backend::Postgres(client) => {
                 let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as _).collect();
                 Ok(client.execute(sql, &refs).await?)
+            }
+        }
+    }
+
+    /// Run statements in one transaction: all of them or none. Returns the rows each changed.
+    pub(crate) async fn atomic(&self, stmts: Vec<Stmt>) -> Result<Vec<u64>, StoreError> {
+        match &*self.backend {
+            Backend::Sqlite(conn) => {
+                let conn = conn.clone();
+                blocking(move || {
+                    let mut conn = conn
+                        .lock()
+                        .map_err(|_| StoreError::Task("poisoned".into()))?;
+                    let tx = conn.transaction()?;
+                    let mut counts = Vec::with_capacity(stmts.len());
+                    for st in stmts {
+                        let n = tx.execute(
+                            &to_sqlite(&st.sql),
+                            rusqlite::params_from_iter(st.params.iter().map(sqlite_value)),
+                        )? as u64;
+                        if n == 0 {
+                            if let Some(e) = st.on_zero {
+                                return Err(e); // dropping `tx` rolls back
+                            }
+                        }
+                        counts.push(n);
+                    }
+                    tx.commit()?;
+                    Ok(counts)
+                })
+                .await
+            }
+            Backend::Postgres(_) => {
+                let url = self
+                    .pg_url
+                    .clone()
+                    .ok_or_else(|| StoreError::Task("no PostgreSQL URL".into()))?;
+                let mut slot = self.tx_client.lock().await;
+                if slot.as_ref().is_none_or(|c| c.is_closed()) {
+                    *slot = Some(connect_postgres(&url).await?);
+                }
+                let client = slot.as_mut().expect("connected above");
+                let tx = client.transaction().await?;
+                let mut counts = Vec::with_capacity(stmts.len());
+                for st in stmts {
+                    let refs: Vec<&(dyn ToSql + Sync)> = st.params.iter().map(|p| p as _).collect();
+                    let n = tx.execute(st.sql.as_str(), &refs).await?;
+                    if n == 0 {
+                        if let Some(e) = st.on_zero {
+                            return Err(e); // dropping `tx` rolls back
+                        }
+                    }
+                    counts.push(n);
+                }
+                tx.commit().await?;
+                Ok(counts)
             }
         }
     }
@@ -389,6 +462,23 @@ fn pg_row(row: &tokio_postgres::Row) -> Result<Row, StoreError> {
         out.push(v.unwrap_or(Value::Null));
     }
     Ok(out)
+}
+
+/// Connect to PostgreSQL (TLS as the URL says) and drive the connection in the background.
+async fn connect_postgres(url: &str) -> Result<tokio_postgres::Client, StoreError> {
+    let target = pg_tls::target(url)?;
+    Ok(match target.tls {
+        Some(tls) => {
+            let (client, connection) = target.config.connect(tls).await?;
+            spawn_connection(connection);
+            client
+        }
+        None => {
+            let (client, connection) = target.config.connect(tokio_postgres::NoTls).await?;
+            spawn_connection(connection);
+            client
+        }
+    })
 }
 
 /// Drive a PostgreSQL connection in the background, logging how it ended.

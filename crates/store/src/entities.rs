@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 
-use crate::db::{col, Row, SqlStore, Value, CHANGES_CHANNEL};
+use crate::db::{col, Row, SqlStore, Stmt, Value, CHANGES_CHANNEL};
 use crate::error::StoreError;
 use crate::model::*;
 
@@ -13,9 +13,24 @@ use crate::model::*;
 pub trait EntityStore {
     async fn create_tenant(&self, name: &str) -> Result<Tenant, StoreError>;
     async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError>;
+    /// One tenant; `NotFound` when it does not exist.
+    async fn get_tenant(&self, name: &str) -> Result<Tenant, StoreError>;
+    /// Delete a tenant. With services or consumers left it is a `Conflict` unless `force`,
+    /// which deletes them too (with their versions, keys and subscriptions) in one transaction.
+    async fn delete_tenant(&self, name: &str, force: bool) -> Result<(), StoreError>;
     async fn create_service(&self, service: &Service) -> Result<Service, StoreError>;
     async fn list_services(&self, tenant: Option<&str>) -> Result<Vec<Service>, StoreError>;
     async fn get_service(&self, tenant: &str, name: &str) -> Result<Service, StoreError>;
+    /// Change a service's `require_approval` and/or limits (`None`: unchanged).
+    async fn update_service(
+        &self,
+        tenant: &str,
+        name: &str,
+        require_approval: Option<bool>,
+        limits: Option<&Limits>,
+    ) -> Result<Service, StoreError>;
+    /// Delete a service with its versions and the subscriptions to it.
+    async fn delete_service(&self, tenant: &str, name: &str) -> Result<(), StoreError>;
     /// Add a version or change its lifecycle state.
     async fn set_version_state(
         &self,
@@ -26,6 +41,16 @@ pub trait EntityStore {
     ) -> Result<Service, StoreError>;
     async fn create_consumer(&self, consumer: &Consumer) -> Result<Consumer, StoreError>;
     async fn list_consumers(&self, tenant: Option<&str>) -> Result<Vec<Consumer>, StoreError>;
+    async fn get_consumer(&self, tenant: &str, name: &str) -> Result<Consumer, StoreError>;
+    /// Replace a consumer's limits.
+    async fn update_consumer(
+        &self,
+        tenant: &str,
+        name: &str,
+        limits: &Limits,
+    ) -> Result<Consumer, StoreError>;
+    /// Delete a consumer with its API keys and subscriptions.
+    async fn delete_consumer(&self, tenant: &str, name: &str) -> Result<(), StoreError>;
     /// Subscribe; pending when the service requires approval, else active at once.
     async fn subscribe(
         &self,
@@ -37,13 +62,15 @@ pub trait EntityStore {
         &self,
         tenant: Option<&str>,
     ) -> Result<Vec<Subscription>, StoreError>;
-    /// Approve (`true`) or reject a pending subscription.
+    /// Approve (`true`) or reject a pending subscription. A decided one is a `Conflict`.
     async fn decide_subscription(
         &self,
         tenant: &str,
         id: i64,
         approve: bool,
     ) -> Result<Subscription, StoreError>;
+    /// Delete a subscription (the consumer may then subscribe again).
+    async fn delete_subscription(&self, tenant: &str, id: i64) -> Result<(), StoreError>;
     /// Everything the request path needs, in one go.
     async fn snapshot(&self) -> Result<Snapshot, StoreError>;
 }
@@ -85,6 +112,20 @@ impl ChangeFeed for SqlStore {
     }
 }
 
+impl SqlStore {
+    /// The generation bump of [`ChangeFeed::bump`], as a statement of an atomic write.
+    pub(crate) fn bump_stmt(&self) -> Stmt {
+        if self.is_postgres() {
+            Stmt::new(
+                format!("WITH g AS (UPDATE meta SET v = v + 1 WHERE k = 'generation' RETURNING v) SELECT pg_notify('{CHANGES_CHANNEL}', v::text) FROM g"),
+                vec![],
+            )
+        } else {
+            Stmt::new("UPDATE meta SET v = v + 1 WHERE k = 'generation'", vec![])
+        }
+    }
+}
+
 fn text(row: &Row, i: usize) -> Result<String, StoreError> {
     col(row, i)
         .text()
@@ -113,7 +154,7 @@ async fn require_tenant(store: &SqlStore, tenant: &str) -> Result<(), StoreError
         )
         .await?;
     if rows.is_empty() {
-        return Err(StoreError::NotFound(format!("tenant `{tenant}`")));
+        return Err(StoreError::NotFound(format!("tenant {tenant}")));
     }
     Ok(())
 }
@@ -175,6 +216,7 @@ impl SqlStore {
                         .ok_or_else(|| StoreError::Corrupt("lifecycle state".into()))?,
                 });
             }
+            vs.sort_by(|a, b| compare_versions(&a.version, &b.version));
             out.push(Service {
                 name,
                 tenant: text(row, 1)?,
@@ -220,33 +262,95 @@ impl EntityStore for SqlStore {
             .collect()
     }
 
+    async fn get_tenant(&self, name: &str) -> Result<Tenant, StoreError> {
+        let rows = self
+            .query(
+                "SELECT name, created_ms FROM tenants WHERE name = $1",
+                vec![name.into()],
+            )
+            .await?;
+        let row = rows
+            .first()
+            .ok_or_else(|| StoreError::NotFound(format!("tenant {name}")))?;
+        Ok(Tenant {
+            name: text(row, 0)?,
+            created_ms: int(row, 1)?,
+        })
+    }
+
+    async fn delete_tenant(&self, name: &str, force: bool) -> Result<(), StoreError> {
+        self.get_tenant(name).await?;
+        let t = || vec![Value::from(name)];
+        if !force {
+            let count = |sql: &'static str| async move {
+                let rows = self.query(sql, vec![Value::from(name)]).await?;
+                Ok::<i64, StoreError>(rows.first().and_then(|r| col(r, 0).int()).unwrap_or(0))
+            };
+            let ns = count("SELECT COUNT(*) FROM services WHERE tenant = $1").await?;
+            let nc = count("SELECT COUNT(*) FROM consumers WHERE tenant = $1").await?;
+            if ns + nc > 0 {
+                return Err(StoreError::Conflict(format!(
+                    "tenant `{name}` still has {ns} service(s) and {nc} consumer(s): delete them first, or delete with ?force=true to delete them (and their keys and subscriptions) too"
+                )));
+            }
+        }
+        self.atomic(vec![
+            Stmt::new("DELETE FROM api_keys WHERE tenant = $1", t()),
+            Stmt::new("DELETE FROM subscriptions WHERE tenant = $1", t()),
+            Stmt::new(
+                "DELETE FROM subscriptions WHERE service IN (SELECT name FROM services WHERE tenant = $1)",
+                t(),
+            ),
+            Stmt::new(
+                "DELETE FROM service_versions WHERE service IN (SELECT name FROM services WHERE tenant = $1)",
+                t(),
+            ),
+            Stmt::new("DELETE FROM services WHERE tenant = $1", t()),
+            Stmt::new("DELETE FROM consumers WHERE tenant = $1", t()),
+            Stmt::new("DELETE FROM tenants WHERE name = $1", t())
+                .or_fail(StoreError::NotFound(format!("tenant {name}"))),
+            self.bump_stmt(),
+        ])
+        .await?;
+        Ok(())
+    }
+
     async fn create_service(&self, s: &Service) -> Result<Service, StoreError> {
         validate_name("name", &s.name)?;
         s.limits.validate("limits")?;
         for (i, v) in s.versions.iter().enumerate() {
-            validate_name(&format!("versions[{i}].version"), &v.version)?;
+            let field = format!("versions[{i}].version");
+            validate_name(&field, &v.version)?;
+            if let Some(j) = s.versions[..i].iter().position(|w| w.version == v.version) {
+                return Err(StoreError::Invalid {
+                    field,
+                    message: format!(
+                        "version `{}` is listed twice (also versions[{j}])",
+                        v.version
+                    ),
+                });
+            }
         }
         require_tenant(self, &s.tenant).await?;
         let created_ms = now_ms();
-        self.execute(
+        let mut stmts = vec![Stmt::new(
             "INSERT INTO services (name, tenant, require_approval, limits, created_ms) VALUES ($1, $2, $3, $4, $5)",
             vec![s.name.as_str().into(), s.tenant.as_str().into(), s.require_approval.into(), s.limits.to_json().into(), created_ms.into()],
-        )
-        .await
-        .map_err(|e| conflict_or(e, format!("a service named `{}` already exists", s.name)))?;
+        )];
         for v in &s.versions {
-            self.execute(
+            stmts.push(Stmt::new(
                 "INSERT INTO service_versions (service, version, state) VALUES ($1, $2, $3)",
                 vec![
                     s.name.as_str().into(),
                     v.version.as_str().into(),
                     v.state.as_str().into(),
                 ],
-            )
-            .await
-            .map_err(|e| conflict_or(e, format!("version `{}` is listed twice", v.version)))?;
+            ));
         }
-        self.bump().await?;
+        stmts.push(self.bump_stmt());
+        self.atomic(stmts)
+            .await
+            .map_err(|e| conflict_or(e, format!("a service named `{}` already exists", s.name)))?;
         self.get_service(&s.tenant, &s.name).await
     }
 
@@ -260,6 +364,51 @@ impl EntityStore for SqlStore {
             .into_iter()
             .find(|s| s.name == name)
             .ok_or_else(|| StoreError::NotFound(format!("service `{name}` in tenant `{tenant}`")))
+    }
+
+    async fn update_service(
+        &self,
+        tenant: &str,
+        name: &str,
+        require_approval: Option<bool>,
+        limits: Option<&Limits>,
+    ) -> Result<Service, StoreError> {
+        if let Some(l) = limits {
+            l.validate("limits")?;
+        }
+        let current = self.get_service(tenant, name).await?;
+        let approval = require_approval.unwrap_or(current.require_approval);
+        let limits = limits.unwrap_or(&current.limits);
+        self.atomic(vec![
+            Stmt::new(
+                "UPDATE services SET require_approval = $3, limits = $4 WHERE tenant = $1 AND name = $2",
+                vec![tenant.into(), name.into(), approval.into(), limits.to_json().into()],
+            )
+            .or_fail(StoreError::NotFound(format!("service `{name}` in tenant `{tenant}`"))),
+            self.bump_stmt(),
+        ])
+        .await?;
+        self.get_service(tenant, name).await
+    }
+
+    async fn delete_service(&self, tenant: &str, name: &str) -> Result<(), StoreError> {
+        let p = || vec![Value::from(tenant), Value::from(name)];
+        self.atomic(vec![
+            Stmt::new(
+                "DELETE FROM subscriptions WHERE service = $2 AND EXISTS (SELECT 1 FROM services WHERE tenant = $1 AND name = $2)",
+                p(),
+            ),
+            Stmt::new(
+                "DELETE FROM service_versions WHERE service = $2 AND EXISTS (SELECT 1 FROM services WHERE tenant = $1 AND name = $2)",
+                p(),
+            ),
+            Stmt::new("DELETE FROM services WHERE tenant = $1 AND name = $2", p()).or_fail(
+                StoreError::NotFound(format!("service `{name}` in tenant `{tenant}`")),
+            ),
+            self.bump_stmt(),
+        ])
+        .await?;
+        Ok(())
     }
 
     async fn set_version_state(
@@ -323,6 +472,61 @@ impl EntityStore for SqlStore {
             )
             .await?;
         rows.iter().map(consumer).collect()
+    }
+
+    async fn get_consumer(&self, tenant: &str, name: &str) -> Result<Consumer, StoreError> {
+        let rows = self
+            .query(
+                "SELECT tenant, name, limits, created_ms FROM consumers WHERE tenant = $1 AND name = $2",
+                vec![tenant.into(), name.into()],
+            )
+            .await?;
+        rows.first().map(consumer).unwrap_or_else(|| {
+            Err(StoreError::NotFound(format!(
+                "consumer `{name}` in tenant `{tenant}`"
+            )))
+        })
+    }
+
+    async fn update_consumer(
+        &self,
+        tenant: &str,
+        name: &str,
+        limits: &Limits,
+    ) -> Result<Consumer, StoreError> {
+        limits.validate("limits")?;
+        self.atomic(vec![
+            Stmt::new(
+                "UPDATE consumers SET limits = $3 WHERE tenant = $1 AND name = $2",
+                vec![tenant.into(), name.into(), limits.to_json().into()],
+            )
+            .or_fail(StoreError::NotFound(format!(
+                "consumer `{name}` in tenant `{tenant}`"
+            ))),
+            self.bump_stmt(),
+        ])
+        .await?;
+        self.get_consumer(tenant, name).await
+    }
+
+    async fn delete_consumer(&self, tenant: &str, name: &str) -> Result<(), StoreError> {
+        let p = || vec![Value::from(tenant), Value::from(name)];
+        self.atomic(vec![
+            Stmt::new(
+                "DELETE FROM api_keys WHERE tenant = $1 AND consumer = $2",
+                p(),
+            ),
+            Stmt::new(
+                "DELETE FROM subscriptions WHERE tenant = $1 AND consumer = $2",
+                p(),
+            ),
+            Stmt::new("DELETE FROM consumers WHERE tenant = $1 AND name = $2", p()).or_fail(
+                StoreError::NotFound(format!("consumer `{name}` in tenant `{tenant}`")),
+            ),
+            self.bump_stmt(),
+        ])
+        .await?;
+        Ok(())
     }
 
     async fn subscribe(
@@ -391,19 +595,52 @@ impl EntityStore for SqlStore {
         } else {
             SubscriptionState::Rejected
         };
-        let rows = self
-            .query(
-                &format!("UPDATE subscriptions SET state = $3, decided_ms = $4 WHERE tenant = $1 AND id = $2 RETURNING {SUB_COLS}"),
+        let not_found = || StoreError::NotFound(format!("subscription {id} in tenant `{tenant}`"));
+        let load = || async {
+            let rows = self
+                .query(
+                    &format!("SELECT {SUB_COLS} FROM subscriptions WHERE tenant = $1 AND id = $2"),
+                    vec![tenant.into(), id.into()],
+                )
+                .await?;
+            rows.first()
+                .map(subscription)
+                .unwrap_or_else(|| Err(not_found()))
+        };
+        let current = load().await?;
+        if current.state != SubscriptionState::Pending {
+            return Err(StoreError::Conflict(format!(
+                "subscription {id} is already {}: only a pending subscription can be approved or rejected (to decide again, delete the subscription and subscribe again)",
+                current.state.as_str()
+            )));
+        }
+        self.atomic(vec![
+            Stmt::new(
+                "UPDATE subscriptions SET state = $3, decided_ms = $4 WHERE tenant = $1 AND id = $2 AND state = 'pending'",
                 vec![tenant.into(), id.into(), state.as_str().into(), now_ms().into()],
             )
-            .await?;
-        let sub = rows.first().map(subscription).unwrap_or_else(|| {
-            Err(StoreError::NotFound(format!(
+            .or_fail(StoreError::Conflict(format!(
+                "subscription {id} was decided meanwhile"
+            ))),
+            self.bump_stmt(),
+        ])
+        .await?;
+        load().await
+    }
+
+    async fn delete_subscription(&self, tenant: &str, id: i64) -> Result<(), StoreError> {
+        self.atomic(vec![
+            Stmt::new(
+                "DELETE FROM subscriptions WHERE tenant = $1 AND id = $2",
+                vec![tenant.into(), id.into()],
+            )
+            .or_fail(StoreError::NotFound(format!(
                 "subscription {id} in tenant `{tenant}`"
-            )))
-        })?;
-        self.bump().await?;
-        Ok(sub)
+            ))),
+            self.bump_stmt(),
+        ])
+        .await?;
+        Ok(())
     }
 
     async fn snapshot(&self) -> Result<Snapshot, StoreError> {

@@ -6,7 +6,7 @@ use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::Sha256;
 
-use crate::db::{col, Row, SqlStore, Value};
+use crate::db::{col, Row, SqlStore, Stmt, Value};
 use crate::entities::ChangeFeed;
 use crate::error::StoreError;
 use crate::model::*;
@@ -72,6 +72,14 @@ pub trait KeyStore {
     async fn list_keys(&self, tenant: Option<&str>) -> Result<Vec<ApiKey>, StoreError>;
     /// Revoke a key of `tenant` by its prefix.
     async fn revoke_key(&self, tenant: &str, prefix: &str) -> Result<ApiKey, StoreError>;
+    /// Change a key's limits and/or expiry (`None`: unchanged; `Some(None)`: no expiry).
+    async fn update_key(
+        &self,
+        tenant: &str,
+        prefix: &str,
+        limits: Option<&Limits>,
+        expires_ms: Option<Option<i64>>,
+    ) -> Result<ApiKey, StoreError>;
 }
 
 const KEY_COLS: &str = "prefix, hash, tenant, consumer, limits, created_ms, expires_ms, revoked_ms";
@@ -189,6 +197,62 @@ impl KeyStore for SqlStore {
         })?;
         self.bump().await?;
         Ok(key)
+    }
+
+    async fn update_key(
+        &self,
+        tenant: &str,
+        prefix: &str,
+        limits: Option<&Limits>,
+        expires_ms: Option<Option<i64>>,
+    ) -> Result<ApiKey, StoreError> {
+        if let Some(l) = limits {
+            l.validate("limits")?;
+        }
+        if let Some(Some(e)) = expires_ms {
+            if e <= now_ms() {
+                return Err(StoreError::Invalid {
+                    field: "expires_ms".into(),
+                    message: "the expiry is in the past".into(),
+                });
+            }
+        }
+        let current = self.get_key(tenant, prefix).await?;
+        let limits = limits.unwrap_or(&current.limits);
+        let expires = expires_ms.unwrap_or(current.expires_ms);
+        self.atomic(vec![
+            Stmt::new(
+                "UPDATE api_keys SET limits = $3, expires_ms = $4 WHERE tenant = $1 AND prefix = $2",
+                vec![
+                    tenant.into(),
+                    prefix.into(),
+                    limits.to_json().into(),
+                    expires.into(),
+                ],
+            )
+            .or_fail(StoreError::NotFound(format!(
+                "key `{prefix}` in tenant `{tenant}`"
+            ))),
+            self.bump_stmt(),
+        ])
+        .await?;
+        self.get_key(tenant, prefix).await
+    }
+}
+
+impl SqlStore {
+    async fn get_key(&self, tenant: &str, prefix: &str) -> Result<ApiKey, StoreError> {
+        let rows = self
+            .query(
+                &format!("SELECT {KEY_COLS} FROM api_keys WHERE tenant = $1 AND prefix = $2"),
+                vec![tenant.into(), prefix.into()],
+            )
+            .await?;
+        rows.first().map(api_key).unwrap_or_else(|| {
+            Err(StoreError::NotFound(format!(
+                "key `{prefix}` in tenant `{tenant}`"
+            )))
+        })
     }
 }
 

@@ -36,7 +36,55 @@ pub fn validate_name(field: &str, name: &str) -> Result<(), StoreError> {
             "may only hold letters, digits, `-`, `_` and `.`".into(),
         ));
     }
+    if name.bytes().all(|b| b == b'.') {
+        return Err(invalid(format!(
+            "`{name}` is made only of dots, which cannot be named in a URL path"
+        )));
+    }
     Ok(())
+}
+
+/// Order version names naturally: runs of digits compare as numbers, so `v2 < v10` and
+/// `v1.2 < v1.10`; other characters compare as bytes. Equal numbers with different leading
+/// zeros (`v01`, `v1`) fall back to byte order so the order stays total.
+pub fn compare_versions(a: &str, b: &str) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    let (x, y) = (a.as_bytes(), b.as_bytes());
+    let (mut i, mut j) = (0, 0);
+    while i < x.len() && j < y.len() {
+        if x[i].is_ascii_digit() && y[j].is_ascii_digit() {
+            let si = i;
+            while i < x.len() && x[i].is_ascii_digit() {
+                i += 1;
+            }
+            let sj = j;
+            while j < y.len() && y[j].is_ascii_digit() {
+                j += 1;
+            }
+            let na = trim_zeros(&x[si..i]);
+            let nb = trim_zeros(&y[sj..j]);
+            let ord = na.len().cmp(&nb.len()).then_with(|| na.cmp(nb));
+            if ord != Ordering::Equal {
+                return ord;
+            }
+        } else {
+            let ord = x[i].cmp(&y[j]);
+            if ord != Ordering::Equal {
+                return ord;
+            }
+            i += 1;
+            j += 1;
+        }
+    }
+    (x.len() - i).cmp(&(y.len() - j)).then_with(|| x.cmp(y))
+}
+
+fn trim_zeros(digits: &[u8]) -> &[u8] {
+    let start = digits
+        .iter()
+        .position(|&d| d != b'0')
+        .unwrap_or(digits.len());
+    &digits[start..]
 }
 
 /// Rate limits and token budgets. Every field is optional; absent means unlimited.
@@ -225,6 +273,45 @@ pub struct Subscription {
     pub state: SubscriptionState,
     pub created_ms: i64,
     pub decided_ms: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cmp::Ordering::*;
+
+    #[test]
+    fn versions_order_naturally() {
+        assert_eq!(compare_versions("v2", "v10"), Less);
+        assert_eq!(compare_versions("v9", "v10"), Less);
+        assert_eq!(compare_versions("v10", "v9"), Greater);
+        assert_eq!(compare_versions("v1.2", "v1.10"), Less);
+        assert_eq!(compare_versions("v1", "v1.0"), Less);
+        assert_eq!(compare_versions("v1", "v1"), Equal);
+        assert_eq!(compare_versions("v01", "v1"), Less);
+        assert_eq!(compare_versions("beta", "v1"), Less);
+        let mut v = vec!["v10", "v2", "v1", "v1.10", "v1.2", "v100", "v9"];
+        v.sort_by(|a, b| compare_versions(a, b));
+        assert_eq!(v, ["v1", "v1.2", "v1.10", "v2", "v9", "v10", "v100"]);
+        let max = ["v9", "v10", "v2"]
+            .into_iter()
+            .max_by(|a, b| compare_versions(a, b));
+        assert_eq!(max, Some("v10"));
+    }
+
+    #[test]
+    fn dot_only_names_are_refused() {
+        for bad in [".", "..", "..."] {
+            let e = validate_name("name", bad).unwrap_err();
+            assert!(
+                matches!(e, StoreError::Invalid { ref field, .. } if field == "name"),
+                "{e}"
+            );
+        }
+        for good in ["a.b", ".a", "-", "v1.0"] {
+            validate_name("name", good).unwrap();
+        }
+    }
 }
 
 /// Everything the request path needs, loaded at once and swapped in when the store's

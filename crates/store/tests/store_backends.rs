@@ -179,6 +179,189 @@ async fn scenario(store: SqlStore, tag: &str) {
     assert!(pruned >= 1210);
 }
 
+/// Update and delete on either dialect: validation before any write, atomic multi-row
+/// writes, natural version order, dependents deleted with their owner, decided subscriptions
+/// refused, and every change bumping the generation (and, on PostgreSQL, announced).
+async fn crud_scenario(store: SqlStore, tag: &str) {
+    let t = format!("crud{tag}");
+    let svc_name = format!("svc{tag}");
+    let mut listener = store.listen("holdfast-test-crud").await.expect("listen");
+    store.create_tenant(&t).await.expect("tenant");
+    let version = |v: &str| ServiceVersion {
+        version: v.into(),
+        state: Lifecycle::Published,
+    };
+    let mut svc = Service {
+        name: svc_name.clone(),
+        tenant: t.clone(),
+        require_approval: true,
+        limits: Limits::default(),
+        versions: vec![version("v1"), version("v2"), version("v1")],
+        created_ms: 0,
+    };
+    let gen = store.generation().await.expect("gen");
+    assert!(matches!(
+        store.create_service(&svc).await,
+        Err(StoreError::Invalid { field, .. }) if field == "versions[2].version"
+    ));
+    assert!(matches!(
+        store.get_service(&t, &svc_name).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(store.generation().await.expect("gen"), gen);
+    svc.versions = ["v10", "v9", "v1.10", "v1.2"].map(version).to_vec();
+    let created = store.create_service(&svc).await.expect("service");
+    let order: Vec<&str> = created
+        .versions
+        .iter()
+        .map(|v| v.version.as_str())
+        .collect();
+    assert_eq!(order, ["v1.2", "v1.10", "v9", "v10"]);
+    assert!(store.generation().await.expect("gen") > gen);
+    if let Some(l) = listener.as_mut() {
+        tokio::time::timeout(std::time::Duration::from_secs(5), l.changed())
+            .await
+            .expect("notified of the create");
+    }
+    // A second service with the same name conflicts; nothing of it is written.
+    assert!(matches!(
+        store.create_service(&svc).await,
+        Err(StoreError::Conflict(_))
+    ));
+
+    let limits = Limits {
+        rpm: Some(5),
+        ..Limits::default()
+    };
+    let updated = store
+        .update_service(&t, &svc_name, Some(false), Some(&limits))
+        .await
+        .expect("update service");
+    assert!(!updated.require_approval);
+    assert_eq!(updated.limits, limits);
+    assert!(matches!(
+        store.update_service(&t, "nope", None, None).await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    let c = Consumer {
+        tenant: t.clone(),
+        name: "c1".into(),
+        limits: Limits::default(),
+        created_ms: 0,
+    };
+    store.create_consumer(&c).await.expect("consumer");
+    let c2 = store
+        .update_consumer(&t, "c1", &limits)
+        .await
+        .expect("update consumer");
+    assert_eq!(c2.limits, limits);
+    assert_eq!(
+        store.get_consumer(&t, "c1").await.expect("get").limits,
+        limits
+    );
+    let key = store
+        .issue_key(&t, "c1", &Limits::default(), None)
+        .await
+        .expect("key");
+    let k = store
+        .update_key(
+            &t,
+            &key.info.prefix,
+            Some(&limits),
+            Some(Some(now_ms() + 60_000)),
+        )
+        .await
+        .expect("update key");
+    assert_eq!(k.limits, limits);
+    assert!(k.expires_ms.is_some());
+    let k = store
+        .update_key(&t, &key.info.prefix, None, Some(None))
+        .await
+        .expect("clear expiry");
+    assert_eq!((k.limits, k.expires_ms), (limits.clone(), None));
+
+    let sub = store.subscribe(&t, "c1", &svc_name).await.expect("sub");
+    assert_eq!(sub.state, SubscriptionState::Active);
+    assert!(matches!(
+        store.decide_subscription(&t, sub.id, false).await,
+        Err(StoreError::Conflict(m)) if m.contains("already active")
+    ));
+    store
+        .delete_subscription(&t, sub.id)
+        .await
+        .expect("delete sub");
+    assert!(matches!(
+        store.delete_subscription(&t, sub.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+    store.subscribe(&t, "c1", &svc_name).await.expect("again");
+
+    assert!(matches!(
+        store.delete_tenant(&t, false).await,
+        Err(StoreError::Conflict(m)) if m.contains("force")
+    ));
+    store
+        .delete_consumer(&t, "c1")
+        .await
+        .expect("delete consumer");
+    assert!(store.list_keys(Some(&t)).await.expect("keys").is_empty());
+    assert!(store
+        .list_subscriptions(Some(&t))
+        .await
+        .expect("subs")
+        .is_empty());
+    store.create_consumer(&c).await.expect("consumer again");
+    store.subscribe(&t, "c1", &svc_name).await.expect("sub 3");
+    store
+        .delete_service(&t, &svc_name)
+        .await
+        .expect("delete svc");
+    assert!(store
+        .list_subscriptions(Some(&t))
+        .await
+        .expect("subs")
+        .is_empty());
+    // The name is free again, versions included.
+    svc.versions = vec![version("v1")];
+    store.create_service(&svc).await.expect("recreate");
+    store.delete_tenant(&t, true).await.expect("force");
+    assert!(matches!(
+        store.get_tenant(&t).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(store
+        .list_services(Some(&t))
+        .await
+        .expect("svcs")
+        .is_empty());
+    assert!(store
+        .list_consumers(Some(&t))
+        .await
+        .expect("cons")
+        .is_empty());
+}
+
+#[tokio::test]
+async fn sqlite_crud_scenario() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("m.db");
+    let store = SqlStore::open_sqlite(path.to_str().expect("utf8"), SECRET)
+        .await
+        .expect("open");
+    crud_scenario(store, "").await;
+}
+
+#[tokio::test]
+async fn postgres_crud_scenario() {
+    let Ok(url) = std::env::var("HOLDFAST_TEST_PG_URL") else {
+        eprintln!("skipped: HOLDFAST_TEST_PG_URL is unset (scripts/test sets it via scripts/test-services)");
+        return;
+    };
+    let store = SqlStore::open_postgres(&url, SECRET).await.expect("open");
+    crud_scenario(store, &format!("{}", std::process::id())).await;
+}
+
 #[tokio::test]
 async fn sqlite_file_scenario() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -147,7 +147,9 @@ impl Node {
                         .await
                         .map(|c| String::from_utf8_lossy(&c.to_bytes()).into_owned())
                         .unwrap_or_default();
-                    return (status, headers, body, CallExtra::default());
+                    // The extra a refusal filled (what the call log records).
+                    let extra = ctx.extra.lock().expect("extra").clone();
+                    return (status, headers, body, extra);
                 }
             }
         }
