@@ -1,5 +1,6 @@
 //! `holdfast check FILE`: validate a config; print every error (file, line, key, fix) and the
-//! warnings about timeouts ordered so that resets follow.
+//! warnings (file, line, key, fix) about timeouts ordered so that resets follow and routes that
+//! can never match.
 
 use std::path::PathBuf;
 
@@ -14,8 +15,8 @@ pub struct CheckArgs {
 
 /// Returns the exit status: 0 valid, 1 invalid.
 pub fn run(args: CheckArgs) -> u8 {
-    match config::load_file(&args.file) {
-        Ok(cfg) => {
+    match config::load_file_with_warnings(&args.file) {
+        Ok((cfg, warnings)) => {
             // Files the config points at (CA bundles, `sslrootcert`) are read here too, as `serve`
             // would.
             let mut file_errors = 0;
@@ -43,9 +44,8 @@ pub fn run(args: CheckArgs) -> u8 {
                 eprintln!("{}: {file_errors} error(s)", args.file.display());
                 return 1;
             }
-            let warnings = config::warnings(&cfg);
             for w in &warnings {
-                eprintln!("{}: {w}", args.file.display());
+                eprintln!("{w}");
             }
             println!(
                 "{}: OK ({} listener(s), {} route(s), {} upstream pool(s), {} warning(s))",

@@ -19,10 +19,12 @@ use crate::{plugins, reload};
 /// Arguments of `holdfast serve`.
 #[derive(clap::Args)]
 pub struct ServeArgs {
-    /// The config file (TOML). Without it, quick mode uses --listen and --upstream.
-    #[arg(long, conflicts_with = "upstream")]
+    /// The config file (TOML). Without it, quick mode uses --listen and --upstream. The quick
+    /// mode flags are refused with it: set `server.listen`, `server.admin` and
+    /// `server.demo_upstream` in the file instead.
+    #[arg(long, conflicts_with_all = ["upstream", "listen", "admin", "demo"])]
     pub config: Option<PathBuf>,
-    /// Quick mode: the address to listen on.
+    /// Quick mode: the address to listen on (with --config: `server.listen` in the file).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: String,
     /// Quick mode: an upstream target (repeat for a pool), e.g. http://127.0.0.1:9000.
@@ -31,7 +33,8 @@ pub struct ServeArgs {
     /// Start the built-in demo upstream and route to it (quick mode without --upstream).
     #[arg(long)]
     pub demo: bool,
-    /// Quick mode: the admin listener for /metrics, e.g. 127.0.0.1:9901.
+    /// Quick mode: the admin listener for /metrics, e.g. 127.0.0.1:9901 (with --config:
+    /// `server.admin` in the file).
     #[arg(long)]
     pub admin: Option<String>,
     /// Threads serving requests (overrides `server.workers`): 0 = one per CPU, 1 = one thread.

@@ -8,7 +8,18 @@ pub struct LineIndex {
 }
 
 impl LineIndex {
-    /// Scan `text`.
+    /// From the key spans of a parsed document (see [`super::schema::check`]).
+    pub fn from_spans(text: &str, spans: &super::schema::Spans) -> LineIndex {
+        let mut lines = HashMap::new();
+        for (path, key, _) in spans {
+            lines
+                .entry(path.replace('"', ""))
+                .or_insert_with(|| super::schema::line_at(text, key.start));
+        }
+        LineIndex { lines }
+    }
+
+    /// Scan `text` (for text that does not parse).
     pub fn new(text: &str) -> LineIndex {
         let mut lines = HashMap::new();
         let mut counts: HashMap<String, usize> = HashMap::new();
@@ -52,6 +63,39 @@ impl LineIndex {
             path.truncate(cut);
         }
     }
+}
+
+/// Best guess of the key path written on 1-based `line` of text that may not parse: the key
+/// of a `key = value` line (inside its table), a table header's name, or the enclosing table.
+pub fn key_on_line(text: &str, line: usize) -> String {
+    let mut current = String::new();
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for (index, raw) in text.lines().enumerate().take(line) {
+        let l = raw.trim();
+        let here = index + 1 == line;
+        if let Some(name) = l.strip_prefix("[[") {
+            let name = name.split("]]").next().unwrap_or(name).trim().to_string();
+            let n = counts.entry(name.clone()).or_insert(0);
+            current = format!("{name}[{n}]");
+            *n += 1;
+        } else if let Some(name) = l.strip_prefix('[') {
+            let name = name.split(']').next().unwrap_or(name);
+            let name = name.split('#').next().unwrap_or(name);
+            current = name.trim().replace('"', "");
+        } else if here {
+            if let Some((key, _)) = l.split_once('=') {
+                let key = key.trim().replace('"', "");
+                if !key.is_empty() && !key.starts_with('#') {
+                    return if current.is_empty() {
+                        key
+                    } else {
+                        format!("{current}.{key}")
+                    };
+                }
+            }
+        }
+    }
+    current
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 //!
 //! Ownership of the sections (so parallel work stays apart):
 //! - `mod.rs`, `error.rs` and the data-plane sections (`server.rs`, `route.rs`, `upstream.rs`,
-//!   `interpolate.rs`, `locate.rs`): the proxy.
+//!   `interpolate.rs`, `locate.rs`, `schema.rs`): the proxy. `schema.rs` reads the accepted
+//!   keys and types from the `Raw*` types themselves, so a new key needs no other change.
 //! - `ai.rs`: the AI gateway section `[ai]`.
 //! - `management.rs`: the API-management section `[management]` (store, admin API, auth).
 //!
@@ -16,10 +17,12 @@ pub mod interpolate;
 pub mod locate;
 pub mod management;
 pub mod route;
+pub mod schema;
 pub mod server;
 pub mod upstream;
 
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -59,16 +62,38 @@ pub struct Config {
     pub management: Option<management::ManagementConfig>,
 }
 
-/// A config that loads but has timeouts ordered so that resets follow (shown by `check`).
+/// A config that loads but is likely to misbehave: timeouts ordered so that resets follow, a
+/// route that can never match (shown by `check`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigWarning {
+    /// The file (empty until a loader fills it in).
+    pub file: String,
+    /// 1-based line of `key`, when known.
+    pub line: Option<usize>,
     pub key: String,
     pub message: String,
     pub fix: String,
 }
 
+impl ConfigWarning {
+    fn new(key: impl Into<String>, message: impl Into<String>, fix: impl Into<String>) -> Self {
+        ConfigWarning {
+            file: String::new(),
+            line: None,
+            key: key.into(),
+            message: message.into(),
+            fix: fix.into(),
+        }
+    }
+}
+
 impl std::fmt::Display for ConfigWarning {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.file.is_empty(), self.line) {
+            (false, Some(line)) => write!(f, "{}:{}: ", self.file, line)?,
+            (false, None) => write!(f, "{}: ", self.file)?,
+            _ => {}
+        }
         write!(
             f,
             "warning: `{}`: {} (fix: {})",
@@ -79,6 +104,13 @@ impl std::fmt::Display for ConfigWarning {
 
 /// Read, interpolate, parse and validate the file at `path`.
 pub fn load_file(path: &std::path::Path) -> Result<Config, ConfigErrors> {
+    load_file_with_warnings(path).map(|(config, _)| config)
+}
+
+/// [`load_file`], plus the [`warnings`] with the file and line of each.
+pub fn load_file_with_warnings(
+    path: &std::path::Path,
+) -> Result<(Config, Vec<ConfigWarning>), ConfigErrors> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| {
         let mut err = ConfigError::new(
@@ -89,7 +121,7 @@ pub fn load_file(path: &std::path::Path) -> Result<Config, ConfigErrors> {
         err.file = file.clone();
         ConfigErrors(vec![err])
     })?;
-    parse(&text, &file, |name| std::env::var(name).ok())
+    parse_with_warnings(&text, &file, |name| std::env::var(name).ok())
 }
 
 /// Interpolate, parse and validate `text` (named `file` in errors).
@@ -98,6 +130,31 @@ pub fn parse(
     file: &str,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigErrors> {
+    parse_with_warnings(text, file, env).map(|(config, _)| config)
+}
+
+/// The shape of the file (which keys each table accepts), from the `Raw*` types.
+pub fn shape() -> &'static schema::Shape {
+    static SHAPE: OnceLock<schema::Shape> = OnceLock::new();
+    SHAPE.get_or_init(|| {
+        let mut shape = schema::Shape::of::<RawConfig>();
+        // `targets` elements are untagged: a URL string or `{ url, weight }`.
+        if let Some(target) = shape.at_mut("upstreams.*.targets.[]") {
+            *target = schema::Shape::OneOf(vec![
+                schema::Shape::Str,
+                schema::Shape::of::<upstream::RawWeightedTarget>(),
+            ]);
+        }
+        shape
+    })
+}
+
+/// [`parse`], plus the [`warnings`] with the file and line of each.
+pub fn parse_with_warnings(
+    text: &str,
+    file: &str,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<(Config, Vec<ConfigWarning>), ConfigErrors> {
     let with_file = |mut errors: Vec<ConfigError>| {
         for e in &mut errors {
             e.file = file.to_string();
@@ -105,20 +162,51 @@ pub fn parse(
         ConfigErrors(errors)
     };
     let text = interpolate::interpolate(text, env).map_err(with_file)?;
+    let (doc, syntax) = toml::de::DeTable::parse_recoverable(&text);
+    if !syntax.is_empty() {
+        return Err(with_file(syntax_errors(&text, &syntax)));
+    }
+    // Every unknown key and every value of the wrong type, each with its path and line.
+    let (mut errors, spans) = schema::check(&text, &doc, shape());
+    if !errors.is_empty() {
+        errors.sort_by_key(|e| e.line);
+        return Err(with_file(errors));
+    }
+    let index = locate::LineIndex::from_spans(&text, &spans);
+    // What the walk cannot see (a missing required key, ...) still comes from serde.
     let raw: RawConfig = toml::from_str(&text).map_err(|e| {
-        let line = e
-            .span()
-            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-        let mut err = ConfigError::new(
-            "",
-            e.message().trim().to_string(),
-            "see docs/CONFIG.md for the keys each section accepts",
-        );
-        err.line = line;
+        let span = e.span().unwrap_or(0..0);
+        let (key, at) = schema::path_at(&spans, &span).unwrap_or_default();
+        let line = if key.is_empty() { span.start } else { at };
+        let message = e.message().trim().to_string();
+        let missing = message
+            .strip_prefix("missing field `")
+            .and_then(|m| m.split('`').next());
+        let (key, message, fix) = match missing {
+            Some(field) => (
+                if key.is_empty() {
+                    field.to_string()
+                } else {
+                    format!("{key}.{field}")
+                },
+                format!("the required key `{field}` is missing"),
+                if key.is_empty() {
+                    format!("add `{field} = ...` at the top level")
+                } else {
+                    format!("add `{field} = ...` to `{key}`")
+                },
+            ),
+            None => (
+                key,
+                message,
+                "see docs/CONFIG.md for what this key accepts".to_string(),
+            ),
+        };
+        let mut err = ConfigError::new(key, message, fix);
+        err.line = Some(schema::line_at(&text, line));
         with_file(vec![err])
     })?;
-    let index = locate::LineIndex::new(&text);
-    validate(&raw).map_err(|errors| {
+    let config = validate(&raw).map_err(|errors| {
         let mut errors = with_file(errors);
         for e in &mut errors.0 {
             if e.line.is_none() {
@@ -126,6 +214,71 @@ pub fn parse(
             }
         }
         errors
+    })?;
+    let mut found = warnings(&config);
+    for w in &mut found {
+        w.file = file.to_string();
+        w.line = index.line_of(&w.key);
+    }
+    Ok((config, found))
+}
+
+/// The first TOML syntax error (the parser's recovery turns one mistake into many), on the
+/// line where the fix goes.
+fn syntax_errors(text: &str, errors: &[toml::de::Error]) -> Vec<ConfigError> {
+    let Some(e) = errors.first() else {
+        return Vec::new();
+    };
+    let at = e.span().map(|s| s.start).unwrap_or(0).min(text.len());
+    let message = e.message().trim().to_string();
+    let mut line = schema::line_at(text, at);
+    // An error at the first token of a line is about something left open before it: a
+    // missing `]` on line 2 is only noticed at the key on line 3.
+    let before = text.get(..at).unwrap_or(text);
+    let line_start = before.rfind('\n').map_or(0, |n| n + 1);
+    let first_on_line = before[line_start..].trim().is_empty();
+    let previous = previous_content_line(text, line);
+    let left_open = message.contains("missing comma") || message.contains("unclosed");
+    let moved = left_open && first_on_line && previous.is_some();
+    let fix = if moved {
+        line = previous.unwrap_or(line);
+        if message.contains("array") {
+            format!("close the array with `]` at the end of line {line} (or, inside a multi-line array, add the `,` missing after this element)")
+        } else if message.contains("table") {
+            format!("close the inline table with `}}` at the end of line {line}")
+        } else {
+            format!("finish the value on line {line} (a closing `]`, `}}` or quote may be missing)")
+        }
+    } else if message.contains("unclosed table") {
+        "close the table header with `]`, e.g. `[server]`".to_string()
+    } else if message.contains("unclosed array") {
+        "close the array with `]`".to_string()
+    } else if message.contains("duplicate key") {
+        "each key may appear once per table: remove one of them".to_string()
+    } else if message.contains("quoted")
+        || message.contains("invalid float")
+        || message.contains("invalid integer")
+        || message.contains("expected nothing")
+    {
+        "put the value in quotes, e.g. `admin = \"127.0.0.1:9901\"`".to_string()
+    } else {
+        "fix the TOML syntax on this line: `key = value`, strings in quotes, `[table]` headers closed (https://toml.io)".to_string()
+    };
+    let mut err = ConfigError::new(
+        locate::key_on_line(text, line),
+        format!("TOML syntax error: {message}"),
+        fix,
+    );
+    err.line = Some(line);
+    vec![err]
+}
+
+/// The nearest line before 1-based `line` with something other than whitespace or a comment.
+fn previous_content_line(text: &str, line: usize) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    (1..line).rev().find(|&n| {
+        let l = lines.get(n - 1).map_or("", |l| l.trim());
+        !l.is_empty() && !l.starts_with('#')
     })
 }
 
@@ -199,53 +352,87 @@ pub fn quick(listen: &str, urls: &[String]) -> Result<Config, ConfigErrors> {
     Ok(config)
 }
 
-/// Timeouts ordered so that resets follow.
+/// Timeouts ordered so that resets follow, and routes that can never match.
 pub fn warnings(config: &Config) -> Vec<ConfigWarning> {
     let mut out = Vec::new();
     for (name, up) in &config.upstreams {
         if let Some(server_timeout) = up.server_keepalive_timeout {
             if up.idle_timeout + Duration::from_millis(500) > server_timeout {
-                out.push(ConfigWarning {
-                    key: format!("upstreams.{name}.idle_timeout_ms"),
-                    message: format!(
+                out.push(ConfigWarning::new(
+                    format!("upstreams.{name}.idle_timeout_ms"),
+                    format!(
                         "pooled connections stay idle up to {} ms, but the upstream closes them after {} ms: requests will race the close",
                         up.idle_timeout.as_millis(),
                         server_timeout.as_millis()
                     ),
-                    fix: format!("set idle_timeout_ms below {} (at least 500 ms less)", server_timeout.as_millis().saturating_sub(500)),
-                });
+                    format!(
+                        "set idle_timeout_ms to {} or less (at least 500 ms below server_keepalive_timeout_ms)",
+                        server_timeout.as_millis().saturating_sub(500)
+                    ),
+                ));
             }
         }
     }
     if let Some(front) = config.server.front_idle_timeout {
         if config.server.client_idle_timeout <= front {
-            out.push(ConfigWarning {
-                key: "server.client_idle_timeout_ms".into(),
-                message: format!(
+            out.push(ConfigWarning::new(
+                "server.client_idle_timeout_ms",
+                format!(
                     "Holdfast closes idle client connections after {} ms, but the load balancer in front keeps them {} ms and may reuse one Holdfast closed",
                     config.server.client_idle_timeout.as_millis(),
                     front.as_millis()
                 ),
-                fix: format!("set client_idle_timeout_ms above {}", front.as_millis()),
-            });
+                format!("set client_idle_timeout_ms above {}", front.as_millis()),
+            ));
         }
     }
     if config.server.header_timeout > config.server.client_idle_timeout {
-        out.push(ConfigWarning {
-            key: "server.header_timeout_ms".into(),
-            message: "the request-head timeout is longer than the client idle timeout".into(),
-            fix: "make header_timeout_ms at most client_idle_timeout_ms".into(),
-        });
+        out.push(ConfigWarning::new(
+            "server.header_timeout_ms",
+            format!(
+                "the request-head timeout ({} ms) is longer than the client idle timeout ({} ms)",
+                config.server.header_timeout.as_millis(),
+                config.server.client_idle_timeout.as_millis()
+            ),
+            format!(
+                "set header_timeout_ms to {} or less",
+                config.server.client_idle_timeout.as_millis()
+            ),
+        ));
     }
-    for route in &config.routes {
+    for (i, route) in config.routes.iter().enumerate() {
         if route.timeout > config.server.drain_timeout {
-            out.push(ConfigWarning {
-                key: format!("routes.{}.timeout_ms", route.name),
-                message: "a request may outlive the drain timeout, so SIGTERM could cut it".into(),
-                fix: "raise server.drain_timeout_ms above the longest route timeout".into(),
-            });
+            out.push(ConfigWarning::new(
+                format!("routes[{i}].timeout_ms"),
+                format!(
+                    "route `{}` waits up to {} ms for an upstream, longer than server.drain_timeout_ms ({} ms), so SIGTERM could cut a request",
+                    route.name,
+                    route.timeout.as_millis(),
+                    config.server.drain_timeout.as_millis()
+                ),
+                format!(
+                    "raise server.drain_timeout_ms to at least {} or lower this timeout_ms",
+                    route.timeout.as_millis()
+                ),
+            ));
         }
     }
+    out.extend(route::shadowed(&config.routes).into_iter().map(|(i, j)| {
+        let (earlier, later) = (&config.routes[i], &config.routes[j]);
+        ConfigWarning::new(
+            format!("routes[{j}]"),
+            format!(
+                "route `{}` can never match: routes are tried in order and the first match wins, and the earlier route `{}` (routes[{i}]: {}) matches every request it would",
+                later.name,
+                earlier.name,
+                route::describe_match(earlier)
+            ),
+            format!(
+                "move route `{}` above route `{}`, or narrow `{}` (host, path_prefix, methods)",
+                later.name, earlier.name, earlier.name
+            ),
+        )
+    }));
     out
 }
 

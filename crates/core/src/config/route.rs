@@ -202,3 +202,38 @@ pub fn validate_all(
 fn http_method_ok(m: &str) -> bool {
     !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase())
 }
+
+/// Pairs `(i, j)`: route `j` can never match because the earlier route `i` matches every
+/// request it would. The gateway tries routes in order and takes the first match (host equal
+/// or absent, path starting with `path_prefix`, method listed or none listed), so `i` covers
+/// `j` when its host is absent or the same, its prefix is a prefix of `j`'s, and its methods
+/// are absent or include all of `j`'s.
+pub fn shadowed(routes: &[Route]) -> Vec<(usize, usize)> {
+    let covers = |a: &Route, b: &Route| {
+        (a.host.is_none() || a.host == b.host)
+            && b.path_prefix.starts_with(&a.path_prefix)
+            && (a.methods.is_empty()
+                || (!b.methods.is_empty() && b.methods.iter().all(|m| a.methods.contains(m))))
+    };
+    (0..routes.len())
+        .filter_map(|j| {
+            (0..j)
+                .find(|&i| covers(&routes[i], &routes[j]))
+                .map(|i| (i, j))
+        })
+        .collect()
+}
+
+/// "any host, path_prefix "/", any method" (for messages).
+pub fn describe_match(r: &Route) -> String {
+    let host = r
+        .host
+        .as_deref()
+        .map_or("any host".to_string(), |h| format!("host `{h}`"));
+    let methods = if r.methods.is_empty() {
+        "any method".to_string()
+    } else {
+        r.methods.join("/")
+    };
+    format!("{host}, path_prefix `{}`, {methods}", r.path_prefix)
+}

@@ -110,6 +110,21 @@ pub fn parse_addr(key: &str, value: &str, errors: &mut Vec<ConfigError>) -> Opti
     }
 }
 
+/// Whether binding `a` and then `b` would fail with "address in use": the same port (not 0,
+/// which picks a free one) on the same IP, or on an unspecified IP (`0.0.0.0`, `[::]`) that
+/// covers the other.
+pub fn same_socket(a: &SocketAddr, b: &SocketAddr) -> bool {
+    let covers = |wild: &SocketAddr, other: &SocketAddr| {
+        // `[::]` is dual-stack on Linux by default, so it covers IPv4 addresses too.
+        wild.ip().is_unspecified() && (wild.is_ipv6() || other.is_ipv4())
+    };
+    a.port() == b.port() && a.port() != 0 && (a.ip() == b.ip() || covers(a, b) || covers(b, a))
+}
+
+fn next_port(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip(), addr.port().wrapping_add(1).max(1))
+}
+
 /// A positive millisecond value, or the default.
 pub fn positive_ms(
     key: &str,
@@ -151,6 +166,46 @@ pub fn validate(raw: &RawServer, errors: &mut Vec<ConfigError>) -> ServerConfig 
         .demo_upstream
         .as_deref()
         .and_then(|v| parse_addr("server.demo_upstream", v, errors));
+    // Two listeners on one address cannot both bind (`serve` would fail to start).
+    for (j, b) in listen.iter().enumerate() {
+        if let Some(i) = listen[..j].iter().position(|a| same_socket(a, b)) {
+            errors.push(ConfigError::new(
+                format!("server.listen[{j}]"),
+                format!(
+                    "`{b}` is also server.listen[{i}] (`{}`): the second bind would fail",
+                    listen[i]
+                ),
+                "remove one of them, or give each listener its own port",
+            ));
+        }
+    }
+    let taken = |addr: &SocketAddr| listen.iter().find(|l| same_socket(l, addr));
+    if let Some((addr, l)) = admin.and_then(|a| taken(&a).map(|l| (a, l))) {
+        errors.push(ConfigError::new(
+            "server.admin",
+            format!("`{addr}` is also a client listener (server.listen has `{l}`): the admin listener could not bind"),
+            format!("give the admin listener its own port, e.g. `{}`", next_port(addr)),
+        ));
+    }
+    if let Some(demo) = demo_upstream {
+        let clash = taken(&demo)
+            .map(|l| format!("server.listen (`{l}`)"))
+            .or_else(|| {
+                admin
+                    .filter(|a| same_socket(a, &demo))
+                    .map(|a| format!("server.admin (`{a}`)"))
+            });
+        if let Some(clash) = clash {
+            errors.push(ConfigError::new(
+                "server.demo_upstream",
+                format!("`{demo}` is also {clash}: the demo upstream could not bind"),
+                format!(
+                    "give the demo upstream its own port, e.g. `{}`",
+                    next_port(demo)
+                ),
+            ));
+        }
+    }
     let max_connections = match raw.max_connections {
         Some(0) => {
             errors.push(ConfigError::new(

@@ -172,3 +172,334 @@ fn client_certificates_need_both_files_and_an_https_target() {
     let err = parse(&plain, "x.toml", env).unwrap_err().to_string();
     assert!(err.contains("upstreams.s.tls_client_cert"), "{err}");
 }
+
+/// The line (1-based) of the first line of `text` containing `needle`.
+fn line_of(text: &str, needle: &str) -> Option<usize> {
+    Some(text.lines().position(|l| l.contains(needle))? + 1)
+}
+
+#[test]
+fn every_unknown_key_is_reported_with_its_path_line_and_the_closest_key() {
+    let text = "[server]\nlistne = [\"127.0.0.1:8080\"]\n\n[upstreams.a]\ntargets = [\"http://127.0.0.1:9000\", { url = \"http://127.0.0.1:9001\", wieght = 2 }]\nbalanse = \"round_robin\"\n\n[[routes]]\nupstream = \"a\"\nfoo = 1\n[sever]\n";
+    let errs = parse(text, "c3.toml", env).unwrap_err().0;
+    let got: Vec<(&str, Option<usize>)> = errs.iter().map(|e| (e.key.as_str(), e.line)).collect();
+    assert_eq!(
+        got,
+        [
+            ("server.listne", Some(2)),
+            ("upstreams.a.targets[1].wieght", Some(5)),
+            ("upstreams.a.balanse", Some(6)),
+            ("routes[0].foo", Some(10)),
+            ("sever", Some(11)),
+        ]
+    );
+    assert!(errs.iter().all(|e| e.file == "c3.toml"));
+    assert!(
+        errs[0].fix.contains("did you mean `listen`?"),
+        "{}",
+        errs[0]
+    );
+    assert!(
+        errs[1].fix.contains("did you mean `weight`?"),
+        "{}",
+        errs[1]
+    );
+    assert!(
+        errs[2].fix.contains("did you mean `balance`?"),
+        "{}",
+        errs[2]
+    );
+    assert!(
+        errs[4].fix.contains("did you mean `server`?"),
+        "{}",
+        errs[4]
+    );
+    // No close match: the valid keys are listed instead.
+    assert!(!errs[3].fix.contains("did you mean"), "{}", errs[3]);
+    assert!(errs[3].fix.contains("`path_prefix`"), "{}", errs[3]);
+    assert!(errs[3].message.contains("unknown key `foo`"), "{}", errs[3]);
+    let shown = ConfigErrors(errs).to_string();
+    assert!(
+        shown.starts_with("c3.toml:2: `server.listne`: unknown key `listne`"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn unknown_keys_in_every_section_are_found() {
+    let text = "[retry_budget]\npercnt = 1\n[management]\nstroe = \"x.db\"\n[[management.jwt]]\nservice = \"s\"\nsecrte = \"x\"\n[ai]\nttft_timeout = 1\n[ai.models.m]\n[[ai.models.m.deployments]]\nprovider = \"openai\"\nmodel = \"x\"\nbase_ulr = \"http://h\"\n[upstreams.a]\ntargets = [\"http://h:1\"]\nhealth_check = { knd = \"tcp\" }\n[[routes]]\nupstream = \"a\"\n";
+    let errs = parse(text, "x.toml", env).unwrap_err().0;
+    let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "retry_budget.percnt",
+            "management.stroe",
+            "management.jwt[0].secrte",
+            "ai.ttft_timeout",
+            "ai.models.m.deployments[0].base_ulr",
+            "upstreams.a.health_check.knd",
+        ]
+    );
+    let fixes: Vec<&str> = errs.iter().map(|e| e.fix.as_str()).collect();
+    for (fix, want) in fixes.iter().zip([
+        "percent",
+        "store",
+        "secret",
+        "ttft_timeout_ms",
+        "base_url",
+        "kind",
+    ]) {
+        assert!(fix.contains(&format!("did you mean `{want}`?")), "{fix}");
+    }
+}
+
+#[test]
+fn wrong_types_name_the_key_the_expected_type_and_a_fix() {
+    let text = "[server]\nclient_idle_timeout_ms = \"abc\"\nlisten = \"127.0.0.1:8080\"\nheader_timeout_ms = \"100\"\nmax_connections = -5\n[upstreams.a]\ntargets = [\"http://h:1\", 7]\n[[routes]]\nupstream = \"a\"\nretry_non_idempotent = \"yes\"\nhost = 5\n";
+    let errs = parse(text, "x.toml", env).unwrap_err().0;
+    let got: Vec<(&str, Option<usize>)> = errs.iter().map(|e| (e.key.as_str(), e.line)).collect();
+    assert_eq!(
+        got,
+        [
+            ("server.client_idle_timeout_ms", Some(2)),
+            ("server.listen", Some(3)),
+            ("server.header_timeout_ms", Some(4)),
+            ("server.max_connections", Some(5)),
+            ("upstreams.a.targets[1]", Some(7)),
+            ("routes[0].retry_non_idempotent", Some(10)),
+            ("routes[0].host", Some(11)),
+        ]
+    );
+    let e = &errs[0];
+    assert!(e.message.contains("expected a whole number"), "{e}");
+    assert!(e.message.contains("\"abc\""), "{e}");
+    assert!(e.fix.contains("`client_idle_timeout_ms = 5000`"), "{e}");
+    assert!(
+        errs[1].fix.contains("listen = [\"127.0.0.1:8080\"]"),
+        "{}",
+        errs[1]
+    );
+    assert!(
+        errs[2].fix.contains("header_timeout_ms = 100"),
+        "{}",
+        errs[2]
+    );
+    assert!(errs[3].message.contains("out of range"), "{}", errs[3]);
+    assert!(errs[4].message.contains("`url`, `weight`"), "{}", errs[4]);
+    assert!(errs[5].message.contains("`true` or `false`"), "{}", errs[5]);
+    assert!(errs[6].fix.contains("host = \"5\""), "{}", errs[6]);
+    assert!(errs.iter().all(|e| !e.fix.contains("see docs")), "{errs:?}");
+}
+
+#[test]
+fn a_missing_required_key_names_its_path() {
+    let text = "[ai.models.smart]\n[[ai.models.smart.deployments]]\nmodel = \"x\"\n[[routes]]\nhandler = \"ai\"\n";
+    let errs = parse(text, "x.toml", env).unwrap_err().0;
+    assert_eq!(errs.len(), 1);
+    assert_eq!(errs[0].key, "ai.models.smart.deployments[0].provider");
+    assert_eq!(errs[0].line, Some(2));
+    assert!(errs[0].fix.contains("add `provider = "), "{}", errs[0]);
+}
+
+#[test]
+fn syntax_errors_point_at_the_line_to_fix() {
+    // A `]` missing on line 2 is only noticed at line 3's key.
+    let text = "[server]\nlisten = [\"127.0.0.1:8080\"\nadmin = \"127.0.0.1:9901\"\n\n[[routes]]\nupstream = \"a\"\n";
+    let errs = parse(text, "x.toml", env).unwrap_err().0;
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].line, Some(2), "{}", errs[0]);
+    assert_eq!(errs[0].key, "server.listen");
+    assert!(
+        errs[0].fix.contains("`]` at the end of line 2"),
+        "{}",
+        errs[0]
+    );
+    // An unclosed table header, after a comment.
+    let errs = parse("# c\n[server\nlisten = []\n", "x.toml", env)
+        .unwrap_err()
+        .0;
+    assert_eq!((errs[0].line, errs[0].key.as_str()), (Some(2), "server"));
+    assert!(errs[0].fix.contains("`]`"), "{}", errs[0]);
+    // An unquoted string.
+    let errs = parse("[server]\nadmin = 127.0.0.1:9901\n", "x.toml", env)
+        .unwrap_err()
+        .0;
+    assert_eq!(
+        (errs[0].line, errs[0].key.as_str()),
+        (Some(2), "server.admin")
+    );
+    assert!(errs[0].fix.contains("quotes"), "{}", errs[0]);
+    // A duplicate key stays on its own line.
+    let errs = parse("[server]\nadmin = \"a\"\nadmin = \"b\"\n", "x.toml", env)
+        .unwrap_err()
+        .0;
+    assert_eq!(
+        (errs[0].line, errs[0].key.as_str()),
+        (Some(3), "server.admin")
+    );
+}
+
+#[test]
+fn a_variable_in_a_comment_is_not_needed() {
+    let text = "# Set ${QA_NOT_SET} to your port\n[upstreams.a]\ntargets = [\"http://127.0.0.1:${UP_PORT}\"] # not ${QA_NOT_SET}\n[[routes]]\nupstream = \"a\" # \"${QA_NOT_SET}\"\n";
+    let c = parse(text, "x.toml", env).unwrap();
+    assert_eq!(c.upstreams["a"].targets[0].authority, "127.0.0.1:9000");
+    let in_value = "[[routes]]\nname = \"${QA_NOT_SET}\"\nupstream = \"a\"\n";
+    let errs = parse(in_value, "x.toml", env).unwrap_err().0;
+    assert_eq!(errs[0].line, Some(2));
+}
+
+#[test]
+fn listeners_must_not_share_an_address() {
+    let base =
+        "[upstreams.a]\ntargets = [\"http://h:1\"]\n[[routes]]\nupstream = \"a\"\n[server]\n";
+    let dup =
+        format!("{base}listen = [\"127.0.0.1:8080\", \"127.0.0.1:8081\", \"127.0.0.1:8080\"]\n");
+    let errs = parse(&dup, "x.toml", env).unwrap_err().0;
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].key, "server.listen[2]");
+    assert!(errs[0].message.contains("server.listen[0]"), "{}", errs[0]);
+    assert_eq!(errs[0].line, line_of(&dup, "listen ="));
+    // 0.0.0.0 covers 127.0.0.1 on the same port; [::] covers both families.
+    for listen in [
+        "[\"0.0.0.0:8080\", \"127.0.0.1:8080\"]",
+        "[\"127.0.0.1:8080\", \"[::]:8080\"]",
+    ] {
+        let text = format!("{base}listen = {listen}\n");
+        let errs = parse(&text, "x.toml", env).unwrap_err().0;
+        assert_eq!(errs[0].key, "server.listen[1]", "{listen}");
+    }
+    let admin = format!("{base}listen = [\"127.0.0.1:8080\"]\nadmin = \"127.0.0.1:8080\"\n");
+    let errs = parse(&admin, "x.toml", env).unwrap_err().0;
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].key, "server.admin");
+    assert_eq!(errs[0].line, line_of(&admin, "admin ="));
+    assert!(errs[0].fix.contains("127.0.0.1:8081"), "{}", errs[0]);
+    // The default listener counts too.
+    let default = format!("{base}admin = \"127.0.0.1:8080\"\n");
+    assert_eq!(
+        parse(&default, "x.toml", env).unwrap_err().0[0].key,
+        "server.admin"
+    );
+    let demo = format!("{base}admin = \"127.0.0.1:9901\"\ndemo_upstream = \"127.0.0.1:9901\"\n");
+    assert_eq!(
+        parse(&demo, "x.toml", env).unwrap_err().0[0].key,
+        "server.demo_upstream"
+    );
+    // Port 0 picks a free port each time; other ports and IPs are fine.
+    let ok = format!("{base}listen = [\"127.0.0.1:0\", \"127.0.0.1:0\", \"127.0.0.2:8080\", \"127.0.0.1:8080\"]\nadmin = \"127.0.0.1:0\"\n");
+    assert_eq!(parse(&ok, "x.toml", env).unwrap().server.listen.len(), 4);
+}
+
+#[test]
+fn outlier_base_ejection_above_max_is_an_error() {
+    let text = "[upstreams.a]\ntargets = [\"http://h:1\"]\noutlier = { base_ejection_ms = 60000, max_ejection_ms = 30000 }\n[[routes]]\nupstream = \"a\"\n";
+    let errs = parse(text, "x.toml", env).unwrap_err().0;
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].key, "upstreams.a.outlier.base_ejection_ms");
+    assert_eq!(errs[0].line, Some(3));
+    assert!(errs[0].fix.contains("30000"), "{}", errs[0]);
+    // Only base given, above the default max.
+    let base_only = text.replace(", max_ejection_ms = 30000", "");
+    assert!(parse(&base_only, "x.toml", env).is_err());
+    assert!(parse(&text.replace("60000", "30000"), "x.toml", env).is_ok());
+}
+
+fn shadow_warnings(routes: &str) -> Vec<ConfigWarning> {
+    let text = format!("[upstreams.a]\ntargets = [\"http://h:1\"]\n{routes}");
+    let (_, warnings) = parse_with_warnings(&text, "x.toml", env).unwrap();
+    warnings
+        .into_iter()
+        .filter(|w| w.message.contains("can never match"))
+        .collect()
+}
+
+#[test]
+fn a_route_behind_a_catch_all_is_flagged() {
+    // First match wins (as the gateway picks routes), so a catch-all hides what follows.
+    let routes = "[[routes]]\nname = \"all\"\nupstream = \"a\"\n\n[[routes]]\nname = \"api\"\npath_prefix = \"/api/\"\nupstream = \"a\"\n";
+    let w = shadow_warnings(routes);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!(w[0].key, "routes[1]");
+    assert_eq!(w[0].line, Some(7), "{}", w[0]);
+    assert!(w[0].message.contains("`all`"), "{}", w[0]);
+    assert!(
+        w[0].fix.contains("move route `api` above route `all`"),
+        "{}",
+        w[0]
+    );
+    // The same with a longer earlier prefix, the same host, and a subset of methods.
+    let w = shadow_warnings("[[routes]]\nhost = \"h\"\npath_prefix = \"/v1\"\nmethods = [\"GET\", \"POST\"]\nupstream = \"a\"\n[[routes]]\nhost = \"H\"\npath_prefix = \"/v1/x\"\nmethods = [\"get\"]\nupstream = \"a\"\n");
+    assert_eq!(w.len(), 1, "{w:?}");
+    // Not shadowed: specific first, other host, host-less after a host route, other
+    // methods, a method-less route after a method route, a shorter later prefix.
+    for routes in [
+        "[[routes]]\npath_prefix = \"/api/\"\nupstream = \"a\"\n[[routes]]\nupstream = \"a\"\n",
+        "[[routes]]\nhost = \"a\"\nupstream = \"a\"\n[[routes]]\nhost = \"b\"\nupstream = \"a\"\n",
+        "[[routes]]\nhost = \"a\"\nupstream = \"a\"\n[[routes]]\nupstream = \"a\"\n",
+        "[[routes]]\nmethods = [\"GET\"]\nupstream = \"a\"\n[[routes]]\nmethods = [\"POST\"]\nupstream = \"a\"\n",
+        "[[routes]]\nmethods = [\"GET\"]\nupstream = \"a\"\n[[routes]]\nupstream = \"a\"\n",
+        "[[routes]]\npath_prefix = \"/v1/\"\nupstream = \"a\"\n[[routes]]\npath_prefix = \"/v1\"\nupstream = \"a\"\n",
+    ] {
+        assert!(shadow_warnings(routes).is_empty(), "{routes}");
+    }
+}
+
+#[test]
+fn warnings_carry_the_file_and_line_of_their_key() {
+    let text = "[server]\nclient_idle_timeout_ms = 30000\nfront_idle_timeout_ms = 60000\nheader_timeout_ms = 40000\ndrain_timeout_ms = 1000\n[upstreams.a]\ntargets = [\"http://127.0.0.1:1\"]\nidle_timeout_ms = 10000\nserver_keepalive_timeout_ms = 5000\n[[routes]]\nname = \"slow\"\nupstream = \"a\"\ntimeout_ms = 5000\n";
+    let (_, warnings) = parse_with_warnings(text, "w.toml", env).unwrap();
+    let got: Vec<(&str, Option<usize>)> =
+        warnings.iter().map(|w| (w.key.as_str(), w.line)).collect();
+    assert_eq!(
+        got,
+        [
+            ("upstreams.a.idle_timeout_ms", Some(8)),
+            ("server.client_idle_timeout_ms", Some(2)),
+            ("server.header_timeout_ms", Some(4)),
+            ("routes[0].timeout_ms", Some(13)),
+        ]
+    );
+    assert!(warnings[0]
+        .to_string()
+        .starts_with("w.toml:8: warning: `upstreams.a.idle_timeout_ms`"));
+    assert!(warnings[3].message.contains("`slow`"), "{}", warnings[3]);
+}
+
+#[test]
+fn the_shape_follows_every_section() {
+    let mut shape = shape().clone();
+    for path in [
+        "server.workers",
+        "retry_budget.backoff_max_ms",
+        "upstreams.*.outlier.max_ejection_ms",
+        "upstreams.*.health_check.unhealthy_threshold",
+        "upstreams.*.tls_client_key",
+        "routes.[].queue_timeout_ms",
+        "ai.models.*.deployments.[].provider",
+        "ai.prompts.*.temperature",
+        "management.jwt.[].jwks_ca_file",
+        "management.admin_tokens.[].role",
+    ] {
+        let found = shape.at_mut(path).cloned();
+        assert!(
+            matches!(found, Some(ref s) if *s != schema::Shape::Any),
+            "{path}: {found:?}"
+        );
+    }
+}
+
+#[test]
+fn cut_or_garbled_files_give_errors_not_panics() {
+    let text = format!("# ${{X}} é\n{GOOD}[[ai.models.m.deployments]]\nprovider = \"x\"\n");
+    for (cut, _) in text.char_indices() {
+        let _ = parse(&text[..cut], "x.toml", env);
+        let mut garbled = text.clone();
+        garbled.replace_range(
+            cut..cut + text[cut..].chars().next().map_or(0, char::len_utf8),
+            "\"",
+        );
+        let _ = parse(&garbled, "x.toml", env);
+    }
+}

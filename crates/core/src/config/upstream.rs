@@ -428,6 +428,21 @@ pub fn validate(name: &str, raw: &RawUpstream, errors: &mut Vec<ConfigError>) ->
                 errors,
             ),
         };
+        if up.outlier.base_ejection > up.outlier.max_ejection {
+            errors.push(ConfigError::new(
+                format!("{key}.base_ejection_ms"),
+                format!(
+                    "the first ejection ({} ms) is longer than the longest one (max_ejection_ms = {} ms)",
+                    up.outlier.base_ejection.as_millis(),
+                    up.outlier.max_ejection.as_millis()
+                ),
+                format!(
+                    "lower base_ejection_ms to {} or less, or raise max_ejection_ms to at least {}",
+                    up.outlier.max_ejection.as_millis(),
+                    up.outlier.base_ejection.as_millis()
+                ),
+            ));
+        }
     }
     up
 }
