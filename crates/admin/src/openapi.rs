@@ -20,6 +20,20 @@ const OPERATIONS: &[(&str, &str, &str, &str, &str)] = &[
     ),
     (
         "get",
+        "/admin/tenants/{tenant}",
+        "Show a tenant",
+        "",
+        "200",
+    ),
+    (
+        "delete",
+        "/admin/tenants/{tenant}",
+        "Delete a tenant (super admin); 409 while it has services or consumers unless ?force=true, which deletes them with their keys and subscriptions",
+        "",
+        "200",
+    ),
+    (
+        "get",
         "/admin/tenants/{tenant}/services",
         "List services",
         "",
@@ -36,6 +50,20 @@ const OPERATIONS: &[(&str, &str, &str, &str, &str)] = &[
         "get",
         "/admin/tenants/{tenant}/services/{service}",
         "Show a service",
+        "",
+        "200",
+    ),
+    (
+        "patch",
+        "/admin/tenants/{tenant}/services/{service}",
+        "Change require_approval and/or the limits (limits are replaced as a whole)",
+        "ServicePatch",
+        "200",
+    ),
+    (
+        "delete",
+        "/admin/tenants/{tenant}/services/{service}",
+        "Delete a service with its versions and the subscriptions to it",
         "",
         "200",
     ),
@@ -61,6 +89,27 @@ const OPERATIONS: &[(&str, &str, &str, &str, &str)] = &[
         "201",
     ),
     (
+        "get",
+        "/admin/tenants/{tenant}/consumers/{consumer}",
+        "Show a consumer",
+        "",
+        "200",
+    ),
+    (
+        "patch",
+        "/admin/tenants/{tenant}/consumers/{consumer}",
+        "Replace a consumer's limits",
+        "ConsumerPatch",
+        "200",
+    ),
+    (
+        "delete",
+        "/admin/tenants/{tenant}/consumers/{consumer}",
+        "Delete a consumer with its API keys and subscriptions",
+        "",
+        "200",
+    ),
+    (
         "post",
         "/admin/tenants/{tenant}/consumers/{consumer}/keys",
         "Issue an API key (shown once)",
@@ -72,6 +121,13 @@ const OPERATIONS: &[(&str, &str, &str, &str, &str)] = &[
         "/admin/tenants/{tenant}/keys",
         "List API keys (prefixes only)",
         "",
+        "200",
+    ),
+    (
+        "patch",
+        "/admin/tenants/{tenant}/keys/{prefix}",
+        "Change a key's limits (replaced as a whole) and/or expiry (expires_in_s; null: none)",
+        "KeyPatch",
         "200",
     ),
     (
@@ -96,16 +152,23 @@ const OPERATIONS: &[(&str, &str, &str, &str, &str)] = &[
         "201",
     ),
     (
+        "delete",
+        "/admin/tenants/{tenant}/subscriptions/{id}",
+        "Delete a subscription (to re-request a decided one: delete, then subscribe again)",
+        "",
+        "200",
+    ),
+    (
         "post",
         "/admin/tenants/{tenant}/subscriptions/{id}/approve",
-        "Approve a pending subscription",
+        "Approve a pending subscription (409 once decided)",
         "",
         "200",
     ),
     (
         "post",
         "/admin/tenants/{tenant}/subscriptions/{id}/reject",
-        "Reject a pending subscription",
+        "Reject a pending subscription (409 once decided)",
         "",
         "200",
     ),
@@ -126,14 +189,14 @@ const OPERATIONS: &[(&str, &str, &str, &str, &str)] = &[
     (
         "get",
         "/admin/calllog",
-        "Call-log writer counters (queued, written, overflow)",
+        "Call-log writer and cache counters (super admin)",
         "",
         "200",
     ),
     (
         "post",
         "/admin/calllog/prune",
-        "Delete calls older than the retention (super admin)",
+        "Delete calls older than the retention, or than ?older_than=DURATION (super admin)",
         "",
         "200",
     ),
@@ -165,6 +228,14 @@ fn schemas() -> Value {
         "NewKey": { "type": "object", "additionalProperties": false,
             "properties": { "limits": { "$ref": "#/components/schemas/Limits" },
                 "expires_in_s": { "type": "integer", "minimum": 1 } } },
+        "ServicePatch": { "type": "object", "additionalProperties": false,
+            "properties": { "require_approval": { "type": "boolean" },
+                "limits": { "$ref": "#/components/schemas/Limits" } } },
+        "ConsumerPatch": { "type": "object", "additionalProperties": false,
+            "properties": { "limits": { "$ref": "#/components/schemas/Limits" } } },
+        "KeyPatch": { "type": "object", "additionalProperties": false,
+            "properties": { "limits": { "$ref": "#/components/schemas/Limits" },
+                "expires_in_s": { "type": ["integer", "null"], "minimum": 1 } } },
         "NewSubscription": { "type": "object", "additionalProperties": false, "required": ["consumer", "service"],
             "properties": { "consumer": name, "service": name } },
         "Error": { "type": "object", "required": ["error"],
@@ -172,15 +243,56 @@ fn schemas() -> Value {
     })
 }
 
+/// The query parameters of an operation.
+fn query_params(method: &str, path: &str, summary: &str) -> Vec<Value> {
+    let q = |name: &str, schema: Value, about: &str| json!({ "name": name, "in": "query", "required": false, "schema": schema, "description": about });
+    let duration = json!({ "type": "string", "pattern": "^[0-9]+[smhd]$" });
+    match (method, path) {
+        ("get", p) if p.ends_with("/stats") => vec![
+            q("since", duration.clone(), "window, e.g. 1h (default 1h)"),
+            q("bucket", duration, "bucket width, e.g. 1m (default 1m)"),
+            q(
+                "top",
+                json!({ "type": "integer", "minimum": 1, "maximum": 1000 }),
+                "top-list length (default 10)",
+            ),
+        ],
+        ("get", _) if summary.starts_with("List") => vec![
+            q(
+                "limit",
+                json!({ "type": "integer", "minimum": 1, "maximum": 10_000, "default": 1000 }),
+                "at most this many items",
+            ),
+            q(
+                "offset",
+                json!({ "type": "integer", "minimum": 0, "default": 0 }),
+                "skip this many items",
+            ),
+        ],
+        ("delete", "/admin/tenants/{tenant}") => vec![q(
+            "force",
+            json!({ "type": "boolean", "default": false }),
+            "also delete the tenant's services, consumers, keys and subscriptions",
+        )],
+        ("post", "/admin/calllog/prune") => vec![q(
+            "older_than",
+            duration,
+            "delete calls older than this (default: retention_days)",
+        )],
+        _ => Vec::new(),
+    }
+}
+
 /// The document.
 pub fn document() -> Value {
     let mut paths = Map::new();
     for (method, path, summary, body, status) in OPERATIONS {
-        let params: Vec<Value> = path
+        let mut params: Vec<Value> = path
             .split('/')
             .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
             .map(|p| json!({ "name": p, "in": "path", "required": true, "schema": { "type": "string" } }))
             .collect();
+        params.extend(query_params(method, path, summary));
         let err = json!({ "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } });
         let mut op = json!({
             "summary": summary,
@@ -188,9 +300,12 @@ pub fn document() -> Value {
             "responses": {
                 *status: { "description": "success" },
                 "400": { "description": "bad input; `field` names the field", "content": err["content"] },
-                "401": { "description": "missing or unknown admin token" },
-                "403": { "description": "the token's role or tenant does not allow this" },
-                "404": { "description": "not found (or another tenant's)" }
+                "401": { "description": "missing or unknown admin token", "content": err["content"] },
+                "403": { "description": "the token's role or tenant does not allow this", "content": err["content"] },
+                "404": { "description": "not found (or another tenant's)", "content": err["content"] },
+                "405": { "description": "method not allowed on this path (`Allow` lists the methods)", "content": err["content"] },
+                "409": { "description": "conflict (exists already, already decided, tenant not empty)", "content": err["content"] },
+                "413": { "description": "body over 2 MiB", "content": err["content"] }
             }
         });
         if !body.is_empty() {

@@ -36,6 +36,8 @@ pub enum StartError {
     KeyHeader(String),
 }
 
+static AUTHORIZATION: http::HeaderName = http::header::AUTHORIZATION;
+
 /// The part of `[management]` a config reload (SIGHUP) changes: everything but the store,
 /// Redis and the secret, which need a restart. The data plane's guard holds the `Live` it was
 /// built with, so a reload swaps it together with the routes.
@@ -51,6 +53,21 @@ pub(crate) struct Live {
 }
 
 impl Live {
+    /// The header carrying the consumer's credential on a route of `service` (`NAME` or
+    /// `NAME@VERSION`) that the gateway must remove before forwarding: the key header, or
+    /// `Authorization` for a JWT service. `None` with `forward_key = true`.
+    pub fn credential_header(&self, service: &str) -> Option<&http::HeaderName> {
+        if self.config.forward_key {
+            return None;
+        }
+        let name = service.split_once('@').map_or(service, |(s, _)| s);
+        Some(if self.jwt.get(name).is_some() {
+            &AUTHORIZATION
+        } else {
+            &self.key_header
+        })
+    }
+
     /// Build the live settings of `config`; `jwt` reuses the running verifiers when their
     /// config did not change.
     fn build(
@@ -363,6 +380,16 @@ async fn refresh_loop(m: Weak<Management>, store: SqlStore, mut listener: Option
 
 struct Guard(Arc<Management>, Arc<Live>);
 
+impl Guard {
+    /// The request header to strip before the upstream on this route (see
+    /// [`Live::credential_header`]); unmanaged routes keep every header. To be returned by
+    /// the guard's header-stripping hook once `RequestGuard` has one (crates/proxy).
+    #[allow(dead_code)]
+    fn strip_header(&self, ctx: &RequestContext) -> Option<&http::HeaderName> {
+        self.1.credential_header(ctx.service.as_deref()?)
+    }
+}
+
 impl RequestGuard for Guard {
     fn check<'a>(
         &'a self,
@@ -419,5 +446,27 @@ impl PluginFactory for ManagementFactory {
         plugins.guards.push(Arc::new(Guard(self.0.clone(), live)));
         plugins.observers.push(Arc::new(Observer(self.0.clone())));
         Ok(plugins)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credential_header_is_stripped_unless_forward_key() {
+        let limiter = Limiter::new(None);
+        let mut cfg = ManagementConfig::default();
+        let live = Live::build(&cfg, &limiter, None).expect("live");
+        assert_eq!(live.credential_header("pay"), Some(&AUTHORIZATION));
+        cfg.key_header = "x-api-key".into();
+        let live = Live::build(&cfg, &limiter, None).expect("live");
+        assert_eq!(
+            live.credential_header("pay@v2").map(|h| h.as_str()),
+            Some("x-api-key")
+        );
+        cfg.forward_key = true;
+        let live = Live::build(&cfg, &limiter, None).expect("live");
+        assert_eq!(live.credential_header("pay"), None);
     }
 }

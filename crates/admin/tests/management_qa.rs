@@ -870,3 +870,59 @@ async fn lists_are_paginated() {
         }
     }
 }
+
+#[tokio::test]
+async fn openapi_lists_update_and_delete_operations() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let node = sqlite_node(&dir).await;
+    let doc: Value = reqwest::get(format!("{}/admin/openapi.json", node.admin))
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    for (method, path) in [
+        ("get", "/admin/tenants/{tenant}"),
+        ("delete", "/admin/tenants/{tenant}"),
+        ("patch", "/admin/tenants/{tenant}/services/{service}"),
+        ("delete", "/admin/tenants/{tenant}/services/{service}"),
+        ("get", "/admin/tenants/{tenant}/consumers/{consumer}"),
+        ("patch", "/admin/tenants/{tenant}/consumers/{consumer}"),
+        ("delete", "/admin/tenants/{tenant}/consumers/{consumer}"),
+        ("patch", "/admin/tenants/{tenant}/keys/{prefix}"),
+        ("delete", "/admin/tenants/{tenant}/subscriptions/{id}"),
+    ] {
+        assert!(doc["paths"][path][method].is_object(), "{method} {path}");
+    }
+    let names = |method: &str, path: &str| -> Vec<String> {
+        doc["paths"][path][method]["parameters"]
+            .as_array()
+            .expect("parameters")
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(names("get", "/admin/tenants/{tenant}/consumers").contains(&"limit".to_string()));
+    assert!(names("delete", "/admin/tenants/{tenant}").contains(&"force".to_string()));
+    assert!(names("post", "/admin/calllog/prune").contains(&"older_than".to_string()));
+    // Every operation the document lists answers something other than 404/405.
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for method in ops.as_object().unwrap().keys() {
+            let url = path
+                .replace("{tenant}", "acme")
+                .replace("{service}", "x")
+                .replace("{consumer}", "x")
+                .replace("{prefix}", "x")
+                .replace("{version}", "v1")
+                .replace("{id}", "1");
+            let (s, v) = node.api(&method.to_uppercase(), &url, VIEWER_A, None).await;
+            assert!(s != 405, "{method} {url}: {v}");
+            if s == 404 {
+                assert!(
+                    v["error"].as_str().unwrap().starts_with("not found"),
+                    "{method} {url}: {v}"
+                );
+            }
+        }
+    }
+}

@@ -9,6 +9,7 @@
 //! redis = "redis://127.0.0.1:6379"        # optional: shared rate limits across nodes
 //! secret = "${HOLDFAST_SECRET}"           # HMAC key for API-key hashes, >= 16 bytes
 //! key_header = "authorization"            # `Authorization: Bearer KEY`, or e.g. "x-api-key"
+//! forward_key = false                      # strip the consumer's key (or JWT) before the upstream
 //! flush_interval_ms = 1000
 //! retention_days = 30
 //! global_rps = 1000                        # optional global limits
@@ -39,6 +40,7 @@ pub struct RawManagementConfig {
     pub redis: Option<String>,
     pub secret: Option<String>,
     pub key_header: Option<String>,
+    pub forward_key: Option<bool>,
     pub flush_interval_ms: Option<u64>,
     pub call_log_buffer: Option<usize>,
     pub retention_days: Option<u32>,
@@ -169,6 +171,9 @@ pub struct ManagementConfig {
     pub secret: String,
     /// Lower-case header name; `authorization` means `Authorization: Bearer KEY`.
     pub key_header: String,
+    /// Send the consumer's credential (the key header, or `Authorization` of a JWT service)
+    /// on to the upstream. Off by default: the gateway strips it after the check.
+    pub forward_key: bool,
     pub flush_interval_ms: u64,
     pub call_log_buffer: usize,
     pub retention_days: u32,
@@ -188,6 +193,7 @@ impl Default for ManagementConfig {
             redis: None,
             secret: String::new(),
             key_header: "authorization".into(),
+            forward_key: false,
             flush_interval_ms: 1000,
             call_log_buffer: 100_000,
             retention_days: 30,
@@ -325,6 +331,7 @@ pub fn validate(raw: &RawManagementConfig) -> Result<ManagementConfig, Vec<Confi
         redis: raw.redis.clone(),
         secret,
         key_header,
+        forward_key: raw.forward_key.unwrap_or(defaults.forward_key),
         flush_interval_ms,
         call_log_buffer,
         retention_days,
@@ -508,6 +515,21 @@ mod tests {
         assert_eq!(cfg.store, StoreUrl::Sqlite("holdfast.db".into()));
         assert_eq!(cfg.flush_interval_ms, 1000);
         assert_eq!(cfg.key_header, "authorization");
+        assert!(
+            !cfg.forward_key,
+            "keys are stripped before the upstream by default"
+        );
+    }
+
+    #[test]
+    fn forward_key_is_a_boolean_option() {
+        let cfg = validate(&raw(
+            "secret = \"0123456789abcdef0123\"\nforward_key = true",
+        ))
+        .expect("valid");
+        assert!(cfg.forward_key);
+        assert!(toml::from_str::<RawManagementConfig>("forward_key = \"yes\"").is_err());
+        assert!(toml::from_str::<RawManagementConfig>("forward_keys = true").is_err());
     }
 
     #[test]
