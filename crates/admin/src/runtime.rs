@@ -380,17 +380,13 @@ async fn refresh_loop(m: Weak<Management>, store: SqlStore, mut listener: Option
 
 struct Guard(Arc<Management>, Arc<Live>);
 
-impl Guard {
-    /// The request header to strip before the upstream on this route (see
-    /// [`Live::credential_header`]); unmanaged routes keep every header. To be returned by
-    /// the guard's header-stripping hook once `RequestGuard` has one (crates/proxy).
-    #[allow(dead_code)]
-    fn strip_header(&self, ctx: &RequestContext) -> Option<&http::HeaderName> {
+impl RequestGuard for Guard {
+    /// The credential header of a managed route (see [`Live::credential_header`]); unmanaged
+    /// routes keep every header.
+    fn strip_request_header(&self, ctx: &RequestContext) -> Option<&http::HeaderName> {
         self.1.credential_header(ctx.service.as_deref()?)
     }
-}
 
-impl RequestGuard for Guard {
     fn check<'a>(
         &'a self,
         req: &'a http::request::Parts,

@@ -128,12 +128,11 @@ impl Balancer {
             return None;
         }
         let now = Instant::now();
-        let healthy: Vec<bool> = self.targets.iter().map(|t| t.healthy(now)).collect();
-        let healthy_n = healthy.iter().filter(|h| **h).count();
+        let healthy_n = self.targets.iter().filter(|t| t.healthy(now)).count();
         // Panic threshold: too few healthy targets, so spread over all of them.
         let panic =
             healthy_n * 100 < self.upstream.panic_threshold_percent as usize * self.targets.len();
-        let usable = |i: usize| !exclude.contains(&i) && (panic || healthy[i]);
+        let usable = |i: usize| !exclude.contains(&i) && (panic || self.targets[i].healthy(now));
         let chosen = match (&self.upstream.balance, hash) {
             (Balance::ConsistentHash(_), Some(h)) => self.pick_ring(h, &usable),
             (Balance::LeastRequest, _) => self.pick_p2c(&usable),
@@ -147,12 +146,28 @@ impl Balancer {
         })
     }
 
+    /// Weighted round robin. When the slot in turn is not usable, the turn counts over the
+    /// usable slots only, so the share of a target that is down spreads evenly over the others
+    /// (instead of going to whichever target follows it in the sequence).
     fn pick_rr(&self, usable: &dyn Fn(usize) -> bool) -> Option<usize> {
         let n = self.sequence.len();
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        (0..n)
-            .map(|k| self.sequence[(start + k) % n])
-            .find(|i| usable(*i))
+        if n == 0 {
+            return None;
+        }
+        let turn = self.next.fetch_add(1, Ordering::Relaxed);
+        let first = self.sequence[turn % n];
+        if usable(first) {
+            return Some(first);
+        }
+        let usable_slots = self.sequence.iter().filter(|i| usable(**i)).count();
+        if usable_slots == 0 {
+            return None;
+        }
+        self.sequence
+            .iter()
+            .copied()
+            .filter(|i| usable(*i))
+            .nth(turn % usable_slots)
     }
 
     fn pick_p2c(&self, usable: &dyn Fn(usize) -> bool) -> Option<usize> {
@@ -236,6 +251,23 @@ mod tests {
         }
         assert_eq!(seen[1], 0);
         assert!(seen[0] >= 10 && seen[2] >= 10, "{seen:?}");
+    }
+
+    #[test]
+    fn round_robin_spreads_the_share_of_targets_that_are_down_evenly() {
+        let mut b = pool(4, Balance::RoundRobin);
+        b.upstream.panic_threshold_percent = 0;
+        for i in [1, 2] {
+            b.on_failure(i);
+            b.on_failure(i);
+        }
+        let mut seen = [0; 4];
+        for _ in 0..400 {
+            seen[b.pick(None, &[]).unwrap()] += 1;
+        }
+        assert_eq!((seen[1], seen[2]), (0, 0), "{seen:?}");
+        assert_eq!(seen[0], 200, "{seen:?}");
+        assert_eq!(seen[3], 200, "{seen:?}");
     }
 
     #[test]

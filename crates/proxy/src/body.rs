@@ -69,7 +69,8 @@ where
                 if let Some(data) = frame.data_ref() {
                     self.bytes += data.len() as u64;
                 }
-                if self.inner.is_end_stream() {
+                // Trailers are always the last frame; the server may stop polling after them.
+                if frame.is_trailers() || self.inner.is_end_stream() {
                     self.end(Ending::Complete);
                 }
             }

@@ -144,6 +144,10 @@ pub async fn forward(
     let healthy_at_start = up.balancer.healthy_count() > 0;
     let mut tried: Vec<usize> = Vec::new();
     let mut retries = 0u32;
+    // After the idle race the next attempt dials a fresh connection: the other pooled
+    // connections to that target are as old as the one that just failed.
+    let mut fresh = false;
+    let mut errors: Vec<String> = Vec::new();
     trace.started = Some(Instant::now());
     budget.on_request();
     loop {
@@ -158,7 +162,7 @@ pub async fn forward(
         trace.target = Some(i);
         let target = &up.balancer.targets[i];
         target.inflight.fetch_add(1, Ordering::Relaxed);
-        let result = attempt(up, i, route.timeout, out, trace).await;
+        let result = attempt(up, i, route.timeout, out, trace, fresh).await;
         target.inflight.fetch_sub(1, Ordering::Relaxed);
         let error = match result {
             Ok(answer) => {
@@ -192,19 +196,29 @@ pub async fn forward(
                 let charge = class != ResetClass::UpstreamRefused;
                 (class, msg, true, charge)
             }
-            AttemptError::IdleRace(msg) => (ResetClass::UpstreamClosedIdleRace, msg, true, false),
+            AttemptError::IdleRace(msg) => {
+                fresh = true;
+                (ResetClass::UpstreamClosedIdleRace, msg, true, false)
+            }
             AttemptError::MaybeProcessed(class, msg) => {
                 up.balancer.on_failure(i);
                 tried.push(i);
                 (class, msg, may_repeat, true)
             }
         };
+        if !errors.contains(&message) {
+            errors.push(message.clone());
+        }
         // Only a retryable failure may spend the budget.
         let more = retryable
             && out.can_resend()
             && trace.attempts < route.max_attempts
             && (!charge || budget.try_retry());
         if !more {
+            let message = match errors.len() {
+                0 | 1 => message,
+                _ => errors.join("; then "),
+            };
             return Err(final_failure(up, class, message, healthy_at_start));
         }
         trace.retried.push(class);
@@ -241,8 +255,13 @@ fn final_failure(
     }
 }
 
-async fn get_conn(up: &UpstreamRt, i: usize, trace: &mut Trace) -> Result<Conn, AttemptError> {
-    while let Some(mut conn) = up.conns.checkout(i) {
+async fn get_conn(
+    up: &UpstreamRt,
+    i: usize,
+    trace: &mut Trace,
+    fresh: bool,
+) -> Result<Conn, AttemptError> {
+    while let Some(mut conn) = (!fresh).then(|| up.conns.checkout(i)).flatten() {
         if conn.sender.is_ready() {
             return Ok(conn);
         }
@@ -281,8 +300,9 @@ async fn attempt(
     timeout: Duration,
     out: &Outgoing,
     trace: &mut Trace,
+    fresh: bool,
 ) -> Result<Answer, AttemptError> {
-    let mut conn = get_conn(up, i, trace).await?;
+    let mut conn = get_conn(up, i, trace, fresh).await?;
     let Some(body) = out.take_body() else {
         return Err(AttemptError::MaybeProcessed(
             ResetClass::UpstreamResetBeforeResponse,

@@ -3,6 +3,11 @@
 //!
 //! - a head with both `Content-Length` and `Transfer-Encoding` (a request-smuggling shape) is
 //!   marked, and the gateway answers it `400` and closes the connection;
+//! - a head that is malformed (not parseable, bare-LF line ends, a bad or conflicting
+//!   `Content-Length`, no or several `Host` on HTTP/1.1), too large (`max_header_bytes`
+//!   counts the request line too), of an unknown HTTP/1 version, or with a transfer coding
+//!   other than `chunked`, is replaced by a marked stand-in: the gateway answers it (`400`,
+//!   `431`, `505`, `501`), logs it as `bad_request`, and the connection ends;
 //! - a head that does not complete within `header_timeout` of its first byte is replaced by a
 //!   marked stand-in, and the gateway answers `408` and closes;
 //! - a connection whose first request sends no byte within `header_timeout` is ended (FIN).
@@ -10,8 +15,8 @@
 //! The watcher finds each head by following the body framing of the one before it
 //! (`Content-Length` or chunked; a request with neither has no body), with the same rules
 //! hyper applies. Heads are held back until complete (they are small); body bytes go straight
-//! through. Anything it does not understand (HTTP/2, upgrades, malformed heads, oversized
-//! heads) switches it to pass-through and leaves the verdict to hyper.
+//! through. HTTP/2, HTTP/1.0, upgrades and `CONNECT` switch it to pass-through and leave the
+//! verdict to hyper.
 
 use std::future::Future;
 use std::io;
@@ -30,6 +35,21 @@ pub const MARK_HEADER: &str = "x-holdfast-framing";
 pub const MARK_AMBIGUOUS: &str = "ambiguous";
 /// [`MARK_HEADER`] value: the head did not complete in time.
 pub const MARK_HEAD_TIMEOUT: &str = "head-timeout";
+/// [`MARK_HEADER`] value: the head cannot be parsed as HTTP/1.
+pub const MARK_MALFORMED: &str = "malformed";
+/// [`MARK_HEADER`] value: a line of the head ends with a bare LF.
+pub const MARK_BARE_LF: &str = "bare-lf";
+/// [`MARK_HEADER`] value: the head (request line included) is over `max_header_bytes`, or has
+/// too many header lines.
+pub const MARK_TOO_LARGE: &str = "too-large";
+/// [`MARK_HEADER`] value: an HTTP version other than 1.0 and 1.1.
+pub const MARK_BAD_VERSION: &str = "bad-version";
+/// [`MARK_HEADER`] value: a `Content-Length` that is not a number, or several that differ.
+pub const MARK_BAD_LENGTH: &str = "bad-length";
+/// [`MARK_HEADER`] value: a transfer coding other than `chunked`.
+pub const MARK_UNSUPPORTED_CODING: &str = "unsupported-coding";
+/// [`MARK_HEADER`] value: an HTTP/1.1 request without a `Host`, or with several.
+pub const MARK_BAD_HOST: &str = "bad-host";
 
 /// Most header lines hyper accepts in a head.
 const MAX_HEADERS: usize = 100;
@@ -133,16 +153,26 @@ impl<S> Watched<S> {
             if self.phase != Phase::Head {
                 return;
             }
+            if self.head.starts_with(b"PRI ") {
+                // The HTTP/2 preface: hyper's.
+                return self.pass_through();
+            }
             let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
             let mut req = httparse::Request::new(&mut storage);
             let parsed = req.parse(&self.head);
             let end = match parsed {
-                Ok(httparse::Status::Complete(end)) => end,
+                Ok(httparse::Status::Complete(end)) if end <= self.max_head => end,
                 Ok(httparse::Status::Partial) if self.head.len() <= self.max_head => return,
-                // Oversized, malformed, HTTP/2 preface…: hyper decides.
-                _ => return self.pass_through(),
+                Ok(_) | Err(httparse::Error::TooManyHeaders) => return self.refuse(MARK_TOO_LARGE),
+                Err(httparse::Error::Version) if one_space_pair(&self.head) => {
+                    return self.refuse(MARK_BAD_VERSION)
+                }
+                Err(_) => return self.refuse(MARK_MALFORMED),
             };
-            let verdict = judge(&req);
+            let verdict = judge(&req, &self.head[..end]);
+            if let Verdict::Refuse(why) = verdict {
+                return self.refuse(why);
+            }
             let head = self.head.split_to(end);
             self.deadline = None;
             match verdict {
@@ -158,6 +188,7 @@ impl<S> Watched<S> {
                     self.ready.extend_from_slice(&head);
                     return self.pass_through();
                 }
+                Verdict::Refuse(_) => unreachable!("refused above"),
             }
             // What follows the head in the same read: body, then maybe the next head.
             let (phase, used) = advance_body(self.phase, &self.head);
@@ -183,7 +214,10 @@ impl<S> Watched<S> {
         let Ok(httparse::Status::Complete(end)) = req.parse(data) else {
             return false;
         };
-        let Verdict::Frame(framing) = judge(&req) else {
+        if end > self.max_head {
+            return false;
+        }
+        let Verdict::Frame(framing) = judge(&req, &data[..end]) else {
             return false;
         };
         let (phase, used) = advance_body(framing, &data[end..]);
@@ -201,6 +235,21 @@ impl<S> Watched<S> {
         self.ready.extend_from_slice(&rest);
         self.phase = Phase::Through;
         self.deadline = None;
+    }
+
+    /// The head is refused: hand hyper a marked stand-in for it (the gateway answers it and
+    /// closes) and read no further; the rest of the connection's bytes are never parsed.
+    fn refuse(&mut self, why: &'static str) {
+        self.head.clear();
+        self.deadline = None;
+        self.ready.extend_from_slice(b"GET / HTTP/1.1\r\n");
+        self.ready.extend_from_slice(MARK_HEADER.as_bytes());
+        self.ready.extend_from_slice(b": ");
+        self.ready.extend_from_slice(why.as_bytes());
+        self.ready.extend_from_slice(b"\r\n\r\n");
+        self.stalled = true;
+        self.ended = true;
+        self.phase = Phase::Through;
     }
 
     /// The head did not complete in time: hand hyper a marked stand-in and end the stream.
@@ -228,35 +277,65 @@ impl<S> Watched<S> {
 enum Verdict {
     Frame(Phase),
     Mark(&'static str, Phase),
+    /// Refused with this mark: the connection ends after the answer.
+    Refuse(&'static str),
     Unknown,
 }
 
-fn judge(req: &httparse::Request<'_, '_>) -> Verdict {
+/// A decimal `Content-Length` value: digits only (no sign, no list), optional blanks around.
+fn content_length(value: &[u8]) -> Option<u64> {
+    let v = value.trim_ascii();
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+/// Whether the request line has exactly two spaces (`METHOD TARGET VERSION`): a version error
+/// is then about the version, not a space inside the target.
+fn one_space_pair(head: &[u8]) -> bool {
+    let line_end = memchr::memchr(b'\n', head).unwrap_or(head.len());
+    head[..line_end].iter().filter(|b| **b == b' ').count() == 2
+}
+
+/// Whether a line of `head` ends with a bare LF (no CR before it).
+fn has_bare_lf(head: &[u8]) -> bool {
+    memchr::memchr_iter(b'\n', head).any(|i| i == 0 || head[i - 1] != b'\r')
+}
+
+fn judge(req: &httparse::Request<'_, '_>, head: &[u8]) -> Verdict {
+    if has_bare_lf(head) {
+        return Verdict::Refuse(MARK_BARE_LF);
+    }
     let mut lengths: Option<u64> = None;
     let mut has_cl = false;
     let mut has_te = false;
-    let mut chunked_last = false;
+    let mut chunked = 0u32;
+    let mut other_coding = false;
     let mut upgrade = false;
+    let mut hosts = 0u32;
     for h in req.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
             has_cl = true;
-            let Some(n) = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
-            else {
-                return Verdict::Unknown;
+            let Some(n) = content_length(h.value) else {
+                return Verdict::Refuse(MARK_BAD_LENGTH);
             };
             if lengths.is_some_and(|prev| prev != n) {
-                return Verdict::Unknown;
+                return Verdict::Refuse(MARK_BAD_LENGTH);
             }
             lengths = Some(n);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             has_te = true;
-            chunked_last = std::str::from_utf8(h.value).ok().is_some_and(|v| {
-                v.rsplit(',')
-                    .next()
-                    .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"))
-            });
+            for coding in h.value.split(|b| *b == b',') {
+                let coding = coding.trim_ascii();
+                if coding.eq_ignore_ascii_case(b"chunked") {
+                    chunked += 1;
+                } else if !coding.is_empty() {
+                    other_coding = true;
+                }
+            }
+        } else if h.name.eq_ignore_ascii_case("host") {
+            hosts += 1;
         } else if h.name.eq_ignore_ascii_case("upgrade") {
             upgrade = true;
         }
@@ -265,9 +344,15 @@ fn judge(req: &httparse::Request<'_, '_>) -> Verdict {
         // Upgrades and tunnels leave HTTP; HTTP/1.0 has its own rules: hyper decides.
         return Verdict::Unknown;
     }
+    if hosts != 1 {
+        return Verdict::Refuse(MARK_BAD_HOST);
+    }
     let framing = if has_te {
-        if !chunked_last {
-            return Verdict::Unknown; // hyper answers 400
+        if other_coding {
+            return Verdict::Refuse(MARK_UNSUPPORTED_CODING);
+        }
+        if chunked != 1 {
+            return Verdict::Refuse(MARK_MALFORMED);
         }
         Phase::Chunked(Chunk::Size {
             len: 0,
@@ -568,7 +653,7 @@ mod tests {
 
     #[tokio::test]
     async fn passes_keep_alive_requests_unchanged() {
-        let input = "GET /a HTTP/1.1\r\nhost: x\r\n\r\nPOST /b HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nhelloPOST /c HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n0\r\nx-trailer: 1\r\n\r\nGET /d HTTP/1.1\r\n\r\n";
+        let input = "GET /a HTTP/1.1\r\nhost: x\r\n\r\nPOST /b HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nhelloPOST /c HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n0\r\nx-trailer: 1\r\n\r\nGET /d HTTP/1.1\r\nhost: x\r\n\r\n";
         let out = through(&[input.as_bytes()], 1000).await;
         assert_eq!(out, input);
     }
@@ -584,7 +669,7 @@ mod tests {
             "{out}"
         );
         // A body that only looks like a head is not taken for one.
-        let body = "POST /c HTTP/1.1\r\ncontent-length: 60\r\n\r\nGET / HTTP/1.1\r\ncontent-length: 1\r\ntransfer-encoding: x\r\n\r\n";
+        let body = "POST /c HTTP/1.1\r\nhost: x\r\ncontent-length: 60\r\n\r\nGET / HTTP/1.1\r\ncontent-length: 1\r\ntransfer-encoding: x\r\n\r\n";
         let out = through(&[body.as_bytes()], 1000).await;
         assert_eq!(out, body);
     }
@@ -620,7 +705,7 @@ mod tests {
 
     #[tokio::test]
     async fn byte_by_byte_heads_and_chunks_are_followed() {
-        let input = "POST /c HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\na\r\n0123456789\r\n0\r\n\r\nGET /d HTTP/1.1\r\ncontent-length: 1\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n";
+        let input = "POST /c HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\na\r\n0123456789\r\n0\r\n\r\nGET /d HTTP/1.1\r\nhost: x\r\ncontent-length: 1\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n";
         let bytes: Vec<&[u8]> = input.as_bytes().chunks(1).collect();
         let (mut client, server) = tokio::io::duplex(1 << 16);
         for c in &bytes {
@@ -633,6 +718,68 @@ mod tests {
         let (before, after) = out.split_at(out.find("GET /d").unwrap());
         assert_eq!(before, &input[..input.find("GET /d").unwrap()]);
         assert!(after.contains("x-holdfast-framing: ambiguous"), "{after}");
+    }
+
+    /// What hyper reads from a connection that sends `first` (a good request) then `bad`.
+    async fn refused(bad: &[u8]) -> String {
+        let first = "GET /a HTTP/1.1\r\nhost: x\r\n\r\n";
+        let out = through(&[first.as_bytes(), bad], 1000).await;
+        assert!(out.starts_with(first), "{out}");
+        out[first.len()..].to_string()
+    }
+
+    #[tokio::test]
+    async fn bad_heads_become_marked_stand_ins_and_nothing_after_them_is_read() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"GET / HTTP/1.1\r\nhost x\r\n\r\n", MARK_MALFORMED),
+            (b"GET / HTTP/1.1\r\nhost: x\r\nbad\0name: 1\r\n\r\n", MARK_MALFORMED),
+            (b"GET /a b HTTP/1.1\r\nhost: x\r\n\r\n", MARK_MALFORMED),
+            (b"GET / HTTP/1.2\r\nhost: x\r\n\r\n", MARK_BAD_VERSION),
+            (b"GET / HTTP/1.1\nhost: x\n\n", MARK_BARE_LF),
+            (b"GET / HTTP/1.1\r\nhost: x\nx-a: 1\r\n\r\n", MARK_BARE_LF),
+            (b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: +3\r\n\r\nabc", MARK_BAD_LENGTH),
+            (b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: -1\r\n\r\n", MARK_BAD_LENGTH),
+            (b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\ncontent-length: 4\r\n\r\nabcd", MARK_BAD_LENGTH),
+            (b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 3, 3\r\n\r\nabc", MARK_BAD_LENGTH),
+            (b"POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: gzip, chunked\r\n\r\n0\r\n\r\n", MARK_UNSUPPORTED_CODING),
+            (b"POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked, chunked\r\n\r\n0\r\n\r\n", MARK_MALFORMED),
+            (b"GET / HTTP/1.1\r\n\r\n", MARK_BAD_HOST),
+            (b"GET / HTTP/1.1\r\nhost: a\r\nhost: b\r\n\r\n", MARK_BAD_HOST),
+        ];
+        for (bad, why) in cases {
+            let mut input = bad.to_vec();
+            // Whatever follows a refused head is never handed on.
+            input.extend_from_slice(b"GET /smuggled HTTP/1.1\r\nhost: x\r\n\r\n");
+            let out = refused(&input).await;
+            assert_eq!(
+                out,
+                format!("GET / HTTP/1.1\r\n{MARK_HEADER}: {why}\r\n\r\n"),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn the_request_line_counts_toward_the_head_limit() {
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let long = format!("GET /{} HTTP/1.1\r\nhost: x\r\n\r\n", "a".repeat(3000));
+        client.write_all(long.as_bytes()).await.unwrap();
+        let mut w = Watched::new(server, Duration::from_secs(5), 2048);
+        let mut buf = vec![0u8; 8192];
+        let n = w.read(&mut buf).await.unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&buf[..n]),
+            format!("GET / HTTP/1.1\r\n{MARK_HEADER}: {MARK_TOO_LARGE}\r\n\r\n")
+        );
+    }
+
+    #[tokio::test]
+    async fn http1_0_and_the_http2_preface_pass_through() {
+        let input = "GET / HTTP/1.0\r\n\r\n";
+        assert_eq!(through(&[input.as_bytes()], 1000).await, input);
+        let preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        assert_eq!(through(&[preface.as_bytes()], 1000).await, preface);
     }
 
     #[test]

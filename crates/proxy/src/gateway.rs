@@ -19,7 +19,10 @@ use crate::budget::Budget;
 use crate::conns::Conn;
 use crate::dial::TlsSetupError;
 use crate::forward::{forward, ms, OutBody, Outgoing, Trace, UpstreamRt};
-use crate::framing::{MARK_HEADER, MARK_HEAD_TIMEOUT};
+use crate::framing::{
+    MARK_AMBIGUOUS, MARK_BAD_HOST, MARK_BAD_LENGTH, MARK_BAD_VERSION, MARK_BARE_LF, MARK_HEADER,
+    MARK_HEAD_TIMEOUT, MARK_TOO_LARGE, MARK_UNSUPPORTED_CODING,
+};
 use crate::hygiene::{self, Peer};
 use crate::limiter::Limiter;
 use crate::observe::{count_unrouted, CallCounts, Observers, RouteMetrics};
@@ -172,20 +175,9 @@ impl Gateway {
         };
         if let Some(mark) = req.headers().get(MARK_HEADER) {
             // Set by the framing watcher (a client may send it too; it only hurts itself).
-            let (status, code, message) = if mark == MARK_HEAD_TIMEOUT {
-                (
-                    StatusCode::REQUEST_TIMEOUT,
-                    "request_timeout",
-                    "the request head did not arrive in time",
-                )
-            } else {
-                (
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    "the request has both Content-Length and Transfer-Encoding",
-                )
-            };
-            if mark == MARK_HEAD_TIMEOUT {
+            let (status, code, message) = framing_refusal(mark.as_bytes());
+            if mark != MARK_AMBIGUOUS {
+                // A stand-in head: its path is not the client's.
                 pending.uri = http::Uri::from_static("/");
             }
             let mut resp = responses::error(status, code, message);
@@ -246,7 +238,7 @@ impl Gateway {
             },
             None => None,
         };
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
         let mut added: Option<http::HeaderMap> = None;
         for guard in &state.plugins.guards {
             match guard.check(&parts, &ctx).await {
@@ -256,6 +248,11 @@ impl Gateway {
                     None => added = Some(headers),
                 },
                 Err(resp) => return self.finish(resp, pending, Outcome::plain(None)),
+            }
+        }
+        for guard in &state.plugins.guards {
+            if let Some(name) = guard.strip_request_header(&ctx) {
+                parts.headers.remove(name);
             }
         }
         let mut resp = self.dispatch(route, parts, body, ctx, pending).await;
@@ -287,11 +284,21 @@ impl Gateway {
                     );
                     return self.finish(resp, pending, Outcome::plain(None));
                 };
-                let req = Request::from_parts(
-                    parts,
-                    body.map_err(|e| Box::new(e) as crate::plugin::BoxError)
-                        .boxed(),
-                );
+                // Count the body as the handler reads it (the call record's `bytes_in`).
+                let stats = Arc::new(UploadStats::default());
+                pending.upload = Some(stats.clone());
+                let counted = body
+                    .map_frame(move |frame| {
+                        if let Some(data) = frame.data_ref() {
+                            stats
+                                .bytes
+                                .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        frame
+                    })
+                    .map_err(|e| Box::new(e) as crate::plugin::BoxError)
+                    .boxed();
+                let req = Request::from_parts(parts, counted);
                 let resp = handler.handle(req, ctx).await;
                 return self.finish(resp, pending, Outcome::plain(None));
             }
@@ -326,19 +333,35 @@ impl Gateway {
             ReadBody::Streaming(_, stats) => Some(stats.clone()),
         };
         pending.upload = upload.clone();
-        let out = outgoing(
-            parts,
-            body.into_out(),
-            &pending.client,
-            pending.host.as_deref(),
-            &up,
-        );
+        let out = outgoing(parts, body.into_out(), &pending.client, &up);
         let mut trace = Trace::default();
         match forward(&up, &route.route, &state.budget, &out, &mut trace).await {
             Ok(answer) => {
                 let (mut head, incoming) = answer.response.into_parts();
+                let Some(chunked) = response_coding(&head.headers) else {
+                    let resp = responses::error(
+                        StatusCode::BAD_GATEWAY,
+                        "upstream_bad_response",
+                        "the upstream answered with a transfer coding other than chunked",
+                    );
+                    let class = Some(ResetClass::UpstreamResetBeforeResponse);
+                    return self.finish(
+                        resp,
+                        pending,
+                        Outcome {
+                            class,
+                            trace,
+                            checkin: None,
+                        },
+                    );
+                };
                 let keep = !close_requested(&head.headers);
                 hygiene::strip_hop_by_hop(&mut head.headers);
+                if chunked {
+                    // Transfer-Encoding overrides Content-Length (RFC 9112 §6.3): the body was
+                    // read as chunked, so a stale length must not reach the client.
+                    head.headers.remove(header::CONTENT_LENGTH);
+                }
                 hygiene::add_via(&mut head.headers, head.version);
                 head.version = http::Version::HTTP_11;
                 let resp = Response::from_parts(
@@ -485,6 +508,83 @@ impl Gateway {
     }
 }
 
+/// The answer to a head the framing watcher marked.
+fn framing_refusal(mark: &[u8]) -> (StatusCode, &'static str, &'static str) {
+    let s = |m: &str| m.as_bytes() == mark;
+    if s(MARK_HEAD_TIMEOUT) {
+        (
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "the request head did not arrive in time",
+        )
+    } else if s(MARK_AMBIGUOUS) {
+        (
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "the request has both Content-Length and Transfer-Encoding",
+        )
+    } else if s(MARK_TOO_LARGE) {
+        (
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            "the request line and headers are larger than the gateway accepts",
+        )
+    } else if s(MARK_BAD_VERSION) {
+        (
+            StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+            "http_version_not_supported",
+            "only HTTP/1.0, HTTP/1.1 and HTTP/2 are served",
+        )
+    } else if s(MARK_BAD_LENGTH) {
+        (
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "the Content-Length is not a single decimal number",
+        )
+    } else if s(MARK_UNSUPPORTED_CODING) {
+        (
+            StatusCode::NOT_IMPLEMENTED,
+            "unsupported_transfer_coding",
+            "only the chunked transfer coding is supported",
+        )
+    } else if s(MARK_BAD_HOST) {
+        (
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "an HTTP/1.1 request needs exactly one Host header",
+        )
+    } else if s(MARK_BARE_LF) {
+        (
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "a line of the request head ends with a bare LF instead of CRLF",
+        )
+    } else {
+        (
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "the request head is not valid HTTP/1.1",
+        )
+    }
+}
+
+/// Whether a response is chunked (`Some(true)`), has no transfer coding (`Some(false)`), or
+/// uses a coding other than chunked (`None`: nginx answers such a response 502 too).
+fn response_coding(headers: &http::HeaderMap) -> Option<bool> {
+    let mut chunked = false;
+    for value in headers.get_all(header::TRANSFER_ENCODING) {
+        for coding in value.as_bytes().split(|b| *b == b',') {
+            let coding = coding.trim_ascii();
+            if coding.eq_ignore_ascii_case(b"chunked") {
+                chunked = true;
+            } else if !coding.is_empty() {
+                return None;
+            }
+        }
+    }
+    Some(chunked)
+}
+
 /// The upstream's `Connection` header asks to close the connection after this response.
 fn close_requested(headers: &http::HeaderMap) -> bool {
     headers
@@ -497,11 +597,12 @@ fn close_requested(headers: &http::HeaderMap) -> bool {
 
 /// The request's host without port, lower-case.
 fn request_host(req: &Request<Incoming>) -> Option<String> {
-    let raw = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| req.uri().host())?;
+    // An absolute-form target (or HTTP/2's `:authority`) wins over the Host header.
+    let raw = req.uri().host().or_else(|| {
+        req.headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+    })?;
     let host = match raw.rsplit_once(':') {
         Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) && !h.is_empty() => h,
         _ => raw,
@@ -605,18 +706,20 @@ fn outgoing(
     parts: http::request::Parts,
     body: OutBody,
     client: &Peer,
-    host: Option<&str>,
     up: &UpstreamRt,
 ) -> Outgoing {
     let mut headers = parts.headers;
+    // The host as the client sent it: an absolute-form target's (or HTTP/2's `:authority`)
+    // wins over the Host header (RFC 9112 §3.2.2). Taken before the hop-by-hop headers go, so
+    // a `Connection: host` cannot remove it.
+    let original_host = parts
+        .uri
+        .authority()
+        .and_then(|a| header::HeaderValue::from_str(a.as_str()).ok())
+        .or_else(|| headers.get(header::HOST).cloned());
     hygiene::strip_hop_by_hop(&mut headers);
-    let original_host = headers.get(header::HOST).cloned().or_else(|| {
-        parts
-            .uri
-            .authority()
-            .and_then(|a| header::HeaderValue::from_str(a.as_str()).ok())
-    });
-    hygiene::add_forwarding(&mut headers, client, host, parts.version);
+    let as_received = original_host.as_ref().and_then(|h| h.to_str().ok());
+    hygiene::add_forwarding(&mut headers, client, as_received, parts.version);
     if let Some(h) = original_host {
         headers.insert(header::HOST, h);
     }

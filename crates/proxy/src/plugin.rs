@@ -64,6 +64,12 @@ pub trait RequestGuard: Send + Sync + 'static {
         req: &'a http::request::Parts,
         ctx: &'a RequestContext,
     ) -> BoxFuture<'a, Result<GuardHeaders, Response<Body>>>;
+
+    /// A request header that must not reach the upstream or handler (the credential this guard
+    /// checked, e.g. the consumer's API key). Removed after every guard let the request through.
+    fn strip_request_header(&self, _ctx: &RequestContext) -> Option<&http::HeaderName> {
+        None
+    }
 }
 
 /// Sees every finished call. Must not block: queue the record and return.

@@ -1,0 +1,275 @@
+//! Edge cases of HTTP framing and headers, both ways: odd upstream responses (Content-Length
+//! with Transfer-Encoding, codings other than chunked, trailers), request heads the gateway
+//! must refuse (and log), the host an upstream sees, and retries after the idle race.
+
+mod proxy_support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use proxy_support::{Client, Holdfast};
+
+/// A scripted upstream: for each request it reads the head (no bodies) and writes what
+/// `answer(path, head, nth request on this connection)` returns; `None` resets the connection.
+struct Scripted {
+    addr: SocketAddr,
+    requests: Arc<AtomicUsize>,
+}
+
+type Script = dyn Fn(&str, &str, usize) -> Option<Vec<u8>> + Send + Sync;
+
+impl Scripted {
+    fn start(
+        answer: impl Fn(&str, &str, usize) -> Option<Vec<u8>> + Send + Sync + 'static,
+    ) -> Scripted {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let answer: Arc<Script> = Arc::new(answer);
+        let counter = requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let answer = answer.clone();
+                let counter = counter.clone();
+                std::thread::spawn(move || serve(stream, &*answer, &counter));
+            }
+        });
+        Scripted { addr, requests }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+fn serve(stream: TcpStream, answer: &Script, counter: &AtomicUsize) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut stream = stream;
+    for nth in 0.. {
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            head.push_str(&line);
+            if line == "\r\n" {
+                break;
+            }
+        }
+        counter.fetch_add(1, Ordering::SeqCst);
+        let path = head.split(' ').nth(1).unwrap_or("/").to_string();
+        match answer(&path, &head, nth) {
+            Some(bytes) => {
+                if stream.write_all(&bytes).is_err() {
+                    return;
+                }
+            }
+            None => {
+                reset_on_close(&stream);
+                return;
+            }
+        }
+    }
+}
+
+/// SO_LINGER 0: closing sends a reset.
+fn reset_on_close(stream: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid socket and a correctly sized option value.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &linger as *const libc::linger as *const libc::c_void,
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+}
+
+fn config(url: &str, extra_server: &str) -> String {
+    format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\n{extra_server}\n\n[upstreams.pool]\ntargets = [\"{url}\"]\n\n[[routes]]\nname = \"main\"\nupstream = \"pool\"\n"
+    )
+}
+
+fn raw(addr: SocketAddr, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.write_all(request);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The record of the call to `path`, once it is logged.
+fn record_of(hf: &Holdfast, path: &str) -> serde_json::Value {
+    for _ in 0..200 {
+        if let Some(r) = hf.records().into_iter().find(|r| r["path"] == path) {
+            return r;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("no access-log record for {path}: {:?}", hf.records());
+}
+
+#[test]
+fn odd_upstream_framing_reaches_the_client_whole_or_as_a_502() {
+    let up = Scripted::start(|path, _, _| {
+        Some(match path {
+            // Both headers: Transfer-Encoding wins; the stale length must not reach the client.
+            "/clte" => b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n".to_vec(),
+            "/gzip" => b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\nconnection: close\r\n\r\nnot really gzip".to_vec(),
+            "/trailers" => b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n4\r\nbody\r\n0\r\nx-t: 1\r\n\r\n".to_vec(),
+            _ => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec(),
+        })
+    });
+    let hf = Holdfast::start(&config(&up.url(), ""));
+    let mut client = Client::new(hf.addr);
+    for _ in 0..3 {
+        let a = client
+            .get("/clte")
+            .expect("a whole answer, never a truncated one");
+        assert_eq!(a.status, 200);
+        assert_eq!(a.text(), "abc");
+        assert_eq!(a.header("content-length"), None);
+    }
+    let r = record_of(&hf, "/clte");
+    assert!(r["reset_class"].is_null(), "{r}");
+
+    let a = client.get("/gzip").expect("an answer");
+    assert_eq!(a.status, 502, "{}", a.text());
+    assert!(a.text().contains("transfer coding"), "{}", a.text());
+
+    let a = client.get("/trailers").expect("an answer");
+    assert_eq!((a.status, a.text().as_str()), (200, "body"));
+    let r = record_of(&hf, "/trailers");
+    assert!(r["reset_class"].is_null(), "trailers are a clean end: {r}");
+    assert_eq!(client.get("/after").expect("connection kept").status, 200);
+}
+
+#[test]
+fn bad_request_heads_are_answered_logged_and_end_the_connection() {
+    let up =
+        Scripted::start(|_, _, _| Some(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec()));
+    let hf = Holdfast::start(&config(&up.url(), "max_header_bytes = 2048"));
+    let long_uri = format!("GET /{} HTTP/1.1\r\nhost: x\r\n\r\n", "a".repeat(4000));
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (
+            b"GET / HTTP/1.1\r\nhost: x\r\nx-folded: a\r\n b\r\n\r\n".to_vec(),
+            "400",
+        ),
+        (b"GET / HTTP/1.1\nhost: x\n\n".to_vec(), "400"),
+        (b"GET / HTTP/1.1\r\n\r\n".to_vec(), "400"),
+        (
+            b"GET / HTTP/1.1\r\nhost: a\r\nhost: b\r\n\r\n".to_vec(),
+            "400",
+        ),
+        (
+            b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: +2\r\n\r\nok".to_vec(),
+            "400",
+        ),
+        (
+            b"POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: gzip, chunked\r\n\r\n0\r\n\r\n"
+                .to_vec(),
+            "501",
+        ),
+        (b"GET / HTTP/1.7\r\nhost: x\r\n\r\n".to_vec(), "505"),
+        (long_uri.into_bytes(), "431"),
+    ];
+    let before = up.requests.load(Ordering::SeqCst);
+    for (request, status) in &cases {
+        let mut with_smuggled = request.clone();
+        with_smuggled.extend_from_slice(b"GET /smuggled HTTP/1.1\r\nhost: x\r\n\r\n");
+        let out = raw(hf.addr, &with_smuggled);
+        assert!(
+            out.starts_with(&format!("HTTP/1.1 {status}")),
+            "{}\n=> {out}",
+            String::from_utf8_lossy(request)
+        );
+        assert!(
+            !out.contains("\r\nHTTP/1.1 "),
+            "one answer, then the end: {out}"
+        );
+    }
+    assert_eq!(
+        up.requests.load(Ordering::SeqCst),
+        before,
+        "nothing was forwarded"
+    );
+    let records = hf.records_eventually(cases.len());
+    let refused = records
+        .iter()
+        .filter(|r| r["reset_class"] == "bad_request")
+        .count();
+    assert_eq!(refused, cases.len(), "{records:?}");
+}
+
+#[test]
+fn the_upstream_sees_the_host_the_client_asked_for() {
+    let up = Scripted::start(|_, head, _| {
+        let body = head;
+        Some(
+            format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes(),
+        )
+    });
+    let hf = Holdfast::start(&config(&up.url(), ""));
+    // The Host header as received (port and case kept) in X-Forwarded-Host and Forwarded.
+    let out = raw(
+        hf.addr,
+        b"GET /h HTTP/1.1\r\nHost: Admin.Local:8443\r\nconnection: close\r\n\r\n",
+    );
+    assert!(out.contains("x-forwarded-host: Admin.Local:8443"), "{out}");
+    assert!(out.contains("host=\"Admin.Local:8443\""), "{out}");
+    // `Connection: host` cannot remove the Host the request was routed by.
+    let out = raw(
+        hf.addr,
+        b"GET /h HTTP/1.1\r\nhost: pub.example\r\nconnection: host, close\r\n\r\n",
+    );
+    assert!(out.contains("\r\nhost: pub.example\r\n"), "{out}");
+    // An absolute-form target's host wins over the Host header.
+    let out = raw(
+        hf.addr,
+        b"GET http://api.example/h HTTP/1.1\r\nhost: pub.example\r\nconnection: close\r\n\r\n",
+    );
+    assert!(out.contains("\r\nhost: api.example\r\n"), "{out}");
+    assert!(!out.contains("\r\nhost: pub.example\r\n"), "{out}");
+}
+
+#[test]
+fn after_the_idle_race_the_retry_uses_a_fresh_connection() {
+    // Every connection answers its first request and resets on the next: each pooled
+    // connection is stale. A GET must still get its answer, whatever the pool holds.
+    let up = Scripted::start(|_, _, nth| {
+        (nth == 0).then(|| b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec())
+    });
+    let hf = Holdfast::start(&config(&up.url(), ""));
+    // Fill the pool with several connections, then reuse them.
+    let fill: Vec<_> = (0..6)
+        .map(|_| {
+            let addr = hf.addr;
+            std::thread::spawn(move || Client::new(addr).get("/fill").map(|a| a.status))
+        })
+        .collect();
+    for f in fill {
+        assert_eq!(f.join().unwrap().expect("answer"), 200);
+    }
+    let mut client = Client::new(hf.addr);
+    for i in 0..20 {
+        let a = client.get(&format!("/again{i}")).expect("an answer");
+        assert_eq!(a.status, 200, "request {i}: {}", a.text());
+    }
+}
