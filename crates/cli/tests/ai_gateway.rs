@@ -165,6 +165,12 @@ async fn chat_and_stream_through_serve_with_usage_in_the_access_log() {
     );
     let rec = hf.next_ai_record();
     assert_eq!(rec["ai"]["model_requested"], "fast");
+    // The request body the handler read is counted, as on upstream routes.
+    let sent = json!({"model": "fast",
+        "messages": [{"role": "user", "content": "hi there"}]})
+    .to_string()
+    .len() as u64;
+    assert_eq!(rec["bytes_in"].as_u64(), Some(sent), "{rec}");
     assert_eq!(rec["ai"]["input_tokens"], 7);
     assert_eq!(rec["ai"]["output_tokens"], 5);
     assert!(rec["ai"]["cost_usd"].as_f64().unwrap() > 0.0);

@@ -13,7 +13,8 @@ use serde_json::{json, Value};
 const TOKEN: &str = "serve-super-token-0123456789abcdef";
 const SECRET: &str = "serve-secret-0123456789abcdef";
 
-/// A tiny keep-alive HTTP/1.1 upstream answering 200 "ok" on 127.0.0.1.
+/// A tiny keep-alive HTTP/1.1 upstream answering 200 "ok" on 127.0.0.1, with
+/// `x-saw-credential: yes|no` saying whether the request carried `Authorization`.
 fn upstream() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = l.local_addr().expect("addr");
@@ -24,6 +25,7 @@ fn upstream() -> SocketAddr {
                 let mut w = conn;
                 loop {
                     let mut len = 0usize;
+                    let mut credential = false;
                     let mut line = String::new();
                     loop {
                         line.clear();
@@ -33,17 +35,22 @@ fn upstream() -> SocketAddr {
                         if line == "\r\n" {
                             break;
                         }
-                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        let lower = line.to_ascii_lowercase();
+                        if let Some(v) = lower.strip_prefix("content-length:") {
                             len = v.trim().parse().unwrap_or(0);
                         }
+                        credential |= lower.starts_with("authorization:");
                     }
                     let mut body = vec![0; len];
                     if r.read_exact(&mut body).is_err() {
                         return;
                     }
-                    if w.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                        .is_err()
-                    {
+                    // Says whether the consumer's credential reached the upstream.
+                    let saw = if credential { "yes" } else { "no" };
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\nx-saw-credential: {saw}\r\ncontent-length: 2\r\n\r\nok"
+                    );
+                    if w.write_all(answer.as_bytes()).is_err() {
                         return;
                     }
                 }
@@ -391,5 +398,29 @@ async fn call_log_survives_graceful_stop_and_kill_9_loses_at_most_the_flush_inte
         "lost more than the flush interval: {stored} < {must_have}"
     );
     assert!(stored <= answered.len() as u64);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_consumer_key_stays_at_the_gateway_unless_forward_key() {
+    let dir = std::env::temp_dir().join(format!("holdfast-fwdkey-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let up = upstream();
+    let client = reqwest::Client::new();
+    for (name, forward, expect) in [("strip", "false", "no"), ("keep", "true", "yes")] {
+        let mgmt = format!(
+            "store = \"sqlite://{}/{name}.db\"\nforward_key = {forward}",
+            dir.display()
+        );
+        let node = Serve::start(name, up, "svc", &mgmt);
+        let key = provision(&client, &node, "t1", "svc", json!({})).await;
+        let (status, headers) = call(&client, &node, &key).await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            headers.get("x-saw-credential").map(|v| v.to_str().unwrap()),
+            Some(expect),
+            "forward_key = {forward}"
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
