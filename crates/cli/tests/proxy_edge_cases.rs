@@ -273,3 +273,31 @@ fn after_the_idle_race_the_retry_uses_a_fresh_connection() {
         assert_eq!(a.status, 200, "request {i}: {}", a.text());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_request_cancelled_before_its_answer_is_logged_as_client_aborted() {
+    let slow = holdfast_testkit::Misbehaving::start(holdfast_testkit::Behavior::Slow(
+        Duration::from_millis(1500),
+    ))
+    .unwrap();
+    let hf = Holdfast::start(&config(&slow.url(), ""));
+    let tcp = tokio::net::TcpStream::connect(hf.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .expect("h2 handshake");
+    tokio::spawn(conn);
+    let req = hyper::Request::get(format!("http://{}/cancelled", hf.addr))
+        .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+        .unwrap();
+    // The client gives up (RST_STREAM) long before the upstream answers.
+    let gave_up = tokio::time::timeout(Duration::from_millis(300), sender.send_request(req)).await;
+    assert!(gave_up.is_err(), "the upstream is slower than that");
+    let r = tokio::task::spawn_blocking(move || record_of(&hf, "/cancelled"))
+        .await
+        .unwrap();
+    assert_eq!(r["reset_class"], "client_aborted", "{r}");
+    assert_eq!(r["status"], 499, "{r}");
+}

@@ -120,6 +120,44 @@ struct Pending {
     /// A streamed request body's counters (its size is known only at the end).
     upload: Option<Arc<UploadStats>>,
     extra: Arc<Mutex<CallExtra>>,
+    /// To record the call if the request is dropped before an answer (see `Drop`).
+    gateway: Arc<Gateway>,
+    /// The call was recorded (or handed to `finish`, which records it).
+    recorded: bool,
+}
+
+impl Drop for Pending {
+    /// The request future was dropped before it had an answer: the client went away (an
+    /// HTTP/2 stream reset, a connection error). The call is still counted and logged, as
+    /// `client_aborted` with status 499 (nginx's "client closed request").
+    fn drop(&mut self) {
+        if self.recorded {
+            return;
+        }
+        self.recorded = true;
+        let p = Pending {
+            state: self.state.clone(),
+            ts_ms: self.ts_ms,
+            start: self.start,
+            route: self.route,
+            method: self.method.clone(),
+            uri: self.uri.clone(),
+            host: self.host.take(),
+            client: self.client.clone(),
+            bytes_in: self.bytes_in,
+            upload: self.upload.take(),
+            extra: self.extra.clone(),
+            gateway: self.gateway.clone(),
+            recorded: false,
+        };
+        let closed = StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST);
+        let resp = Response::builder()
+            .status(closed)
+            .body(responses::full(Bytes::new()))
+            .unwrap_or_default();
+        let gateway = self.gateway.clone();
+        drop(gateway.finish(resp, p, Outcome::plain(Some(ResetClass::ClientAborted))));
+    }
 }
 
 /// How an exchange ended, for the call record.
@@ -172,6 +210,8 @@ impl Gateway {
             upload: None,
             extra: Arc::new(Mutex::new(CallExtra::default())),
             state: state.clone(),
+            gateway: self.clone(),
+            recorded: false,
         };
         if let Some(mark) = req.headers().get(MARK_HEADER) {
             // Set by the framing watcher (a client may send it too; it only hurts itself).
@@ -424,6 +464,8 @@ impl Gateway {
         let status = parts.status.as_u16();
         let me = self.clone();
         let body = Tracked::new(body, move |ending, bytes_out| {
+            let mut p = p;
+            p.recorded = true;
             let Outcome {
                 class,
                 trace,
@@ -481,7 +523,7 @@ impl Gateway {
                 route: route.map(|r| r.route.name.clone()).unwrap_or_default(),
                 method: p.method.to_string(),
                 path: p.uri.path().to_string(),
-                host: p.host,
+                host: p.host.take(),
                 client: p.client.addr.to_string(),
                 status,
                 reset_class: class,
