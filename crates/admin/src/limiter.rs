@@ -205,7 +205,7 @@ impl Limiter {
             }),
             Ok(d) => Err(refusal(bucket, label, d.retry_after_ms)),
             Err(e) => {
-                tracing::warn!(error = %e, "redis rate limit failed; using the local limiter");
+                warn_redis(&e, "redis rate limit failed; using the local limiter");
                 self.check_local(bucket, label)
             }
         }
@@ -224,7 +224,7 @@ impl Limiter {
         if let Some(redis) = &self.redis {
             match redis.tokens(&format!("{scope}:{window_ms}"), start).await {
                 Ok(n) => return n,
-                Err(e) => tracing::warn!(error = %e, "redis token counter failed; using local"),
+                Err(e) => warn_redis(&e, "redis token counter failed; using local"),
             }
         }
         self.tokens_used_local(scope, window_ms, now_ms)
@@ -248,7 +248,7 @@ impl Limiter {
             if let Some(redis) = &self.redis {
                 match redis.add_tokens(&key, start, window_ms, tokens).await {
                     Ok(_) => continue,
-                    Err(e) => tracing::warn!(error = %e, "redis token counter failed; using local"),
+                    Err(e) => warn_redis(&e, "redis token counter failed; using local"),
                 }
             }
             if let Ok(mut m) = self.tokens.lock() {
@@ -315,4 +315,27 @@ mod tests {
         assert!(a(10, 5, 9).tighter_than(&a(10, 5, 1)), "longer wait");
         assert!(!a(10, 5, 1).tighter_than(&a(10, 5, 1)));
     }
+}
+
+/// Log a Redis failure at most once per 10 s (a Redis outage fails every request's check;
+/// one line per request would flood the log), with the number of failures not logged since.
+fn warn_redis(error: &dyn std::fmt::Display, what: &str) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST_MS: AtomicU64 = AtomicU64::new(0);
+    static QUIET: AtomicU64 = AtomicU64::new(0);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let last = LAST_MS.load(Ordering::Relaxed);
+    if now_ms.saturating_sub(last) < 10_000
+        || LAST_MS
+            .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+    {
+        QUIET.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let suppressed = QUIET.swap(0, Ordering::Relaxed);
+    tracing::warn!(error = %error, suppressed_since_last = suppressed, "{what}");
 }
