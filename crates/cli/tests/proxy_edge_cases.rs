@@ -301,3 +301,91 @@ async fn an_http2_request_cancelled_before_its_answer_is_logged_as_client_aborte
     assert_eq!(r["reset_class"], "client_aborted", "{r}");
     assert_eq!(r["status"], 499, "{r}");
 }
+
+/// An upstream that switches to an "echo" protocol on `Upgrade: echo` and then sends back
+/// every byte it gets; without the upgrade headers it answers 426.
+fn echo_upgrade_upstream() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut stream = stream;
+                let mut head = String::new();
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push_str(&line.to_ascii_lowercase());
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                if !(head.contains("\r\nupgrade: echo\r\n") && head.contains("connection: upgrade"))
+                {
+                    let _ = stream.write_all(
+                        b"HTTP/1.1 426 Upgrade Required\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                    );
+                    return;
+                }
+                let _ = stream.write_all(
+                    b"HTTP/1.1 101 Switching Protocols\r\nupgrade: echo\r\nconnection: upgrade\r\n\r\n",
+                );
+                let mut buf = [0u8; 1024];
+                loop {
+                    match reader.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if stream.write_all(&buf[..n]).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn an_upgrade_such_as_websocket_becomes_a_tunnel() {
+    let up = echo_upgrade_upstream();
+    let hf = Holdfast::start(&config(&format!("http://{up}"), ""));
+    let mut s = TcpStream::connect(hf.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /ws HTTP/1.1\r\nhost: x\r\nupgrade: echo\r\nconnection: Upgrade\r\n\r\n")
+        .unwrap();
+    let mut reader = BufReader::new(s.try_clone().unwrap());
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "head cut: {head}");
+        head.push_str(&line);
+        if line == "\r\n" {
+            break;
+        }
+    }
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("upgrade: echo"),
+        "{head}"
+    );
+    // Bytes now flow both ways, several times over.
+    for msg in ["ping", "a longer message", "last"] {
+        s.write_all(msg.as_bytes()).unwrap();
+        let mut back = vec![0u8; msg.len()];
+        reader.read_exact(&mut back).unwrap();
+        assert_eq!(String::from_utf8_lossy(&back), msg);
+    }
+    // The switch is in the access log; a plain request on a new connection still works.
+    let r = record_of(&hf, "/ws");
+    assert_eq!(r["status"], 101, "{r}");
+    let plain = raw(
+        hf.addr,
+        b"GET /plain HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    );
+    assert!(plain.starts_with("HTTP/1.1 426"), "{plain}");
+}

@@ -92,7 +92,8 @@ impl ConnPool {
             .await
             .map_err(|e| ConnectError::Handshake(spec.authority.clone(), e))?;
         tokio::spawn(async move {
-            let _ = conn.await;
+            // With upgrades: after a `101` the socket goes to the tunnel (see the gateway).
+            let _ = conn.with_upgrades().await;
         });
         Ok(Conn {
             sender,

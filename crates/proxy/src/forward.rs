@@ -54,6 +54,9 @@ pub struct Outgoing {
     pub headers: http::HeaderMap,
     pub body: OutBody,
     pub hash: Option<u64>,
+    /// The request asks to switch protocols (WebSocket…): it goes out on a connection of its
+    /// own, never a pooled one, since a `101` hands the connection to the tunnel.
+    pub upgrade: bool,
 }
 
 /// The request body going upstream.
@@ -162,7 +165,7 @@ pub async fn forward(
         trace.target = Some(i);
         let target = &up.balancer.targets[i];
         target.inflight.fetch_add(1, Ordering::Relaxed);
-        let result = attempt(up, i, route.timeout, out, trace, fresh).await;
+        let result = attempt(up, i, route.timeout, out, trace, fresh || out.upgrade).await;
         target.inflight.fetch_sub(1, Ordering::Relaxed);
         let error = match result {
             Ok(answer) => {

@@ -189,7 +189,7 @@ impl Gateway {
     /// Handle one client request; never fails (errors become responses).
     pub async fn handle(
         self: &Arc<Self>,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         client: &Arc<Peer>,
     ) -> Response<Body> {
         let start = Instant::now();
@@ -278,6 +278,10 @@ impl Gateway {
             },
             None => None,
         };
+        let upgrade = (req.version() == http::Version::HTTP_11)
+            .then(|| hygiene::upgrade_requested(req.headers()))
+            .flatten()
+            .map(|protocol| (protocol, hyper::upgrade::on(&mut req)));
         let (mut parts, body) = req.into_parts();
         let mut added: Option<http::HeaderMap> = None;
         for guard in &state.plugins.guards {
@@ -295,7 +299,9 @@ impl Gateway {
                 parts.headers.remove(name);
             }
         }
-        let mut resp = self.dispatch(route, parts, body, ctx, pending).await;
+        let mut resp = self
+            .dispatch(route, parts, body, ctx, pending, upgrade)
+            .await;
         if let Some(headers) = added {
             resp.headers_mut().extend(headers);
         }
@@ -310,6 +316,7 @@ impl Gateway {
         body: Incoming,
         ctx: RequestContext,
         mut pending: Pending,
+        upgrade: Option<(header::HeaderValue, hyper::upgrade::OnUpgrade)>,
     ) -> Response<Body> {
         let state = pending.state.clone();
         let pool = match &route.route.target {
@@ -373,11 +380,41 @@ impl Gateway {
             ReadBody::Streaming(_, stats) => Some(stats.clone()),
         };
         pending.upload = upload.clone();
-        let out = outgoing(parts, body.into_out(), &pending.client, &up);
+        let (protocol, client_side) = match upgrade {
+            Some((p, on)) => (Some(p), Some(on)),
+            None => (None, None),
+        };
+        let out = outgoing(parts, body.into_out(), &pending.client, &up, protocol);
         let mut trace = Trace::default();
         match forward(&up, &route.route, &state.budget, &out, &mut trace).await {
             Ok(answer) => {
-                let (mut head, incoming) = answer.response.into_parts();
+                let mut response = answer.response;
+                if let (StatusCode::SWITCHING_PROTOCOLS, Some(client_side)) =
+                    (response.status(), client_side)
+                {
+                    let upstream_side = hyper::upgrade::on(&mut response);
+                    let (mut head, _) = response.into_parts();
+                    let protocol = head.headers.get(header::UPGRADE).cloned();
+                    hygiene::strip_hop_by_hop(&mut head.headers);
+                    if let Some(p) = protocol {
+                        hygiene::keep_upgrade(&mut head.headers, p);
+                    }
+                    hygiene::add_via(&mut head.headers, head.version);
+                    head.version = http::Version::HTTP_11;
+                    pending
+                        .client
+                        .upgraded
+                        .store(true, std::sync::atomic::Ordering::Release);
+                    tokio::spawn(tunnel(client_side, upstream_side));
+                    let resp = Response::from_parts(head, responses::full(Bytes::new()));
+                    let outcome = Outcome {
+                        class: None,
+                        trace,
+                        checkin: None,
+                    };
+                    return self.finish(resp, pending, outcome);
+                }
+                let (mut head, incoming) = response.into_parts();
                 let Some(chunked) = response_coding(&head.headers) else {
                     let resp = responses::error(
                         StatusCode::BAD_GATEWAY,
@@ -744,11 +781,23 @@ fn body_refusal(class: ResetClass, limit: u64) -> Response<Body> {
     }
 }
 
+/// Carry bytes both ways between a client and an upstream that agreed to switch protocols,
+/// until either side closes.
+async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (Ok(client), Ok(upstream)) = tokio::join!(client, upstream) else {
+        return;
+    };
+    let mut client = hyper_util::rt::TokioIo::new(client);
+    let mut upstream = hyper_util::rt::TokioIo::new(upstream);
+    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+}
+
 fn outgoing(
     parts: http::request::Parts,
     body: OutBody,
     client: &Peer,
     up: &UpstreamRt,
+    upgrade: Option<header::HeaderValue>,
 ) -> Outgoing {
     let mut headers = parts.headers;
     // The host as the client sent it: an absolute-form target's (or HTTP/2's `:authority`)
@@ -760,6 +809,10 @@ fn outgoing(
         .and_then(|a| header::HeaderValue::from_str(a.as_str()).ok())
         .or_else(|| headers.get(header::HOST).cloned());
     hygiene::strip_hop_by_hop(&mut headers);
+    let is_upgrade = upgrade.is_some();
+    if let Some(protocol) = upgrade {
+        hygiene::keep_upgrade(&mut headers, protocol);
+    }
     let as_received = original_host.as_ref().and_then(|h| h.to_str().ok());
     hygiene::add_forwarding(&mut headers, client, as_received, parts.version);
     if let Some(h) = original_host {
@@ -792,6 +845,7 @@ fn outgoing(
         headers,
         body,
         hash,
+        upgrade: is_upgrade,
     }
 }
 

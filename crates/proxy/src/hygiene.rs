@@ -59,6 +59,25 @@ fn named_in_connection(headers: &HeaderMap) -> impl Iterator<Item = &str> {
         })
 }
 
+/// The protocol an HTTP/1.1 request asks to switch to (`Upgrade`, named in `Connection`), if any.
+pub fn upgrade_requested(headers: &HeaderMap) -> Option<HeaderValue> {
+    let upgrade = headers.get(header::UPGRADE)?;
+    let named = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    named.then(|| upgrade.clone())
+}
+
+/// Put the upgrade headers back after [`strip_hop_by_hop`] (they are hop-by-hop, but an
+/// upgrade is passed on hop by hop: the gateway asks its upstream for the same switch).
+pub fn keep_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, protocol);
+}
+
 /// Remove hop-by-hop headers, including those named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let names = hop_by_hop_names();
@@ -103,6 +122,9 @@ pub struct Peer {
     /// The header values for the last `Host` this client sent (a connection nearly always
     /// sends the same one): `(host, X-Forwarded-Host, Forwarded)`.
     last_host: Mutex<Option<(String, HeaderValue, HeaderValue)>>,
+    /// The connection was handed to a tunnel (an upgrade such as WebSocket): the tunnel owns
+    /// the socket now, so it must not be lingered and closed when hyper is done with it.
+    pub upgraded: std::sync::atomic::AtomicBool,
 }
 
 impl Peer {
@@ -119,6 +141,7 @@ impl Peer {
             ip: HeaderValue::from_str(&ip).unwrap_or(HeaderValue::from_static("unknown")),
             forwarded,
             last_host: Mutex::new(None),
+            upgraded: std::sync::atomic::AtomicBool::new(false),
         }
     }
 

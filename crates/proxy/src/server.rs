@@ -160,14 +160,21 @@ pub async fn serve(
                 limits.max_header_bytes,
             ));
             let peer = Arc::new(Peer::new(client));
+            let tunnel_check = peer.clone();
             let service = service_fn(move |req| {
                 let gateway = gateway.clone();
                 let peer = peer.clone();
                 async move { Ok::<_, std::convert::Infallible>(gateway.handle(req, &peer).await) }
             });
-            let conn = builder.serve_connection(io, service).into_owned();
+            let conn = builder
+                .serve_connection_with_upgrades(io, service)
+                .into_owned();
             let _ = watcher.watch(conn).await;
             drop(count);
+            if tunnel_check.upgraded.load(Ordering::Acquire) {
+                // A tunnel owns the socket now; it closes it when either side is done.
+                return;
+            }
             linger(lingerer).await;
         });
     }
