@@ -7,7 +7,7 @@ use bytes::Bytes;
 use holdfast_core::CallExtra;
 use holdfast_proxy::plugin::{Body, GuardHeaders, RequestContext};
 use holdfast_store::{Lifecycle, SubscriptionState};
-use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use http::{HeaderName, HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 
 use crate::cache::{ConsumerEntry, Index, KeyHash, Scope};
@@ -64,13 +64,13 @@ fn number(n: u64) -> HeaderValue {
 }
 
 /// The `RateLimit-*` headers of a request that passed: the tightest bucket it was counted in.
-fn ratelimit_headers(a: &Allowance, bucket: &Bucket) -> HeaderMap {
-    let mut h = HeaderMap::with_capacity(4);
-    h.insert(RATELIMIT_LIMIT, bucket.limit_value.clone());
-    h.insert(RATELIMIT_REMAINING, number(a.remaining));
-    h.insert(RATELIMIT_RESET, number(a.reset_s));
-    h.insert(RATELIMIT_POLICY, bucket.policy.clone());
-    h
+fn ratelimit_headers(a: &Allowance, bucket: &Bucket) -> Vec<(HeaderName, HeaderValue)> {
+    vec![
+        (RATELIMIT_LIMIT, bucket.limit_value.clone()),
+        (RATELIMIT_REMAINING, number(a.remaining)),
+        (RATELIMIT_RESET, number(a.reset_s)),
+        (RATELIMIT_POLICY, bucket.policy.clone()),
+    ]
 }
 
 fn too_many(r: &Refusal) -> Response<Body> {

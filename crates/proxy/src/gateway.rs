@@ -26,7 +26,7 @@ use crate::framing::{
 use crate::hygiene::{self, Peer};
 use crate::limiter::Limiter;
 use crate::observe::{count_unrouted, CallCounts, Observers, RouteMetrics};
-use crate::plugin::{Body, Plugins, RequestContext};
+use crate::plugin::{Body, GuardHeaders, Plugins, RequestContext};
 use crate::responses;
 
 /// One route at run time.
@@ -283,7 +283,7 @@ impl Gateway {
             .flatten()
             .map(|protocol| (protocol, hyper::upgrade::on(&mut req)));
         let (mut parts, body) = req.into_parts();
-        let mut added: Option<http::HeaderMap> = None;
+        let mut added: GuardHeaders = None;
         for guard in &state.plugins.guards {
             match guard.check(&parts, &ctx).await {
                 Ok(None) => {}
@@ -303,7 +303,11 @@ impl Gateway {
             .dispatch(route, parts, body, ctx, pending, upgrade)
             .await;
         if let Some(headers) = added {
-            resp.headers_mut().extend(headers);
+            let h = resp.headers_mut();
+            h.reserve(headers.len());
+            for (name, value) in headers {
+                h.insert(name, value);
+            }
         }
         resp
     }

@@ -51,8 +51,10 @@ pub trait RouteHandler: Send + Sync + 'static {
         -> BoxFuture<'static, Response<Body>>;
 }
 
-/// Headers a guard adds to the response of a request it let through.
-pub type GuardHeaders = Option<http::HeaderMap>;
+/// Headers a guard adds to the response of a request it let through (each replaces a header
+/// of that name in the response). A plain list: a handful of headers per request, cheaper than
+/// building and merging a `HeaderMap`.
+pub type GuardHeaders = Option<Vec<(http::HeaderName, http::HeaderValue)>>;
 
 /// Runs before the handler or upstream for every request of a route.
 pub trait RequestGuard: Send + Sync + 'static {
