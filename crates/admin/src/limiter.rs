@@ -259,6 +259,29 @@ impl Limiter {
     }
 }
 
+/// Log a Redis failure at most once per 10 s (a Redis outage fails every request's check;
+/// one line per request would flood the log), with the number of failures not logged since.
+fn warn_redis(error: &dyn std::fmt::Display, what: &str) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST_MS: AtomicU64 = AtomicU64::new(0);
+    static QUIET: AtomicU64 = AtomicU64::new(0);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let last = LAST_MS.load(Ordering::Relaxed);
+    if now_ms.saturating_sub(last) < 10_000
+        || LAST_MS
+            .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+    {
+        QUIET.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let suppressed = QUIET.swap(0, Ordering::Relaxed);
+    tracing::warn!(error = %error, suppressed_since_last = suppressed, "{what}");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,27 +338,4 @@ mod tests {
         assert!(a(10, 5, 9).tighter_than(&a(10, 5, 1)), "longer wait");
         assert!(!a(10, 5, 1).tighter_than(&a(10, 5, 1)));
     }
-}
-
-/// Log a Redis failure at most once per 10 s (a Redis outage fails every request's check;
-/// one line per request would flood the log), with the number of failures not logged since.
-fn warn_redis(error: &dyn std::fmt::Display, what: &str) {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static LAST_MS: AtomicU64 = AtomicU64::new(0);
-    static QUIET: AtomicU64 = AtomicU64::new(0);
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    let last = LAST_MS.load(Ordering::Relaxed);
-    if now_ms.saturating_sub(last) < 10_000
-        || LAST_MS
-            .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
-            .is_err()
-    {
-        QUIET.fetch_add(1, Ordering::Relaxed);
-        return;
-    }
-    let suppressed = QUIET.swap(0, Ordering::Relaxed);
-    tracing::warn!(error = %error, suppressed_since_last = suppressed, "{what}");
 }
