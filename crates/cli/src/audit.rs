@@ -46,6 +46,16 @@ pub fn run(args: AuditArgs) -> anyhow::Result<u8> {
             return Ok(BAD_USAGE);
         }
     };
+    if let Some(root) = &args.proc_root {
+        if let Some(problem) = proc_root_problem(root) {
+            eprintln!(
+                "holdfast audit: --proc-root {}: {problem}; give a directory laid out like /proc \
+                 (net/snmp, net/netstat, sys/...), or leave --proc-root out to audit this host",
+                root.display()
+            );
+            return Ok(BAD_USAGE);
+        }
+    }
     let defaults = AuditOptions::default();
     let options = AuditOptions {
         system_tools: args.proc_root.is_none(),
@@ -76,6 +86,20 @@ pub fn run(args: AuditArgs) -> anyhow::Result<u8> {
     }
     out.flush()?;
     Ok(0)
+}
+
+/// Why `root` cannot be a staged proc root, if it cannot.
+fn proc_root_problem(root: &std::path::Path) -> Option<String> {
+    match std::fs::metadata(root) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Some("no such directory".to_string()),
+        Err(e) => Some(format!("cannot read it: {e}")),
+        Ok(meta) if !meta.is_dir() => Some("not a directory".to_string()),
+        Ok(_) => match std::fs::read_dir(root).map(|mut entries| entries.next().is_none()) {
+            Err(e) => Some(format!("cannot list it: {e}")),
+            Ok(true) => Some("the directory is empty".to_string()),
+            Ok(false) => None,
+        },
+    }
 }
 
 fn print_human(out: &mut impl Write, report: &AuditReport) -> io::Result<()> {

@@ -302,3 +302,194 @@ fn unreadable_sources_are_skips_not_crashes() {
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["findings"][0]["severity"], "skip");
 }
+
+/// Runs `f` on a thread and fails the test if it takes longer than `secs` (a reader that
+/// never ends must fail the test, not hang it).
+fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(secs))
+        .expect("the audit of these logs did not finish in time")
+}
+
+fn logs_only(dir: &Path, logs: Vec<PathBuf>) -> AuditOptions {
+    AuditOptions {
+        proc_root: dir.to_path_buf(),
+        configs: vec![],
+        logs,
+        rulesets: vec![],
+        watch: None,
+        system_tools: false,
+    }
+}
+
+fn log_findings(report: &AuditReport) -> Vec<&Finding> {
+    report
+        .findings
+        .iter()
+        .filter(|f| f.check == "logs")
+        .collect()
+}
+
+#[test]
+fn devices_fifos_and_directories_given_as_logs_are_skipped_with_a_reason() {
+    let dir = std::env::temp_dir().join(format!("holdfast-audit-special-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("logdir")).unwrap();
+    let staged = Staged(dir.clone());
+    let fifo = dir.join("fifo");
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let logs = vec![PathBuf::from("/dev/zero"), fifo, dir.join("logdir")];
+    let opts = logs_only(&staged.0, logs);
+    let report = within(20, move || audit::run(&opts));
+    let logs = log_findings(&report);
+    for (subject, reason) in [
+        ("/dev/zero", "character device"),
+        ("fifo", "FIFO"),
+        ("logdir", "directory"),
+    ] {
+        let finding = logs
+            .iter()
+            .find(|f| f.subject.ends_with(subject))
+            .unwrap_or_else(|| panic!("no finding for {subject}: {logs:#?}"));
+        assert_eq!(finding.severity, Severity::Skip, "{finding:?}");
+        assert!(finding.value.contains(reason), "{finding:?}");
+    }
+    assert!(
+        !logs.iter().any(|f| f.severity == Severity::Ok),
+        "nothing was read, so nothing is ok: {logs:#?}"
+    );
+}
+
+#[test]
+fn binary_logs_are_skipped_and_gzip_logs_are_read_decompressed() {
+    use std::io::Write;
+    let dir = std::env::temp_dir().join(format!("holdfast-audit-gz-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let staged = Staged(dir.clone());
+    let binary = dir.join("core.bin");
+    let mut bytes = vec![0u8; 4096];
+    bytes.extend_from_slice(
+        b"\n2026/11/24 10:00:00 recv() failed (104: Connection reset by peer)\n",
+    );
+    std::fs::write(&binary, bytes).unwrap();
+    let gz = dir.join("error.log.1.gz");
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    for i in 0..5 {
+        writeln!(
+            encoder,
+            "2026/11/23 09:0{i}:00 [error] 7#7: *{i} upstream prematurely closed connection while reading"
+        )
+        .unwrap();
+    }
+    writeln!(
+        encoder,
+        "2026/11/23 09:30:00 [notice] 7#7: signal process started"
+    )
+    .unwrap();
+    std::fs::write(&gz, encoder.finish().unwrap()).unwrap();
+    let report = audit::run(&logs_only(&staged.0, vec![binary, gz]));
+    let logs = log_findings(&report);
+    let bin = logs
+        .iter()
+        .find(|f| f.subject.ends_with("core.bin"))
+        .unwrap();
+    assert_eq!(bin.severity, Severity::Skip, "{bin:?}");
+    assert!(bin.value.contains("binary"), "{bin:?}");
+    let gz = logs.iter().find(|f| f.subject.ends_with(".gz")).unwrap();
+    assert_eq!(gz.severity, Severity::Ok, "{gz:?}");
+    assert!(gz.value.contains("6 lines read (gzip"), "{gz:?}");
+    let upstream = find(&report, "logs", "upstream prematurely closed");
+    assert_eq!(upstream.value, "5 lines (2026-11-23 09:00: 5)");
+    assert!(
+        !report
+            .findings
+            .iter()
+            .any(|f| f.subject.contains("recv() failed")),
+        "the binary file's lines are not counted"
+    );
+}
+
+#[test]
+fn overlong_lines_are_cut_and_the_next_line_still_counts() {
+    let dir = std::env::temp_dir().join(format!("holdfast-audit-long-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let staged = Staged(dir.clone());
+    let path = dir.join("long.log");
+    let mut text = "a".repeat(5 * 1024 * 1024);
+    // A pattern past the 64 KiB cut is not seen; the next line is.
+    text.push_str(" upstream prematurely closed\n");
+    text.push_str("2026/11/24 10:00:00 upstream prematurely closed connection\n");
+    text.push_str(&"b".repeat(200 * 1024));
+    std::fs::write(&path, text).unwrap();
+    let report = audit::run(&logs_only(&staged.0, vec![path]));
+    let file = find(&report, "logs", "long.log");
+    assert_eq!(file.severity, Severity::Ok);
+    assert!(file.value.starts_with("3 lines read"), "{file:?}");
+    assert!(file.value.contains("2 line(s) over 64 KiB"), "{file:?}");
+    assert_eq!(
+        find(&report, "logs", "upstream prematurely closed").value,
+        "1 lines (2026-11-24 10:00: 1)"
+    );
+}
+
+#[test]
+fn only_the_tail_of_a_big_log_is_read() {
+    use std::io::Write;
+    let dir = std::env::temp_dir().join(format!("holdfast-audit-tail-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let staged = Staged(dir.clone());
+    let path = dir.join("big.log");
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    writeln!(
+        file,
+        "2026/11/20 08:00:00 upstream prematurely closed (old, outside the tail)"
+    )
+    .unwrap();
+    let filler = format!("{}\n", "x".repeat(1023));
+    let limit = holdfast_doctor::audit::logs::MAX_TAIL_BYTES;
+    for _ in 0..(limit / 1024 + 16) {
+        file.write_all(filler.as_bytes()).unwrap();
+    }
+    writeln!(
+        file,
+        "2026/11/24 10:00:00 upstream prematurely closed (recent)"
+    )
+    .unwrap();
+    drop(file);
+    let report = audit::run(&logs_only(&staged.0, vec![path]));
+    let file = find(&report, "logs", "big.log");
+    assert!(file.value.contains("only the last 64.0 MiB"), "{file:?}");
+    assert_eq!(
+        find(&report, "logs", "upstream prematurely closed").value,
+        "1 lines (2026-11-24 10:00: 1)"
+    );
+}
+
+#[test]
+fn scan_lines_bounds_lines_and_total() {
+    use holdfast_doctor::audit::logs::{scan_lines, MAX_LINE_BYTES};
+    let mut input = vec![b'z'; MAX_LINE_BYTES * 3];
+    input.extend_from_slice(b"\nshort\npartial");
+    let mut seen = Vec::new();
+    let stats = scan_lines(&input[..], u64::MAX, false, |l| seen.push(l.len())).unwrap();
+    assert_eq!(seen, vec![MAX_LINE_BYTES, 5, 7]);
+    assert_eq!((stats.lines, stats.overlong), (3, 1));
+    // Skipping the partial first line of a tail, and stopping at the byte limit.
+    let mut seen = Vec::new();
+    let stats = scan_lines(&b"tail of a line\none\ntwo\nthree\n"[..], 23, true, |l| {
+        seen.push(l.to_string())
+    })
+    .unwrap();
+    assert_eq!(seen, vec!["one", "two"]);
+    assert!(stats.limited);
+}
