@@ -23,23 +23,23 @@ pub struct DoctorArgs {
     /// Server name of the control TLS handshake.
     #[arg(long, value_name = "NAME", default_value = "example.com")]
     pub control_sni: String,
-    /// Longest idle time (seconds) of the keep-alive measurement.
-    #[arg(long, value_name = "SECONDS", default_value_t = 15.0)]
-    pub max_idle: f64,
-    /// Requests of the stability check.
-    #[arg(long, value_name = "N", default_value_t = 3)]
+    /// Longest idle time (seconds, above 0, at most 3600) of the keep-alive measurement.
+    #[arg(long, value_name = "SECONDS", default_value = "15", value_parser = parse_seconds)]
+    pub max_idle: Duration,
+    /// Requests of the stability check (1 to 1000).
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = parse_repeat)]
     pub repeat: u32,
-    /// Accept any TLS certificate.
-    #[arg(long)]
+    /// Accept any TLS certificate (not with --ca-file).
+    #[arg(long, conflicts_with = "ca_file")]
     pub insecure: bool,
     /// Verify the server with this PEM CA file instead of the web roots.
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
-    /// Connect and read timeout of each probe, in seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
-    pub timeout: f64,
-    /// Highest TTL of the hop probes.
-    #[arg(long, value_name = "N", default_value_t = 16)]
+    /// Connect and read timeout of each probe, in seconds (above 0, at most 3600).
+    #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = parse_seconds)]
+    pub timeout: Duration,
+    /// Highest TTL of the hop probes (1 to 64).
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = parse_hops)]
     pub max_hops: u8,
     /// Do not record the probe packets even when allowed.
     #[arg(long)]
@@ -53,6 +53,35 @@ fn parse_resolver(text: &str) -> Result<SocketAddr, String> {
         .map_err(|_| {
             format!("{text:?} is not an address; give an IP like 9.9.9.9 or 127.0.0.1:5353")
         })
+}
+
+/// Seconds above 0, at most 3600 (fractions allowed).
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .map(Duration::from_secs_f64)
+        .filter(|d| *d <= live::MAX_SECONDS)
+        .ok_or_else(|| format!("{text:?} is out of range; {}", live::SECONDS_HINT))
+}
+
+/// Hops from 1 to 64.
+fn parse_hops(text: &str) -> Result<u8, String> {
+    text.trim()
+        .parse::<u8>()
+        .ok()
+        .filter(|n| live::HOPS.contains(n))
+        .ok_or_else(|| format!("{text:?} is out of range; {}", live::HOPS_HINT))
+}
+
+/// Requests from 1 to 1000.
+fn parse_repeat(text: &str) -> Result<u32, String> {
+    text.trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|n| live::REPEATS.contains(n))
+        .ok_or_else(|| format!("{text:?} is out of range; {}", live::REPEAT_HINT))
 }
 
 /// Exit status for bad usage.
@@ -102,35 +131,17 @@ fn mark(status: Status) -> &'static str {
     }
 }
 
-fn seconds(name: &str, value: f64) -> Result<Duration, String> {
-    if value.is_finite() && value > 0.0 && value <= 3600.0 {
-        Ok(Duration::from_secs_f64(value))
-    } else {
-        Err(format!("--{name} {value}: give seconds between 0 and 3600"))
-    }
-}
-
 /// Runs the doctor and returns the exit status: 0 works, 1 failure found, 2 bad usage.
 pub fn run(args: DoctorArgs) -> anyhow::Result<u8> {
-    let (max_idle, timeout) = match (
-        seconds("max-idle", args.max_idle),
-        seconds("timeout", args.timeout),
-    ) {
-        (Ok(m), Ok(t)) => (m, t),
-        (Err(e), _) | (_, Err(e)) => {
-            eprintln!("holdfast doctor: {e}");
-            return Ok(BAD_USAGE);
-        }
-    };
     let options = DoctorOptions {
         url: args.url.clone(),
         resolver: args.resolver,
         control_sni: args.control_sni,
-        max_idle,
+        max_idle: args.max_idle,
         repeat: args.repeat,
         insecure: args.insecure,
         ca_file: args.ca_file,
-        timeout,
+        timeout: args.timeout,
         max_hops: args.max_hops,
         capture: !args.no_capture,
         proxy_env: None,

@@ -17,6 +17,9 @@ const MAX_PACKETS: usize = 50_000;
 /// Bytes kept of each packet (headers are enough).
 const SNAPLEN: usize = 256;
 
+/// How long [`Capture::finish`] waits for the last packets before it stops recording.
+pub const SETTLE: std::time::Duration = std::time::Duration::from_millis(300);
+
 /// One recorded IP packet.
 #[derive(Debug, Clone)]
 pub struct Packet {
@@ -116,7 +119,19 @@ fn record(
 ) {
     let mut buf = vec![0u8; 65536];
     let mut count = 0;
-    while !stop.load(Ordering::Relaxed) && count < MAX_PACKETS {
+    let mut drain_since: Option<std::time::Instant> = None;
+    while count < MAX_PACKETS {
+        // Once told to stop, read what is still queued on the socket without waiting, so a
+        // run that ends right after its last packet still has them all (for at most a
+        // second, should other traffic keep coming).
+        let stopping = stop.load(Ordering::Relaxed);
+        if stopping {
+            let since = *drain_since.get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() > std::time::Duration::from_secs(1) {
+                break;
+            }
+        }
+        let flags = if stopping { libc::MSG_DONTWAIT } else { 0 };
         // SAFETY: sockaddr_ll is plain data; zeroed is a valid value.
         let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         let mut from_len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
@@ -126,12 +141,15 @@ fn record(
                 socket.0,
                 buf.as_mut_ptr().cast(),
                 buf.len(),
-                0,
+                flags,
                 (&mut from as *mut libc::sockaddr_ll).cast(),
                 &mut from_len,
             )
         };
         if n <= 0 {
+            if stopping {
+                break;
+            }
             continue;
         }
         // On loopback every packet shows twice (outgoing and incoming): keep one.
@@ -179,8 +197,10 @@ fn involves(data: &[u8], servers: &[IpAddr]) -> bool {
 }
 
 impl Capture {
-    /// Stops recording and returns the packets.
+    /// Stops recording and returns the packets: it waits [`SETTLE`] for packets still on
+    /// their way (a reset or FIN that follows the last probe), then reads everything queued.
     pub fn finish(self) -> Vec<Packet> {
+        std::thread::sleep(SETTLE);
         self.stop.store(true, Ordering::Relaxed);
         let Capture {
             packets, handle, ..

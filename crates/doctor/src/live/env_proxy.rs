@@ -67,6 +67,13 @@ pub fn read(target: &Target, env: &dyn Fn(&str) -> Option<String>) -> ProxyEnv {
     out
 }
 
+/// The scheme of a proxy the doctor cannot test (`socks5`, `https`...), or None for an
+/// `http://` proxy or one written without a scheme (taken as http, as curl does).
+pub fn untestable_scheme(proxy: &ProxySetting) -> Option<String> {
+    let (scheme, _) = proxy.url.split_once("://")?;
+    (!scheme.eq_ignore_ascii_case("http")).then(|| scheme.to_ascii_lowercase())
+}
+
 /// Tests a proxy by itself: connect to it, then ask it for the URL (GET for http, CONNECT
 /// for https). `Ok` carries what it answered; `Err` why it failed.
 pub fn test(proxy: &ProxySetting, target: &Target, timeout: Duration) -> Result<String, String> {
@@ -91,7 +98,11 @@ pub fn test(proxy: &ProxySetting, target: &Target, timeout: Duration) -> Result<
     let stream = tcp::connect(addr, None, timeout)
         .map_err(|e| format!("connect to the proxy {addr}: {e}"))?;
     let mut conn = Conn::Plain(stream);
-    let authority = format!("{}:{}", target.host_header(), target.port);
+    let authority = if target.host.contains(':') {
+        format!("[{}]:{}", target.host, target.port)
+    } else {
+        format!("{}:{}", target.host, target.port)
+    };
     let request = if target.tls {
         format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n").into_bytes()
     } else {
@@ -174,5 +185,24 @@ mod tests {
         assert!(read(&plain, &env(&[("HTTPS_PROXY", "http://p:1")]))
             .proxy
             .is_none());
+    }
+
+    #[test]
+    fn only_http_proxies_are_testable() {
+        let setting = |url: &str| ProxySetting {
+            var: "ALL_PROXY".into(),
+            url: url.into(),
+        };
+        assert_eq!(untestable_scheme(&setting("http://p:1")), None);
+        assert_eq!(untestable_scheme(&setting("HTTP://p:1")), None);
+        assert_eq!(untestable_scheme(&setting("p:3128")), None);
+        assert_eq!(
+            untestable_scheme(&setting("socks5://127.0.0.1:1080")).as_deref(),
+            Some("socks5")
+        );
+        assert_eq!(
+            untestable_scheme(&setting("socks5h://h:1")).as_deref(),
+            Some("socks5h")
+        );
     }
 }

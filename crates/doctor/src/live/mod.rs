@@ -112,27 +112,48 @@ impl DoctorOptions {
     }
 
     fn validate(&self) -> Result<(), DoctorError> {
-        if self.max_hops == 0 || self.max_hops > 64 {
+        if !HOPS.contains(&self.max_hops) {
             return Err(DoctorError::BadOption {
                 name: "max-hops",
-                reason: format!("{} is out of range; use 1 to 64", self.max_hops),
+                reason: format!("{} is out of range; {}", self.max_hops, HOPS_HINT),
             });
         }
-        if self.repeat > 1000 {
+        if !REPEATS.contains(&self.repeat) {
             return Err(DoctorError::BadOption {
                 name: "repeat",
-                reason: format!("{} is too many; use at most 1000", self.repeat),
+                reason: format!("{} is out of range; {}", self.repeat, REPEAT_HINT),
             });
         }
-        if self.max_idle > Duration::from_secs(3600) || self.timeout.is_zero() {
+        for (name, value) in [("max-idle", self.max_idle), ("timeout", self.timeout)] {
+            if value.is_zero() || value > MAX_SECONDS {
+                return Err(DoctorError::BadOption {
+                    name,
+                    reason: format!("{} s is out of range; {SECONDS_HINT}", value.as_secs_f64()),
+                });
+            }
+        }
+        if self.insecure && self.ca_file.is_some() {
             return Err(DoctorError::BadOption {
-                name: "max-idle",
-                reason: "use at most 3600 seconds (and a non-zero --timeout)".into(),
+                name: "insecure",
+                reason: "cannot be used with --ca-file: give one or the other".into(),
             });
         }
         Ok(())
     }
 }
+
+/// Valid `--max-hops`.
+pub const HOPS: std::ops::RangeInclusive<u8> = 1..=64;
+/// How to give `--max-hops`.
+pub const HOPS_HINT: &str = "give a number of hops from 1 to 64";
+/// Valid `--repeat`.
+pub const REPEATS: std::ops::RangeInclusive<u32> = 1..=1000;
+/// How to give `--repeat`.
+pub const REPEAT_HINT: &str = "give a number of requests from 1 to 1000";
+/// Longest `--timeout` and `--max-idle`.
+pub const MAX_SECONDS: Duration = Duration::from_secs(3600);
+/// How to give `--timeout` and `--max-idle`.
+pub const SECONDS_HINT: &str = "give seconds greater than 0 and at most 3600 (e.g. 0.5 or 15)";
 
 /// The doctor's report (`--json` prints it).
 #[derive(Debug, Clone, Serialize)]

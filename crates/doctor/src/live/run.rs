@@ -24,6 +24,8 @@ struct Run<'a> {
     rec: Recorder<'a>,
     capture: Option<Capture>,
     servers: Vec<IpAddr>,
+    /// The server's hop distance, once the tcp check measured it.
+    distance: Option<u8>,
 }
 
 /// Probes the URL and returns the report. Fails only on bad input (exit status 2).
@@ -41,6 +43,7 @@ pub fn run(
         rec: Recorder::new(progress),
         capture: None,
         servers: Vec::new(),
+        distance: None,
     };
     let verdict = run.layers();
     run.finish_capture();
@@ -66,6 +69,7 @@ impl Run<'_> {
             Ok(found) => found,
             Err(v) => return v,
         };
+        self.distance = distance;
         if self.target.tls {
             if let Some(v) = self.tls(addr, distance) {
                 return v;
@@ -107,6 +111,16 @@ impl Run<'_> {
             self.rec.finish(Status::Pass, detail);
             return None;
         };
+        if let Some(scheme) = env_proxy::untestable_scheme(&proxy) {
+            self.rec.finish(
+                Status::Warn,
+                format!(
+                    "{}={} applies, but it is a {scheme} proxy and only http:// proxies can be tested: not tested; the next layers test the direct path",
+                    proxy.var, proxy.url
+                ),
+            );
+            return None;
+        }
         match env_proxy::test(&proxy, &self.target, self.options.timeout) {
             Ok(answer) => {
                 self.rec.finish(
@@ -139,7 +153,7 @@ impl Run<'_> {
         if let Some(ip) = self.target.literal() {
             self.rec
                 .finish(Status::Pass, format!("{ip} is an address literal"));
-            return Ok(vec![SocketAddr::new(ip, self.target.port)]);
+            return Ok(vec![self.target.socket_addr(ip)]);
         }
         let started = Instant::now();
         let system = dns::system(&host, self.target.port);
@@ -224,18 +238,21 @@ impl Run<'_> {
                 .rec
                 .finish(Status::Pass, format!("{} packets, no reset", packets.len())),
             Ok(reports) => {
+                // The analyser sees one connection at a time; the doctor also knows the
+                // server's distance, so a reset from nearer than the server is not the
+                // server's, as in the verdict.
+                let distance = self
+                    .distance
+                    .or_else(|| capture::server_hop(&packets, &self.servers));
+                let seen = capture::resets(&packets, &self.servers);
                 let lines: Vec<String> = reports
                     .iter()
                     .map(|r| {
-                        let hop = r
-                            .verdict
-                            .hop
-                            .map(|h| format!(" hop {h}"))
-                            .unwrap_or_default();
-                        format!(
-                            "{} -> {}: {} {}{hop}",
-                            r.client, r.server, r.verdict.resetter, r.verdict.cause
-                        )
+                        let rst = seen
+                            .iter()
+                            .filter(|s| s.local_port == r.client.port())
+                            .min_by_key(|s| s.hop);
+                        connection_line(r, rst, distance)
                     })
                     .collect();
                 self.rec.finish(
@@ -392,6 +409,34 @@ impl Run<'_> {
         open_conn(addr, &self.target, &self.tls_config, self.options.timeout)
     }
 
+    /// Next steps for a TLS error that is not a reset, from what was given.
+    fn tls_advice(&self, error: &str) -> Vec<String> {
+        let certificate = error.contains("certificate");
+        let mut advice = Vec::new();
+        match (&self.options.ca_file, self.options.insecure) {
+            (_, true) => advice.push(
+                "--insecure is on, so the certificate is not the problem: compare the TLS versions and ciphers the server offers (openssl s_client -connect HOST:PORT)".to_string(),
+            ),
+            (Some(path), false) if certificate => advice.push(format!(
+                "the certificate does not verify against --ca-file {}: give the CA that issued the server's certificate, or the server's certificate itself (it is then trusted as is for its names)",
+                path.display()
+            )),
+            (None, false) if certificate => advice.push(
+                "check the server's certificate chain and name; for a private CA or a self-signed certificate, pass it with --ca-file (or test with --insecure)".to_string(),
+            ),
+            _ => {}
+        }
+        if error.contains("not TLS") {
+            advice.push("the port may speak plain HTTP: try http://".to_string());
+        }
+        if advice.is_empty() {
+            advice.push(
+                "compare with openssl s_client -connect HOST:PORT -servername NAME".to_string(),
+            );
+        }
+        advice
+    }
+
     fn tls(&mut self, addr: SocketAddr, distance: Option<u8>) -> Option<LiveVerdict> {
         let sni = self.target.host.clone();
         self.rec.start("tls", &format!("handshake with SNI {sni}"));
@@ -416,12 +461,14 @@ impl Run<'_> {
         };
         if let TlsFailure::Refused(e) = &failure {
             self.rec.finish(Status::Fail, format!("SNI {sni}: {e}"));
-            return Some(LiveVerdict::new(
+            let mut verdict = LiveVerdict::new(
                 LiveResetter::None,
                 LiveCause::Tls,
                 None,
                 format!("the TLS handshake with {sni} fails: {e}"),
-            ));
+            );
+            verdict.advice = self.tls_advice(e);
+            return Some(verdict);
         }
         let control_sni = self.options.control_sni.clone();
         let control = tls::control_config()
@@ -435,38 +482,75 @@ impl Run<'_> {
             control,
             Err(TlsFailure::Reset | TlsFailure::Closed | TlsFailure::Timeout)
         );
-        let detail = format!(
-            "SNI {sni}: {failure}; control SNI {control_sni}: {}",
-            match &control {
-                Ok(_) => "handshake completed".to_string(),
-                Err(e) => e.to_string(),
-            }
+        let control_text = match &control {
+            Ok(_) => "handshake completed".to_string(),
+            Err(e) => e.to_string(),
+        };
+        let reset_seen = failure == TlsFailure::Reset || matches!(control, Err(TlsFailure::Reset));
+        let evidence = if reset_seen {
+            self.reset_evidence()
+        } else {
+            String::new()
+        };
+        self.rec.finish(
+            Status::Fail,
+            format!("SNI {sni}: {failure}; control SNI {control_sni}: {control_text}{evidence}"),
         );
-        self.rec.finish(Status::Fail, detail);
+        // Where the reset comes from, when the capture's TTL puts it before the server.
+        let before_server = if failure == TlsFailure::Reset {
+            self.captured_reset_hop()
+                .filter(|h| distance.is_some_and(|d| *h < d))
+        } else {
+            None
+        };
         if failure == TlsFailure::Reset && control_answered {
-            // Located only when the reset's TTL puts its sender before the server.
-            let hop = self
-                .captured_reset_hop()
-                .filter(|h| distance.is_some_and(|d| *h < d));
             return Some(LiveVerdict::new(
                 LiveResetter::Middlebox,
                 LiveCause::SniFilter,
-                hop,
+                before_server,
                 format!(
                     "the handshake is reset only with the server name {sni}: a device filters by SNI (control {control_sni} passes)"
                 ),
             ));
         }
-        let resetter = if failure == TlsFailure::Reset {
-            LiveResetter::Server
-        } else {
-            LiveResetter::None
-        };
+        if let (Some(h), Some(d)) = (before_server, distance) {
+            return Some(LiveVerdict::new(
+                LiveResetter::Middlebox,
+                LiveCause::ContentFilter,
+                Some(h),
+                format!(
+                    "a device at hop {h}, before the server at hop {d}, resets the TLS handshake with {sni} (the captured reset's TTL puts its sender at hop {h}); the control SNI {control_sni}: {control_text}"
+                ),
+            ));
+        }
+        if failure == TlsFailure::Timeout {
+            return Some(LiveVerdict::new(
+                LiveResetter::None,
+                LiveCause::Timeout,
+                None,
+                format!("the ClientHello with {sni} gets no answer in {timeout:?}: it is dropped on the way or the server does not speak TLS on this port"),
+            ));
+        }
+        if failure == TlsFailure::Reset {
+            let why = if self.capture.is_some() {
+                "the captured reset comes from the server's distance"
+            } else {
+                "a device at the server's distance cannot be ruled out without a capture (run as root to compare the reset's TTL)"
+            };
+            return Some(LiveVerdict::new(
+                LiveResetter::Server,
+                LiveCause::Tls,
+                None,
+                format!(
+                    "the TLS handshake with {sni} is reset ({why}); the control SNI {control_sni}: {control_text}: the server's TLS set-up refuses the handshake"
+                ),
+            ));
+        }
         Some(LiveVerdict::new(
-            resetter,
-            if failure == TlsFailure::Timeout { LiveCause::Timeout } else { LiveCause::Tls },
+            LiveResetter::None,
+            LiveCause::Tls,
             None,
-            format!("the TLS handshake fails for every server name ({failure}): the server's TLS set-up"),
+            format!("the TLS handshake with {sni} fails ({failure}); the control SNI {control_sni}: {control_text}"),
         ))
     }
 
@@ -506,13 +590,26 @@ impl Run<'_> {
             }
             Outcome::Reset(n) => n,
             Outcome::Closed(n) => {
-                self.rec.finish(Status::Fail, format!("the server closed the connection after {n} bytes, before a complete answer"));
+                let bytes = if n == 0 {
+                    "without answering".to_string()
+                } else {
+                    format!("after {n} bytes, before a complete answer")
+                };
+                self.rec.finish(
+                    Status::Fail,
+                    format!("the server closed the connection (FIN, no reset) {bytes}"),
+                );
+                let hint = if n == 0 && !self.target.tls {
+                    ": does the port speak TLS (try https://)?"
+                } else {
+                    ""
+                };
                 return Err(LiveVerdict::new(
-                    LiveResetter::Server,
-                    LiveCause::AppAbort,
+                    LiveResetter::None,
+                    LiveCause::EarlyClose,
                     None,
                     format!(
-                        "{addr} closed the connection before answering {}",
+                        "{addr} closed the connection with a FIN, not a reset, {bytes} to GET {}{hint}",
                         self.target.path
                     ),
                 ));
@@ -549,28 +646,36 @@ impl Run<'_> {
             .iter()
             .map(|(what, ok)| format!("{what}: {}", if *ok { "answered" } else { "failed" }))
             .collect();
+        let evidence = self.reset_evidence();
         self.rec.finish(
             Status::Fail,
             format!(
-                "reset after {got} bytes of answer; controls: {}",
+                "reset after {got} bytes of answer; controls: {}{evidence}",
                 control_text.join(", ")
             ),
         );
         if !control_ok {
             let hop = self.captured_reset_hop();
-            let (resetter, hop_note) = match (hop, distance) {
-                (Some(h), Some(d)) if h < d => (
+            return Err(match (hop, distance) {
+                (Some(h), Some(d)) if h < d => LiveVerdict::new(
                     LiveResetter::Middlebox,
-                    format!(" (the reset comes from hop {h}, before the server at hop {d})"),
+                    LiveCause::Injected,
+                    Some(h),
+                    format!("every request to {addr} is reset, harmless ones too, by a device at hop {h} before the server at hop {d}: the captured resets' TTL puts their sender there, so they are not the server's"),
                 ),
-                _ => (LiveResetter::Server, String::new()),
-            };
-            return Err(LiveVerdict::new(
-                resetter,
-                if resetter == LiveResetter::Server { LiveCause::AppAbort } else { LiveCause::Injected },
-                if resetter == LiveResetter::Server { None } else { hop },
-                format!("every request to {addr} is reset, harmless ones too: the server aborts connections{hop_note}"),
-            ));
+                (Some(h), _) => LiveVerdict::new(
+                    LiveResetter::Server,
+                    LiveCause::AppAbort,
+                    None,
+                    format!("every request to {addr} is reset, harmless ones too: the server aborts connections (the captured reset comes from hop {h}, the server's distance)"),
+                ),
+                (None, _) => LiveVerdict::new(
+                    LiveResetter::Server,
+                    LiveCause::AppAbort,
+                    None,
+                    format!("every request to {addr} is reset, harmless ones too: the server aborts connections{}", if self.capture.is_some() { "" } else { " (or a device at its distance: capture as root to compare the reset's TTL)" }),
+                ),
+            });
         }
         Err(self.locate(addr, &request, distance))
     }
@@ -757,6 +862,34 @@ impl Run<'_> {
             format!("{failed} of {n} requests to {addr} failed intermittently ({pattern})"),
         ))
     }
+}
+
+/// One reset connection of the end `capture` check. The analyser's verdict stands unless the
+/// RST's TTL puts its sender before the server (`distance`): then the sender is a middlebox at
+/// that hop, whatever the analyser could tell from the connection alone.
+fn connection_line(
+    r: &crate::pcap::ResetReport,
+    rst: Option<&capture::SeenReset>,
+    distance: Option<u8>,
+) -> String {
+    use crate::pcap::verdict::{Cause, Resetter};
+    let conn = format!("{} -> {}", r.client, r.server);
+    let v = &r.verdict;
+    if let (Some(rst), Some(d)) = (rst, distance) {
+        if rst.hop < d && v.resetter != Resetter::Middlebox {
+            let cause = match v.cause {
+                Cause::Refused => LiveCause::FirewallReject,
+                Cause::ContentFilter => LiveCause::ContentFilter,
+                _ => LiveCause::Injected,
+            };
+            return format!(
+                "{conn}: middlebox {cause} hop {} (RST TTL {} from hop {}, before the server at hop {d})",
+                rst.hop, rst.ttl, rst.hop
+            );
+        }
+    }
+    let hop = v.hop.map(|h| format!(" hop {h}")).unwrap_or_default();
+    format!("{conn}: {} {}{hop}", v.resetter, v.cause)
 }
 
 /// A fresh connection ready for HTTP.

@@ -8,8 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{verify_server_name, WebPkiServerVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::ParsedCertificate;
+use rustls::{AlertDescription, CertificateError};
 use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, StreamOwned};
 use rustls_pki_types::pem::PemObject;
 
@@ -91,6 +94,65 @@ impl ServerCertVerifier for AcceptAny {
     }
 }
 
+/// Verifies against the roots of `--ca-file`, and also accepts a server certificate that is
+/// byte for byte one of the file's certificates and valid for the name (pinning): a
+/// self-signed certificate with `CA:TRUE`, given as its own CA, works as with
+/// `curl --cacert`.
+#[derive(Debug)]
+struct RootsOrPinned {
+    roots: Arc<WebPkiServerVerifier>,
+    pinned: Vec<CertificateDer<'static>>,
+}
+
+impl ServerCertVerifier for RootsOrPinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .roots
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
+            Ok(verified) => Ok(verified),
+            Err(e)
+                if self
+                    .pinned
+                    .iter()
+                    .any(|p| p.as_ref() == end_entity.as_ref()) =>
+            {
+                // Pinned: the certificate itself is trusted; its name must still match.
+                let parsed = ParsedCertificate::try_from(end_entity).map_err(|_| e)?;
+                verify_server_name(&parsed, server_name)?;
+                Ok(ServerCertVerified::assertion())
+            }
+            Err(e) => Err(e),
+        }
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.roots.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.roots.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.roots.supported_verify_schemes()
+    }
+}
+
 /// A client config: any certificate (`insecure`), a private CA file, or the web roots.
 pub fn client_config(
     insecure: bool,
@@ -104,25 +166,31 @@ pub fn client_config(
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AcceptAny(provider())))
             .with_no_client_auth()
+    } else if let Some(path) = ca_file {
+        let bad = |reason: String| DoctorError::CaFile {
+            path: path.display().to_string(),
+            reason,
+        };
+        let mut roots = RootCertStore::empty();
+        let mut pinned = Vec::new();
+        for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))? {
+            let cert = cert.map_err(|e| bad(e.to_string()))?;
+            roots.add(cert.clone()).map_err(|e| bad(e.to_string()))?;
+            pinned.push(cert);
+        }
+        if roots.is_empty() {
+            return Err(bad("no PEM certificate in it".into()));
+        }
+        let roots = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .map_err(|e| bad(e.to_string()))?;
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(RootsOrPinned { roots, pinned }))
+            .with_no_client_auth()
     } else {
         let mut roots = RootCertStore::empty();
-        match ca_file {
-            Some(path) => {
-                let bad = |reason: String| DoctorError::CaFile {
-                    path: path.display().to_string(),
-                    reason,
-                };
-                for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))? {
-                    roots
-                        .add(cert.map_err(|e| bad(e.to_string()))?)
-                        .map_err(|e| bad(e.to_string()))?;
-                }
-                if roots.is_empty() {
-                    return Err(bad("no PEM certificate in it".into()));
-                }
-            }
-            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-        }
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         builder.with_root_certificates(roots).with_no_client_auth()
     };
     Ok(Arc::new(config))
@@ -166,6 +234,72 @@ fn classify(err: &io::Error) -> TlsFailure {
     } else if err.kind() == io::ErrorKind::UnexpectedEof {
         TlsFailure::Closed
     } else {
-        TlsFailure::Refused(err.to_string())
+        let text = err
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            .map(human)
+            .unwrap_or_else(|| err.to_string());
+        TlsFailure::Refused(text)
+    }
+}
+
+/// A rustls error in words.
+pub fn human(err: &rustls::Error) -> String {
+    match err {
+        rustls::Error::InvalidCertificate(cert) => match cert {
+            CertificateError::UnknownIssuer => {
+                "the server's certificate is not signed by a trusted CA (UnknownIssuer)".into()
+            }
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                "the server's certificate is not valid for this name (NotValidForName)".into()
+            }
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                "the server's certificate has expired (Expired)".into()
+            }
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                "the server's certificate is not valid yet: check the clocks (NotValidYet)".into()
+            }
+            CertificateError::Revoked => "the server's certificate is revoked (Revoked)".into(),
+            CertificateError::BadSignature => {
+                "the server's certificate has a bad signature (BadSignature)".into()
+            }
+            CertificateError::BadEncoding => {
+                "the server's certificate cannot be parsed (BadEncoding)".into()
+            }
+            CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
+                "the server's certificate is not meant for TLS servers (InvalidPurpose)".into()
+            }
+            other => {
+                let name = format!("{other:?}");
+                if name.contains("CaUsedAsEndEntity") {
+                    "the server's certificate is a CA certificate (CA:TRUE) that is not itself in --ca-file, and a CA cannot be a server's own certificate (CaUsedAsEndEntity)".into()
+                } else {
+                    format!("the server's certificate is not accepted ({name})")
+                }
+            }
+        },
+        rustls::Error::AlertReceived(alert) => match alert {
+            AlertDescription::HandshakeFailure => {
+                "the server refused the handshake: no protocol version or cipher in common, or it wants a client certificate (alert HandshakeFailure)".into()
+            }
+            AlertDescription::UnrecognisedName => {
+                "the server does not serve this name (alert UnrecognisedName)".into()
+            }
+            AlertDescription::ProtocolVersion => {
+                "the server does not speak TLS 1.2 or 1.3 (alert ProtocolVersion)".into()
+            }
+            AlertDescription::CertificateRequired => {
+                "the server wants a client certificate (alert CertificateRequired)".into()
+            }
+            other => format!("the server sent the TLS alert {other:?}"),
+        },
+        rustls::Error::InvalidMessage(m) => format!(
+            "the server's answer is not TLS: is the port plain HTTP? (InvalidMessage {m:?})"
+        ),
+        rustls::Error::PeerIncompatible(p) => {
+            format!("the server's TLS is incompatible with this client ({p:?})")
+        }
+        rustls::Error::PeerMisbehaved(p) => format!("the server broke the TLS protocol ({p:?})"),
+        other => other.to_string(),
     }
 }

@@ -54,6 +54,8 @@ pub enum LiveCause {
     Timeout,
     /// The TLS handshake fails (not by a reset).
     Tls,
+    /// The server closed the connection with a FIN (no reset) before a complete answer.
+    EarlyClose,
     /// The URL works.
     None,
     /// The evidence does not single out a cause.
@@ -133,6 +135,10 @@ impl LiveCause {
             ],
             LiveCause::Tls => vec![
                 "check the server's certificate chain and name; use --ca-file for a private CA",
+            ],
+            LiveCause::EarlyClose => vec![
+                "check that the port speaks what the URL says: http:// to a TLS port (or https:// to a plain one) is closed this way",
+                "look at the server's logs for the request: it closed the connection without answering",
             ],
             LiveCause::None => vec![],
             LiveCause::Unknown => vec![
