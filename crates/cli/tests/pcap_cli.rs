@@ -165,3 +165,67 @@ fn a_reader_that_goes_away_ends_the_output_quietly() {
 fn libc_sigpipe() -> i32 {
     13
 }
+
+#[test]
+fn a_cut_short_gzip_capture_warns_with_the_offset_and_still_reports() {
+    let bytes = std::fs::read(fixture("app_abort.pcap")).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&bytes).unwrap();
+    let gz = gz.finish().unwrap();
+    // Without its trailer (CRC and length): every frame is there.
+    let out = holdfast(&["pcap", "--json", "-"], Some(&gz[..gz.len() - 8]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("warning") && stderr.contains("byte offset"),
+        "{stderr}"
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["resets"][0]["cause"], "app_abort");
+    assert_eq!(json["packets"], 8);
+    // Cut in the middle of the deflate data: the frames decoded so far are reported.
+    let out = holdfast(&["pcap", "--json", "-"], Some(&gz[..gz.len() * 3 / 4]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("gzip stream ends early at byte offset"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("incomplete deflate"), "{stderr}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let packets = json["packets"].as_u64().unwrap();
+    assert!(packets > 0 && packets < 8, "{json}");
+    assert!(json["damage"].is_null());
+    // Corrupt compressed data is still damage (exit 2).
+    let mut bad = gz.clone();
+    for byte in &mut bad[20..60] {
+        *byte ^= 0x55;
+    }
+    let out = holdfast(&["pcap", "-"], Some(&bad));
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn a_port_filter_keeps_the_verdict_of_the_whole_capture() {
+    let path = fixture("firewall_reject.pcap");
+    let path = path.to_str().unwrap();
+    let verdict = |extra: &[&str]| {
+        let mut args = vec!["pcap", "--json"];
+        args.extend_from_slice(extra);
+        args.push(path);
+        let out = holdfast(&args, None);
+        assert_eq!(out.status.code(), Some(0));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let reset = json["resets"][0].clone();
+        (
+            reset["resetter"].clone(),
+            reset["cause"].clone(),
+            reset["hop"].clone(),
+            reset["confidence"].clone(),
+        )
+    };
+    let whole = verdict(&[]);
+    assert_eq!(whole.0, "middlebox");
+    assert_eq!(verdict(&["--port", "8082"]), whole);
+    assert_eq!(verdict(&["--host", "10.66.2.2", "--port", "8082"]), whole);
+}

@@ -59,7 +59,14 @@ where
                     on_reset(report);
                 });
             }
-            Decoded::Tcp(_) | Decoded::OtherIp => summary.skipped_packets += 1,
+            Decoded::Tcp(segment) => {
+                // Filters choose which connections are reported, not which packets teach
+                // each address's usual TTL.
+                summary.skipped_packets += 1;
+                tracker.capture_start.get_or_insert(frame.time_ns);
+                tracker.observe(frame.number, &segment);
+            }
+            Decoded::OtherIp => summary.skipped_packets += 1,
             Decoded::NotIp => summary.non_ip_packets += 1,
             Decoded::Malformed => summary.malformed_packets += 1,
         }
@@ -82,6 +89,7 @@ where
 #[derive(Default)]
 struct Tracker {
     flows: FxHashMap<FlowKey, Flow>,
+    /// The highest TTL seen from each address (in any connection, filtered or not).
     host_ttl: FxHashMap<IpAddr, (u8, u64)>,
     capture_start: Option<i64>,
     now: i64,
@@ -134,11 +142,25 @@ impl Tracker {
             }
         };
         flow.add(frame, time_ns, side, segment, host_ttl);
-        if !segment.has(flags::RST) {
-            if self.host_ttl.len() >= MAX_HOSTS {
-                self.host_ttl.clear();
-            }
-            self.host_ttl.insert(segment.src, (segment.ttl, frame));
+        self.observe(frame, segment);
+    }
+
+    /// Learns the sender address's usual TTL from a packet (resets excluded): the highest
+    /// one seen, since applications lower TTLs on purpose (TTL-limited probes) but nothing
+    /// on the path raises them.
+    fn observe(&mut self, frame: u64, segment: &Segment) {
+        if segment.has(flags::RST) {
+            return;
+        }
+        if self.host_ttl.len() >= MAX_HOSTS && !self.host_ttl.contains_key(&segment.src) {
+            self.host_ttl.clear();
+        }
+        let known = self
+            .host_ttl
+            .entry(segment.src)
+            .or_insert((segment.ttl, frame));
+        if segment.ttl > known.0 {
+            *known = (segment.ttl, frame);
         }
     }
 

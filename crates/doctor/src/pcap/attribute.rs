@@ -16,6 +16,9 @@ use super::verdict::{Cause, Evidence, Resetter, Verdict};
 pub const IDLE_NS: i64 = 2_000_000_000;
 /// How soon (ns) after a client packet a stack's reset counts as "right after" it.
 const PROMPT_NS: i64 = 1_000_000_000;
+/// Idle time (ns) after a complete exchange from which a server's unprovoked reset is an idle
+/// keep-alive close rather than an abort.
+const KEEPALIVE_IDLE_NS: i64 = 1_000_000_000;
 
 /// Which flow side is the client, and whether that was inferred from ports.
 #[derive(Debug, Clone, Copy)]
@@ -59,8 +62,20 @@ pub fn roles(flow: &Flow) -> Roles {
 #[derive(Debug, Clone, Copy)]
 enum TtlCheck {
     Unknown,
-    Same { frame: u64 },
-    Differs { baseline: u8, frame: u64 },
+    Same {
+        frame: u64,
+    },
+    Differs {
+        baseline: u8,
+        frame: u64,
+    },
+    /// The TTL differs but cannot point at a device closer than the sender: a loopback
+    /// connection, or a sender at the capture point whose other packets had their TTL
+    /// lowered on purpose (TTL-limited probes).
+    Local {
+        baseline: Option<(u8, u64)>,
+        loopback: bool,
+    },
 }
 
 /// Attributes the first reset of `flow` (which must have one).
@@ -96,6 +111,8 @@ struct Facts<'a> {
     sender: usize,
     frame: u64,
     ttl: TtlCheck,
+    /// Both ends on one host (loopback or the same address): never a middlebox.
+    loopback: bool,
     /// Frames of data or FIN from the sender after its reset, with the sender's usual TTL.
     race: Vec<u64>,
     /// A later reset from the same sender with another sequence number.
@@ -108,10 +125,32 @@ impl<'a> Facts<'a> {
     fn gather(flow: &'a Flow, rst: &'a FirstRst, roles: Roles) -> Self {
         let sender = rst.entry.side;
         let segment = &rst.segment;
-        let baseline = rst.sides[sender].ttl.or(rst.host_ttl);
+        // The highest TTL is the baseline: applications lower TTLs on purpose (TTL-limited
+        // probes), nothing on the path raises them.
+        let baseline = rst.sides[sender].max_ttl.or(rst.host_ttl);
+        let (a, b) = (flow.key.addr(0).ip(), flow.key.addr(1).ip());
+        let loopback = a.is_loopback() || b.is_loopback() || a == b;
         let ttl = match baseline {
-            None => TtlCheck::Unknown,
             Some((ttl, frame)) if ttl == segment.ttl => TtlCheck::Same { frame },
+            // Both ends on one host: no device between them to forge anything.
+            _ if loopback => TtlCheck::Local {
+                baseline,
+                loopback: true,
+            },
+            None => TtlCheck::Unknown,
+            // An initial TTL (no router passed) above the sender's other packets: the sender
+            // is at the capture point and nothing can be closer. The client is on the capture
+            // side by assumption; for the server, only when its TTLs vary (probes).
+            Some((base, _))
+                if segment.ttl > base
+                    && ttl::routers_passed(segment.ttl) == 0
+                    && (sender == roles.client || rst.sides[sender].ttl_varies) =>
+            {
+                TtlCheck::Local {
+                    baseline,
+                    loopback: false,
+                }
+            }
             Some((baseline, frame)) => TtlCheck::Differs { baseline, frame },
         };
         let usual = baseline.map(|(t, _)| t);
@@ -143,10 +182,16 @@ impl<'a> Facts<'a> {
             sender,
             frame: rst.entry.frame,
             ttl,
+            loopback,
             race,
             seq_change,
             ack_change,
         }
+    }
+
+    /// Whether the TTL says the claimed sender sent the reset.
+    fn ttl_trusted(&self) -> bool {
+        matches!(self.ttl, TtlCheck::Same { .. } | TtlCheck::Local { .. })
     }
 
     fn role_name(&self, side: usize) -> &'static str {
@@ -191,13 +236,46 @@ impl<'a> Facts<'a> {
 
     fn ttl_evidence(&self) -> Option<Evidence> {
         let who = self.role_name(self.sender);
-        let own = self.rst.sides[self.sender].ttl.is_some();
+        let own = self.rst.sides[self.sender].max_ttl.is_some();
         let whose = if own {
             format!("the {who}'s own packets in this connection")
         } else {
             format!("the {who}'s address in other connections")
         };
         match self.ttl {
+            TtlCheck::Local {
+                baseline,
+                loopback: true,
+            } => Some(Evidence::new(
+                format!(
+                    "frame {}: a loopback connection (both ends on one host): no device sits \
+                     between them, so its TTL {}{} does not point at a middlebox",
+                    self.frame,
+                    self.rst.segment.ttl,
+                    baseline
+                        .filter(|(t, _)| *t != self.rst.segment.ttl)
+                        .map(|(t, f)| format!(" (against TTL {t} in frame {f})"))
+                        .unwrap_or_default()
+                ),
+                vec![self.frame],
+            )),
+            TtlCheck::Local {
+                baseline,
+                loopback: false,
+            } => {
+                let (base, frame) = baseline.unwrap_or((0, 0));
+                Some(Evidence::new(
+                    format!(
+                        "frame {}: TTL {} is an initial TTL (no router passed) and higher than \
+                         {whose} (TTL {base}, frame {frame}): the {who} is at the capture point \
+                         and its other packets had their TTL lowered on purpose (TTL-limited \
+                         probes); nothing is closer than the capture point, so this is the \
+                         {who}'s own stack",
+                        self.frame, self.rst.segment.ttl
+                    ),
+                    vec![self.frame, frame],
+                ))
+            }
             TtlCheck::Unknown => Some(Evidence::new(
                 format!(
                     "frame {}: no other packet from the {who}'s address to compare its TTL {} with",
@@ -322,12 +400,8 @@ impl<'a> Facts<'a> {
                 confidence: 0.6,
                 evidence,
             },
-            TtlCheck::Same { .. } | TtlCheck::Unknown => {
-                let confidence = if matches!(self.ttl, TtlCheck::Same { .. }) {
-                    0.9
-                } else {
-                    0.7
-                };
+            TtlCheck::Same { .. } | TtlCheck::Local { .. } | TtlCheck::Unknown => {
+                let confidence = if self.ttl_trusted() { 0.9 } else { 0.7 };
                 Verdict {
                     resetter: Resetter::Client,
                     cause: Cause::ClientAbort,
@@ -347,7 +421,8 @@ impl<'a> Facts<'a> {
         }
         evidence.extend(self.ttl_evidence());
         self.forgery_evidence(&mut evidence);
-        let forged = matches!(self.ttl, TtlCheck::Differs { .. }) || !self.race.is_empty();
+        let forged = !self.loopback
+            && (matches!(self.ttl, TtlCheck::Differs { .. }) || !self.race.is_empty());
         if forged {
             self.forged_server_reset(evidence)
         } else {
@@ -390,7 +465,7 @@ impl<'a> Facts<'a> {
             ));
         }
         match self.ttl {
-            TtlCheck::Same { .. } => Verdict {
+            TtlCheck::Same { .. } | TtlCheck::Local { .. } => Verdict {
                 resetter: Resetter::Server,
                 cause: Cause::Refused,
                 hop: None,
@@ -548,7 +623,7 @@ impl<'a> Facts<'a> {
         let client = self.roles.client;
         let server = self.roles.server();
         let sides = &self.rst.sides;
-        let sure = matches!(self.ttl, TtlCheck::Same { .. });
+        let sure = self.ttl_trusted();
         let scale = |confidence: f64| if sure { confidence } else { confidence - 0.2 };
         let server_verdict = |cause, confidence, evidence| Verdict {
             resetter: Resetter::Server,
@@ -568,6 +643,20 @@ impl<'a> Facts<'a> {
                 vec![fin, data, self.frame],
             ));
             return server_verdict(Cause::IdleKeepaliveClose, scale(0.9), evidence);
+        }
+        if let Some((request, response, idle)) = self.idle_after_complete_exchange() {
+            evidence.push(Evidence::new(
+                format!(
+                    "frame {response}: the server answered the client's last request (frame \
+                     {request}) and the client acknowledged all of it; frame {}: after {:.1} s of \
+                     idle time, with no new request, the server reset the kept-alive connection \
+                     instead of closing it with a FIN",
+                    self.frame,
+                    idle as f64 / 1e9
+                ),
+                vec![request, response, self.frame],
+            ));
+            return server_verdict(Cause::IdleKeepaliveClose, scale(0.75), evidence);
         }
         let segment = &self.rst.segment;
         let no_socket = !segment.has(flags::ACK);
@@ -647,6 +736,30 @@ impl<'a> Facts<'a> {
             scale(if no_socket { 0.6 } else { 0.8 }),
             evidence,
         )
+    }
+
+    /// For a server reset that ends a complete exchange (the client's data acknowledged and
+    /// answered, the answer acknowledged, no client FIN) after at least
+    /// [`KEEPALIVE_IDLE_NS`] of silence that no client data broke: the request frame, the
+    /// answer frame and the idle time.
+    fn idle_after_complete_exchange(&self) -> Option<(u64, u64, i64)> {
+        let client = &self.rst.sides[self.roles.client];
+        let server = &self.rst.sides[self.roles.server()];
+        let request = client.last_data?;
+        let response = server.last_data?;
+        if client.fin.is_some() || response.frame < request.frame {
+            return None;
+        }
+        let covers = |acked: Option<u32>, end: u32| acked.is_some_and(|a| !seq_before(a, end));
+        if !covers(server.acked, request.end_seq) || !covers(client.acked, response.end_seq) {
+            return None;
+        }
+        let (previous, _) = self.rst.previous?;
+        if previous.side == self.roles.client && previous.len > 0 {
+            return None;
+        }
+        let idle = self.rst.entry.time_ns - previous.time_ns;
+        (idle >= KEEPALIVE_IDLE_NS).then_some((request.frame, response.frame, idle))
     }
 
     /// Adds the in-window note and clamps confidence.

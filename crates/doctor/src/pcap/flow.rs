@@ -71,6 +71,10 @@ pub struct Side {
     pub bytes: u64,
     /// TTL of its latest non-RST packet, with that packet's frame.
     pub ttl: Option<(u8, u64)>,
+    /// The highest TTL of its non-RST packets, with that packet's frame: the baseline for
+    /// its resets (an application may lower the TTL of some packets on purpose, as
+    /// TTL-limited probes do, but nothing on the path raises it).
+    pub max_ttl: Option<(u8, u64)>,
     /// Whether its non-RST packets used more than one TTL.
     pub ttl_varies: bool,
     /// Last IPv4 ID of a non-RST packet.
@@ -173,7 +177,7 @@ pub struct FirstRst {
     pub sides: [Side; 2],
     /// The packet just before it in this connection, and the gap before that one (ns).
     pub previous: Option<(TimelineEntry, Option<i64>)>,
-    /// TTL the sender's address used in other connections before (with a frame).
+    /// The highest TTL the sender's address used in other connections before (with a frame).
     pub host_ttl: Option<(u8, u64)>,
 }
 
@@ -309,6 +313,9 @@ impl Flow {
             _ => {}
         }
         me.ttl = Some((segment.ttl, frame));
+        if me.max_ttl.is_none_or(|(max, _)| segment.ttl > max) {
+            me.max_ttl = Some((segment.ttl, frame));
+        }
         me.ip_id = segment.ip_id;
         me.tos = Some(segment.tos);
         me.window = segment.window;

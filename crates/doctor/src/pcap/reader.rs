@@ -71,12 +71,16 @@ where
     F: FnMut(&Frame<'_>),
 {
     let error_slot = Arc::new(Mutex::new(None));
-    let input = decompress(BufReader::with_capacity(BUFFER_BYTES, input)).map_err(|source| {
-        PcapError::Io {
-            what: "the input".into(),
-            source,
-        }
+    let gzip_cut = Arc::new(Mutex::new(None));
+    let input = decompress(
+        BufReader::with_capacity(BUFFER_BYTES, input),
+        Arc::clone(&gzip_cut),
+    )
+    .map_err(|source| PcapError::Io {
+        what: "the input".into(),
+        source,
     })?;
+    let cut_at = |slot: &Arc<Mutex<Option<u64>>>| slot.lock().ok().and_then(|s| *s);
     let mut input = BufReader::with_capacity(
         64 * 1024,
         ErrorKeeping {
@@ -96,6 +100,15 @@ where
     };
     let mut reader = match create_reader(BUFFER_BYTES, input) {
         Ok(reader) => reader,
+        Err(_) if cut_at(&gzip_cut).is_some() => {
+            let offset = cut_at(&gzip_cut).unwrap_or(0);
+            return Err(PcapError::Damaged {
+                offset,
+                detail: "the gzip stream ends early (the compressed file was cut short) \
+                         before a whole capture header"
+                    .into(),
+            });
+        }
         Err(ParserError::Eof) => return Err(PcapError::Empty),
         Err(ParserError::ReadError) => {
             return Err(read_error(&error_slot));
@@ -276,6 +289,12 @@ where
         }
     }
     outcome.bytes = reader.consumed() as u64;
+    if let Some(offset) = cut_at(&gzip_cut) {
+        outcome.warnings.push(format!(
+            "the gzip stream ends early at byte offset {offset} of the decompressed capture (the \
+             compressed file was cut short); the frames before it were analysed"
+        ));
+    }
     Ok(outcome)
 }
 
@@ -333,16 +352,57 @@ fn ticks_to_ns(ticks: u64, iface: &Interface) -> i64 {
     ns.saturating_add(iface.offset_seconds.saturating_mul(1_000_000_000))
 }
 
-/// Wraps gzip input in a decoder; passes anything else through.
+/// Wraps gzip input in a decoder; passes anything else through. A gzip stream that ends early
+/// (a cut file) ends the decompressed stream there, like a plain capture cut short, and
+/// `cut` gets the decompressed byte offset.
 fn decompress<R: Read + Send + 'static>(
     mut input: BufReader<R>,
+    cut: Arc<Mutex<Option<u64>>>,
 ) -> io::Result<Box<dyn Read + Send>> {
     let head = input.fill_buf()?;
     if head.starts_with(&[0x1f, 0x8b]) {
-        Ok(Box::new(flate2::read::MultiGzDecoder::new(input)))
+        Ok(Box::new(GzipCutTolerant {
+            inner: flate2::read::MultiGzDecoder::new(input),
+            produced: 0,
+            cut,
+        }))
     } else {
         Ok(Box::new(input))
     }
+}
+
+/// A gzip decoder whose early end of input is an end of stream (noted in `cut`), not an
+/// error. Corrupt compressed data stays an error.
+struct GzipCutTolerant<R> {
+    inner: R,
+    produced: u64,
+    cut: Arc<Mutex<Option<u64>>>,
+}
+
+impl<R: Read> Read for GzipCutTolerant<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.cut.lock().is_ok_and(|cut| cut.is_some()) {
+            return Ok(0);
+        }
+        match self.inner.read(buf) {
+            Ok(n) => {
+                self.produced += n as u64;
+                Ok(n)
+            }
+            Err(err) if is_early_end(&err) => {
+                if let Ok(mut cut) = self.cut.lock() {
+                    *cut = Some(self.produced);
+                }
+                Ok(0)
+            }
+            Err(err) => Err(err),
+        }
+    }
+}
+
+/// Whether a decoder error means the compressed input ended too soon.
+fn is_early_end(err: &io::Error) -> bool {
+    err.kind() == io::ErrorKind::UnexpectedEof || err.to_string().contains("incomplete")
 }
 
 fn read_error(slot: &Arc<Mutex<Option<String>>>) -> PcapError {
