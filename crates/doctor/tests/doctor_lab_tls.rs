@@ -262,3 +262,175 @@ fn holdfast_binary() -> Option<std::path::PathBuf> {
     let bin = exe.parent()?.parent()?.join("holdfast");
     bin.exists().then_some(bin)
 }
+
+/// A plain HTTP server in `netns` on `[::]:port` (v4 and v6): `abort` resets each request
+/// after part of an answer, otherwise it answers `Connection: close`.
+fn serve_http(netns: &Netns, port: u16, abort: bool) {
+    let listener = in_netns(netns, move || {
+        TcpListener::bind(("::", port)).expect("bind in the namespace")
+    });
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+                let mut buf = [0u8; 4096];
+                if !matches!(stream.read(&mut buf), Ok(n) if n > 0) {
+                    return;
+                }
+                if abort {
+                    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 9999\r\n\r\nab");
+                    std::thread::sleep(Duration::from_millis(100));
+                    let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                } else {
+                    let _ = stream.write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                    );
+                }
+            });
+        }
+    });
+}
+
+fn plain_doctor(lab: &Lab, url: &str) -> DoctorReport {
+    let mut options = DoctorOptions::new(url);
+    options.timeout = Duration::from_secs(2);
+    options.max_idle = Duration::from_secs(1);
+    options.repeat = 1;
+    options.max_hops = 4;
+    options.proxy_env = Some(Vec::new());
+    let report =
+        in_netns(lab.client(), move || live::run(&options, &mut Silent)).expect("the doctor runs");
+    eprintln!("{url}: {}", serde_json::to_string_pretty(&report).unwrap());
+    report
+}
+
+#[test]
+fn http_resets_carry_their_ttl_and_the_capture_agrees_with_the_verdict() {
+    if let Err(reason) = Lab::available() {
+        eprintln!("skipping the doctor lab: {reason}");
+        return;
+    }
+    let lab = Lab::new().expect("lab");
+    let server = Topology::SERVER_V4;
+    serve_http(lab.server(), 8082, true);
+    serve_http(lab.server(), 8083, false);
+    serve_http(lab.server(), 8090, false);
+    router_rule(
+        &lab,
+        &[
+            "-p",
+            "tcp",
+            "--dport",
+            "8083",
+            "-j",
+            "REJECT",
+            "--reject-with",
+            "tcp-reset",
+        ],
+    );
+    // Every request to 8090 is reset by the router, the controls' too.
+    router_rule(
+        &lab,
+        &[
+            "-p",
+            "tcp",
+            "--dport",
+            "8090",
+            "-m",
+            "string",
+            "--string",
+            "GET ",
+            "--algo",
+            "bm",
+            "-j",
+            "REJECT",
+            "--reject-with",
+            "tcp-reset",
+        ],
+    );
+
+    // The server's own abort: the http check shows the RST's TTL (63: hop 2, the server).
+    let report = plain_doctor(&lab, &format!("http://{server}:8082/x"));
+    assert_eq!(
+        (report.verdict.resetter, report.verdict.cause),
+        (LiveResetter::Server, LiveCause::AppAbort),
+        "{}",
+        report.verdict.summary
+    );
+    let http = check(&report, "http", 0);
+    assert!(
+        http.detail.contains("(captured RST: TTL 63, IP ID"),
+        "{}",
+        http.detail
+    );
+
+    // Forged by the router for every request: the summary follows the verdict.
+    let report = plain_doctor(&lab, &format!("http://{server}:8090/x"));
+    let v = &report.verdict;
+    assert_eq!(
+        (v.resetter, v.cause, v.hop),
+        (LiveResetter::Middlebox, LiveCause::Injected, Some(1)),
+        "{}",
+        v.summary
+    );
+    assert!(!v.summary.contains("server aborts"), "{}", v.summary);
+    assert!(v.summary.contains("hop 1"), "{}", v.summary);
+    let http = check(&report, "http", 0);
+    assert!(
+        http.detail.contains("(captured RST: TTL 64, IP ID 0)"),
+        "{}",
+        http.detail
+    );
+    let end = check(&report, "capture", 1);
+    assert!(!end.detail.contains(": server "), "{}", end.detail);
+    assert!(end.detail.contains("middlebox"), "{}", end.detail);
+
+    // A firewall REJECT on the port: the capture check does not call it a server refusal.
+    let report = plain_doctor(&lab, &format!("http://{server}:8083/"));
+    assert_eq!(
+        (
+            report.verdict.resetter,
+            report.verdict.cause,
+            report.verdict.hop
+        ),
+        (LiveResetter::Middlebox, LiveCause::FirewallReject, Some(1)),
+        "{}",
+        report.verdict.summary
+    );
+    let end = check(&report, "capture", 1);
+    assert!(
+        end.detail.contains("middlebox firewall_reject hop 1"),
+        "{}",
+        end.detail
+    );
+    assert!(!end.detail.contains("server refused"), "{}", end.detail);
+}
+
+#[test]
+fn ipv6_zone_ids_reach_a_link_local_address() {
+    if let Err(reason) = Lab::available() {
+        eprintln!("skipping the doctor lab: {reason}");
+        return;
+    }
+    let lab = Lab::new().expect("lab");
+    lab.client()
+        .run("ip", &["addr", "add", "fe80::1/64", "dev", "lo", "nodad"])
+        .expect("a link-local address on the client's lo");
+    serve_http(lab.client(), 29011, false);
+    let report = plain_doctor(&lab, "http://[fe80::1%25lo]:29011/");
+    assert_eq!(
+        report.verdict.cause,
+        LiveCause::None,
+        "{}",
+        report.verdict.summary
+    );
+    // An unknown zone is bad usage, not a DNS failure.
+    let err = in_netns(lab.client(), || {
+        live::run(
+            &DoctorOptions::new("http://[fe80::1%25nosuch9]:29011/"),
+            &mut Silent,
+        )
+        .unwrap_err()
+    });
+    assert!(err.to_string().contains("nosuch9"), "{err}");
+}
