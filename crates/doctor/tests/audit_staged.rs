@@ -493,3 +493,87 @@ fn scan_lines_bounds_lines_and_total() {
     assert_eq!(seen, vec!["one", "two"]);
     assert!(stats.limited);
 }
+
+#[test]
+fn keepalive_fixes_are_whole_seconds_or_milliseconds_in_each_daemons_syntax() {
+    let staged = stage("fixes");
+    let report = audit::run(&options(&staged.0));
+    let nginx_vs_haproxy = report
+        .findings
+        .iter()
+        .find(|f| {
+            f.subject.contains("upstream app keepalive_timeout vs") && f.subject.contains("haproxy")
+        })
+        .expect("nginx vs haproxy comparison");
+    assert_eq!(nginx_vs_haproxy.severity, Severity::Critical);
+    assert!(
+        nginx_vs_haproxy
+            .fix
+            .ends_with("e.g. keepalive_timeout 1600ms;"),
+        "{nginx_vs_haproxy:?}"
+    );
+    let dir = staged.0.join("configs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let haproxy = dir.join("haproxy.cfg");
+    std::fs::write(
+        &haproxy,
+        "global\n    maxconn 5000\n    pool-purge-delay 10s\ndefaults\n    timeout client 30s\n    \
+         timeout server 60s\n    timeout http-keep-alive 3s\nfrontend web\n    bind :80\n    \
+         default_backend app\nbackend app\n    server a 127.0.0.1:3000\n",
+    )
+    .unwrap();
+    let apache = dir.join("apache.conf");
+    std::fs::write(
+        &apache,
+        "KeepAlive On\nKeepAliveTimeout 3\nMaxRequestWorkers 400\n",
+    )
+    .unwrap();
+    let holdfast = dir.join("holdfast.toml");
+    std::fs::write(
+        &holdfast,
+        "[upstreams.api]\ntargets = [\"http://127.0.0.1:3000\"]\nidle_timeout_ms = 9000\n",
+    )
+    .unwrap();
+    let mut opts = options(&staged.0);
+    opts.configs = vec![
+        Path::new(FIXTURES).join("nginx.conf"),
+        haproxy,
+        apache,
+        holdfast,
+    ];
+    let report = audit::run(&opts);
+    let fix_of = |proxy: &str, backend: &str| {
+        report
+            .findings
+            .iter()
+            .find(|f| {
+                f.check == "config"
+                    && f.subject.contains(proxy)
+                    && f.subject.contains(" vs ")
+                    && f.subject.split(" vs ").nth(1).unwrap().contains(backend)
+            })
+            .unwrap_or_else(|| panic!("no {proxy} vs {backend}: {:#?}", report.findings))
+            .fix
+            .clone()
+    };
+    assert!(
+        fix_of("upstream app keepalive_timeout", "haproxy").ends_with("keepalive_timeout 2400ms;"),
+        "{}",
+        fix_of("upstream app keepalive_timeout", "haproxy")
+    );
+    assert!(fix_of("pool-purge-delay", "apache").ends_with("pool-purge-delay 2400ms"));
+    assert!(
+        fix_of("upstreams.api.idle_timeout_ms", "apache")
+            .ends_with("idle_timeout_ms = 2400 (in [upstreams.api])"),
+        "{}",
+        fix_of("upstreams.api.idle_timeout_ms", "apache")
+    );
+    for finding in report.findings.iter().filter(|f| f.check == "config") {
+        for text in [&finding.value, &finding.fix] {
+            assert!(
+                !text.contains("0000000") && !text.contains(".6s") && !text.contains(".4s"),
+                "float noise or fractional seconds: {finding:?}"
+            );
+        }
+    }
+}

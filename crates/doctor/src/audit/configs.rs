@@ -99,11 +99,35 @@ fn kind_of(path: &Path, text: &str) -> Option<&'static str> {
     }
 }
 
-fn secs(s: f64) -> String {
-    if s >= 1.0 {
-        format!("{s}s")
+/// A duration as the daemons write it: whole seconds as `5s`, anything else in whole
+/// milliseconds (`2400ms`), never a float (`2.4000000000000004s`); nginx and haproxy reject
+/// fractional seconds.
+pub fn secs(s: f64) -> String {
+    let ms = (s * 1000.0).round().max(0.0) as u64;
+    if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
     } else {
-        format!("{}ms", (s * 1000.0).round())
+        format!("{ms}ms")
+    }
+}
+
+/// The config line that sets the idle time labelled `label` (its last word is the directive
+/// or TOML key path) to `seconds`, in that daemon's syntax.
+pub fn suggest(label: &str, seconds: f64) -> String {
+    let directive = label.rsplit(' ').next().unwrap_or("keepalive_timeout");
+    let ms = ((seconds * 1000.0).round() as u64).max(1);
+    if directive.ends_with("_ms") {
+        // Holdfast TOML: an integer of milliseconds under its table.
+        return match directive.rsplit_once('.') {
+            Some((table, key)) => format!("{key} = {ms} (in [{table}])"),
+            None => format!("{directive} = {ms}"),
+        };
+    }
+    let value = secs(ms as f64 / 1000.0);
+    if label.contains(" nginx ") {
+        format!("{directive} {value};")
+    } else {
+        format!("{directive} {value}")
     }
 }
 
@@ -190,13 +214,8 @@ pub fn check(options: &AuditOptions, findings: &mut Vec<Finding>) {
                     "the proxy sends a request on a connection the backend is closing at the \
                      same moment: the idle keep-alive race, answered with a reset",
                     format!(
-                        "set the proxy's upstream idle time below the backend's, e.g. {} {}",
-                        proxy
-                            .label
-                            .rsplit(' ')
-                            .next()
-                            .unwrap_or("keepalive_timeout"),
-                        secs((backend.seconds * 0.8).max(0.001))
+                        "set the proxy's upstream idle time below the backend's, e.g. {}",
+                        suggest(&proxy.label, (backend.seconds * 0.8).max(0.001))
                     ),
                 )
             });
@@ -215,5 +234,30 @@ mod tests {
         assert_eq!(parse_duration("500ms", 1.0), Some(0.5));
         assert_eq!(parse_duration("2m", 1.0), Some(120.0));
         assert_eq!(parse_duration("soon", 1.0), None);
+    }
+
+    #[test]
+    fn suggested_durations_have_no_float_noise_and_fit_each_daemon() {
+        assert_eq!(secs(3.0 * 0.8), "2400ms");
+        assert_eq!(secs(2.0 * 0.8), "1600ms");
+        assert_eq!(secs(2400.0 * 0.001), "2400ms");
+        assert_eq!(secs(5.0 * 0.8), "4s");
+        assert_eq!(secs(0.5), "500ms");
+        assert_eq!(
+            suggest("a.conf nginx upstream app keepalive_timeout", 3.0 * 0.8),
+            "keepalive_timeout 2400ms;"
+        );
+        assert_eq!(
+            suggest("h.cfg haproxy backend app pool-purge-delay", 3.0 * 0.8),
+            "pool-purge-delay 2400ms"
+        );
+        assert_eq!(
+            suggest("h.cfg haproxy backend app pool-purge-delay", 10.0 * 0.8),
+            "pool-purge-delay 8s"
+        );
+        assert_eq!(
+            suggest("x.toml holdfast upstreams.api.idle_timeout_ms", 2.0 * 0.8),
+            "idle_timeout_ms = 1600 (in [upstreams.api])"
+        );
     }
 }

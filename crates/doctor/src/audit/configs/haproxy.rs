@@ -128,7 +128,7 @@ pub fn facts(file: &str, text: &str) -> ConfigFacts {
                     CHECK,
                     format!("{file} haproxy {} timeout server", section.name),
                     Severity::Warn,
-                    format!("{seconds}s"),
+                    super::secs(seconds),
                     "answers slower than this are cut off and the connection closed mid-request",
                     "raise `timeout server` above the slowest legitimate request",
                 ));

@@ -124,13 +124,13 @@ pub fn facts(file: &str, text: &str) -> ConfigFacts {
                 CHECK,
                 label,
                 Severity::Warn,
-                format!("{seconds}s"),
+                super::secs(seconds),
                 "a request whose answer takes longer is cut off: nginx closes the upstream \
                  connection mid-request and the client gets an error or a reset",
                 "raise proxy_read_timeout above the slowest legitimate request (e.g. 120s)",
             )
         } else {
-            Finding::ok(CHECK, label, format!("{seconds}s"))
+            Finding::ok(CHECK, label, super::secs(seconds))
         });
     }
     limits(file, &all, &mut facts);
