@@ -104,7 +104,7 @@ fn kind_of(path: &Path, text: &str) -> Option<&'static str> {
 /// fractional seconds.
 pub fn secs(s: f64) -> String {
     let ms = (s * 1000.0).round().max(0.0) as u64;
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")
