@@ -64,35 +64,97 @@ fn rulesets(options: &AuditOptions, findings: &mut Vec<Finding>) -> Vec<(String,
         ));
         return sets;
     }
-    let tools: [(&str, &[&str]); 3] = [
-        ("iptables-save", &["-c"]),
-        ("ip6tables-save", &["-c"]),
-        ("nft", &["list", "ruleset"]),
-    ];
-    for (tool, args) in tools {
-        let label = format!("{tool} {}", args.join(" "));
-        match Command::new(tool).args(args).output() {
-            Ok(out) if out.status.success() => {
-                sets.push((label, String::from_utf8_lossy(&out.stdout).into_owned()));
+    system_rulesets(&run_tool, findings)
+}
+
+/// What running a tool gave: its stdout, or why it failed.
+pub type ToolResult = Result<String, String>;
+
+fn run_tool(tool: &str, args: &[&str]) -> ToolResult {
+    match Command::new(tool).args(args).output() {
+        Ok(out) if out.status.success() => Ok(String::from_utf8_lossy(&out.stdout).into_owned()),
+        Ok(out) => Err(format!(
+            "failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Err(e) => Err(format!("cannot run: {e}")),
+    }
+}
+
+/// The rulesets of this host, from `run` (the tools). With the nf_tables variant of iptables
+/// (`iptables -V` says `nf_tables`), `nft list ruleset` also shows the tables iptables manages
+/// (`ip`/`ip6` `filter`, `nat`, `mangle`, `raw`, `security`): those are taken from
+/// `iptables-save`/`ip6tables-save` only, so each rule is reported once.
+pub fn system_rulesets(
+    run: &dyn Fn(&str, &[&str]) -> ToolResult,
+    findings: &mut Vec<Finding>,
+) -> Vec<(String, String)> {
+    let mut sets = Vec::new();
+    let nf_tables = run("iptables", &["-V"]).is_ok_and(|v| v.contains("nf_tables"));
+    let mut saved = Vec::new();
+    let tools: [(&str, &str); 2] = [("iptables-save", "ip"), ("ip6tables-save", "ip6")];
+    for (tool, family) in tools {
+        let label = format!("{tool} -c");
+        match run(tool, &["-c"]) {
+            Ok(text) => {
+                sets.push((label, text));
+                saved.push(family);
             }
-            Ok(out) => findings.push(Finding::skip(
-                CHECK,
-                label,
-                format!(
-                    "failed ({}): {}",
-                    out.status,
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ),
-            )),
-            Err(e) => findings.push(Finding::skip(CHECK, label, format!("cannot run: {e}"))),
+            Err(reason) => findings.push(Finding::skip(CHECK, label, reason)),
         }
+    }
+    let label = "nft list ruleset";
+    match run("nft", &["list", "ruleset"]) {
+        Ok(text) if nf_tables && !saved.is_empty() => sets.push((
+            format!(
+                "{label} (without the iptables-nft tables of {})",
+                saved.join(", ")
+            ),
+            without_iptables_tables(&text, &saved),
+        )),
+        Ok(text) => sets.push((label.to_string(), text)),
+        Err(reason) => findings.push(Finding::skip(CHECK, label, reason)),
     }
     sets
 }
 
+/// `nft list ruleset` output without the tables iptables-nft manages for `families`.
+pub fn without_iptables_tables(text: &str, families: &[&str]) -> String {
+    const IPTABLES_TABLES: [&str; 5] = ["filter", "nat", "mangle", "raw", "security"];
+    let mut out = String::new();
+    let mut depth = 0i64;
+    let mut skipping = false;
+    for line in text.lines() {
+        if depth == 0 {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            skipping = matches!(
+                words.as_slice(),
+                ["table", family, name, "{", ..]
+                    if families.contains(family) && IPTABLES_TABLES.contains(name)
+            );
+        }
+        depth += line.matches('{').count() as i64 - line.matches('}').count() as i64;
+        if !skipping {
+            out.push_str(line);
+            out.push('\n');
+        }
+        if depth <= 0 {
+            depth = 0;
+        }
+    }
+    out
+}
+
 /// Adds one finding per reset rule, or an `ok` per ruleset without any.
 pub fn check(options: &AuditOptions, findings: &mut Vec<Finding>) {
-    for (source, text) in rulesets(options, findings) {
+    let sets = rulesets(options, findings);
+    report_rules(sets, findings);
+}
+
+/// One finding per reset rule in `sets`, or an `ok` per ruleset without any.
+pub fn report_rules(sets: Vec<(String, String)>, findings: &mut Vec<Finding>) {
+    for (source, text) in sets {
         let rules = parse_rules(&text);
         if rules.is_empty() {
             findings.push(Finding::ok(
@@ -124,6 +186,42 @@ pub fn check(options: &AuditOptions, findings: &mut Vec<Finding>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn iptables_nft_rules_are_reported_once() {
+        let ipt = "*filter\n:INPUT ACCEPT [0:0]\n[5:300] -A INPUT -p tcp -m tcp --dport 8082 -j REJECT --reject-with tcp-reset\nCOMMIT\n";
+        let nft = "# Warning: table ip filter is managed by iptables-nft, do not touch!\n\
+            table ip filter {\n\tchain INPUT {\n\t\ttype filter hook input priority filter; policy accept;\n\
+            \t\tmeta l4proto tcp tcp dport 8082 counter packets 5 bytes 300 reject with tcp reset\n\t}\n}\n\
+            table inet mine {\n\tchain c {\n\t\ttcp dport 25 counter packets 7 bytes 420 reject with tcp reset\n\t}\n}\n";
+        let run = |variant: &'static str| {
+            move |tool: &str, _: &[&str]| -> ToolResult {
+                match tool {
+                    "iptables" => Ok(format!("iptables v1.8.9 ({variant})")),
+                    "iptables-save" => Ok(ipt.to_string()),
+                    "ip6tables-save" => Ok(String::new()),
+                    "nft" => Ok(nft.to_string()),
+                    _ => Err("no such tool".into()),
+                }
+            }
+        };
+        let rules_of = |variant: &'static str| {
+            let mut findings = Vec::new();
+            let sets = system_rulesets(&run(variant), &mut findings);
+            report_rules(sets, &mut findings);
+            findings
+                .into_iter()
+                .filter(|f| f.value.contains("packets matched"))
+                .map(|f| f.subject)
+                .collect::<Vec<_>>()
+        };
+        let rules = rules_of("nf_tables");
+        assert_eq!(rules.len(), 2, "{rules:#?}");
+        assert!(rules[0].starts_with("iptables-save -c: -A INPUT"));
+        assert!(rules[1].contains("tcp dport 25"));
+        // With legacy iptables the nf_tables ruleset is separate: both are read.
+        assert_eq!(rules_of("legacy").len(), 3);
+    }
 
     #[test]
     fn iptables_and_nft_reset_rules_are_found_with_counters() {
