@@ -389,3 +389,103 @@ fn an_upgrade_such_as_websocket_becomes_a_tunnel() {
     );
     assert!(plain.starts_with("HTTP/1.1 426"), "{plain}");
 }
+
+/// An h2c (HTTP/2 without TLS) upstream: answers `VERSION URI te=TE` with a `grpc-status`
+/// trailer, and counts its connections.
+async fn h2c_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
+    use http_body_util::BodyExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let conns = Arc::new(AtomicUsize::new(0));
+    let counter = conns.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    |req: hyper::Request<hyper::body::Incoming>| async move {
+                        let te = req
+                            .headers()
+                            .get("te")
+                            .map(|v| v.to_str().unwrap_or("").to_string())
+                            .unwrap_or_default();
+                        let info = format!("{:?} {} te={te}", req.version(), req.uri());
+                        let mut trailers = hyper::HeaderMap::new();
+                        trailers
+                            .insert("grpc-status", hyper::header::HeaderValue::from_static("0"));
+                        let body = http_body_util::Full::new(hyper::body::Bytes::from(info))
+                            .with_trailers(async move { Some(Ok(trailers)) });
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(body))
+                    },
+                );
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+            });
+        }
+    });
+    (addr, conns)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_pool_shares_one_connection_and_passes_trailers() {
+    use http_body_util::BodyExt;
+    let (up, upstream_conns) = h2c_upstream().await;
+    let hf = Holdfast::start(&format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\n\n[upstreams.pool]\ntargets = [\"http://{up}\"]\nprotocol = \"http2\"\nhealth_check = {{ kind = \"http\", path = \"/health\", interval_ms = 200 }}\n\n[[routes]]\nname = \"main\"\nupstream = \"pool\"\n"
+    ));
+    // An HTTP/1.1 client: the body arrives whole; the upstream saw HTTP/2 with :authority
+    // from the client's Host.
+    let addr = hf.addr;
+    let text = tokio::task::spawn_blocking(move || Client::new(addr).get("/one").unwrap().text())
+        .await
+        .unwrap();
+    assert!(text.starts_with("HTTP/2.0 http://test.local/one"), "{text}");
+
+    // HTTP/2 clients, many streams at once: one upstream connection carries them all (the
+    // health checker's probes use connections of their own), and trailers come back.
+    let tcp = tokio::net::TcpStream::connect(hf.addr).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let before = upstream_conns.load(Ordering::SeqCst);
+    let calls: Vec<_> = (0..20)
+        .map(|i| {
+            let mut sender = sender.clone();
+            tokio::spawn(async move {
+                let req = hyper::Request::post(format!("http://grpc.local/svc/{i}"))
+                    .header("te", "trailers")
+                    .body(http_body_util::Full::new(hyper::body::Bytes::from("x")))
+                    .unwrap();
+                let resp = sender.send_request(req).await.unwrap();
+                assert_eq!(resp.status(), 200);
+                let collected = resp.into_body().collect().await.unwrap();
+                let trailers = collected.trailers().cloned();
+                (
+                    String::from_utf8_lossy(&collected.to_bytes()).into_owned(),
+                    trailers,
+                )
+            })
+        })
+        .collect();
+    for (i, call) in calls.into_iter().enumerate() {
+        let (text, trailers) = call.await.unwrap();
+        assert_eq!(
+            text,
+            format!("HTTP/2.0 http://grpc.local/svc/{i} te=trailers")
+        );
+        let trailers = trailers.expect("trailers passed on");
+        assert_eq!(trailers.get("grpc-status").unwrap(), "0");
+    }
+    let data_conns = upstream_conns.load(Ordering::SeqCst) - before;
+    // Health probes (every 200 ms, one connection each) may add a few; requests add none.
+    assert!(
+        data_conns <= 3,
+        "{data_conns} new upstream connections for 20 requests"
+    );
+}

@@ -1,28 +1,79 @@
 //! Pooled HTTP/1.1 connections to upstream targets, with keep-alive hygiene: each pooled
 //! connection carries a deadline (the pool's idle timeout, shortened to stay ahead of the
 //! upstream's own `Keep-Alive: timeout=N`), and is retired before the upstream would close it.
+//!
+//! A pool with `protocol = "http2"` keeps one multiplexed HTTP/2 connection per target
+//! instead: every exchange shares it (a handle clone) until it closes, then the next exchange
+//! dials a new one.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::future::Either;
 use holdfast_core::config::Target;
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2, TrySendError};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use crate::dial::{DialError, Dialer};
 use crate::plugin::Body;
 
+/// The sending half of an upstream connection.
+pub enum Sender {
+    Http1(http1::SendRequest<Body>),
+    /// A handle on a shared, multiplexed connection.
+    Http2(http2::SendRequest<Body>),
+}
+
+impl Sender {
+    pub fn is_ready(&self) -> bool {
+        match self {
+            Sender::Http1(s) => s.is_ready(),
+            Sender::Http2(s) => s.is_ready(),
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        match self {
+            Sender::Http1(s) => s.is_closed(),
+            Sender::Http2(s) => s.is_closed(),
+        }
+    }
+
+    pub async fn ready(&mut self) -> hyper::Result<()> {
+        match self {
+            Sender::Http1(s) => s.ready().await,
+            Sender::Http2(s) => s.ready().await,
+        }
+    }
+
+    /// Queue `req` at once (as hyper does); the future yields the response head, or hands the
+    /// request back when it was never written.
+    #[allow(clippy::result_large_err)]
+    pub fn try_send_request(
+        &mut self,
+        req: http::Request<Body>,
+    ) -> impl std::future::Future<
+        Output = Result<http::Response<Incoming>, TrySendError<http::Request<Body>>>,
+    > {
+        match self {
+            Sender::Http1(s) => Either::Left(s.try_send_request(req)),
+            Sender::Http2(s) => Either::Right(s.try_send_request(req)),
+        }
+    }
+}
+
 /// A connection checked out for one exchange.
 pub struct Conn {
-    pub sender: SendRequest<Body>,
+    pub sender: Sender,
     /// It served an earlier exchange (so a failure before any response byte is the idle race).
     pub reused: bool,
     pub target: usize,
 }
 
 struct Idle {
-    sender: SendRequest<Body>,
+    sender: http1::SendRequest<Body>,
     deadline: Instant,
 }
 
@@ -43,6 +94,8 @@ pub struct ConnPool {
     max_idle: usize,
     /// Learned `Keep-Alive: timeout=N` per target.
     learned: Mutex<HashMap<usize, Duration>>,
+    /// HTTP/2 pools: the shared connection of each target.
+    shared: Mutex<HashMap<usize, http2::SendRequest<Body>>>,
 }
 
 impl ConnPool {
@@ -53,19 +106,33 @@ impl ConnPool {
             idle_timeout,
             max_idle,
             learned: Mutex::new(HashMap::new()),
+            shared: Mutex::new(HashMap::new()),
         }
     }
 
     /// The most recently used live connection to `target`, if any (the caller still awaits
     /// `ready()`, which fails if the upstream closed it meanwhile).
     pub fn checkout(&self, target: usize) -> Option<Conn> {
+        if self.dialer.http2() {
+            let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+            let sender = shared.get(&target)?;
+            if sender.is_closed() {
+                shared.remove(&target);
+                return None;
+            }
+            return Some(Conn {
+                sender: Sender::Http2(sender.clone()),
+                reused: true,
+                target,
+            });
+        }
         let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let list = idle.get_mut(&target)?;
         while let Some(c) = list.pop() {
             if c.deadline > now && !c.sender.is_closed() {
                 return Some(Conn {
-                    sender: c.sender,
+                    sender: Sender::Http1(c.sender),
                     reused: true,
                     target,
                 });
@@ -87,7 +154,26 @@ impl ConnPool {
         timeout: Duration,
     ) -> Result<Conn, ConnectError> {
         let stream = self.dialer.dial(spec, timeout).await?;
-        let (sender, conn) = hyper::client::conn::http1::Builder::new()
+        if self.dialer.http2() {
+            let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .handshake(TokioIo::new(stream))
+                .await
+                .map_err(|e| ConnectError::Handshake(spec.authority.clone(), e))?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            self.shared
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(target, sender.clone());
+            return Ok(Conn {
+                sender: Sender::Http2(sender),
+                reused: false,
+                target,
+            });
+        }
+        let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| ConnectError::Handshake(spec.authority.clone(), e))?;
@@ -96,7 +182,7 @@ impl ConnPool {
             let _ = conn.with_upgrades().await;
         });
         Ok(Conn {
-            sender,
+            sender: Sender::Http1(sender),
             reused: false,
             target,
         })
@@ -137,7 +223,11 @@ impl ConnPool {
 
     /// Return a connection after a complete exchange.
     pub fn checkin(&self, conn: Conn) {
-        if conn.sender.is_closed() {
+        // An HTTP/2 handle needs no return: the shared connection stays in `shared`.
+        let Sender::Http1(sender) = conn.sender else {
+            return;
+        };
+        if sender.is_closed() {
             return;
         }
         let limit = self.idle_limit(conn.target);
@@ -150,7 +240,7 @@ impl ConnPool {
         list.retain(|c| c.deadline > now && !c.sender.is_closed());
         if list.len() < self.max_idle {
             list.push(Idle {
-                sender: conn.sender,
+                sender,
                 deadline: now + limit,
             });
         }

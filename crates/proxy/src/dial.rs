@@ -52,6 +52,8 @@ pub enum DialError {
 /// Opens connections for one pool.
 pub struct Dialer {
     tls: Option<TlsConnector>,
+    /// TLS targets must agree to HTTP/2 by ALPN.
+    http2: bool,
 }
 
 /// The certificate chain and private key of `[upstreams.NAME]`'s mutual TLS (PEM files).
@@ -90,13 +92,22 @@ fn client_identity(
 impl Dialer {
     /// A dialer for plain-HTTP targets only.
     pub fn plain() -> Dialer {
-        Dialer { tls: None }
+        Dialer {
+            tls: None,
+            http2: false,
+        }
+    }
+
+    /// Whether connections speak HTTP/2 (`protocol = "http2"`).
+    pub fn http2(&self) -> bool {
+        self.http2
     }
 
     /// Build the TLS client for the pool's `https://` targets (reads `tls_ca_file`).
     pub fn new(up: &Upstream) -> Result<Dialer, TlsSetupError> {
+        let http2 = up.protocol == holdfast_core::config::UpstreamProtocol::Http2;
         if !up.targets.iter().any(|t| t.tls) {
-            return Ok(Dialer { tls: None });
+            return Ok(Dialer { tls: None, http2 });
         }
         let mut roots = rustls::RootCertStore::empty();
         match &up.tls_ca_file {
@@ -142,10 +153,15 @@ impl Dialer {
                     })?
             }
         };
-        // The upstream side speaks HTTP/1.1 (see docs/ARCHITECTURE.md).
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // The pool's protocol, agreed by ALPN (see docs/ARCHITECTURE.md).
+        config.alpn_protocols = if http2 {
+            vec![b"h2".to_vec()]
+        } else {
+            vec![b"http/1.1".to_vec()]
+        };
         Ok(Dialer {
             tls: Some(TlsConnector::from(Arc::new(config))),
+            http2,
         })
     }
 
@@ -173,6 +189,14 @@ impl Dialer {
                         .connect(name, stream)
                         .await
                         .map_err(|e| DialError::Tls(authority.clone(), e))?;
+                    if self.http2 && stream.get_ref().1.alpn_protocol() != Some(b"h2") {
+                        return Err(DialError::Tls(
+                            authority.clone(),
+                            io::Error::other(
+                                "the target did not agree to HTTP/2 (ALPN h2); use protocol = \"http1\" for it",
+                            ),
+                        ));
+                    }
                     Ok(UpstreamIo::Tls(Box::new(stream)))
                 }
                 _ => Ok(UpstreamIo::Plain(stream)),

@@ -16,14 +16,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use holdfast_core::config::Route;
+use holdfast_core::config::{Route, Target};
 use holdfast_core::ResetClass;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::balance::Balancer;
 use crate::budget::Budget;
-use crate::conns::{Conn, ConnPool, ConnectError};
+use crate::conns::{Conn, ConnPool, ConnectError, Sender};
 use crate::dial::{DialError, Dialer, TlsSetupError};
 use crate::plugin::Body;
 use crate::responses::full;
@@ -57,6 +57,9 @@ pub struct Outgoing {
     /// The request asks to switch protocols (WebSocket…): it goes out on a connection of its
     /// own, never a pooled one, since a `101` hands the connection to the tunnel.
     pub upgrade: bool,
+    /// The client accepts trailers (`TE: trailers`): passed on to HTTP/2 upstreams, where gRPC
+    /// servers look for it (`TE` is hop-by-hop, so it is stripped from `headers`).
+    pub te_trailers: bool,
 }
 
 /// The request body going upstream.
@@ -316,6 +319,9 @@ async fn attempt(
     *req.method_mut() = out.method.clone();
     *req.uri_mut() = out.uri.clone();
     *req.headers_mut() = out.headers.clone();
+    if matches!(conn.sender, Sender::Http2(_)) {
+        as_http2(&mut req, &up.balancer.upstream.targets[i], out.te_trailers);
+    }
     let sent_at = Instant::now();
     let started = trace.started.unwrap_or(sent_at);
     match tokio::time::timeout(timeout, conn.sender.try_send_request(req)).await {
@@ -362,6 +368,42 @@ async fn attempt(
                 timeout.as_millis()
             ),
         )),
+    }
+}
+
+/// Turn an origin-form request into an HTTP/2 one: `:scheme` from the target, `:authority`
+/// from the Host the client asked for (else the target), no `Host` header.
+fn as_http2(req: &mut Request<Body>, target: &Target, te_trailers: bool) {
+    let scheme = if target.tls { "https" } else { "http" };
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+        .to_string();
+    let host = req
+        .headers_mut()
+        .remove(http::header::HOST)
+        .and_then(|h| h.to_str().ok().map(str::to_string));
+    let build = |authority: &str| {
+        http::Uri::builder()
+            .scheme(scheme)
+            .authority(authority)
+            .path_and_query(path.as_str())
+            .build()
+            .ok()
+    };
+    let uri = host
+        .as_deref()
+        .and_then(build)
+        .or_else(|| build(&target.authority));
+    if let Some(uri) = uri {
+        *req.uri_mut() = uri;
+    }
+    *req.version_mut() = http::Version::HTTP_2;
+    if te_trailers {
+        req.headers_mut()
+            .insert(http::header::TE, http::HeaderValue::from_static("trailers"));
     }
 }
 

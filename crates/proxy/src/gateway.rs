@@ -812,7 +812,15 @@ fn outgoing(
         .authority()
         .and_then(|a| header::HeaderValue::from_str(a.as_str()).ok())
         .or_else(|| headers.get(header::HOST).cloned());
+    let te_trailers = headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
     hygiene::strip_hop_by_hop(&mut headers);
+    // HTTP/2 has no `Upgrade`: to an HTTP/2 pool the request goes as a plain one.
+    let upgrade = upgrade.filter(|_| !up.conns.dialer().http2());
     let is_upgrade = upgrade.is_some();
     if let Some(protocol) = upgrade {
         hygiene::keep_upgrade(&mut headers, protocol);
@@ -850,6 +858,7 @@ fn outgoing(
         body,
         hash,
         upgrade: is_upgrade,
+        te_trailers,
     }
 }
 

@@ -68,6 +68,9 @@ pub async fn probe(
         let Some(path) = http_path else {
             return Some(true);
         };
+        if dialer.http2() {
+            return probe_http2(stream, target, path).await;
+        }
         let req = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: holdfast-health\r\nConnection: close\r\n\r\n");
         stream.write_all(req.as_bytes()).await.ok()?;
         // Read the head, then the announced body, so closing leaves nothing unread (a close
@@ -106,4 +109,82 @@ pub async fn probe(
         Some((200..400).contains(&code))
     };
     matches!(tokio::time::timeout(timeout, attempt).await, Ok(Some(true)))
+}
+
+/// An HTTP/2 health probe on a dialed connection: `GET path`, 2xx/3xx healthy.
+async fn probe_http2(stream: crate::dial::UpstreamIo, target: &Target, path: &str) -> Option<bool> {
+    use http_body_util::BodyExt;
+    let (mut sender, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .handshake::<_, http_body_util::Empty<bytes::Bytes>>(hyper_util::rt::TokioIo::new(
+                stream,
+            ))
+            .await
+            .ok()?;
+    let driver = tokio::spawn(conn);
+    let scheme = if target.tls { "https" } else { "http" };
+    let req = http::Request::get(format!("{scheme}://{}{path}", target.authority))
+        .header(http::header::USER_AGENT, "holdfast-health")
+        .body(http_body_util::Empty::new())
+        .ok()?;
+    let resp = sender.send_request(req).await.ok();
+    let healthy = match resp {
+        Some(resp) => {
+            let code = resp.status().as_u16();
+            // Read the body so the stream ends cleanly.
+            let _ = resp.into_body().collect().await;
+            (200..400).contains(&code)
+        }
+        None => false,
+    };
+    drop(sender);
+    driver.abort();
+    Some(healthy)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use holdfast_core::config::{Upstream, UpstreamProtocol};
+
+    /// An h2c server: `/ok` answers 200, anything else 503.
+    async fn h2c_server() -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        |req: http::Request<hyper::body::Incoming>| async move {
+                            let status = if req.uri().path() == "/ok" { 200 } else { 503 };
+                            let mut resp =
+                                http::Response::new(http_body_util::Empty::<bytes::Bytes>::new());
+                            *resp.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                            Ok::<_, std::convert::Infallible>(resp)
+                        },
+                    );
+                    let _ = hyper::server::conn::http2::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn http2_pools_are_probed_over_http2() {
+        let addr = h2c_server().await;
+        let target = Target::plain(&addr.to_string());
+        let mut up = Upstream::with_defaults("p", vec![target.clone()]);
+        up.protocol = UpstreamProtocol::Http2;
+        let h2 = Dialer::new(&up).unwrap();
+        let t = Duration::from_secs(2);
+        assert!(probe(&h2, &target, Some("/ok"), t).await);
+        assert!(!probe(&h2, &target, Some("/bad"), t).await);
+        // An HTTP/1.1 probe of the same h2c-only server fails: the protocol matters.
+        assert!(!probe(&Dialer::plain(), &target, Some("/ok"), t).await);
+    }
 }

@@ -30,7 +30,7 @@ use serde::Deserialize;
 pub use error::{ConfigError, ConfigErrors};
 pub use route::{Route, RouteTarget};
 pub use server::{AccessLog, RetryBudget, ServerConfig};
-pub use upstream::{Balance, HashOn, Target, Upstream};
+pub use upstream::{Balance, HashOn, Target, Upstream, UpstreamProtocol};
 
 /// The whole file as written.
 #[derive(Debug, Clone, Default, Deserialize)]

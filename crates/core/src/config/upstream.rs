@@ -56,6 +56,7 @@ pub struct RawUpstream {
     pub tls_ca_file: Option<String>,
     pub tls_client_cert: Option<String>,
     pub tls_client_key: Option<String>,
+    pub protocol: Option<String>,
 }
 
 /// `health_check` as written.
@@ -183,6 +184,17 @@ pub struct Upstream {
     /// PEM certificate chain and private key this pool presents to `https://` targets that
     /// ask for a client certificate (mutual TLS): `(cert_file, key_file)`.
     pub tls_client_auth: Option<(String, String)>,
+    /// The protocol spoken to the targets: HTTP/1.1 (default) or HTTP/2 (`h2` by ALPN over
+    /// TLS, prior knowledge `h2c` over plain TCP; one multiplexed connection per target).
+    pub protocol: UpstreamProtocol,
+}
+
+/// `protocol` of an upstream pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpstreamProtocol {
+    #[default]
+    Http1,
+    Http2,
 }
 
 impl Upstream {
@@ -201,6 +213,7 @@ impl Upstream {
             outlier: Outlier::default(),
             tls_ca_file: None,
             tls_client_auth: None,
+            protocol: UpstreamProtocol::Http1,
         }
     }
 }
@@ -406,6 +419,15 @@ pub fn validate(name: &str, raw: &RawUpstream, errors: &mut Vec<ConfigError>) ->
                 "set tls_client_cert (PEM chain) and tls_client_key (PEM private key) together",
             ));
         }
+    }
+    match raw.protocol.as_deref() {
+        None | Some("http1") => {}
+        Some("http2") => up.protocol = UpstreamProtocol::Http2,
+        Some(other) => errors.push(ConfigError::new(
+            format!("{base}.protocol"),
+            format!("`{other}` is not a protocol"),
+            "use \"http1\" (HTTP/1.1, the default) or \"http2\" (h2 over TLS, h2c over plain TCP)",
+        )),
     }
     if let Some(o) = &raw.outlier {
         let d = Outlier::default();
