@@ -219,3 +219,78 @@ fn a_pool_presents_its_client_certificate_to_targets_that_require_one() {
     assert!(err.contains("upstreams.secure.tls_client_key"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An HTTPS server that offers only HTTP/2 (ALPN `h2`), answering `tls VERSION <path>`.
+fn https_h2_server(pki: &Pki) -> SocketAddr {
+    let cert = rustls::pki_types::CertificateDer::from(pki.cert_der.clone());
+    let key = rustls::pki_types::PrivateKeyDer::try_from(pki.key_der.clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service = service_fn(|req: Request<hyper::body::Incoming>| async move {
+                        let text = format!("tls {:?} {}", req.version(), req.uri().path());
+                        Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(
+                            text,
+                        ))))
+                    });
+                    let _ = hyper::server::conn::http2::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+                });
+            }
+        });
+    });
+    addr
+}
+
+#[test]
+fn http2_pools_agree_on_h2_by_alpn() {
+    let pki = pki();
+    let h2 = https_h2_server(&pki);
+    let h1 = https_server(&pki, false);
+    let dir = std::env::temp_dir().join(format!("holdfast-tls-h2-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+    let with = |port: u16| {
+        config(&format!("https://localhost:{port}"), Some(&ca_file))
+            .replace("[[routes]]", "protocol = \"http2\"\n\n[[routes]]")
+    };
+    let hf = Holdfast::start(&with(h2.port()));
+    let a = hf.client().get("/a").unwrap();
+    assert_eq!((a.status, a.text()), (200, "tls HTTP/2.0 /a".to_string()));
+    // A target that does not offer h2 is a failed connect: a 502 that says why.
+    let hf = Holdfast::start(&with(h1.port()));
+    let a = hf.client().get("/a").unwrap();
+    assert_eq!(a.status, 502, "{}", a.text());
+    assert!(a.text().contains("did not agree to HTTP/2"), "{}", a.text());
+    let _ = std::fs::remove_dir_all(&dir);
+}
