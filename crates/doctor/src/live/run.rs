@@ -372,6 +372,8 @@ impl Run<'_> {
     /// A refused connect: the server, or a firewall answering for it?
     fn refused(&mut self, addr: SocketAddr, budget: Duration) -> LiveVerdict {
         let distance = tcp::distance(addr, self.options.max_hops, budget).map(|d| d.ttl);
+        // The end `capture` check judges the captured resets against the same distance.
+        self.distance = self.distance.or(distance);
         let rst_hop = self.captured_reset_hop();
         let at = distance.map(|d| format!(" at TTL {d}")).unwrap_or_default();
         match (rst_hop, distance) {
