@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -25,7 +25,33 @@ use crate::runtime::Management;
 
 type S = State<Arc<Management>>;
 type R = Result<(StatusCode, Json<Value>), ApiError>;
-type Params = Query<HashMap<String, String>>;
+type Params = UniqueQuery;
+
+/// The query parameters, each at most once: a repeated parameter (`?force=false&force=true`)
+/// is a 400 naming it rather than "the last one wins".
+struct UniqueQuery(HashMap<String, String>);
+
+impl<St: Send + Sync> axum::extract::FromRequestParts<St> for UniqueQuery {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &St,
+    ) -> Result<Self, Self::Rejection> {
+        let mut out = HashMap::new();
+        for (k, v) in form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()) {
+            let k = k.into_owned();
+            if out.contains_key(&k) {
+                return Err(ApiError::bad(
+                    &k,
+                    format!("`{k}` is given more than once; give it once"),
+                ));
+            }
+            out.insert(k, v.into_owned());
+        }
+        Ok(UniqueQuery(out))
+    }
+}
 
 /// Largest request body the admin API reads (axum's default limit); larger ones get 413.
 pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
@@ -160,7 +186,11 @@ async fn json_errors(req: Request, next: Next) -> Response {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("")
                 .to_string();
-            format!("method {method} is not allowed on {path} (allowed: {allow})")
+            if allow.is_empty() {
+                format!("method {method} is not allowed on {path} (the Allow header lists the methods that are)")
+            } else {
+                format!("method {method} is not allowed on {path} (allowed: {allow})")
+            }
         }
         StatusCode::PAYLOAD_TOO_LARGE => format!(
             "the request body is larger than the admin API's limit of {MAX_BODY_BYTES} bytes"
@@ -265,7 +295,7 @@ struct NewTenant {
     name: String,
 }
 
-async fn create_tenant(State(m): S, h: HeaderMap, Query(q): Params, body: Bytes) -> R {
+async fn create_tenant(State(m): S, h: HeaderMap, UniqueQuery(q): Params, body: Bytes) -> R {
     who(&m, &h)?.super_admin()?;
     only_params(&q, &[])?;
     let b: NewTenant = parse_body(&body)?;
@@ -274,7 +304,7 @@ async fn create_tenant(State(m): S, h: HeaderMap, Query(q): Params, body: Bytes)
     ok(StatusCode::CREATED, t)
 }
 
-async fn list_tenants(State(m): S, h: HeaderMap, Query(q): Params) -> R {
+async fn list_tenants(State(m): S, h: HeaderMap, UniqueQuery(q): Params) -> R {
     let p = who(&m, &h)?;
     let all = m.store.list_tenants().await?;
     let visible: Vec<_> = all
@@ -284,7 +314,12 @@ async fn list_tenants(State(m): S, h: HeaderMap, Query(q): Params) -> R {
     ok(StatusCode::OK, page(&q, visible)?)
 }
 
-async fn get_tenant(State(m): S, h: HeaderMap, Path(tenant): Path<String>, Query(q): Params) -> R {
+async fn get_tenant(
+    State(m): S,
+    h: HeaderMap,
+    Path(tenant): Path<String>,
+    UniqueQuery(q): Params,
+) -> R {
     who(&m, &h)?.can_read(&tenant)?;
     only_params(&q, &[])?;
     ok(StatusCode::OK, m.store.get_tenant(&tenant).await?)
@@ -294,7 +329,7 @@ async fn delete_tenant(
     State(m): S,
     h: HeaderMap,
     Path(tenant): Path<String>,
-    Query(q): Params,
+    UniqueQuery(q): Params,
     body: Bytes,
 ) -> R {
     who(&m, &h)?.super_admin()?;
@@ -334,7 +369,7 @@ async fn create_service(
     State(m): S,
     h: HeaderMap,
     Path(tenant): Path<String>,
-    Query(q): Params,
+    UniqueQuery(q): Params,
     body: Bytes,
 ) -> R {
     who(&m, &h)?.can_write(&tenant)?;
@@ -357,7 +392,7 @@ async fn list_services(
     State(m): S,
     h: HeaderMap,
     Path(tenant): Path<String>,
-    Query(q): Params,
+    UniqueQuery(q): Params,
 ) -> R {
     who(&m, &h)?.can_read(&tenant)?;
     require_tenant(&m, &tenant).await?;
@@ -369,7 +404,7 @@ async fn get_service(
     State(m): S,
     h: HeaderMap,
     Path((tenant, service)): Path<(String, String)>,
-    Query(q): Params,
+    UniqueQuery(q): Params,
 ) -> R {
     who(&m, &h)?.can_read(&tenant)?;
     only_params(&q, &[])?;
@@ -391,7 +426,7 @@ async fn update_service(
     State(m): S,
     h: HeaderMap,
     Path((tenant, service)): Path<(String, String)>,
-    Query(q): Params,
+    UniqueQuery(q): Params,
     body: Bytes,
 ) -> R {
     who(&m, &h)?.can_write(&tenant)?;
@@ -410,7 +445,7 @@ async fn delete_service(
     State(m): S,
     h: HeaderMap,
     Path((tenant, service)): Path<(String, String)>,
-    Query(q): Params,
+    UniqueQuery(q): Params,
     body: Bytes,
 ) -> R {
     who(&m, &h)?.can_write(&tenant)?;
@@ -432,7 +467,7 @@ async fn set_version(
     State(m): S,
     h: HeaderMap,
     Path((tenant, service, version)): Path<(String, String, String)>,
-    Query(q): Params,
+    UniqueQuery(q): Params,
     body: Bytes,
 ) -> R {
     who(&m, &h)?.can_write(&tenant)?;
@@ -459,7 +494,7 @@ async fn create_consumer(
     State(m): S,
     h: HeaderMap,
     Path(tenant): Path<String>,
-    Query(q): Params,
+    UniqueQuery(q): Params,
     body: Bytes,
 ) -> R {
     who(&m, &h)?.can_write(&tenant)?;
@@ -480,7 +515,7 @@ async fn list_consumers(
     State(m): S,
     h: HeaderMap,
     Path(tenant): Path<String>,
-    Query(q): Params,
+    UniqueQuery(q): Params,
 ) -> R {
     who(&m, &h)?.can_read(&tenant)?;
     require_tenant(&m, &tenant).await?;
@@ -492,7 +527,7 @@ async fn get_consumer(
     State(m): S,
     h: HeaderMap,
     Path((tenant, consumer)): Path<(String, String)>,
-    Query(q): Params,
+    UniqueQuery(q): Params,
 ) -> R {
     who(&m, &h)?.can_read(&tenant)?;
     only_params(&q, &[])?;
@@ -513,7 +548,7 @@ async fn update_consumer(
     State(m): S,
     h: HeaderMap,
     Path((tenant, consumer)): Path<(String, String)>,
-    Query(q): Params,
+    UniqueQuery(q): Params,
     body: Bytes,
 ) -> R {
     who(&m, &h)?.can_write(&tenant)?;
@@ -532,7 +567,7 @@ async fn delete_consumer(
     State(m): S,
     h: HeaderMap,
     Path((tenant, consumer)): Path<(String, String)>,
-    Query(q): Params,
+    UniqueQuery(q): Params,
     body: Bytes,
 ) -> R {
     who(&m, &h)?.can_write(&tenant)?;
@@ -571,7 +606,7 @@ async fn issue_key(
     State(m): S,
     h: HeaderMap,
     Path((tenant, consumer)): Path<(String, String)>,
-    Query(q): Params,
+    UniqueQuery(q): Params,
     body: Bytes,
 ) -> R {
     who(&m, &h)?.can_write(&tenant)?;
@@ -591,7 +626,12 @@ async fn issue_key(
     ok(StatusCode::CREATED, out)
 }
 
-async fn list_keys(State(m): S, h: HeaderMap, Path(tenant): Path<String>, Query(q): Params) -> R {
+async fn list_keys(
+    State(m): S,
+    h: HeaderMap,
+    Path(tenant): Path<String>,
+    UniqueQuery(q): Params,
+) -> R {
     who(&m, &h)?.can_read(&tenant)?;
     require_tenant(&m, &tenant).await?;
     let all = m.store.list_keys(Some(&tenant)).await?;
@@ -611,7 +651,7 @@ async fn update_key(
     State(m): S,
     h: HeaderMap,
     Path((tenant, prefix)): Path<(String, String)>,
-    Query(q): Params,
+    UniqueQuery(q): Params,
     body: Bytes,
 ) -> R {
     who(&m, &h)?.can_write(&tenant)?;
@@ -635,7 +675,7 @@ async fn revoke_key(
     State(m): S,
     h: HeaderMap,
     Path((tenant, prefix)): Path<(String, String)>,
-    Query(q): Params,
+    UniqueQuery(q): Params,
     body: Bytes,
 ) -> R {
     who(&m, &h)?.can_write(&tenant)?;
@@ -659,7 +699,7 @@ async fn subscribe(
     State(m): S,
     h: HeaderMap,
     Path(tenant): Path<String>,
-    Query(q): Params,
+    UniqueQuery(q): Params,
     body: Bytes,
 ) -> R {
     who(&m, &h)?.can_write(&tenant)?;
@@ -675,7 +715,7 @@ async fn list_subscriptions(
     State(m): S,
     h: HeaderMap,
     Path(tenant): Path<String>,
-    Query(q): Params,
+    UniqueQuery(q): Params,
 ) -> R {
     who(&m, &h)?.can_read(&tenant)?;
     require_tenant(&m, &tenant).await?;
@@ -710,7 +750,7 @@ async fn approve(
     State(m): S,
     h: HeaderMap,
     Path(p): Path<(String, String)>,
-    Query(q): Params,
+    UniqueQuery(q): Params,
     body: Bytes,
 ) -> R {
     decide(&m, &h, p, &q, &body, true).await
@@ -720,7 +760,7 @@ async fn reject(
     State(m): S,
     h: HeaderMap,
     Path(p): Path<(String, String)>,
-    Query(q): Params,
+    UniqueQuery(q): Params,
     body: Bytes,
 ) -> R {
     decide(&m, &h, p, &q, &body, false).await
@@ -730,7 +770,7 @@ async fn delete_subscription(
     State(m): S,
     h: HeaderMap,
     Path((tenant, id)): Path<(String, String)>,
-    Query(q): Params,
+    UniqueQuery(q): Params,
     body: Bytes,
 ) -> R {
     who(&m, &h)?.can_write(&tenant)?;
@@ -811,7 +851,7 @@ async fn tenant_stats(
     State(m): S,
     h: HeaderMap,
     Path(tenant): Path<String>,
-    Query(params): Params,
+    UniqueQuery(params): Params,
 ) -> R {
     let p = who(&m, &h)?;
     p.can_read(&tenant)?;
@@ -820,13 +860,13 @@ async fn tenant_stats(
     run_stats(&m, q, p.super_admin().is_ok()).await
 }
 
-async fn all_stats(State(m): S, h: HeaderMap, Query(params): Params) -> R {
+async fn all_stats(State(m): S, h: HeaderMap, UniqueQuery(params): Params) -> R {
     who(&m, &h)?.super_admin()?;
     let q = stats_query(&params, None)?;
     run_stats(&m, q, true).await
 }
 
-async fn calllog_status(State(m): S, h: HeaderMap, Query(q): Params) -> R {
+async fn calllog_status(State(m): S, h: HeaderMap, UniqueQuery(q): Params) -> R {
     who(&m, &h)?.super_admin()?;
     only_params(&q, &[])?;
     let count = m.store.count_calls(None).await?;
@@ -837,7 +877,7 @@ async fn calllog_status(State(m): S, h: HeaderMap, Query(q): Params) -> R {
 }
 
 /// Delete calls older than the retention, or than `?older_than=DURATION` (e.g. `7d`).
-async fn prune(State(m): S, h: HeaderMap, Query(q): Params, body: Bytes) -> R {
+async fn prune(State(m): S, h: HeaderMap, UniqueQuery(q): Params, body: Bytes) -> R {
     who(&m, &h)?.super_admin()?;
     only_params(&q, &["older_than"])?;
     no_body(&body)?;

@@ -67,8 +67,19 @@ impl IntoResponse for ApiError {
 
 /// Parse a JSON body strictly; errors name the field (`limits.rps`, `name`...).
 pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let whole = |message: &str| ApiError::BadRequest {
+        message: format!("the body: {message}"),
+        field: Some(".".to_string()),
+    };
+    // serde would take a JSON array for a struct (its fields in order): every body of this
+    // API is an object.
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => {}
+        Some(_) => return Err(whole("must be a JSON object (`{...}`)")),
+        None => return Err(whole("is empty; send a JSON object")),
+    }
     let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let value: T = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let inner = e.inner().to_string();
         let mut field = e.path().to_string();
         // serde may report a missing or unknown field at its parent; name the field itself.
@@ -87,5 +98,8 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
             message: format!("`{field}`: {inner}"),
             field: Some(field),
         }
-    })
+    })?;
+    de.end()
+        .map_err(|_| whole("has more after the JSON object; send exactly one object"))?;
+    Ok(value)
 }

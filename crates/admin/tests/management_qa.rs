@@ -926,3 +926,48 @@ async fn openapi_lists_update_and_delete_operations() {
         }
     }
 }
+
+#[tokio::test]
+async fn bodies_are_one_json_object_and_parameters_come_once() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let node = sqlite_node(&dir).await;
+    for body in [
+        r#"{"name":"trail1"} garbage"#,
+        r#"{"name":"trail2"}{"name":"x"}"#,
+        r#"["arr1"]"#,
+        r#""arr2""#,
+    ] {
+        let (s, v) = node.api("POST", "/admin/tenants", SUPER, Some(body)).await;
+        assert_eq!(s, 400, "{body}: {v}");
+        assert!(v["error"].as_str().unwrap().contains("the body"), "{v}");
+    }
+    let (_, tenants) = node.api("GET", "/admin/tenants", SUPER, None).await;
+    let names: Vec<&str> = tenants
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.starts_with("trail") || n.starts_with("arr")),
+        "{names:?}"
+    );
+    let (s, _) = node
+        .api("POST", "/admin/tenants", SUPER, Some(r#"{"name":"dup"}"#))
+        .await;
+    assert_eq!(s, 201);
+    let (s, v) = node
+        .api(
+            "DELETE",
+            "/admin/tenants/dup?force=false&force=true",
+            SUPER,
+            None,
+        )
+        .await;
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(v["field"], "force", "{v}");
+    let (s, _) = node.api("GET", "/admin/tenants/dup", SUPER, None).await;
+    assert_eq!(s, 200, "the tenant is still there");
+}

@@ -259,6 +259,16 @@ impl SqlStore {
     }
 
     /// True for PostgreSQL.
+    /// ` FOR KEY SHARE` on PostgreSQL (a row read under it cannot be deleted until the
+    /// statement's transaction ends), nothing on SQLite (whose writes are serialized).
+    pub(crate) fn lock_for_key_share(&self) -> &'static str {
+        if self.is_postgres() {
+            " FOR KEY SHARE"
+        } else {
+            ""
+        }
+    }
+
     pub fn is_postgres(&self) -> bool {
         matches!(*self.backend, Backend::Postgres(_))
     }

@@ -294,7 +294,10 @@ impl EntityStore for SqlStore {
                 )));
             }
         }
+        // Consumers first, as in `delete_consumer`: their rows are locked (PostgreSQL) before
+        // the keys and subscriptions that name them are removed.
         self.atomic(vec![
+            Stmt::new("DELETE FROM consumers WHERE tenant = $1", t()),
             Stmt::new("DELETE FROM api_keys WHERE tenant = $1", t()),
             Stmt::new("DELETE FROM subscriptions WHERE tenant = $1", t()),
             Stmt::new(
@@ -306,7 +309,6 @@ impl EntityStore for SqlStore {
                 t(),
             ),
             Stmt::new("DELETE FROM services WHERE tenant = $1", t()),
-            Stmt::new("DELETE FROM consumers WHERE tenant = $1", t()),
             Stmt::new("DELETE FROM tenants WHERE name = $1", t())
                 .or_fail(StoreError::NotFound(format!("tenant {name}"))),
             self.bump_stmt(),
@@ -511,7 +513,13 @@ impl EntityStore for SqlStore {
 
     async fn delete_consumer(&self, tenant: &str, name: &str) -> Result<(), StoreError> {
         let p = || vec![Value::from(tenant), Value::from(name)];
+        // The consumer row goes first: on PostgreSQL that locks it, so a key or subscription
+        // being added at the same moment either committed before (and is deleted below, each
+        // statement seeing what committed before it) or waits and then finds no consumer.
         self.atomic(vec![
+            Stmt::new("DELETE FROM consumers WHERE tenant = $1 AND name = $2", p()).or_fail(
+                StoreError::NotFound(format!("consumer `{name}` in tenant `{tenant}`")),
+            ),
             Stmt::new(
                 "DELETE FROM api_keys WHERE tenant = $1 AND consumer = $2",
                 p(),
@@ -519,9 +527,6 @@ impl EntityStore for SqlStore {
             Stmt::new(
                 "DELETE FROM subscriptions WHERE tenant = $1 AND consumer = $2",
                 p(),
-            ),
-            Stmt::new("DELETE FROM consumers WHERE tenant = $1 AND name = $2", p()).or_fail(
-                StoreError::NotFound(format!("consumer `{name}` in tenant `{tenant}`")),
             ),
             self.bump_stmt(),
         ])
@@ -535,17 +540,6 @@ impl EntityStore for SqlStore {
         consumer_name: &str,
         service: &str,
     ) -> Result<Subscription, StoreError> {
-        let rows = self
-            .query(
-                "SELECT name FROM consumers WHERE tenant = $1 AND name = $2",
-                vec![tenant.into(), consumer_name.into()],
-            )
-            .await?;
-        if rows.is_empty() {
-            return Err(StoreError::NotFound(format!(
-                "consumer `{consumer_name}` in tenant `{tenant}`"
-            )));
-        }
         let svc = self.get_service(tenant, service).await?;
         let state = if svc.require_approval {
             SubscriptionState::Pending
@@ -556,15 +550,24 @@ impl EntityStore for SqlStore {
         let decided: Option<i64> = (!svc.require_approval).then_some(now);
         let rows = self
             .query(
-                &format!("INSERT INTO subscriptions (tenant, consumer, service, state, created_ms, decided_ms) VALUES ($1, $2, $3, $4, $5, $6) RETURNING {SUB_COLS}"),
+                // Inserts only while the consumer exists (and, on PostgreSQL, keeps it from
+                // being deleted until this commits): a consumer deleted at the same moment is
+                // never left with a subscription that a new consumer of its name would inherit.
+                &format!(
+                    "INSERT INTO subscriptions (tenant, consumer, service, state, created_ms, decided_ms) SELECT CAST($1 AS TEXT), CAST($2 AS TEXT), CAST($3 AS TEXT), CAST($4 AS TEXT), CAST($5 AS BIGINT), CAST($6 AS BIGINT) WHERE EXISTS (SELECT 1 FROM consumers WHERE tenant = $1 AND name = $2{}) RETURNING {SUB_COLS}",
+                    self.lock_for_key_share()
+                ),
                 vec![tenant.into(), consumer_name.into(), service.into(), state.as_str().into(), now.into(), decided.into()],
             )
             .await
             .map_err(|e| conflict_or(e, format!("`{consumer_name}` is already subscribed to `{service}`")))?;
+        let Some(row) = rows.first() else {
+            return Err(StoreError::NotFound(format!(
+                "consumer `{consumer_name}` in tenant `{tenant}`"
+            )));
+        };
         self.bump().await?;
-        rows.first()
-            .map(subscription)
-            .unwrap_or_else(|| Err(StoreError::Corrupt("insert returned no row".into())))
+        subscription(row)
     }
 
     async fn list_subscriptions(

@@ -138,17 +138,6 @@ impl KeyStore for SqlStore {
                 });
             }
         }
-        let rows = self
-            .query(
-                "SELECT name FROM consumers WHERE tenant = $1 AND name = $2",
-                vec![tenant.into(), consumer.into()],
-            )
-            .await?;
-        if rows.is_empty() {
-            return Err(StoreError::NotFound(format!(
-                "consumer `{consumer}` in tenant `{tenant}`"
-            )));
-        }
         let prefix = format!("hf_{}", random_hex(4));
         let key = format!("{prefix}_{}", random_hex(20));
         let info = ApiKey {
@@ -161,9 +150,17 @@ impl KeyStore for SqlStore {
             expires_ms,
             revoked_ms: None,
         };
-        self.execute(
-            &format!("INSERT INTO api_keys ({KEY_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"),
-            vec![
+        // One statement that inserts only while the consumer exists: a consumer deleted at
+        // the same moment can never be left with a key (which would come back with a new
+        // consumer of the same name). PostgreSQL also locks the consumer row against a
+        // concurrent delete until this insert commits.
+        let inserted = self
+            .execute(
+                &format!(
+                    "INSERT INTO api_keys ({KEY_COLS}) SELECT CAST($1 AS TEXT), CAST($2 AS TEXT), CAST($3 AS TEXT), CAST($4 AS TEXT), CAST($5 AS TEXT), CAST($6 AS BIGINT), CAST($7 AS BIGINT), CAST($8 AS BIGINT) WHERE EXISTS (SELECT 1 FROM consumers WHERE tenant = $3 AND name = $4{})",
+                    self.lock_for_key_share()
+                ),
+                vec![
                 info.prefix.as_str().into(),
                 info.hash.as_str().into(),
                 info.tenant.as_str().into(),
@@ -175,6 +172,11 @@ impl KeyStore for SqlStore {
             ],
         )
         .await?;
+        if inserted == 0 {
+            return Err(StoreError::NotFound(format!(
+                "consumer `{consumer}` in tenant `{tenant}`"
+            )));
+        }
         self.bump().await?;
         Ok(IssuedKey { key, info })
     }

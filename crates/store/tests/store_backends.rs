@@ -502,3 +502,77 @@ async fn redis_gcra_is_exact_across_connections() {
     assert_eq!(b.add_tokens("t", 0, 60_000, 6).await.expect("add"), 11);
     assert_eq!(a.tokens("t", 0).await.expect("get"), 11);
 }
+
+/// A key issued and a subscription made while their consumer is being deleted: afterwards
+/// no key or subscription names a consumer that does not exist (it would come back with a new
+/// consumer of the same name).
+async fn delete_races_leave_no_orphans(store: SqlStore, tag: &str) {
+    let t = format!("race{tag}");
+    let svc = format!("racesvc{tag}");
+    store.create_tenant(&t).await.expect("tenant");
+    store
+        .create_service(&Service {
+            name: svc.clone(),
+            tenant: t.clone(),
+            require_approval: false,
+            limits: Limits::default(),
+            versions: vec![ServiceVersion {
+                version: "v1".into(),
+                state: Lifecycle::Published,
+            }],
+            created_ms: 0,
+        })
+        .await
+        .expect("service");
+    for _ in 0..150 {
+        store
+            .create_consumer(&Consumer {
+                tenant: t.clone(),
+                name: "rk".into(),
+                limits: Limits::default(),
+                created_ms: 0,
+            })
+            .await
+            .expect("consumer");
+        let (a, b, c) = (store.clone(), store.clone(), store.clone());
+        let (tk, ts, td) = (t.clone(), t.clone(), t.clone());
+        let s2 = svc.clone();
+        let issue = tokio::spawn(async move {
+            let _ = a.issue_key(&tk, "rk", &Limits::default(), None).await;
+        });
+        let subscribe = tokio::spawn(async move {
+            let _ = b.subscribe(&ts, "rk", &s2).await;
+        });
+        let delete = tokio::spawn(async move { c.delete_consumer(&td, "rk").await });
+        issue.await.unwrap();
+        subscribe.await.unwrap();
+        delete.await.unwrap().expect("delete");
+        let keys = store.list_keys(Some(&t)).await.expect("keys");
+        assert!(keys.is_empty(), "a deleted consumer kept a key: {keys:?}");
+        let subs = store.list_subscriptions(Some(&t)).await.expect("subs");
+        assert!(
+            subs.is_empty(),
+            "a deleted consumer kept a subscription: {subs:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_delete_races_leave_no_orphans() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("m.db");
+    let store = SqlStore::open_sqlite(path.to_str().expect("utf8"), SECRET)
+        .await
+        .expect("open");
+    delete_races_leave_no_orphans(store, "").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_delete_races_leave_no_orphans() {
+    let Ok(url) = std::env::var("HOLDFAST_TEST_PG_URL") else {
+        eprintln!("skipped: HOLDFAST_TEST_PG_URL is unset (scripts/test sets it via scripts/test-services)");
+        return;
+    };
+    let store = SqlStore::open_postgres(&url, SECRET).await.expect("open");
+    delete_races_leave_no_orphans(store, &format!("{}", std::process::id())).await;
+}
