@@ -130,6 +130,7 @@ fn odd_upstream_framing_reaches_the_client_whole_or_as_a_502() {
             "/clte" => b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n".to_vec(),
             "/gzip" => b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\nconnection: close\r\n\r\nnot really gzip".to_vec(),
             "/trailers" => b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n4\r\nbody\r\n0\r\nx-t: 1\r\n\r\n".to_vec(),
+            "/switch" => b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: x\r\n\r\n".to_vec(),
             _ => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec(),
         })
     });
@@ -149,6 +150,11 @@ fn odd_upstream_framing_reaches_the_client_whole_or_as_a_502() {
     let a = client.get("/gzip").expect("an answer");
     assert_eq!(a.status, 502, "{}", a.text());
     assert!(a.text().contains("transfer coding"), "{}", a.text());
+
+    // A 101 the client did not ask for is the upstream breaking the protocol.
+    let a = Client::new(hf.addr).get("/switch").expect("an answer");
+    assert_eq!(a.status, 502, "{}", a.text());
+    assert!(a.text().contains("101"), "{}", a.text());
 
     let a = client.get("/trailers").expect("an answer");
     assert_eq!((a.status, a.text().as_str()), (200, "body"));
@@ -488,4 +494,26 @@ async fn an_http2_pool_shares_one_connection_and_passes_trailers() {
         data_conns <= 3,
         "{data_conns} new upstream connections for 20 requests"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_clients_get_the_configured_header_limit() {
+    let up =
+        Scripted::start(|_, _, _| Some(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec()));
+    let hf = Holdfast::start(&config(&up.url(), "max_header_bytes = 65536"));
+    let tcp = tokio::net::TcpStream::connect(hf.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    // 30 KB of headers: over hyper's 16 KiB default, under the configured 64 KiB.
+    let req = hyper::Request::get(format!("http://{}/big", hf.addr))
+        .header("x-big", "a".repeat(30_000))
+        .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+        .unwrap();
+    let resp = sender.send_request(req).await.expect("an answer");
+    assert_eq!(resp.status(), 200);
 }

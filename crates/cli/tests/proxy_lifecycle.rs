@@ -510,7 +510,11 @@ fn sighup_changes_connection_limits_for_new_connections() {
     assert_eq!(first.get("/").expect("first").status, 200);
     assert_eq!(second.get("/").expect("second").status, 200);
 
-    std::fs::write(&hf.config, with("max_connections = 2")).unwrap();
+    std::fs::write(
+        &hf.config,
+        with("max_connections = 2\nmax_header_bytes = 1024"),
+    )
+    .unwrap();
     hf.signal("HUP");
     eventually("the reload applies", || {
         hf.stderr
@@ -524,6 +528,12 @@ fn sighup_changes_connection_limits_for_new_connections() {
     assert!(third.starts_with("HTTP/1.1 503"), "{third}");
     // The open connections carry on.
     assert_eq!(first.get("/").expect("first kept").status, 200);
+    // ...with the header limit they started with: 2 KB of headers still pass on them.
+    let big = "b".repeat(2048);
+    let answer = first
+        .request("GET", "/", &[("x-big", big.as_str())], b"")
+        .expect("answered");
+    assert_eq!(answer.status, 200, "{}", answer.text());
     drop(second);
     eventually("a slot frees up", || {
         raw(

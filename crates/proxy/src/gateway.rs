@@ -227,12 +227,19 @@ impl Gateway {
             );
             return self.finish(resp, pending, Outcome::plain(Some(ResetClass::BadRequest)));
         }
-        let header_bytes: usize = req
-            .headers()
-            .iter()
-            .map(|(k, v)| k.as_str().len() + v.len() + 4)
-            .sum();
-        if header_bytes > state.config.server.max_header_bytes {
+        let header_bytes: usize = if req.version() == http::Version::HTTP_2 {
+            req.headers()
+                .iter()
+                .map(|(k, v)| k.as_str().len() + v.len() + 4)
+                .sum()
+        } else {
+            0
+        };
+        // HTTP/1 heads were measured whole (request line included) by the framing watcher
+        // against the connection's own limit; HTTP/2 headers are measured here.
+        if req.version() == http::Version::HTTP_2
+            && header_bytes > state.config.server.max_header_bytes
+        {
             let resp = responses::error(
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 "headers_too_large",
@@ -393,6 +400,23 @@ impl Gateway {
         match forward(&up, &route.route, &state.budget, &out, &mut trace).await {
             Ok(answer) => {
                 let mut response = answer.response;
+                if response.status() == StatusCode::SWITCHING_PROTOCOLS && client_side.is_none() {
+                    let resp = responses::error(
+                        StatusCode::BAD_GATEWAY,
+                        "upstream_bad_response",
+                        "the upstream switched protocols (101) for a request that did not ask to",
+                    );
+                    let class = Some(ResetClass::UpstreamResetBeforeResponse);
+                    return self.finish(
+                        resp,
+                        pending,
+                        Outcome {
+                            class,
+                            trace,
+                            checkin: None,
+                        },
+                    );
+                }
                 if let (StatusCode::SWITCHING_PROTOCOLS, Some(client_side)) =
                     (response.status(), client_side)
                 {

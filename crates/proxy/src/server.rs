@@ -197,7 +197,9 @@ fn connection_builder(limits: &Limits) -> Arc<auto::Builder<TokioExecutor>> {
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(1024);
+        .max_concurrent_streams(1024)
+        // hyper's own default is 16 KiB whatever the config says.
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
     Arc::new(builder)
 }
 
