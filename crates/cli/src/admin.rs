@@ -90,7 +90,7 @@ impl Limits {
 
 #[derive(Subcommand)]
 enum AdminCommand {
-    /// Tenants: `create NAME`, `list`.
+    /// Tenants: `create NAME`, `list`, `delete NAME [--force]`.
     Tenant {
         #[command(subcommand)]
         action: TenantAction,
@@ -590,15 +590,26 @@ async fn run_async(args: AdminArgs) -> anyhow::Result<u8> {
     let resp = req.send().await.with_context(|| {
         format!("cannot reach the admin API at {url} (set --url or HOLDFAST_ADMIN_URL)")
     })?;
-    let status = resp.status();
-    let text = resp.text().await?;
-    let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    if !status.is_success() {
-        let msg = value["error"]
-            .as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| value.to_string());
-        bail!("admin API answered {status}: {msg}");
+    let mut value = answer_json(resp).await?;
+    // Lists come a page at a time (the API's default page is 1000): fetch them all.
+    if method == "GET" && !path.contains('?') {
+        if let Value::Array(items) = &mut value {
+            let mut last = items.len();
+            while last == LIST_PAGE {
+                let page_url = format!("{url}?limit={LIST_PAGE}&offset={}", items.len());
+                let resp = client
+                    .get(&page_url)
+                    .bearer_auth(&args.token)
+                    .send()
+                    .await
+                    .with_context(|| format!("cannot reach the admin API at {page_url}"))?;
+                let Value::Array(more) = answer_json(resp).await? else {
+                    break;
+                };
+                last = more.len();
+                items.extend(more);
+            }
+        }
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&value)?);
@@ -614,6 +625,24 @@ async fn run_async(args: AdminArgs) -> anyhow::Result<u8> {
         }
     }
     Ok(0)
+}
+
+/// The admin API's default (and the CLI's) page size for lists.
+const LIST_PAGE: usize = 1000;
+
+/// The JSON of an admin API answer; an error status becomes an error with the API's message.
+async fn answer_json(resp: reqwest::Response) -> anyhow::Result<Value> {
+    let status = resp.status();
+    let text = resp.text().await?;
+    let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    if !status.is_success() {
+        let msg = value["error"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| value.to_string());
+        bail!("admin API answered {status}: {msg}");
+    }
+    Ok(value)
 }
 
 fn cell(v: &Value) -> String {
