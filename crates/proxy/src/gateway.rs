@@ -401,20 +401,10 @@ impl Gateway {
             Ok(answer) => {
                 let mut response = answer.response;
                 if response.status() == StatusCode::SWITCHING_PROTOCOLS && client_side.is_none() {
-                    let resp = responses::error(
-                        StatusCode::BAD_GATEWAY,
-                        "upstream_bad_response",
-                        "the upstream switched protocols (101) for a request that did not ask to",
-                    );
-                    let class = Some(ResetClass::UpstreamResetBeforeResponse);
-                    return self.finish(
-                        resp,
+                    return self.bad_upstream_response(
                         pending,
-                        Outcome {
-                            class,
-                            trace,
-                            checkin: None,
-                        },
+                        trace,
+                        "the upstream switched protocols (101) for a request that did not ask to",
                     );
                 }
                 if let (StatusCode::SWITCHING_PROTOCOLS, Some(client_side)) =
@@ -444,20 +434,10 @@ impl Gateway {
                 }
                 let (mut head, incoming) = response.into_parts();
                 let Some(chunked) = response_coding(&head.headers) else {
-                    let resp = responses::error(
-                        StatusCode::BAD_GATEWAY,
-                        "upstream_bad_response",
-                        "the upstream answered with a transfer coding other than chunked",
-                    );
-                    let class = Some(ResetClass::UpstreamResetBeforeResponse);
-                    return self.finish(
-                        resp,
+                    return self.bad_upstream_response(
                         pending,
-                        Outcome {
-                            class,
-                            trace,
-                            checkin: None,
-                        },
+                        trace,
+                        "the upstream answered with a transfer coding other than chunked",
                     );
                 };
                 let keep = !close_requested(&head.headers);
@@ -515,6 +495,22 @@ impl Gateway {
                 )
             }
         }
+    }
+
+    /// `502` for an upstream answer that breaks HTTP; its connection is not reused.
+    fn bad_upstream_response(
+        self: &Arc<Self>,
+        pending: Pending,
+        trace: Trace,
+        message: &str,
+    ) -> Response<Body> {
+        let resp = responses::error(StatusCode::BAD_GATEWAY, "upstream_bad_response", message);
+        let outcome = Outcome {
+            class: Some(ResetClass::UpstreamResetBeforeResponse),
+            trace,
+            checkin: None,
+        };
+        self.finish(resp, pending, outcome)
     }
 
     /// Wrap the response body so the call is counted (and recorded, when something reads the
@@ -615,64 +611,69 @@ impl Gateway {
     }
 }
 
-/// The answer to a head the framing watcher marked.
+/// The answers to heads the framing watcher marked: mark, status, error code, message.
+const FRAMING_REFUSALS: &[(&str, StatusCode, &str, &str)] = &[
+    (
+        MARK_HEAD_TIMEOUT,
+        StatusCode::REQUEST_TIMEOUT,
+        "request_timeout",
+        "the request head did not arrive in time",
+    ),
+    (
+        MARK_AMBIGUOUS,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        "the request has both Content-Length and Transfer-Encoding",
+    ),
+    (
+        MARK_TOO_LARGE,
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        "headers_too_large",
+        "the request line and headers are larger than the gateway accepts",
+    ),
+    (
+        MARK_BAD_VERSION,
+        StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+        "http_version_not_supported",
+        "only HTTP/1.0, HTTP/1.1 and HTTP/2 are served",
+    ),
+    (
+        MARK_BAD_LENGTH,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        "the Content-Length is not a single decimal number",
+    ),
+    (
+        MARK_UNSUPPORTED_CODING,
+        StatusCode::NOT_IMPLEMENTED,
+        "unsupported_transfer_coding",
+        "only the chunked transfer coding is supported",
+    ),
+    (
+        MARK_BAD_HOST,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        "an HTTP/1.1 request needs exactly one Host header",
+    ),
+    (
+        MARK_BARE_LF,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        "a line of the request head ends with a bare LF instead of CRLF",
+    ),
+];
+
+/// The answer to a head the framing watcher marked (unknown marks: a malformed head).
 fn framing_refusal(mark: &[u8]) -> (StatusCode, &'static str, &'static str) {
-    let s = |m: &str| m.as_bytes() == mark;
-    if s(MARK_HEAD_TIMEOUT) {
-        (
-            StatusCode::REQUEST_TIMEOUT,
-            "request_timeout",
-            "the request head did not arrive in time",
-        )
-    } else if s(MARK_AMBIGUOUS) {
-        (
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "the request has both Content-Length and Transfer-Encoding",
-        )
-    } else if s(MARK_TOO_LARGE) {
-        (
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "headers_too_large",
-            "the request line and headers are larger than the gateway accepts",
-        )
-    } else if s(MARK_BAD_VERSION) {
-        (
-            StatusCode::HTTP_VERSION_NOT_SUPPORTED,
-            "http_version_not_supported",
-            "only HTTP/1.0, HTTP/1.1 and HTTP/2 are served",
-        )
-    } else if s(MARK_BAD_LENGTH) {
-        (
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "the Content-Length is not a single decimal number",
-        )
-    } else if s(MARK_UNSUPPORTED_CODING) {
-        (
-            StatusCode::NOT_IMPLEMENTED,
-            "unsupported_transfer_coding",
-            "only the chunked transfer coding is supported",
-        )
-    } else if s(MARK_BAD_HOST) {
-        (
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "an HTTP/1.1 request needs exactly one Host header",
-        )
-    } else if s(MARK_BARE_LF) {
-        (
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "a line of the request head ends with a bare LF instead of CRLF",
-        )
-    } else {
-        (
+    FRAMING_REFUSALS
+        .iter()
+        .find(|(m, ..)| m.as_bytes() == mark)
+        .map(|(_, status, code, message)| (*status, *code, *message))
+        .unwrap_or((
             StatusCode::BAD_REQUEST,
             "bad_request",
             "the request head is not valid HTTP/1.1",
-        )
-    }
+        ))
 }
 
 /// Whether a response is chunked (`Some(true)`), has no transfer coding (`Some(false)`), or
