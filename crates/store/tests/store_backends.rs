@@ -5,6 +5,11 @@
 use holdfast_core::{AiUsage, CallExtra, CallRecord, ResetClass};
 use holdfast_store::*;
 
+/// The PostgreSQL tests share one database, and some of them check the store-wide generation
+/// counter ("nothing was written"): they take turns so one test's writes cannot show up in
+/// another's check.
+static PG_TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 const SECRET: &[u8] = b"test-secret-0123456789";
 
 async fn scenario(store: SqlStore, tag: &str) {
@@ -354,6 +359,7 @@ async fn sqlite_crud_scenario() {
 
 #[tokio::test]
 async fn postgres_crud_scenario() {
+    let _turn = PG_TURN.lock().await;
     let Ok(url) = std::env::var("HOLDFAST_TEST_PG_URL") else {
         eprintln!("skipped: HOLDFAST_TEST_PG_URL is unset (scripts/test sets it via scripts/test-services)");
         return;
@@ -379,6 +385,7 @@ async fn sqlite_file_scenario() {
 
 #[tokio::test]
 async fn postgres_scenario() {
+    let _turn = PG_TURN.lock().await;
     let Ok(url) = std::env::var("HOLDFAST_TEST_PG_URL") else {
         eprintln!("skipped: HOLDFAST_TEST_PG_URL is unset (scripts/test sets it via scripts/test-services)");
         return;
@@ -398,6 +405,7 @@ async fn postgres_scenario() {
 /// against `sslrootcert`, refused without it, and `LISTEN` works over it too.
 #[tokio::test]
 async fn postgres_over_tls_verifies_the_server() {
+    let _turn = PG_TURN.lock().await;
     let (Ok(url), Ok(ca)) = (
         std::env::var("HOLDFAST_TEST_PG_URL"),
         std::env::var("HOLDFAST_TEST_PG_CA"),
@@ -569,6 +577,7 @@ async fn sqlite_delete_races_leave_no_orphans() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_delete_races_leave_no_orphans() {
+    let _turn = PG_TURN.lock().await;
     let Ok(url) = std::env::var("HOLDFAST_TEST_PG_URL") else {
         eprintln!("skipped: HOLDFAST_TEST_PG_URL is unset (scripts/test sets it via scripts/test-services)");
         return;
