@@ -282,3 +282,36 @@ fn active_health_checks_take_a_failing_target_out_of_rotation() {
         assert_eq!(a.status, 200, "{}", a.text());
     }
 }
+
+#[test]
+fn garbage_on_a_reused_connection_is_not_the_idle_race_for_a_post() {
+    // The upstream answers the first request of a connection, then garbage: it read the
+    // second request, so a POST must not go to it again (a GET may).
+    let up = Misbehaving::start(Behavior::GarbageOnReuse).unwrap();
+    let hf = Holdfast::start(&config(&[up.url()], "", "idle_timeout_ms = 60000"));
+    let mut client = hf.client();
+    let first = client
+        .request("POST", "/", &[("x-request-id", "p1")], b"{}")
+        .expect("an answer");
+    assert_eq!(first.status, 200);
+    let second = client
+        .request("POST", "/", &[("x-request-id", "p2")], b"{}")
+        .expect("an answer, never a reset");
+    assert_eq!(second.status, 502, "{}", second.text());
+    assert!(second.text().contains("\"error\""), "{}", second.text());
+    let ids = up.request_ids();
+    assert_eq!(ids.get("p2"), Some(&1), "the POST went out once: {ids:?}");
+    // A GET on the same kind of connection may be repeated on a fresh one.
+    let get = client
+        .request("GET", "/", &[("x-request-id", "g1")], b"")
+        .expect("an answer");
+    let get2 = client
+        .request("GET", "/", &[("x-request-id", "g2")], b"")
+        .expect("an answer");
+    assert!(
+        get.status == 200 && get2.status == 200,
+        "{} {}",
+        get.status,
+        get2.status
+    );
+}

@@ -351,7 +351,10 @@ async fn attempt(
                     ResetClass::UpstreamResetBeforeResponse,
                     msg,
                 ))
-            } else if conn.reused {
+            } else if conn.reused && !e.is_parse() {
+                // Nothing (or a cut-short head) came back on a pooled connection: the idle
+                // race. An answer that does not parse came from an upstream that read the
+                // request, so it is retried only when the method allows (below).
                 Err(AttemptError::IdleRace(msg))
             } else {
                 Err(AttemptError::MaybeProcessed(

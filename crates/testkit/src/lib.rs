@@ -38,6 +38,9 @@ pub enum Behavior {
     Unavailable,
     /// Answers bytes that are not HTTP, then closes.
     Garbage,
+    /// Answers the first request of each connection `200` with keep-alive, and every later
+    /// one with bytes that are not HTTP (then closes): garbage on a reused connection.
+    GarbageOnReuse,
     /// Answers `200` with `bytes=N sum=S`: the request body's length and the wrapping sum of
     /// its bytes (to check that a body arrived whole).
     EchoLength,
@@ -234,6 +237,7 @@ fn serve_connection(stream: TcpStream, shared: &Shared) -> io::Result<()> {
     };
     let mut writer = stream.try_clone()?;
     let mut reader = BufReader::new(stream);
+    let mut served = 0usize;
     loop {
         reader.get_ref().set_read_timeout(Some(idle))?;
         let Some(req) = read_request(&mut reader)? else {
@@ -247,7 +251,9 @@ fn serve_connection(stream: TcpStream, shared: &Shared) -> io::Result<()> {
                 *ids.entry(id).or_insert(0) += 1;
             }
         }
+        served += 1;
         match behavior {
+            Behavior::GarbageOnReuse if served == 1 => respond(&mut writer, "200 OK", "ok\n")?,
             Behavior::Healthy | Behavior::IdleClose(_) => respond(&mut writer, "200 OK", "ok\n")?,
             Behavior::EchoLength => respond(
                 &mut writer,
@@ -296,7 +302,7 @@ fn serve_connection(stream: TcpStream, shared: &Shared) -> io::Result<()> {
                 }
                 return Ok(());
             }
-            Behavior::Garbage => {
+            Behavior::Garbage | Behavior::GarbageOnReuse => {
                 writer.write_all(b"\x00\x01garbage, not HTTP\r\n\r\n")?;
                 let _ = writer.shutdown(std::net::Shutdown::Write);
                 return Ok(());
