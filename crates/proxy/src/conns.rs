@@ -1,10 +1,13 @@
-//! Pooled HTTP/1.1 connections to upstream targets, with keep-alive hygiene: each pooled
-//! connection carries a deadline (the pool's idle timeout, shortened to stay ahead of the
-//! upstream's own `Keep-Alive: timeout=N`), and is retired before the upstream would close it.
+//! Pooled HTTP/1.1 connections to upstream targets ([`H1Conn`], driven by [`crate::h1`]),
+//! with keep-alive hygiene: each pooled connection carries a deadline (the pool's idle
+//! timeout, shortened to stay ahead of the upstream's own `Keep-Alive: timeout=N`), is
+//! retired before the upstream would close it, and is checked at checkout for a close or
+//! reset that came while it was idle.
 //!
 //! A pool with `protocol = "http2"` keeps one multiplexed HTTP/2 connection per target
 //! instead: every exchange shares it (a handle clone) until it closes, then the next exchange
-//! dials a new one.
+//! dials a new one. Requests that need hyper's HTTP/1 client (streamed uploads, protocol
+//! upgrades) get a connection of their own ([`ConnPool::connect`]), used once.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,6 +20,7 @@ use hyper::client::conn::{http1, http2, TrySendError};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use crate::dial::{DialError, Dialer};
+use crate::h1::H1Conn;
 use crate::plugin::Body;
 
 /// The sending half of an upstream connection.
@@ -64,7 +68,7 @@ impl Sender {
     }
 }
 
-/// A connection checked out for one exchange.
+/// A hyper connection (or HTTP/2 handle) for one exchange.
 pub struct Conn {
     pub sender: Sender,
     /// It served an earlier exchange (so a failure before any response byte is the idle race).
@@ -73,7 +77,7 @@ pub struct Conn {
 }
 
 struct Idle {
-    sender: http1::SendRequest<Body>,
+    conn: H1Conn,
     deadline: Instant,
 }
 
@@ -110,35 +114,55 @@ impl ConnPool {
         }
     }
 
-    /// The most recently used live connection to `target`, if any (the caller still awaits
-    /// `ready()`, which fails if the upstream closed it meanwhile).
-    pub fn checkout(&self, target: usize) -> Option<Conn> {
-        if self.dialer.http2() {
-            let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
-            let sender = shared.get(&target)?;
-            if sender.is_closed() {
-                shared.remove(&target);
+    /// The shared HTTP/2 connection to `target`, if it is open (the caller still awaits
+    /// `ready()`).
+    pub fn checkout_shared(&self, target: usize) -> Option<Conn> {
+        let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        let sender = shared.get(&target)?;
+        if sender.is_closed() {
+            shared.remove(&target);
+            return None;
+        }
+        Some(Conn {
+            sender: Sender::Http2(sender.clone()),
+            reused: true,
+            target,
+        })
+    }
+
+    /// The most recently used idle HTTP/1.1 connection to `target` that is still open.
+    pub fn checkout(&self, target: usize) -> Option<H1Conn> {
+        let now = Instant::now();
+        loop {
+            let idle = {
+                let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+                idle.get_mut(&target)?.pop()?
+            };
+            if idle.deadline <= now {
+                // The rest of the list is older still.
+                self.idle
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&target);
                 return None;
             }
-            return Some(Conn {
-                sender: Sender::Http2(sender.clone()),
-                reused: true,
-                target,
-            });
-        }
-        let now = Instant::now();
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let list = idle.get_mut(&target)?;
-        while let Some(c) = list.pop() {
-            if c.deadline > now && !c.sender.is_closed() {
-                return Some(Conn {
-                    sender: Sender::Http1(c.sender),
-                    reused: true,
-                    target,
-                });
+            let mut conn = idle.conn;
+            if !conn.is_stale() {
+                conn.reused = true;
+                return Some(conn);
             }
         }
-        None
+    }
+
+    /// Open a new HTTP/1.1 connection to `spec` (index `target`) for [`crate::h1`].
+    pub async fn dial(
+        &self,
+        target: usize,
+        spec: &Target,
+        timeout: Duration,
+    ) -> Result<H1Conn, DialError> {
+        let stream = self.dialer.dial(spec, timeout).await?;
+        Ok(H1Conn::new(stream, target))
     }
 
     /// How this pool opens connections (also used by health checks).
@@ -146,7 +170,8 @@ impl ConnPool {
         &self.dialer
     }
 
-    /// Open a new connection to `spec` (index `target`).
+    /// Open a new hyper connection to `spec` (index `target`): the shared one of an HTTP/2
+    /// pool, or an HTTP/1.1 one for a single exchange.
     pub async fn connect(
         &self,
         target: usize,
@@ -221,26 +246,21 @@ impl ConnPool {
         }
     }
 
-    /// Return a connection after a complete exchange.
-    pub fn checkin(&self, conn: Conn) {
-        // An HTTP/2 handle needs no return: the shared connection stays in `shared`.
-        let Sender::Http1(sender) = conn.sender else {
-            return;
-        };
-        if sender.is_closed() {
-            return;
-        }
+    /// Return an HTTP/1.1 connection after a complete exchange.
+    pub fn checkin(&self, conn: H1Conn) {
         let limit = self.idle_limit(conn.target);
         if limit.is_zero() {
             return;
         }
+        let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let list = idle.entry(conn.target).or_default();
-        let now = Instant::now();
-        list.retain(|c| c.deadline > now && !c.sender.is_closed());
+        // Oldest first: drop the expired ones at the front.
+        let expired = list.iter().take_while(|c| c.deadline <= now).count();
+        list.drain(..expired);
         if list.len() < self.max_idle {
             list.push(Idle {
-                sender,
+                conn,
                 deadline: now + limit,
             });
         }

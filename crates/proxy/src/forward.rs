@@ -4,12 +4,16 @@
 //! Retry rules (see docs/ARCHITECTURE.md for why):
 //! - connect failure or refusal: retry on another target, any method;
 //! - failure on a *reused* pooled connection before any response byte (the idle keep-alive
-//!   race), or a request hyper never sent: retry, any method;
+//!   race), or a request that was never written: retry, any method;
 //! - after the upstream may have processed the request (timeout, reset after the request went
 //!   out on a fresh connection, 502/503/504 answer): only idempotent methods, unless the route
 //!   says `retry_non_idempotent = true`;
 //! - never once response bytes have reached the client (the response is returned here before
 //!   any byte is sent, so later failures cannot be retried by construction).
+//!
+//! HTTP/1.1 pools exchange in the request's own task ([`crate::h1`]) when the body is
+//! buffered; streamed uploads and protocol upgrades go through hyper's client on a connection
+//! of their own, and HTTP/2 pools through hyper's shared connection.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -19,12 +23,13 @@ use bytes::Bytes;
 use holdfast_core::config::{Route, Target};
 use holdfast_core::ResetClass;
 use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
+use http_body_util::BodyExt;
 
 use crate::balance::Balancer;
 use crate::budget::Budget;
 use crate::conns::{Conn, ConnPool, ConnectError, Sender};
 use crate::dial::{DialError, Dialer, TlsSetupError};
+use crate::h1::{self, H1Conn};
 use crate::plugin::Body;
 use crate::responses::full;
 
@@ -43,6 +48,12 @@ impl UpstreamRt {
             balancer: Balancer::new(upstream),
             conns,
         })
+    }
+}
+
+impl h1::body::Return for UpstreamRt {
+    fn checkin(&self, conn: H1Conn) {
+        self.conns.checkin(conn);
     }
 }
 
@@ -109,10 +120,11 @@ pub struct Trace {
     pub retried: Vec<ResetClass>,
 }
 
-/// A response head from the upstream, with the connection to return to the pool.
+/// A response head from the upstream. An HTTP/1.1 body returns its connection to the pool
+/// itself; a hyper exchange's connection is held until the body ends.
 pub struct Answer {
-    pub response: Response<Incoming>,
-    pub conn: Conn,
+    pub response: Response<Body>,
+    pub conn: Option<Conn>,
 }
 
 /// The request could not be served.
@@ -261,13 +273,17 @@ fn final_failure(
     }
 }
 
+/// A connection for hyper's client: the shared HTTP/2 one, or a new HTTP/1.1 one.
 async fn get_conn(
     up: &UpstreamRt,
     i: usize,
     trace: &mut Trace,
     fresh: bool,
 ) -> Result<Conn, AttemptError> {
-    while let Some(mut conn) = (!fresh).then(|| up.conns.checkout(i)).flatten() {
+    while let Some(mut conn) = (!fresh && up.conns.dialer().http2())
+        .then(|| up.conns.checkout_shared(i))
+        .flatten()
+    {
         if conn.sender.is_ready() {
             return Ok(conn);
         }
@@ -289,18 +305,107 @@ async fn get_conn(
         .await;
     trace.connect_ms = Some(ms(started.elapsed()));
     result.map_err(|e| match e {
-        ConnectError::Dial(DialError::Timeout(_)) => {
-            AttemptError::NotSent(ResetClass::UpstreamTimeout, e.to_string())
-        }
-        // Refused, unreachable, or a TLS handshake (certificate) failure: nothing was sent.
-        ConnectError::Dial(_) => AttemptError::NotSent(ResetClass::UpstreamRefused, e.to_string()),
+        ConnectError::Dial(d) => dial_failure(d),
         ConnectError::Handshake(..) => {
             AttemptError::NotSent(ResetClass::UpstreamResetBeforeResponse, e.to_string())
         }
     })
 }
 
+fn dial_failure(e: DialError) -> AttemptError {
+    match e {
+        DialError::Timeout(_) => AttemptError::NotSent(ResetClass::UpstreamTimeout, e.to_string()),
+        // Refused, unreachable, or a TLS handshake (certificate) failure: nothing was sent.
+        _ => AttemptError::NotSent(ResetClass::UpstreamRefused, e.to_string()),
+    }
+}
+
+/// One exchange: in this task for a buffered body to an HTTP/1.1 pool, else through hyper.
 async fn attempt(
+    up: &Arc<UpstreamRt>,
+    i: usize,
+    timeout: Duration,
+    out: &Outgoing,
+    trace: &mut Trace,
+    fresh: bool,
+) -> Result<Answer, AttemptError> {
+    match &out.body {
+        OutBody::Buffered(body) if !up.conns.dialer().http2() && !out.upgrade => {
+            attempt_h1(up, i, timeout, out, body, trace, fresh).await
+        }
+        _ => attempt_hyper(up, i, timeout, out, trace, fresh).await,
+    }
+}
+
+async fn attempt_h1(
+    up: &Arc<UpstreamRt>,
+    i: usize,
+    timeout: Duration,
+    out: &Outgoing,
+    body: &Bytes,
+    trace: &mut Trace,
+    fresh: bool,
+) -> Result<Answer, AttemptError> {
+    let mut conn = match (!fresh).then(|| up.conns.checkout(i)).flatten() {
+        Some(conn) => conn,
+        None => {
+            let started = Instant::now();
+            let spec = &up.balancer.upstream.targets[i];
+            let dialed = up
+                .conns
+                .dial(i, spec, up.balancer.upstream.connect_timeout)
+                .await;
+            trace.connect_ms = Some(ms(started.elapsed()));
+            dialed.map_err(dial_failure)?
+        }
+    };
+    let started = trace.started.unwrap_or_else(Instant::now);
+    let request = h1::RequestParts {
+        method: &out.method,
+        uri: &out.uri,
+        headers: &out.headers,
+        body,
+    };
+    let result = tokio::time::timeout(timeout, conn.exchange(&request)).await;
+    let authority = &up.balancer.targets[i].authority;
+    match result {
+        Ok(Ok(head)) => {
+            trace.first_byte_ms = Some(ms(started.elapsed()));
+            up.conns.learn_keep_alive(i, head.headers.get("keep-alive"));
+            let home: Arc<dyn h1::body::Return> = up.clone();
+            Ok(Answer {
+                response: h1::body::into_response(head, conn, home),
+                conn: None,
+            })
+        }
+        Ok(Err(e)) => {
+            let msg = format!("{e} ({authority})");
+            Err(if conn.reused && !e.got_response_bytes() {
+                // Nothing came back on a pooled connection: the idle race. A response that
+                // broke off or does not parse came from an upstream that read the request.
+                AttemptError::IdleRace(msg)
+            } else if e.unsent() {
+                AttemptError::NotSent(ResetClass::UpstreamResetBeforeResponse, msg)
+            } else {
+                AttemptError::MaybeProcessed(ResetClass::UpstreamResetBeforeResponse, msg)
+            })
+        }
+        Err(_) => Err(timed_out(up, i, timeout)),
+    }
+}
+
+fn timed_out(up: &UpstreamRt, i: usize, timeout: Duration) -> AttemptError {
+    AttemptError::MaybeProcessed(
+        ResetClass::UpstreamTimeout,
+        format!(
+            "no response from {} within {} ms",
+            up.balancer.targets[i].authority,
+            timeout.as_millis()
+        ),
+    )
+}
+
+async fn attempt_hyper(
     up: &UpstreamRt,
     i: usize,
     timeout: Duration,
@@ -329,7 +434,14 @@ async fn attempt(
             trace.first_byte_ms = Some(ms(started.elapsed()));
             up.conns
                 .learn_keep_alive(i, response.headers().get("keep-alive"));
-            Ok(Answer { response, conn })
+            let response = response.map(|b| {
+                b.map_err(|e| Box::new(e) as crate::plugin::BoxError)
+                    .boxed()
+            });
+            Ok(Answer {
+                response,
+                conn: Some(conn),
+            })
         }
         Ok(Err(mut unsent)) => {
             let recovered = unsent.take_message();
@@ -363,14 +475,7 @@ async fn attempt(
                 ))
             }
         }
-        Err(_) => Err(AttemptError::MaybeProcessed(
-            ResetClass::UpstreamTimeout,
-            format!(
-                "no response from {} within {} ms",
-                up.balancer.targets[i].authority,
-                timeout.as_millis()
-            ),
-        )),
+        Err(_) => Err(timed_out(up, i, timeout)),
     }
 }
 

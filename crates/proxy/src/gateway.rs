@@ -164,8 +164,8 @@ impl Drop for Pending {
 struct Outcome {
     class: Option<ResetClass>,
     trace: Trace,
-    /// A pooled upstream connection to return when the response body completes.
-    checkin: Option<(Arc<UpstreamRt>, Conn)>,
+    /// A hyper upstream connection, held until the response body ends.
+    hold: Option<Conn>,
 }
 
 impl Outcome {
@@ -173,7 +173,7 @@ impl Outcome {
         Outcome {
             class,
             trace: Trace::default(),
-            checkin: None,
+            hold: None,
         }
     }
 }
@@ -428,11 +428,11 @@ impl Gateway {
                     let outcome = Outcome {
                         class: None,
                         trace,
-                        checkin: None,
+                        hold: None,
                     };
                     return self.finish(resp, pending, outcome);
                 }
-                let (mut head, incoming) = response.into_parts();
+                let (mut head, upstream_body) = response.into_parts();
                 let Some(chunked) = response_coding(&head.headers) else {
                     return self.bad_upstream_response(
                         pending,
@@ -449,20 +449,16 @@ impl Gateway {
                 }
                 hygiene::add_via(&mut head.headers, head.version);
                 head.version = http::Version::HTTP_11;
-                let resp = Response::from_parts(
-                    head,
-                    incoming
-                        .map_err(|e| Box::new(e) as crate::plugin::BoxError)
-                        .boxed(),
-                );
-                let checkin = keep.then(|| (up.clone(), answer.conn));
+                let resp = Response::from_parts(head, upstream_body);
+                // A connection the upstream asked to close is not held either.
+                let hold = answer.conn.filter(|_| keep);
                 self.finish(
                     resp,
                     pending,
                     Outcome {
                         class: None,
                         trace,
-                        checkin,
+                        hold,
                     },
                 )
             }
@@ -474,7 +470,7 @@ impl Gateway {
                         Outcome {
                             class: Some(class),
                             trace,
-                            checkin: None,
+                            hold: None,
                         },
                     );
                 }
@@ -490,7 +486,7 @@ impl Gateway {
                     Outcome {
                         class: Some(failure.class),
                         trace,
-                        checkin: None,
+                        hold: None,
                     },
                 )
             }
@@ -508,7 +504,7 @@ impl Gateway {
         let outcome = Outcome {
             class: Some(ResetClass::UpstreamResetBeforeResponse),
             trace,
-            checkin: None,
+            hold: None,
         };
         self.finish(resp, pending, outcome)
     }
@@ -527,16 +523,8 @@ impl Gateway {
         let body = Tracked::new(body, move |ending, bytes_out| {
             let mut p = p;
             p.recorded = true;
-            let Outcome {
-                class,
-                trace,
-                checkin,
-            } = outcome;
-            if let Some((up, conn)) = checkin {
-                if ending == Ending::Complete {
-                    up.conns.checkin(conn);
-                }
-            }
+            let Outcome { class, trace, hold } = outcome;
+            drop(hold);
             let extra_class = p.extra.lock().ok().and_then(|e| e.reset_class);
             let class = class.or(extra_class).or(match ending {
                 Ending::Complete => None,

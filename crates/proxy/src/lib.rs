@@ -5,7 +5,7 @@
 //! The path of a request: [`server`] accepts (connection limit) and [`framing`] watches every
 //! request head (deadline, Content-Length/Transfer-Encoding ambiguity) -> [`gateway`] matches a route, applies the route's concurrency limit and the guards, then
 //! calls a handler or [`forward`]s to a pool ([`balance`] picks targets, [`conns`] pools
-//! connections) -> the response body is [`body::Tracked`] so the call record is written by
+//! connections, [`h1`] speaks HTTP/1.1 to upstreams) -> the response body is [`body::Tracked`] so the call record is written by
 //! [`observe`] when it ends.
 
 pub mod access_log;
@@ -18,6 +18,7 @@ pub mod dial;
 pub mod forward;
 pub mod framing;
 pub mod gateway;
+pub mod h1;
 pub mod health;
 pub mod hygiene;
 pub mod limiter;
