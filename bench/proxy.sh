@@ -2,6 +2,8 @@
 # Holdfast vs nginx vs haproxy as reverse proxies (one worker each) in front of one nginx
 # upstream answering a fixed 200, driven by wrk; then a fault mix behind each proxy.
 # Usage: bench/proxy.sh            (SECS=10 CONNS=50 ROUNDS=3 to change the run)
+#        BASELINE=/path/to/older/holdfast bench/proxy.sh   adds that build as `hf-base` to the
+#        throughput rounds (same config, port 18084), for before/after comparisons in one run.
 # Throughput rounds alternate the proxies (the order rotates each round) and report medians,
 # plus each proxy's CPU time per request split into user space and kernel, from /proc.
 # Needs: nginx haproxy wrk (apt), a release build (done here).
@@ -67,7 +69,7 @@ CONF
   LAST_PID=$!
 }
 
-holdfast_conf() { # $1 = name, $2 = port, $3 = targets (TOML list body)
+holdfast_conf() { # $1 = name, $2 = port, $3 = targets (TOML list body), $4 = binary (default: this build)
   cat > "$TMP/$1.toml" <<CONF
 [server]
 listen = ["127.0.0.1:$2"]
@@ -78,7 +80,7 @@ targets = [$3]
 [[routes]]
 upstream = "up"
 CONF
-  "$HF" serve --config "$TMP/$1.toml" 2>"$TMP/$1.err" & PIDS+=($!)
+  "${4:-$HF}" serve --config "$TMP/$1.toml" 2>"$TMP/$1.err" & PIDS+=($!)
   LAST_PID=$!
 }
 
@@ -111,16 +113,23 @@ haproxy_conf haproxy 18083 "  server s1 127.0.0.1:18080"
 PID_OF[haproxy]=$LAST_PID
 holdfast_conf holdfast 18081 '"http://127.0.0.1:18080"'
 PID_OF[holdfast]=$LAST_PID
-for p in 18080 18081 18082 18083; do wait_port $p; done
+PORTS=(18080 18081 18082 18083)
+if [ -n "${BASELINE:-}" ]; then
+  holdfast_conf hfbase 18084 '"http://127.0.0.1:18080"' "$BASELINE"
+  PID_OF[hf-base]=$LAST_PID
+  PORTS+=(18084)
+fi
+for p in "${PORTS[@]}"; do wait_port $p; done
 # nginx answers from its one worker process, the master's child.
 PID_OF[nginx]=$(pgrep -P "$NGINX_MASTER" | head -1)
 PID_OF[direct]=""
-declare -A PORT_OF=([direct]=18080 [holdfast]=18081 [nginx]=18082 [haproxy]=18083)
+declare -A PORT_OF=([direct]=18080 [holdfast]=18081 [nginx]=18082 [haproxy]=18083 [hf-base]=18084)
 
 echo "== throughput: wrk -t1 -c$CONNS -d${SECS}s, one worker per proxy, $ROUNDS rounds =="
 printf "%-6s %-10s %12s %10s %8s %12s %12s\n" round proxy "req/s" "p99 ms" errors "user us/req" "sys us/req"
 declare -A RPS P99 UCPU SCPU
 ORDER=(direct holdfast nginx haproxy)
+[ -n "${BASELINE:-}" ] && ORDER+=(hf-base)
 HZ=$(getconf CLK_TCK)
 for r in $(seq 1 "$ROUNDS"); do
   for name in "${ORDER[@]}"; do
@@ -144,7 +153,7 @@ echo
 echo "medians over $ROUNDS rounds:"
 printf "%-10s %12s %10s %12s %12s\n" proxy "req/s" "p99 ms" "user us/req" "sys us/req"
 declare -A MRPS MP99
-for name in direct holdfast nginx haproxy; do
+for name in "${ORDER[@]}"; do
   # shellcheck disable=SC2086
   MRPS[$name]=$(median ${RPS[$name]}); MP99[$name]=$(median ${P99[$name]})
   mu=-; ms=-
@@ -155,6 +164,10 @@ done
 best=nginx; awk -v a="${MRPS[haproxy]}" -v b="${MRPS[nginx]}" 'BEGIN{exit !(a>b)}' && best=haproxy
 awk -v h="${MRPS[holdfast]}" -v b="${MRPS[$best]}" -v hp="${MP99[holdfast]}" -v bp="${MP99[$best]}" -v n="$best" \
   'BEGIN{printf "holdfast / best peer (%s), medians: throughput %.2fx, p99 %.2fx\n", n, h/b, hp/bp}'
+if [ -n "${BASELINE:-}" ]; then
+  awk -v h="${MRPS[holdfast]}" -v b="${MRPS[hf-base]}" -v hp="${MP99[holdfast]}" -v bp="${MP99[hf-base]}" \
+    'BEGIN{printf "holdfast / baseline build, medians: throughput %.2fx, p99 %.2fx\n", h/b, hp/bp}'
+fi
 
 # --- Fault mix: the same misbehaving set behind each proxy ------------------------------------
 exec 3> >("$MIS" idle-close:200 reset-on-accept > "$TMP/mis.txt")

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use http::HeaderMap;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
@@ -57,7 +57,7 @@ enum State {
 /// A response body read from an upstream connection.
 pub struct UpstreamBody {
     conn: Option<H1Conn>,
-    state: State,
+    decoder: Decoder,
     reusable: bool,
     home: Option<Arc<dyn Return>>,
 }
@@ -78,13 +78,8 @@ pub fn into_response(
         framing,
         reusable,
     } = head;
-    let state = match framing {
-        super::Framing::Empty => State::Done,
-        super::Framing::Length(n) => State::Length(n),
-        super::Framing::Chunked => State::ChunkSize,
-        super::Framing::UntilClose => State::UntilClose,
-    };
-    let body: Body = match state {
+    let decoder = Decoder::new(framing);
+    let body: Body = match decoder.state {
         State::Done => {
             if reusable && conn.buf.is_empty() {
                 home.checkin(conn);
@@ -98,9 +93,9 @@ pub fn into_response(
             }
             crate::responses::full(whole)
         }
-        state => UpstreamBody {
+        _ => UpstreamBody {
             conn: Some(conn),
-            state,
+            decoder,
             reusable,
             home: Some(home),
         }
@@ -120,7 +115,7 @@ impl UpstreamBody {
     /// The body was read to its end: return the connection if it can serve another exchange
     /// (nothing unasked behind the body).
     fn finish(&mut self) {
-        self.state = State::Done;
+        self.decoder.state = State::Done;
         let (Some(conn), Some(home)) = (self.conn.take(), self.home.take()) else {
             return;
         };
@@ -144,127 +139,160 @@ impl UpstreamBody {
         Poll::Ready(Ok(n > 0))
     }
 
-    fn buffered(&self) -> usize {
-        self.conn.as_ref().map_or(0, |c| c.buf.len())
-    }
-
-    fn take(&mut self, n: usize) -> Bytes {
-        match self.conn.as_mut() {
-            Some(c) => c.buf.split_to(n).freeze(),
-            None => Bytes::new(),
-        }
-    }
-
-    fn buf(&self) -> &[u8] {
-        self.conn.as_ref().map_or(&[], |c| &c.buf[..])
-    }
-
-    fn advance(&mut self, n: usize) {
-        if let Some(c) = self.conn.as_mut() {
-            c.buf.advance(n);
-        }
-    }
-
     /// The next frame, or `None` at the end.
     fn step(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         loop {
-            match self.state {
-                State::Done => return Poll::Ready(None),
-                State::Length(0) => {
+            let Some(conn) = self.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match self.decoder.decode(&mut conn.buf)? {
+                Decoded::Frame(frame) => {
+                    if self.decoder.is_done() {
+                        self.finish();
+                    }
+                    return Poll::Ready(Some(Ok(frame)));
+                }
+                Decoded::End => {
                     self.finish();
                     return Poll::Ready(None);
                 }
+                Decoded::NeedMore => {
+                    if !ready!(self.poll_fill(cx))? {
+                        // The close ends a close-delimited body (its connection is not
+                        // reused); any other body is short.
+                        self.decoder.at_close()?;
+                        self.reusable = false;
+                        self.finish();
+                        return Poll::Ready(None);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What [`Decoder::decode`] found in the buffer.
+#[derive(Debug)]
+pub enum Decoded {
+    Frame(Frame<Bytes>),
+    /// The body is complete.
+    End,
+    /// More bytes are needed.
+    NeedMore,
+}
+
+/// The body framing as a state machine over a buffer, with no I/O (also used by the fuzz
+/// target): [`Decoder::decode`] takes what it can from the front of the buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decoder {
+    state: State,
+}
+
+impl Decoder {
+    pub fn new(framing: super::Framing) -> Decoder {
+        let state = match framing {
+            super::Framing::Empty => State::Done,
+            super::Framing::Length(0) => State::Done,
+            super::Framing::Length(n) => State::Length(n),
+            super::Framing::Chunked => State::ChunkSize,
+            super::Framing::UntilClose => State::UntilClose,
+        };
+        Decoder { state }
+    }
+
+    /// The whole body has been decoded.
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// The bytes still due, when the framing says.
+    pub fn remaining(&self) -> Option<u64> {
+        match self.state {
+            State::Length(n) => Some(n),
+            State::Done => Some(0),
+            _ => None,
+        }
+    }
+
+    /// The upstream closed the connection: the end of a close-delimited body (`Ok`), else an
+    /// error (the body is short).
+    pub fn at_close(&mut self) -> Result<(), BodyError> {
+        match self.state {
+            State::UntilClose | State::Done => {
+                self.state = State::Done;
+                Ok(())
+            }
+            State::Length(due) => Err(BodyError::Short(due)),
+            _ => Err(BodyError::ChunkedCutShort),
+        }
+    }
+
+    /// Decode from the front of `buf`, consuming what was decoded.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, BodyError> {
+        loop {
+            match self.state {
+                State::Done => return Ok(Decoded::End),
                 State::Length(due) | State::ChunkData(due) => {
-                    if self.buffered() == 0 {
-                        if !ready!(self.poll_fill(cx))? {
-                            return Poll::Ready(Some(Err(match self.state {
-                                State::Length(_) => BodyError::Short(due),
-                                _ => BodyError::ChunkedCutShort,
-                            })));
-                        }
-                        continue;
+                    if buf.is_empty() {
+                        return Ok(Decoded::NeedMore);
                     }
-                    let n = (self.buffered() as u64).min(due);
-                    let data = self.take(n as usize);
-                    match self.state {
-                        State::Length(_) if n == due => self.finish(),
-                        State::Length(_) => self.state = State::Length(due - n),
-                        _ if n == due => self.state = State::ChunkEnd,
-                        _ => self.state = State::ChunkData(due - n),
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                    let n = (buf.len() as u64).min(due);
+                    let data = buf.split_to(n as usize).freeze();
+                    self.state = match self.state {
+                        State::Length(_) if n == due => State::Done,
+                        State::Length(_) => State::Length(due - n),
+                        _ if n == due => State::ChunkEnd,
+                        _ => State::ChunkData(due - n),
+                    };
+                    return Ok(Decoded::Frame(Frame::data(data)));
                 }
                 State::UntilClose => {
-                    if self.buffered() == 0 {
-                        if !ready!(self.poll_fill(cx))? {
-                            // The close is the end: the connection is not reused.
-                            self.reusable = false;
-                            self.finish();
-                            return Poll::Ready(None);
-                        }
-                        continue;
+                    if buf.is_empty() {
+                        return Ok(Decoded::NeedMore);
                     }
-                    let n = self.buffered();
-                    return Poll::Ready(Some(Ok(Frame::data(self.take(n)))));
+                    let n = buf.len();
+                    return Ok(Decoded::Frame(Frame::data(buf.split_to(n).freeze())));
                 }
-                State::ChunkSize => match parse_chunk_size(self.buf())? {
+                State::ChunkSize => match parse_chunk_size(buf)? {
                     Some((line, size)) => {
-                        self.advance(line);
+                        buf.advance(line);
                         self.state = if size == 0 {
                             State::Trailers
                         } else {
                             State::ChunkData(size)
                         };
                     }
-                    None => {
-                        if self.buffered() > MAX_CHUNK_LINE {
-                            return Poll::Ready(Some(Err(BodyError::BadChunk(
-                                "chunk-size line too long",
-                            ))));
-                        }
-                        if !ready!(self.poll_fill(cx))? {
-                            return Poll::Ready(Some(Err(BodyError::ChunkedCutShort)));
-                        }
+                    None if buf.len() > MAX_CHUNK_LINE => {
+                        return Err(BodyError::BadChunk("chunk-size line too long"))
                     }
+                    None => return Ok(Decoded::NeedMore),
                 },
                 State::ChunkEnd => {
-                    let buf = self.buf();
-                    if buf.len() >= 2 {
-                        if &buf[..2] != b"\r\n" {
-                            return Poll::Ready(Some(Err(BodyError::BadChunk(
-                                "chunk data not followed by CRLF",
-                            ))));
-                        }
-                        self.advance(2);
-                        self.state = State::ChunkSize;
-                        continue;
+                    if buf.len() < 2 {
+                        return Ok(Decoded::NeedMore);
                     }
-                    if !ready!(self.poll_fill(cx))? {
-                        return Poll::Ready(Some(Err(BodyError::ChunkedCutShort)));
+                    if &buf[..2] != b"\r\n" {
+                        return Err(BodyError::BadChunk("chunk data not followed by CRLF"));
                     }
+                    buf.advance(2);
+                    self.state = State::ChunkSize;
                 }
                 State::Trailers => {
-                    if self.buf().starts_with(b"\r\n") {
-                        self.advance(2);
-                        self.finish();
-                        return Poll::Ready(None);
+                    if buf.starts_with(b"\r\n") {
+                        buf.advance(2);
+                        self.state = State::Done;
+                        return Ok(Decoded::End);
                     }
-                    match parse_trailers(self.buf())? {
+                    match parse_trailers(buf)? {
                         Some((len, trailers)) => {
-                            self.advance(len);
-                            self.finish();
-                            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                            buf.advance(len);
+                            self.state = State::Done;
+                            return Ok(Decoded::Frame(Frame::trailers(trailers)));
                         }
-                        None => {
-                            if self.buffered() > MAX_TRAILER_BYTES {
-                                return Poll::Ready(Some(Err(BodyError::BadChunk(
-                                    "trailers too large",
-                                ))));
-                            }
-                            if !ready!(self.poll_fill(cx))? {
-                                return Poll::Ready(Some(Err(BodyError::ChunkedCutShort)));
-                            }
+                        None if buf.len() > MAX_TRAILER_BYTES => {
+                            return Err(BodyError::BadChunk("trailers too large"))
                         }
+                        None => return Ok(Decoded::NeedMore),
                     }
                 }
             }
@@ -335,7 +363,7 @@ impl HttpBody for UpstreamBody {
         match ready!(this.step(cx)) {
             Some(Err(e)) => {
                 // The connection is in an unknown state: it is closed, never reused.
-                this.state = State::Done;
+                this.decoder.state = State::Done;
                 this.conn = None;
                 Poll::Ready(Some(Err(Box::new(e))))
             }
@@ -344,14 +372,13 @@ impl HttpBody for UpstreamBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.state == State::Done
+        self.decoder.is_done()
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self.state {
-            State::Length(n) => SizeHint::with_exact(n),
-            State::Done => SizeHint::with_exact(0),
-            _ => SizeHint::default(),
+        match self.decoder.remaining() {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
         }
     }
 }
@@ -375,6 +402,80 @@ mod tests {
         ] {
             assert!(parse_chunk_size(bad).is_err(), "{bad:?}");
         }
+    }
+
+    /// Decode `wire` fed in pieces of `piece` bytes: the data, the trailers, and whether the
+    /// body ended before the close.
+    fn decode_in_pieces(
+        framing: super::super::Framing,
+        wire: &[u8],
+        piece: usize,
+    ) -> Result<(Vec<u8>, Option<HeaderMap>, bool), BodyError> {
+        let mut decoder = Decoder::new(framing);
+        let mut buf = BytesMut::new();
+        let mut data = Vec::new();
+        let mut trailers = None;
+        let mut pieces = wire.chunks(piece);
+        loop {
+            match decoder.decode(&mut buf)? {
+                Decoded::Frame(f) => match f.into_data() {
+                    Ok(d) => data.extend_from_slice(&d),
+                    Err(f) => trailers = f.into_trailers().ok(),
+                },
+                Decoded::End => return Ok((data, trailers, true)),
+                Decoded::NeedMore => match pieces.next() {
+                    Some(p) => buf.extend_from_slice(p),
+                    None => {
+                        decoder.at_close()?;
+                        return Ok((data, trailers, false));
+                    }
+                },
+            }
+        }
+    }
+
+    #[test]
+    fn every_split_of_the_wire_decodes_the_same() {
+        use super::super::Framing;
+        let chunked = b"5;x=y\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\nx-sum: 7\r\n\r\n";
+        for piece in 1..chunked.len() {
+            let (data, trailers, ended) =
+                decode_in_pieces(Framing::Chunked, chunked, piece).unwrap();
+            assert_eq!(data, b"hello world", "piece {piece}");
+            assert_eq!(trailers.unwrap()["x-sum"], "7");
+            assert!(ended);
+        }
+        for piece in 1..12 {
+            let (data, _, ended) =
+                decode_in_pieces(Framing::Length(11), b"hello world", piece).unwrap();
+            assert_eq!((data.as_slice(), ended), (&b"hello world"[..], true));
+            let (data, _, ended) =
+                decode_in_pieces(Framing::UntilClose, b"hello world", piece).unwrap();
+            assert_eq!((data.as_slice(), ended), (&b"hello world"[..], false));
+        }
+    }
+
+    #[test]
+    fn short_and_malformed_bodies_are_errors() {
+        use super::super::Framing;
+        assert!(matches!(
+            decode_in_pieces(Framing::Length(20), b"hello", 3),
+            Err(BodyError::Short(15))
+        ));
+        for bad in [
+            &b"5\r\nhel"[..],
+            b"5\r\nhelloXX0\r\n\r\n",
+            b"zz\r\n",
+            b"5\r\nhello\r\n0\r\nbad trailer\r\n\r\n",
+        ] {
+            assert!(
+                decode_in_pieces(Framing::Chunked, bad, 2).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let endless = vec![b'1'; MAX_CHUNK_LINE + 10];
+        assert!(decode_in_pieces(Framing::Chunked, &endless, 100).is_err());
     }
 
     #[test]
