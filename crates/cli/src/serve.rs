@@ -112,16 +112,19 @@ async fn serve(args: ServeArgs, mut cfg: Config) -> anyhow::Result<()> {
     }
     let metrics = install_metrics()?;
     // Histogram samples wait in the recorder until they are aggregated: a scrape does that, and
-    // so does this task, so that memory stays flat when nobody scrapes `/metrics` (without it,
-    // about 40 bytes per request stay behind).
+    // so does this thread, so that memory stays flat when nobody scrapes `/metrics` (without it,
+    // about 40 bytes per request stay behind). It is a thread of its own, not a task: at tens of
+    // thousands of requests per second, aggregating seconds of samples took tens of
+    // milliseconds, and on the serving thread every request in flight waited for it (a p99 of
+    // 14 ms instead of 1 ms with `workers = 1`).
     let upkeep = metrics.clone();
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
-        loop {
-            every.tick().await;
+    std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || loop {
+            std::thread::sleep(std::time::Duration::from_millis(500));
             upkeep.run_upkeep();
-        }
-    });
+        })
+        .context("starting the metrics upkeep thread")?;
     let (extensions, admin_router) = plugins::init(&cfg).await?;
     let built = extensions
         .build(&cfg)
@@ -137,7 +140,16 @@ async fn serve(args: ServeArgs, mut cfg: Config) -> anyhow::Result<()> {
     let handle = metrics.clone();
     let mut router = axum::Router::new().route(
         "/metrics",
-        axum::routing::get(move || std::future::ready(handle.render())),
+        // Rendering aggregates the samples not yet taken by the upkeep thread: off the
+        // serving threads too.
+        axum::routing::get(move || {
+            let handle = handle.clone();
+            async move {
+                tokio::task::spawn_blocking(move || handle.render())
+                    .await
+                    .unwrap_or_default()
+            }
+        }),
     );
     if let Some(extra) = admin_router {
         router = router.merge(extra);
