@@ -49,18 +49,9 @@ fn serve(stream: TcpStream, answer: &Script, counter: &AtomicUsize) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut stream = stream;
     for nth in 0.. {
-        let mut head = String::new();
-        loop {
-            let mut line = String::new();
-            match reader.read_line(&mut line) {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-            head.push_str(&line);
-            if line == "\r\n" {
-                break;
-            }
-        }
+        let Some(head) = proxy_support::read_request_head(&mut reader) else {
+            return;
+        };
         counter.fetch_add(1, Ordering::SeqCst);
         let path = head.split(' ').nth(1).unwrap_or("/").to_string();
         match answer(&path, &head, nth) {
