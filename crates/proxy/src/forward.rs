@@ -120,12 +120,9 @@ pub struct Trace {
     pub retried: Vec<ResetClass>,
 }
 
-/// A response head from the upstream. An HTTP/1.1 body returns its connection to the pool
-/// itself; a hyper exchange's connection is held until the body ends.
-pub struct Answer {
-    pub response: Response<Body>,
-    pub conn: Option<Conn>,
-}
+/// A response head from the upstream, its body still to come. An HTTP/1.1 body returns its
+/// connection to the pool itself; hyper's connection task finishes a body on its own.
+pub type Answer = Response<Body>;
 
 /// The request could not be served.
 pub struct Failure {
@@ -184,7 +181,7 @@ pub async fn forward(
         target.inflight.fetch_sub(1, Ordering::Relaxed);
         let error = match result {
             Ok(answer) => {
-                let status = answer.response.status();
+                let status = answer.status();
                 let retryable_status = matches!(status.as_u16(), 502..=504);
                 if status.is_server_error() {
                     up.balancer.on_failure(i);
@@ -373,10 +370,7 @@ async fn attempt_h1(
             trace.first_byte_ms = Some(ms(started.elapsed()));
             up.conns.learn_keep_alive(i, head.headers.get("keep-alive"));
             let home: Arc<dyn h1::body::Return> = up.clone();
-            Ok(Answer {
-                response: h1::body::into_response(head, conn, home),
-                conn: None,
-            })
+            Ok(h1::body::into_response(head, conn, home))
         }
         Ok(Err(e)) => {
             let msg = format!("{e} ({authority})");
@@ -434,14 +428,10 @@ async fn attempt_hyper(
             trace.first_byte_ms = Some(ms(started.elapsed()));
             up.conns
                 .learn_keep_alive(i, response.headers().get("keep-alive"));
-            let response = response.map(|b| {
+            Ok(response.map(|b| {
                 b.map_err(|e| Box::new(e) as crate::plugin::BoxError)
                     .boxed()
-            });
-            Ok(Answer {
-                response,
-                conn: Some(conn),
-            })
+            }))
         }
         Ok(Err(mut unsent)) => {
             let recovered = unsent.take_message();

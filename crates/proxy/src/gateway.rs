@@ -16,7 +16,6 @@ use hyper::body::{Body as _, Incoming};
 use crate::balance::fnv1a;
 use crate::body::{Ending, Tracked, Upload, UploadStats};
 use crate::budget::Budget;
-use crate::conns::Conn;
 use crate::dial::TlsSetupError;
 use crate::forward::{forward, ms, OutBody, Outgoing, Trace, UpstreamRt};
 use crate::framing::{
@@ -164,8 +163,6 @@ impl Drop for Pending {
 struct Outcome {
     class: Option<ResetClass>,
     trace: Trace,
-    /// A hyper upstream connection, held until the response body ends.
-    hold: Option<Conn>,
 }
 
 impl Outcome {
@@ -173,7 +170,6 @@ impl Outcome {
         Outcome {
             class,
             trace: Trace::default(),
-            hold: None,
         }
     }
 }
@@ -398,8 +394,7 @@ impl Gateway {
         let out = outgoing(parts, body.into_out(), &pending.client, &up, protocol);
         let mut trace = Trace::default();
         match forward(&up, &route.route, &state.budget, &out, &mut trace).await {
-            Ok(answer) => {
-                let mut response = answer.response;
+            Ok(mut response) => {
                 if response.status() == StatusCode::SWITCHING_PROTOCOLS && client_side.is_none() {
                     return self.bad_upstream_response(
                         pending,
@@ -425,11 +420,7 @@ impl Gateway {
                         .store(true, std::sync::atomic::Ordering::Release);
                     tokio::spawn(tunnel(client_side, upstream_side));
                     let resp = Response::from_parts(head, responses::full(Bytes::new()));
-                    let outcome = Outcome {
-                        class: None,
-                        trace,
-                        hold: None,
-                    };
+                    let outcome = Outcome { class: None, trace };
                     return self.finish(resp, pending, outcome);
                 }
                 let (mut head, upstream_body) = response.into_parts();
@@ -440,7 +431,6 @@ impl Gateway {
                         "the upstream answered with a transfer coding other than chunked",
                     );
                 };
-                let keep = !close_requested(&head.headers);
                 hygiene::strip_hop_by_hop(&mut head.headers);
                 if chunked {
                     // Transfer-Encoding overrides Content-Length (RFC 9112 §6.3): the body was
@@ -450,17 +440,7 @@ impl Gateway {
                 hygiene::add_via(&mut head.headers, head.version);
                 head.version = http::Version::HTTP_11;
                 let resp = Response::from_parts(head, upstream_body);
-                // A connection the upstream asked to close is not held either.
-                let hold = answer.conn.filter(|_| keep);
-                self.finish(
-                    resp,
-                    pending,
-                    Outcome {
-                        class: None,
-                        trace,
-                        hold,
-                    },
-                )
+                self.finish(resp, pending, Outcome { class: None, trace })
             }
             Err(failure) => {
                 if let Some(class) = upload.as_deref().and_then(upload_failure) {
@@ -470,7 +450,6 @@ impl Gateway {
                         Outcome {
                             class: Some(class),
                             trace,
-                            hold: None,
                         },
                     );
                 }
@@ -486,7 +465,6 @@ impl Gateway {
                     Outcome {
                         class: Some(failure.class),
                         trace,
-                        hold: None,
                     },
                 )
             }
@@ -504,7 +482,6 @@ impl Gateway {
         let outcome = Outcome {
             class: Some(ResetClass::UpstreamResetBeforeResponse),
             trace,
-            hold: None,
         };
         self.finish(resp, pending, outcome)
     }
@@ -523,8 +500,7 @@ impl Gateway {
         let body = Tracked::new(body, move |ending, bytes_out| {
             let mut p = p;
             p.recorded = true;
-            let Outcome { class, trace, hold } = outcome;
-            drop(hold);
+            let Outcome { class, trace } = outcome;
             let extra_class = p.extra.lock().ok().and_then(|e| e.reset_class);
             let class = class.or(extra_class).or(match ending {
                 Ending::Complete => None,
@@ -679,16 +655,6 @@ fn response_coding(headers: &http::HeaderMap) -> Option<bool> {
         }
     }
     Some(chunked)
-}
-
-/// The upstream's `Connection` header asks to close the connection after this response.
-fn close_requested(headers: &http::HeaderMap) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("close"))
 }
 
 /// The request's host without port, lower-case.

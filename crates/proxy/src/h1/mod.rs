@@ -55,9 +55,6 @@ pub struct H1Conn {
 /// How far a failed exchange got.
 #[derive(Debug, thiserror::Error)]
 pub enum ExchangeError {
-    /// The connection was closed or reset before anything was written.
-    #[error("the connection was already closed")]
-    Stale,
     /// Writing the request failed.
     #[error("writing the request failed: {0}")]
     Write(std::io::Error),
@@ -83,7 +80,7 @@ impl ExchangeError {
 
     /// Whether the request was never written.
     pub fn unsent(&self) -> bool {
-        matches!(self, ExchangeError::Stale | ExchangeError::Write(_))
+        matches!(self, ExchangeError::Write(_))
     }
 }
 
@@ -122,14 +119,12 @@ impl H1Conn {
         )
     }
 
-    /// Write `req` and read the response head (1xx heads other than `101` are skipped).
+    /// Write `req` and read the response head (1xx heads other than `101` are skipped). A
+    /// pooled connection was checked with [`H1Conn::is_stale`] at checkout.
     pub async fn exchange(
         &mut self,
         req: &RequestParts<'_>,
     ) -> Result<ResponseHead, ExchangeError> {
-        if self.is_stale() {
-            return Err(ExchangeError::Stale);
-        }
         self.out.clear();
         request::encode_head(&mut self.out, req);
         let body = req.body;
