@@ -2,8 +2,8 @@
 //! consistent hashing; health state from active checks and passive outlier ejection; the panic
 //! threshold.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use holdfast_core::config::{Balance, Upstream};
@@ -17,7 +17,22 @@ pub struct TargetState {
     pub active_healthy: AtomicBool,
     consecutive_failures: AtomicU32,
     ejections: AtomicU32,
-    ejected_until: Mutex<Option<Instant>>,
+    /// End of the current ejection, in nanoseconds after [`origin`]; 0 when the target was
+    /// never ejected. A target that was not ejected is checked without reading the clock.
+    ejected_until: AtomicU64,
+}
+
+/// The instant the ejection deadlines count from.
+fn origin() -> Instant {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    *ORIGIN.get_or_init(Instant::now)
+}
+
+/// Nanoseconds from [`origin`] to `at` (at least 1, so that 0 can mean "never").
+fn since_origin(at: Instant) -> u64 {
+    u64::try_from(at.saturating_duration_since(origin()).as_nanos())
+        .unwrap_or(u64::MAX)
+        .max(1)
 }
 
 impl TargetState {
@@ -29,24 +44,26 @@ impl TargetState {
             active_healthy: AtomicBool::new(true),
             consecutive_failures: AtomicU32::new(0),
             ejections: AtomicU32::new(0),
-            ejected_until: Mutex::new(None),
+            ejected_until: AtomicU64::new(0),
         }
     }
 
-    fn ejected(&self, now: Instant) -> bool {
-        let guard = self.ejected_until.lock().unwrap_or_else(|e| e.into_inner());
-        guard.is_some_and(|until| until > now)
+    fn ejected(&self) -> bool {
+        match self.ejected_until.load(Ordering::Acquire) {
+            0 => false,
+            until => until > since_origin(Instant::now()),
+        }
     }
 
     /// Usable right now: passes active checks and is not ejected.
-    pub fn healthy(&self, now: Instant) -> bool {
-        self.active_healthy.load(Ordering::Relaxed) && !self.ejected(now)
+    pub fn healthy(&self) -> bool {
+        self.active_healthy.load(Ordering::Relaxed) && !self.ejected()
     }
 
     /// How bad a target is, for choosing the least-bad one when all are down.
-    fn badness(&self, now: Instant) -> (bool, u32, usize) {
+    fn badness(&self) -> (bool, u32, usize) {
         (
-            self.ejected(now),
+            self.ejected(),
             self.consecutive_failures.load(Ordering::Relaxed),
             self.inflight.load(Ordering::Relaxed),
         )
@@ -117,8 +134,7 @@ impl Balancer {
 
     /// Number of targets usable now.
     pub fn healthy_count(&self) -> usize {
-        let now = Instant::now();
-        self.targets.iter().filter(|t| t.healthy(now)).count()
+        self.targets.iter().filter(|t| t.healthy()).count()
     }
 
     /// Choose a target, avoiding `exclude` (targets that already failed this request).
@@ -127,12 +143,11 @@ impl Balancer {
         if self.targets.is_empty() {
             return None;
         }
-        let now = Instant::now();
-        let healthy_n = self.targets.iter().filter(|t| t.healthy(now)).count();
+        let healthy_n = self.healthy_count();
         // Panic threshold: too few healthy targets, so spread over all of them.
         let panic =
             healthy_n * 100 < self.upstream.panic_threshold_percent as usize * self.targets.len();
-        let usable = |i: usize| !exclude.contains(&i) && (panic || self.targets[i].healthy(now));
+        let usable = |i: usize| !exclude.contains(&i) && (panic || self.targets[i].healthy());
         let chosen = match (&self.upstream.balance, hash) {
             (Balance::ConsistentHash(_), Some(h)) => self.pick_ring(h, &usable),
             (Balance::LeastRequest, _) => self.pick_p2c(&usable),
@@ -140,9 +155,8 @@ impl Balancer {
         };
         chosen.or_else(|| {
             // Nothing usable: try the least-bad target, preferring ones not yet tried.
-            let now = Instant::now();
             (0..self.targets.len())
-                .min_by_key(|i| (exclude.contains(i), self.targets[*i].badness(now)))
+                .min_by_key(|i| (exclude.contains(i), self.targets[*i].badness()))
         })
     }
 
@@ -202,7 +216,7 @@ impl Balancer {
     pub fn on_success(&self, i: usize) {
         let t = &self.targets[i];
         t.consecutive_failures.store(0, Ordering::Relaxed);
-        if !t.ejected(Instant::now()) {
+        if t.ejections.load(Ordering::Relaxed) != 0 && !t.ejected() {
             t.ejections.store(0, Ordering::Relaxed);
         }
     }
@@ -221,8 +235,8 @@ impl Balancer {
             .base_ejection
             .saturating_mul(1u32 << n.min(16))
             .min(o.max_ejection);
-        *t.ejected_until.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some(Instant::now() + duration);
+        t.ejected_until
+            .store(since_origin(Instant::now() + duration), Ordering::Release);
         true
     }
 }

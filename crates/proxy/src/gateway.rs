@@ -525,7 +525,12 @@ impl Gateway {
             if !me.observers.logs() && observers.is_empty() {
                 return;
             }
-            let mut extra = p.extra.lock().map(|e| e.clone()).unwrap_or_default();
+            // The call is over: nothing fills `extra` any more, so take it rather than copy.
+            let mut extra = p
+                .extra
+                .lock()
+                .map(|mut e| std::mem::take(&mut *e))
+                .unwrap_or_default();
             if extra.service.is_none() {
                 extra.service = route.and_then(|r| r.route.service.clone());
             }
@@ -549,7 +554,7 @@ impl Gateway {
                 method: p.method.to_string(),
                 path: p.uri.path().to_string(),
                 host: p.host.take(),
-                client: p.client.addr.to_string(),
+                client: p.client.addr_text.clone(),
                 status,
                 reset_class: class,
                 target,

@@ -115,6 +115,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 #[derive(Debug)]
 pub struct Peer {
     pub addr: SocketAddr,
+    /// `addr` as text (`203.0.113.9:51234`), for call records: formatted once per connection.
+    pub addr_text: String,
     /// `203.0.113.9` or `2001:db8::1`.
     ip: HeaderValue,
     /// `for=203.0.113.9;proto=http` or `for="[2001:db8::1]";proto=http`.
@@ -137,6 +139,7 @@ impl Peer {
         };
         Peer {
             addr,
+            addr_text: addr.to_string(),
             // An IP address is always a valid header value.
             ip: HeaderValue::from_str(&ip).unwrap_or(HeaderValue::from_static("unknown")),
             forwarded,

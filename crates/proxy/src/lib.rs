@@ -20,6 +20,7 @@ pub mod framing;
 pub mod gateway;
 pub mod h1;
 pub mod health;
+pub mod histograms;
 pub mod hygiene;
 pub mod limiter;
 pub mod observe;
