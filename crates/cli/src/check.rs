@@ -26,6 +26,21 @@ pub fn run(args: CheckArgs) -> u8 {
                     file_errors += 1;
                 }
             }
+            if let config::AccessLog::File(path) = &cfg.server.access_log {
+                // `serve` opens it for appending; so does this (creating it if needed, as
+                // `serve` would).
+                if let Err(e) = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                {
+                    eprintln!(
+                        "{}: server.access_log: cannot open `{path}` for appending: {e} (fix: give a writable file path, or \"stdout\" or \"off\")",
+                        args.file.display()
+                    );
+                    file_errors += 1;
+                }
+            }
             if let Some(m) = &cfg.management {
                 for jwt in &m.jwt {
                     if let Err(e) = holdfast_admin::check_jwt_config(jwt) {

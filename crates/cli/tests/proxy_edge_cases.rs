@@ -244,6 +244,22 @@ fn the_upstream_sees_the_host_the_client_asked_for() {
     );
     assert!(out.contains("\r\nhost: api.example\r\n"), "{out}");
     assert!(!out.contains("\r\nhost: pub.example\r\n"), "{out}");
+    // HTTP/1.0 needs no Host, HTTP/1.1 does: the upstream gets the target's.
+    let out = raw(hf.addr, b"GET /h HTTP/1.0\r\n\r\n");
+    let target = up.url().trim_start_matches("http://").to_string();
+    assert!(out.contains(&format!("\r\nhost: {target}\r\n")), "{out}");
+    // Dot segments are resolved before routing, and the upstream gets the resolved path.
+    let out = raw(
+        hf.addr,
+        b"GET /api/%2e%2e/h?q=1 HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    );
+    assert!(out.contains("GET /h?q=1 HTTP/1.1\r\n"), "{out}");
+    let out = raw(
+        hf.addr,
+        b"GET /../etc/passwd HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    );
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    assert!(out.contains("bad_path"), "{out}");
 }
 
 #[test]
@@ -507,4 +523,43 @@ async fn http2_clients_get_the_configured_header_limit() {
         .unwrap();
     let resp = sender.send_request(req).await.expect("an answer");
     assert_eq!(resp.status(), 200);
+}
+
+#[test]
+fn a_stalled_request_body_gets_a_408_and_frees_its_slot() {
+    let up =
+        Scripted::start(|_, _, _| Some(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec()));
+    let hf = Holdfast::start(&config(&up.url(), "body_timeout_ms = 300"));
+    // Buffered (small) and streamed (past retry_buffer_bytes) bodies alike.
+    for (path, declared, sent) in [("/small", 100, 10), ("/big", 3_000_000, 1_200_000)] {
+        let started = std::time::Instant::now();
+        let mut request =
+            format!("POST {path} HTTP/1.1\r\nhost: x\r\ncontent-length: {declared}\r\n\r\n")
+                .into_bytes();
+        request.extend(std::iter::repeat_n(b'a', sent));
+        let mut s = TcpStream::connect(hf.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(&request).unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        let out = String::from_utf8_lossy(&out);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{path}: took {:?}",
+            started.elapsed()
+        );
+        if path == "/small" {
+            assert!(out.starts_with("HTTP/1.1 408"), "{path}: {out}");
+            assert!(out.contains("body_timeout"), "{path}: {out}");
+            let r = record_of(&hf, path);
+            assert_eq!(
+                (r["status"].as_u64(), r["reset_class"].as_str()),
+                (Some(408), Some("bad_request")),
+                "{r}"
+            );
+        }
+    }
+    // The connection slots are free again.
+    let a = hf.client().get("/after").unwrap();
+    assert_eq!(a.status, 200);
 }

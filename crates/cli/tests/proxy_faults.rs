@@ -315,3 +315,37 @@ fn garbage_on_a_reused_connection_is_not_the_idle_race_for_a_post() {
         get2.status
     );
 }
+
+#[test]
+fn posts_keep_away_from_a_target_that_just_reset() {
+    // A POST that reached a resetting upstream cannot go again (it may have been processed),
+    // so the first one that meets it fails; the ones after it go to the healthy target.
+    let reset = Misbehaving::start(Behavior::ResetOnAccept).unwrap();
+    let healthy = Misbehaving::start(Behavior::Healthy).unwrap();
+    let hf = Holdfast::start(&config(
+        &[reset.url(), healthy.url()],
+        "",
+        "outlier = { consecutive_failures = 1000 }",
+    ));
+    let mut client = hf.client();
+    let mut failed = 0;
+    for i in 0..30 {
+        let a = client
+            .request(
+                "POST",
+                "/orders",
+                &[("x-request-id", &format!("p{i}"))],
+                b"{}",
+            )
+            .expect("an answer, never a reset");
+        if a.status != 200 {
+            failed += 1;
+        }
+    }
+    assert!(failed <= 1, "{failed} of 30 POSTs failed");
+    // GETs still try it (and are retried), so the pool notices when it recovers.
+    for _ in 0..10 {
+        assert_eq!(client.get("/").unwrap().status, 200);
+    }
+    assert!(reset.connections() >= 2, "the resetting target was tried");
+}

@@ -231,6 +231,34 @@ fn sigterm_finishes_in_flight_requests() {
     assert!(status.success(), "{status:?}");
 }
 
+#[test]
+fn a_request_still_waiting_when_the_drain_runs_out_gets_a_503() {
+    let hang = Misbehaving::start(Behavior::Hang).unwrap();
+    let mut hf = Holdfast::start(&config(&hang.url(), "drain_timeout_ms = 500", ""));
+    let addr = hf.addr;
+    let in_flight = std::thread::spawn(move || Client::new(addr).get("/waits"));
+    std::thread::sleep(Duration::from_millis(300));
+    let asked = Instant::now();
+    hf.signal("TERM");
+    let answer = in_flight
+        .join()
+        .unwrap()
+        .expect("an answer, not a cut connection");
+    assert_eq!(answer.status, 503, "{}", answer.text());
+    assert!(answer.text().contains("shutting down"), "{}", answer.text());
+    assert_eq!(answer.header("connection"), Some("close"));
+    assert!(
+        asked.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        asked.elapsed()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while hf.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "holdfast did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// No access-log line is lost on a graceful stop: the lines still queued for the writer (it
 /// batches every 20 ms) are written before the process exits.
 #[test]

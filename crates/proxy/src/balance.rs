@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use holdfast_core::config::{Balance, Upstream};
 
@@ -20,7 +20,15 @@ pub struct TargetState {
     /// End of the current ejection, in nanoseconds after [`origin`]; 0 when the target was
     /// never ejected. A target that was not ejected is checked without reading the clock.
     ejected_until: AtomicU64,
+    /// When the target last failed (nanoseconds after [`origin`]); 0 after a success. A target
+    /// that failed within [`SUSPECT_FOR`] is *suspect*: requests that cannot be retried once
+    /// sent (a POST) go to another target while one is available.
+    last_failure: AtomicU64,
 }
+
+/// How long a failure makes a target suspect for requests that cannot be retried, unless a
+/// success comes first.
+const SUSPECT_FOR: Duration = Duration::from_secs(2);
 
 /// The instant the ejection deadlines count from.
 fn origin() -> Instant {
@@ -45,6 +53,18 @@ impl TargetState {
             consecutive_failures: AtomicU32::new(0),
             ejections: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
+            last_failure: AtomicU64::new(0),
+        }
+    }
+
+    /// Failed within [`SUSPECT_FOR`], with no success since.
+    fn suspect(&self) -> bool {
+        match self.last_failure.load(Ordering::Relaxed) {
+            0 => false,
+            at => {
+                let window = u64::try_from(SUSPECT_FOR.as_nanos()).unwrap_or(u64::MAX);
+                since_origin(Instant::now()).saturating_sub(at) < window
+            }
         }
     }
 
@@ -53,6 +73,10 @@ impl TargetState {
             0 => false,
             until => until > since_origin(Instant::now()),
         }
+    }
+
+    fn last_failure_set(&self) -> bool {
+        self.last_failure.load(Ordering::Relaxed) != 0
     }
 
     /// Usable right now: passes active checks and is not ejected.
@@ -140,6 +164,14 @@ impl Balancer {
     /// Choose a target, avoiding `exclude` (targets that already failed this request).
     /// `hash` is the consistent-hash key, when the policy uses one.
     pub fn pick(&self, hash: Option<u64>, exclude: &[usize]) -> Option<usize> {
+        self.pick_for(hash, exclude, false)
+    }
+
+    /// [`Balancer::pick`] for a request that cannot be retried once sent (`sure = true`): it
+    /// also avoids *suspect* targets (failed in the last [`SUSPECT_FOR`], no success since)
+    /// while another usable target is available, so that a POST does not find out for itself
+    /// that a target is resetting what it gets.
+    pub fn pick_for(&self, hash: Option<u64>, exclude: &[usize], sure: bool) -> Option<usize> {
         if self.targets.is_empty() {
             return None;
         }
@@ -147,11 +179,21 @@ impl Balancer {
         // Panic threshold: too few healthy targets, so spread over all of them.
         let panic =
             healthy_n * 100 < self.upstream.panic_threshold_percent as usize * self.targets.len();
+        // A retry takes the next slot without moving the round-robin turn: otherwise a target
+        // that fails every request would also get every first attempt after it.
+        let retry = !exclude.is_empty();
         let usable = |i: usize| !exclude.contains(&i) && (panic || self.targets[i].healthy());
-        let chosen = match (&self.upstream.balance, hash) {
-            (Balance::ConsistentHash(_), Some(h)) => self.pick_ring(h, &usable),
-            (Balance::LeastRequest, _) => self.pick_p2c(&usable),
-            _ => self.pick_rr(&usable),
+        let sound = |i: usize| usable(i) && !self.targets[i].suspect();
+        let choose =
+            |usable: &dyn Fn(usize) -> bool, advance: bool| match (&self.upstream.balance, hash) {
+                (Balance::ConsistentHash(_), Some(h)) => self.pick_ring(h, usable),
+                (Balance::LeastRequest, _) => self.pick_p2c(usable),
+                _ => self.pick_rr(usable, advance),
+            };
+        let chosen = if sure && self.targets.iter().any(|t| t.last_failure_set()) {
+            choose(&sound, !retry).or_else(|| choose(&usable, false))
+        } else {
+            choose(&usable, !retry)
         };
         chosen.or_else(|| {
             // Nothing usable: try the least-bad target, preferring ones not yet tried.
@@ -163,12 +205,16 @@ impl Balancer {
     /// Weighted round robin. When the slot in turn is not usable, the turn counts over the
     /// usable slots only, so the share of a target that is down spreads evenly over the others
     /// (instead of going to whichever target follows it in the sequence).
-    fn pick_rr(&self, usable: &dyn Fn(usize) -> bool) -> Option<usize> {
+    fn pick_rr(&self, usable: &dyn Fn(usize) -> bool, advance: bool) -> Option<usize> {
         let n = self.sequence.len();
         if n == 0 {
             return None;
         }
-        let turn = self.next.fetch_add(1, Ordering::Relaxed);
+        let turn = if advance {
+            self.next.fetch_add(1, Ordering::Relaxed)
+        } else {
+            self.next.load(Ordering::Relaxed)
+        };
         let first = self.sequence[turn % n];
         if usable(first) {
             return Some(first);
@@ -216,6 +262,9 @@ impl Balancer {
     pub fn on_success(&self, i: usize) {
         let t = &self.targets[i];
         t.consecutive_failures.store(0, Ordering::Relaxed);
+        if t.last_failure_set() {
+            t.last_failure.store(0, Ordering::Relaxed);
+        }
         if t.ejections.load(Ordering::Relaxed) != 0 && !t.ejected() {
             t.ejections.store(0, Ordering::Relaxed);
         }
@@ -224,6 +273,8 @@ impl Balancer {
     /// A passive failure (connect failure, reset, 5xx). Returns true if it ejected the target.
     pub fn on_failure(&self, i: usize) -> bool {
         let t = &self.targets[i];
+        t.last_failure
+            .store(since_origin(Instant::now()), Ordering::Relaxed);
         let failures = t.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
         if failures < self.upstream.outlier.consecutive_failures {
             return false;
@@ -261,10 +312,51 @@ mod tests {
         let b = pool(3, Balance::RoundRobin);
         let mut seen = [0; 3];
         for _ in 0..30 {
+            b.pick(None, &[]);
             seen[b.pick(None, &[1]).unwrap()] += 1;
         }
         assert_eq!(seen[1], 0);
         assert!(seen[0] >= 10 && seen[2] >= 10, "{seen:?}");
+    }
+
+    #[test]
+    fn a_retry_takes_the_next_target_without_moving_the_turn() {
+        // Target 0 fails every request; each failure is retried on target 1.
+        let b = pool(2, Balance::RoundRobin);
+        let mut first_attempts = [0; 2];
+        for _ in 0..10 {
+            let first = b.pick(None, &[]).unwrap();
+            first_attempts[first] += 1;
+            if first == 0 {
+                assert_eq!(b.pick(None, &[0]), Some(1));
+            }
+        }
+        // Before, the retry moved the turn on, so target 0 got every first attempt.
+        assert_eq!(first_attempts, [5, 5]);
+    }
+
+    #[test]
+    fn requests_that_cannot_be_retried_avoid_a_target_that_just_failed() {
+        let b = pool(3, Balance::RoundRobin);
+        b.on_failure(0); // one failure: suspect, not ejected (the pool ejects after 2)
+        assert_eq!(b.healthy_count(), 3);
+        let mut plain = [0; 3];
+        let mut sure = [0; 3];
+        for _ in 0..30 {
+            plain[b.pick(None, &[]).unwrap()] += 1;
+            sure[b.pick_for(None, &[], true).unwrap()] += 1;
+        }
+        assert!(plain[0] > 0, "{plain:?}");
+        assert_eq!(sure[0], 0, "{sure:?}");
+        assert!(sure[1] > 0 && sure[2] > 0, "{sure:?}");
+        // A success clears it.
+        b.on_success(0);
+        assert!((0..30).any(|_| b.pick_for(None, &[], true) == Some(0)));
+        // Every target suspect: still a target.
+        for i in 0..3 {
+            b.on_failure(i);
+        }
+        assert!(b.pick_for(None, &[], true).is_some());
     }
 
     #[test]

@@ -6,10 +6,13 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
+use std::future::Future;
+use tokio::time::Sleep;
 
 use crate::plugin::{Body, BoxError};
 
@@ -109,6 +112,8 @@ pub struct UploadStats {
     pub too_large: AtomicBool,
     /// Reading the client's body failed (the client went away or broke the framing).
     pub client_failed: AtomicBool,
+    /// The client sent no body bytes for `body_timeout`.
+    pub stalled: AtomicBool,
 }
 
 /// A request body streamed to the upstream: the part read while deciding whether to buffer,
@@ -117,21 +122,38 @@ pub struct Upload {
     prefix: VecDeque<Bytes>,
     rest: Incoming,
     limit: u64,
+    /// The longest wait for the client's next bytes.
+    stall: Duration,
+    /// Armed while waiting for the client; reset by every frame.
+    waiting: Option<Pin<Box<Sleep>>>,
     stats: Arc<UploadStats>,
 }
 
 impl Upload {
-    pub fn new(prefix: Vec<Bytes>, rest: Incoming, limit: u64, stats: Arc<UploadStats>) -> Upload {
+    pub fn new(
+        prefix: Vec<Bytes>,
+        rest: Incoming,
+        limit: u64,
+        stall: Duration,
+        stats: Arc<UploadStats>,
+    ) -> Upload {
         let seen: u64 = prefix.iter().map(|b| b.len() as u64).sum();
         stats.bytes.store(seen, Ordering::Relaxed);
         Upload {
             prefix: prefix.into(),
             rest,
             limit,
+            stall,
+            waiting: None,
             stats,
         }
     }
 }
+
+/// The client sent no body bytes for the body timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body stalled: no bytes for {} ms", .0.as_millis())]
+pub struct Stalled(pub Duration);
 
 /// The body grew past the gateway's limit.
 #[derive(Debug, thiserror::Error)]
@@ -149,7 +171,21 @@ impl HttpBody for Upload {
         if let Some(chunk) = self.prefix.pop_front() {
             return Poll::Ready(Some(Ok(Frame::data(chunk))));
         }
-        match Pin::new(&mut self.rest).poll_frame(cx) {
+        let polled = Pin::new(&mut self.rest).poll_frame(cx);
+        if polled.is_pending() {
+            let stall = self.stall;
+            let waiting = self
+                .waiting
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(stall)));
+            if waiting.as_mut().poll(cx).is_ready() {
+                self.waiting = None;
+                self.stats.stalled.store(true, Ordering::Relaxed);
+                return Poll::Ready(Some(Err(Box::new(Stalled(stall)))));
+            }
+            return Poll::Pending;
+        }
+        self.waiting = None;
+        match polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     let total = self

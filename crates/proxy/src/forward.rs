@@ -167,7 +167,8 @@ pub async fn forward(
     budget.on_request();
     loop {
         trace.attempts += 1;
-        let Some(i) = up.balancer.pick(out.hash, &tried) else {
+        // A request that cannot go again once sent keeps away from targets that just failed.
+        let Some(i) = up.balancer.pick_for(out.hash, &tried, !may_repeat) else {
             return Err(Failure {
                 class: ResetClass::NoHealthyUpstream,
                 status: StatusCode::SERVICE_UNAVAILABLE,
@@ -357,14 +358,15 @@ async fn attempt_h1(
         }
     };
     let started = trace.started.unwrap_or_else(Instant::now);
+    let authority = &up.balancer.targets[i].authority;
     let request = h1::RequestParts {
         method: &out.method,
         uri: &out.uri,
         headers: &out.headers,
         body,
+        authority,
     };
     let result = tokio::time::timeout(timeout, conn.exchange(&request)).await;
-    let authority = &up.balancer.targets[i].authority;
     match result {
         Ok(Ok(head)) => {
             trace.first_byte_ms = Some(ms(started.elapsed()));
@@ -420,6 +422,12 @@ async fn attempt_hyper(
     *req.headers_mut() = out.headers.clone();
     if matches!(conn.sender, Sender::Http2(_)) {
         as_http2(&mut req, &up.balancer.upstream.targets[i], out.te_trailers);
+    } else if !req.headers().contains_key(http::header::HOST) {
+        // HTTP/1.1 requires a Host; a request that came without one (HTTP/1.0) names the
+        // target.
+        if let Ok(host) = http::HeaderValue::from_str(&up.balancer.targets[i].authority) {
+            req.headers_mut().insert(http::header::HOST, host);
+        }
     }
     let sent_at = Instant::now();
     let started = trace.started.unwrap_or(sent_at);

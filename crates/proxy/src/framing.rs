@@ -20,6 +20,7 @@
 
 use std::future::Future;
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -53,6 +54,12 @@ pub const MARK_BAD_HOST: &str = "bad-host";
 
 /// Most header lines hyper accepts in a head.
 const MAX_HEADERS: usize = 100;
+/// Room for a head's header lines, left uninitialised (httparse fills what it uses; zeroing
+/// 100 slots for every request cost more than parsing a typical head).
+fn header_slots<'b>() -> [MaybeUninit<httparse::Header<'b>>; MAX_HEADERS] {
+    [const { MaybeUninit::uninit() }; MAX_HEADERS]
+}
+
 /// Longest chunk-size line (with extensions) followed before giving up.
 const MAX_CHUNK_LINE: usize = 4096;
 
@@ -157,9 +164,9 @@ impl<S> Watched<S> {
                 // The HTTP/2 preface: hyper's.
                 return self.pass_through();
             }
-            let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut req = httparse::Request::new(&mut storage);
-            let parsed = req.parse(&self.head);
+            let mut slots = header_slots();
+            let mut req = httparse::Request::new(&mut []);
+            let parsed = req.parse_with_uninit_headers(&self.head, &mut slots);
             let end = match parsed {
                 Ok(httparse::Status::Complete(end)) if end <= self.max_head => end,
                 Ok(httparse::Status::Partial) if self.head.len() <= self.max_head => return,
@@ -209,9 +216,10 @@ impl<S> Watched<S> {
         if data.first().is_none_or(|b| *b == b'\r' || *b == b'\n') {
             return false;
         }
-        let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut req = httparse::Request::new(&mut storage);
-        let Ok(httparse::Status::Complete(end)) = req.parse(data) else {
+        let mut slots = header_slots();
+        let mut req = httparse::Request::new(&mut []);
+        let Ok(httparse::Status::Complete(end)) = req.parse_with_uninit_headers(data, &mut slots)
+        else {
             return false;
         };
         if end > self.max_head {
@@ -340,12 +348,20 @@ fn judge(req: &httparse::Request<'_, '_>, head: &[u8]) -> Verdict {
             upgrade = true;
         }
     }
-    if upgrade || req.method == Some("CONNECT") || req.version != Some(1) {
+    let tunnel = upgrade || req.method == Some("CONNECT");
+    if req.version == Some(1) {
+        if hosts != 1 {
+            return Verdict::Refuse(MARK_BAD_HOST);
+        }
+        if tunnel && has_cl && has_te {
+            // An upgrade is not followed past its head, so the ambiguity cannot be marked and
+            // answered later: refuse it here.
+            return Verdict::Refuse(MARK_AMBIGUOUS);
+        }
+    }
+    if tunnel || req.version != Some(1) {
         // Upgrades and tunnels leave HTTP; HTTP/1.0 has its own rules: hyper decides.
         return Verdict::Unknown;
-    }
-    if hosts != 1 {
-        return Verdict::Refuse(MARK_BAD_HOST);
     }
     let framing = if has_te {
         if other_coding {
@@ -745,6 +761,10 @@ mod tests {
             (b"POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked, chunked\r\n\r\n0\r\n\r\n", MARK_MALFORMED),
             (b"GET / HTTP/1.1\r\n\r\n", MARK_BAD_HOST),
             (b"GET / HTTP/1.1\r\nhost: a\r\nhost: b\r\n\r\n", MARK_BAD_HOST),
+            // Upgrades are not followed past their head: their checks happen at once.
+            (b"POST / HTTP/1.1\r\nhost: x\r\nupgrade: websocket\r\nconnection: upgrade\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n", MARK_AMBIGUOUS),
+            (b"GET / HTTP/1.1\r\nhost: a\r\nhost: b\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n", MARK_BAD_HOST),
+            (b"CONNECT a:443 HTTP/1.1\r\n\r\n", MARK_BAD_HOST),
         ];
         for (bad, why) in cases {
             let mut input = bad.to_vec();

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -17,7 +17,7 @@ use crate::balance::fnv1a;
 use crate::body::{Ending, Tracked, Upload, UploadStats};
 use crate::budget::Budget;
 use crate::dial::TlsSetupError;
-use crate::forward::{forward, ms, OutBody, Outgoing, Trace, UpstreamRt};
+use crate::forward::{forward, ms, Failure, OutBody, Outgoing, Trace, UpstreamRt};
 use crate::framing::{
     MARK_AMBIGUOUS, MARK_BAD_HOST, MARK_BAD_LENGTH, MARK_BAD_VERSION, MARK_BARE_LF, MARK_HEADER,
     MARK_HEAD_TIMEOUT, MARK_TOO_LARGE, MARK_UNSUPPORTED_CODING,
@@ -25,6 +25,7 @@ use crate::framing::{
 use crate::hygiene::{self, Peer};
 use crate::limiter::Limiter;
 use crate::observe::{count_unrouted, CallCounts, Observers, RouteMetrics};
+use crate::paths;
 use crate::plugin::{Body, GuardHeaders, Plugins, RequestContext};
 use crate::responses;
 
@@ -102,6 +103,9 @@ impl State {
 pub struct Gateway {
     pub state: ArcSwap<State>,
     pub observers: Observers,
+    /// Cancelled when a drain runs out of time: requests still waiting on an upstream are
+    /// answered `503` then, rather than cut off without an answer.
+    give_up: tokio_util::sync::CancellationToken,
 }
 
 /// What the call record needs, carried to the end of the response body.
@@ -179,7 +183,14 @@ impl Gateway {
         Gateway {
             state: ArcSwap::from_pointee(state),
             observers,
+            give_up: tokio_util::sync::CancellationToken::new(),
         }
+    }
+
+    /// The drain ran out of time: answer every request still waiting on an upstream with a
+    /// `503` (`Connection: close`), so that no client is cut off without an answer.
+    pub fn give_up_waiting(&self) {
+        self.give_up.cancel();
     }
 
     /// Handle one client request; never fails (errors become responses).
@@ -242,6 +253,24 @@ impl Gateway {
                 "the request headers are larger than the gateway accepts",
             );
             return self.finish(resp, pending, Outcome::plain(Some(ResetClass::BadRequest)));
+        }
+        // Routes see (and upstreams get) the path with its dot segments resolved.
+        match paths::resolve_dots(req.uri().path()) {
+            Ok(std::borrow::Cow::Borrowed(_)) => {}
+            Ok(std::borrow::Cow::Owned(path)) => {
+                if let Some(uri) = with_path(req.uri(), &path) {
+                    pending.uri = uri.clone();
+                    *req.uri_mut() = uri;
+                }
+            }
+            Err(paths::AboveRoot) => {
+                let resp = responses::error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_path",
+                    "the request path climbs above the root with `..` segments",
+                );
+                return self.finish(resp, pending, Outcome::plain(Some(ResetClass::BadRequest)));
+            }
         }
         let Some(index) = state.find_route(
             pending.host.as_deref(),
@@ -366,19 +395,25 @@ impl Gateway {
             );
             return self.finish(resp, pending, Outcome::plain(None));
         };
-        let limit = state.config.server.max_body_bytes;
-        let keep = state.config.server.retry_buffer_bytes.min(limit);
-        let body =
-            match read_body(body, parts.headers.get(header::CONTENT_LENGTH), keep, limit).await {
-                Ok(b) => b,
-                Err(class) => {
-                    return self.finish(
-                        body_refusal(class, limit),
-                        pending,
-                        Outcome::plain(Some(class)),
-                    )
-                }
-            };
+        let limits = BodyLimits {
+            limit: state.config.server.max_body_bytes,
+            keep: state
+                .config
+                .server
+                .retry_buffer_bytes
+                .min(state.config.server.max_body_bytes),
+            stall: state.config.server.body_timeout,
+        };
+        let body = match read_body(body, parts.headers.get(header::CONTENT_LENGTH), &limits).await {
+            Ok(b) => b,
+            Err(problem) => {
+                return self.finish(
+                    problem.answer(&limits),
+                    pending,
+                    Outcome::plain(Some(problem.class())),
+                )
+            }
+        };
         let upload = match &body {
             ReadBody::Whole(b) => {
                 pending.bytes_in = b.len() as u64;
@@ -393,7 +428,18 @@ impl Gateway {
         };
         let out = outgoing(parts, body.into_out(), &pending.client, &up, protocol);
         let mut trace = Trace::default();
-        match forward(&up, &route.route, &state.budget, &out, &mut trace).await {
+        let forwarded = tokio::select! {
+            biased;
+            forwarded = forward(&up, &route.route, &state.budget, &out, &mut trace) => forwarded,
+            () = self.give_up.cancelled() => Err(Failure {
+                class: ResetClass::UpstreamTimeout,
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message: "the gateway is shutting down and the upstream did not answer within \
+                          the drain timeout"
+                    .into(),
+            }),
+        };
+        match forwarded {
             Ok(mut response) => {
                 if response.status() == StatusCode::SWITCHING_PROTOCOLS && client_side.is_none() {
                     return self.bad_upstream_response(
@@ -443,12 +489,12 @@ impl Gateway {
                 self.finish(resp, pending, Outcome { class: None, trace })
             }
             Err(failure) => {
-                if let Some(class) = upload.as_deref().and_then(upload_failure) {
+                if let Some(problem) = upload.as_deref().and_then(upload_failure) {
                     return self.finish(
-                        body_refusal(class, limit),
+                        problem.answer(&limits),
                         pending,
                         Outcome {
-                            class: Some(class),
+                            class: Some(problem.class()),
                             trace,
                         },
                     );
@@ -663,6 +709,17 @@ fn response_coding(headers: &http::HeaderMap) -> Option<bool> {
 }
 
 /// The request's host without port, lower-case.
+/// `uri` with its path replaced by `path` (query, scheme and authority kept).
+fn with_path(uri: &http::Uri, path: &str) -> Option<http::Uri> {
+    let path_and_query = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(path_and_query.parse().ok()?);
+    http::Uri::from_parts(parts).ok()
+}
+
 fn request_host(req: &Request<Incoming>) -> Option<String> {
     // An absolute-form target (or HTTP/2's `:authority`) wins over the Host header.
     let raw = req.uri().host().or_else(|| {
@@ -694,40 +751,105 @@ impl ReadBody {
     }
 }
 
-/// Read the body into memory up to `keep` bytes; past that, stream it (up to `limit`).
-/// `Err` is the class of a refusal: `bad_request` (too large) or `client_aborted`.
+/// How much of a request body is read, kept, and waited for.
+struct BodyLimits {
+    /// `max_body_bytes`: larger bodies get 413.
+    limit: u64,
+    /// Bodies up to this are read whole (and can be sent again); larger ones stream.
+    keep: u64,
+    /// `body_timeout`: the longest wait for the next bytes.
+    stall: Duration,
+}
+
+/// Why a request body could not be taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyProblem {
+    /// Over `max_body_bytes`.
+    TooLarge,
+    /// The client went away or broke the framing.
+    Unreadable,
+    /// No bytes for `body_timeout`.
+    Stalled,
+}
+
+impl BodyProblem {
+    fn class(self) -> ResetClass {
+        match self {
+            BodyProblem::TooLarge | BodyProblem::Stalled => ResetClass::BadRequest,
+            BodyProblem::Unreadable => ResetClass::ClientAborted,
+        }
+    }
+
+    /// `413`, `408` (and close: the rest of the body will not be read) or `400`.
+    fn answer(self, limits: &BodyLimits) -> Response<Body> {
+        match self {
+            BodyProblem::TooLarge => responses::error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                &format!("the request body is larger than {} bytes", limits.limit),
+            ),
+            BodyProblem::Stalled => {
+                let mut resp = responses::error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    &format!(
+                        "the request body stalled: no bytes for {} ms",
+                        limits.stall.as_millis()
+                    ),
+                );
+                resp.headers_mut().insert(
+                    header::CONNECTION,
+                    header::HeaderValue::from_static("close"),
+                );
+                resp
+            }
+            BodyProblem::Unreadable => responses::error(
+                StatusCode::BAD_REQUEST,
+                "body_read_failed",
+                "the request body could not be read",
+            ),
+        }
+    }
+}
+
+/// Read the body into memory up to `keep` bytes; past that, stream it (up to `limit`), each
+/// wait for more bytes bounded by `stall`.
 async fn read_body(
     mut body: Incoming,
     declared: Option<&header::HeaderValue>,
-    keep: u64,
-    limit: u64,
-) -> Result<ReadBody, ResetClass> {
+    limits: &BodyLimits,
+) -> Result<ReadBody, BodyProblem> {
     if body.is_end_stream() {
         return Ok(ReadBody::Whole(Bytes::new()));
     }
     let declared = declared
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(ResetClass::BadRequest);
+    if declared.is_some_and(|n| n > limits.limit) {
+        return Err(BodyProblem::TooLarge);
     }
     let mut chunks: Vec<Bytes> = Vec::new();
     let mut seen = 0u64;
-    if declared.is_none_or(|n| n <= keep) {
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|_| ResetClass::ClientAborted)?;
+    if declared.is_none_or(|n| n <= limits.keep) {
+        loop {
+            let frame = match tokio::time::timeout(limits.stall, body.frame()).await {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(_) => return Err(BodyProblem::Stalled),
+            };
+            let frame = frame.map_err(|_| BodyProblem::Unreadable)?;
             if let Ok(data) = frame.into_data() {
                 seen += data.len() as u64;
-                if seen > limit {
-                    return Err(ResetClass::BadRequest);
+                if seen > limits.limit {
+                    return Err(BodyProblem::TooLarge);
                 }
                 chunks.push(data);
-                if seen > keep {
+                if seen > limits.keep {
                     break;
                 }
             }
         }
-        if seen <= keep {
+        if seen <= limits.keep {
             return Ok(ReadBody::Whole(match chunks.len() {
                 0 => Bytes::new(),
                 1 => chunks.pop().unwrap_or_default(),
@@ -736,36 +858,21 @@ async fn read_body(
         }
     }
     let stats = Arc::new(UploadStats::default());
-    let upload = Upload::new(chunks, body, limit, stats.clone());
+    let upload = Upload::new(chunks, body, limits.limit, limits.stall, stats.clone());
     Ok(ReadBody::Streaming(upload, stats))
 }
 
-/// The class of a streamed upload's own failure, if it failed.
-fn upload_failure(stats: &UploadStats) -> Option<ResetClass> {
+/// The problem of a streamed upload, if it failed.
+fn upload_failure(stats: &UploadStats) -> Option<BodyProblem> {
     use std::sync::atomic::Ordering::Relaxed;
     if stats.too_large.load(Relaxed) {
-        Some(ResetClass::BadRequest)
+        Some(BodyProblem::TooLarge)
+    } else if stats.stalled.load(Relaxed) {
+        Some(BodyProblem::Stalled)
     } else if stats.client_failed.load(Relaxed) {
-        Some(ResetClass::ClientAborted)
+        Some(BodyProblem::Unreadable)
     } else {
         None
-    }
-}
-
-/// `413` for a body over `limit`, `400` for a body that could not be read.
-fn body_refusal(class: ResetClass, limit: u64) -> Response<Body> {
-    if class == ResetClass::BadRequest {
-        responses::error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            &format!("the request body is larger than {limit} bytes"),
-        )
-    } else {
-        responses::error(
-            StatusCode::BAD_REQUEST,
-            "body_read_failed",
-            "the request body could not be read",
-        )
     }
 }
 

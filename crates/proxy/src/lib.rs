@@ -24,6 +24,7 @@ pub mod histograms;
 pub mod hygiene;
 pub mod limiter;
 pub mod observe;
+pub mod paths;
 pub mod plugin;
 pub mod responses;
 pub mod server;

@@ -17,7 +17,7 @@ pub struct Observers {
 
 /// The access log could not be opened.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot open the access log {path}: {source}")]
+#[error("server.access_log: cannot open `{path}` for appending: {source} (fix: give a writable file path, or \"stdout\" or \"off\")")]
 pub struct AccessLogError {
     path: String,
     source: std::io::Error,

@@ -180,7 +180,14 @@ pub async fn serve(
     }
     // Stop: accept loops are ending; let in-flight requests finish, close idle connections.
     let _ = stop.borrow_and_update();
-    let _ = tokio::time::timeout(drain, graceful.shutdown()).await;
+    let shutdown = graceful.shutdown();
+    tokio::pin!(shutdown);
+    if tokio::time::timeout(drain, &mut shutdown).await.is_err() {
+        // Out of time: requests still waiting on an upstream get a 503 (with
+        // `Connection: close`) instead of a cut connection; give those answers a moment.
+        gateway.give_up_waiting();
+        let _ = tokio::time::timeout(GIVE_UP_GRACE, &mut shutdown).await;
+    }
 }
 
 /// hyper's connection settings for `limits`.
@@ -209,6 +216,9 @@ fn split_for_linger(stream: TcpStream) -> std::io::Result<(TcpStream, std::net::
     let lingerer = std_stream.try_clone()?;
     Ok((TcpStream::from_std(std_stream)?, lingerer))
 }
+
+/// After a drain timeout, how long the `503`s to requests still waiting may take to go out.
+const GIVE_UP_GRACE: Duration = Duration::from_secs(2);
 
 /// How long a closing connection may keep sending before it is closed anyway.
 const LINGER_TOTAL: Duration = Duration::from_secs(5);

@@ -55,7 +55,7 @@ pub fn interpolate(
                     rest = tail;
                     continue;
                 };
-                substitute(&tail[..end], index, &lookup, &mut out, &mut errors);
+                substitute(&tail[..end], index, mode, &lookup, &mut out, &mut errors);
                 rest = &tail[end + 1..];
                 continue;
             }
@@ -113,6 +113,7 @@ pub fn interpolate(
 fn substitute(
     inner: &str,
     index: usize,
+    mode: Mode,
     lookup: &impl Fn(&str) -> Option<String>,
     out: &mut String,
     errors: &mut Vec<ConfigError>,
@@ -130,14 +131,74 @@ fn substitute(
         ));
         return;
     }
-    match (lookup(name).filter(|v| !v.is_empty()), default) {
-        (Some(value), _) => out.push_str(&value),
-        (None, Some(default)) => out.push_str(default),
-        (None, None) => errors.push(located(
+    let value = match (lookup(name).filter(|v| !v.is_empty()), default) {
+        (Some(value), _) => value,
+        (None, Some(default)) => default.to_string(),
+        (None, None) => {
+            errors.push(located(
+                index,
+                &format!("environment variable `{name}` is not set"),
+                &format!("set it, or give a default: `${{{name}:-value}}`"),
+            ));
+            return;
+        }
+    };
+    match insert(&value, mode, out) {
+        Ok(()) => {}
+        Err(why) => errors.push(located(
             index,
-            &format!("environment variable `{name}` is not set"),
-            &format!("set it, or give a default: `${{{name}:-value}}`"),
+            &format!("the value of `{name}` {why}"),
+            "put `${NAME}` inside a \"...\" string, where any value is escaped, or change the value",
         )),
+    }
+}
+
+/// Insert `value` where the scanner is (`mode`) so that it stays one value: escaped in a basic
+/// string, refused where it would end the string or the line (so a value can never add keys or
+/// tables, and line numbers stay true).
+fn insert(value: &str, mode: Mode, out: &mut String) -> Result<(), &'static str> {
+    match mode {
+        Mode::Basic | Mode::MultiBasic => {
+            for c in value.chars() {
+                match c {
+                    '"' => out.push_str("\\\""),
+                    '\\' => out.push_str("\\\\"),
+                    '\n' => out.push_str("\\n"),
+                    '\t' => out.push_str("\\t"),
+                    '\r' => out.push_str("\\r"),
+                    c if u32::from(c) < 0x20 || c == '\u{7f}' => {
+                        out.push_str(&format!("\\u{:04X}", u32::from(c)));
+                    }
+                    c => out.push(c),
+                }
+            }
+            Ok(())
+        }
+        Mode::Literal | Mode::MultiLiteral => {
+            if value.contains('\'') || value.chars().any(char::is_control) {
+                return Err(
+                    "holds a quote or a control character, which a '...' string cannot hold",
+                );
+            }
+            out.push_str(value);
+            Ok(())
+        }
+        Mode::Plain => {
+            if !value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '+' | ':'))
+            {
+                return Err(
+                    "is not a bare number, boolean or word, so it cannot stand outside a string",
+                );
+            }
+            out.push_str(value);
+            Ok(())
+        }
+        Mode::Comment => {
+            out.push_str(value);
+            Ok(())
+        }
     }
 }
 
@@ -168,6 +229,31 @@ mod tests {
         .unwrap();
         assert_eq!(out, "a = \"8080\"\nb = \"x\"\nc = \"${PORT}\" $5\n");
         assert_eq!(interpolate("${EMPTY:-d}", env).unwrap(), "d");
+    }
+
+    #[test]
+    fn values_stay_one_value_wherever_they_go() {
+        let evil = |name: &str| match name {
+            "Q" => Some("a\"b\\c\nd".to_string()),
+            "INJECT" => Some("1\"]\n[server2]\ny=[\"".to_string()),
+            "NUM" => Some("5\nx=1".to_string()),
+            _ => None,
+        };
+        // In a basic string: escaped, so the TOML value is the variable's value exactly.
+        let out = interpolate("a = \"${Q}\"\n", evil).unwrap();
+        assert_eq!(out, "a = \"a\\\"b\\\\c\\nd\"\n");
+        let parsed: toml::Value = toml::from_str(&out).unwrap();
+        assert_eq!(parsed["a"].as_str(), Some("a\"b\\c\nd"));
+        let out = interpolate("l = [\"${INJECT}\"]\n", evil).unwrap();
+        let parsed: toml::Value = toml::from_str(&out).unwrap();
+        assert_eq!(parsed.as_table().unwrap().len(), 1, "{out}");
+        // Bare, or in a literal string: refused, naming the line.
+        for text in ["a = 1\nn = ${NUM}\n", "a = 1\nl = '${Q}'\n"] {
+            let errs = interpolate(text, evil).unwrap_err();
+            assert_eq!(errs.len(), 1, "{text}");
+            assert_eq!(errs[0].line, Some(2), "{text}");
+        }
+        assert_eq!(interpolate("n = ${PORT}\n", env).unwrap(), "n = 8080\n");
     }
 
     #[test]

@@ -297,6 +297,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, Vec<ConfigError>> {
         Some(m) => management::validate(m).map_err(|e| errors.extend(e)).ok(),
         None => None,
     };
+    check_route_targets(&routes, raw, &mut errors);
     if routes.is_empty() && raw.server.demo_upstream.is_none() {
         errors.push(ConfigError::new(
             "routes",
@@ -315,6 +316,38 @@ pub fn validate(raw: &RawConfig) -> Result<Config, Vec<ConfigError>> {
         })
     } else {
         Err(errors)
+    }
+}
+
+/// What routes name that other sections must provide: the `ai` handler needs `[ai]` (it is the
+/// only handler), and a `service` route needs `[management]` (else it would be served with no
+/// key check, so `serve` refuses it).
+fn check_route_targets(routes: &[Route], raw: &RawConfig, errors: &mut Vec<ConfigError>) {
+    for (i, r) in routes.iter().enumerate() {
+        if let RouteTarget::Handler(name) = &r.target {
+            if name.is_empty() {
+                // Already reported (neither or both of upstream and handler).
+            } else if name != "ai" {
+                errors.push(ConfigError::new(
+                    format!("routes[{i}].handler"),
+                    format!("there is no handler named `{name}`"),
+                    "use handler = \"ai\" (the AI gateway, with an [ai] section) or send the route to a pool with upstream = \"POOL\"",
+                ));
+            } else if raw.ai.is_none() {
+                errors.push(ConfigError::new(
+                    format!("routes[{i}].handler"),
+                    "handler = \"ai\" needs an [ai] section, which the config does not have",
+                    "add [ai] with its providers and models (see docs/AI.md)",
+                ));
+            }
+        }
+        if let (Some(service), None) = (&r.service, &raw.management) {
+            errors.push(ConfigError::new(
+                format!("routes[{i}].service"),
+                format!("the route names service `{service}` but the config has no [management] section, so nothing would check keys"),
+                "add a [management] section (see docs/MANAGEMENT.md) or remove `service`",
+            ));
+        }
     }
 }
 

@@ -118,7 +118,11 @@ pub fn validate_all(
                     errors.push(ConfigError::new(
                         format!("{key}.upstream"),
                         format!("no upstream pool named `{u}`"),
-                        format!("define [upstreams.{u}] or use one of: {}", known.join(", ")),
+                        if known.is_empty() {
+                            format!("define [upstreams.{u}] with its targets")
+                        } else {
+                            format!("define [upstreams.{u}] or use one of: {}", known.join(", "))
+                        },
                     ));
                 }
                 RouteTarget::Upstream(u.clone())
@@ -170,6 +174,24 @@ pub fn validate_all(
                 "e.g. max_attempts = 3",
             ));
         }
+        if let Some(service) = &r.service {
+            if let Err(why) = service_spec_problem(service) {
+                errors.push(ConfigError::new(
+                    format!("{key}.service"),
+                    why,
+                    "write the service's name, or name@version to pin a version, e.g. service = \"payments\" or \"payments@v2\" (names: 1-64 letters, digits, `-`, `_`, `.`)",
+                ));
+            }
+        }
+        if let Some(host) = &r.host {
+            if let Err(why) = route_host_problem(host) {
+                errors.push(ConfigError::new(
+                    format!("{key}.host"),
+                    why,
+                    "give the host name alone, e.g. host = \"api.example.com\" (routes match the Host header without its port)",
+                ));
+            }
+        }
         let d = Route::catch_all("");
         routes.push(Route {
             name,
@@ -197,6 +219,64 @@ pub fn validate_all(
         });
     }
     routes
+}
+
+/// A service or version name as API management accepts it: 1-64 of `a-z A-Z 0-9 - _ .`, not
+/// only dots.
+fn name_problem(what: &str, name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 64 {
+        return Err(format!(
+            "the {what} name must be 1 to 64 characters (got {})",
+            name.len()
+        ));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return Err(format!(
+            "the {what} name `{name}` may only hold letters, digits, `-`, `_` and `.`"
+        ));
+    }
+    if name.bytes().all(|b| b == b'.') {
+        return Err(format!("the {what} name `{name}` is made only of dots"));
+    }
+    Ok(())
+}
+
+/// `service = "NAME"` or `"NAME@VERSION"`.
+pub fn service_spec_problem(spec: &str) -> Result<(), String> {
+    match spec.split_once('@') {
+        None => name_problem("service", spec),
+        Some((service, version)) => {
+            name_problem("service", service)?;
+            if version.contains('@') {
+                return Err(format!("`{spec}` has more than one `@`"));
+            }
+            name_problem("version", version)
+        }
+    }
+}
+
+/// A route's `host`: a host name or IP, without a port (the port of a Host header is not
+/// matched, so `example.com:8080` would never match).
+fn route_host_problem(host: &str) -> Result<(), String> {
+    if host.is_empty() {
+        return Err("is empty".into());
+    }
+    let bracketed_v6 = host.starts_with('[') && host.ends_with(']');
+    if !bracketed_v6 && host.contains(':') && host.parse::<std::net::Ipv6Addr>().is_err() {
+        return Err(format!(
+            "`{host}` has a port; routes match the host without its port, so this route would never match"
+        ));
+    }
+    if host
+        .bytes()
+        .any(|b| b.is_ascii_whitespace() || matches!(b, b'/' | b'?' | b'#' | b'@'))
+    {
+        return Err(format!("`{host}` is not a host name"));
+    }
+    Ok(())
 }
 
 fn http_method_ok(m: &str) -> bool {

@@ -8,6 +8,7 @@
 //! max_connections = 10000           # excess connections get 503 and a FIN
 //! client_idle_timeout_ms = 60000
 //! header_timeout_ms = 10000         # slow request heads get 408
+//! body_timeout_ms = 60000           # a request body that stalls this long gets 408
 //! max_header_bytes = 16384          # 431 above
 //! max_body_bytes = 10485760         # 413 above
 //! retry_buffer_bytes = 1048576      # bodies up to this are kept for retries; larger ones stream
@@ -35,6 +36,7 @@ pub struct RawServer {
     pub max_connections: Option<usize>,
     pub client_idle_timeout_ms: Option<u64>,
     pub header_timeout_ms: Option<u64>,
+    pub body_timeout_ms: Option<u64>,
     pub max_header_bytes: Option<usize>,
     pub max_body_bytes: Option<u64>,
     pub retry_buffer_bytes: Option<u64>,
@@ -61,6 +63,9 @@ pub struct ServerConfig {
     pub max_connections: usize,
     pub client_idle_timeout: Duration,
     pub header_timeout: Duration,
+    /// The longest wait for the next bytes of a request body: a body that stalls longer is
+    /// answered `408` (when no answer has started) and the connection closes.
+    pub body_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_body_bytes: u64,
     /// Request bodies up to this size are buffered so the request can be sent again; larger
@@ -83,6 +88,7 @@ impl Default for ServerConfig {
             max_connections: 10_000,
             client_idle_timeout: Duration::from_secs(60),
             header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(60),
             max_header_bytes: 16 * 1024,
             max_body_bytes: 10 * 1024 * 1024,
             retry_buffer_bytes: 1024 * 1024,
@@ -270,6 +276,12 @@ pub fn validate(raw: &RawServer, errors: &mut Vec<ConfigError>) -> ServerConfig 
             "server.header_timeout_ms",
             raw.header_timeout_ms,
             d.header_timeout,
+            errors,
+        ),
+        body_timeout: positive_ms(
+            "server.body_timeout_ms",
+            raw.body_timeout_ms,
+            d.body_timeout,
             errors,
         ),
         max_header_bytes,

@@ -27,6 +27,14 @@ service = "orders"
 [[routes]]
 path_prefix = "/ai/"
 handler = "ai"
+
+[ai.models.smart]
+[[ai.models.smart.deployments]]
+provider = "openai"
+model = "gpt-4o-mini"
+
+[management]
+secret = "0123456789abcdef0123"
 "#;
 
 #[test]
@@ -290,6 +298,77 @@ fn wrong_types_name_the_key_the_expected_type_and_a_fix() {
     assert!(errs[5].message.contains("`true` or `false`"), "{}", errs[5]);
     assert!(errs[6].fix.contains("host = \"5\""), "{}", errs[6]);
     assert!(errs.iter().all(|e| !e.fix.contains("see docs")), "{errs:?}");
+}
+
+#[test]
+fn routes_name_only_handlers_services_and_hosts_that_can_work() {
+    let cases = [
+        (
+            "handler = \"ai\"",
+            "handler = \"nope\"",
+            "routes[1].handler",
+            "no handler named",
+        ),
+        (
+            "service = \"orders\"",
+            "service = \"a@b@c\"",
+            "routes[0].service",
+            "more than one",
+        ),
+        (
+            "service = \"orders\"",
+            "service = \"pay@\"",
+            "routes[0].service",
+            "version name",
+        ),
+        (
+            "service = \"orders\"",
+            "service = \"\"",
+            "routes[0].service",
+            "1 to 64",
+        ),
+        (
+            "service = \"orders\"",
+            "service = \"bad name\"",
+            "routes[0].service",
+            "may only hold",
+        ),
+        (
+            "host = \"API.example.com\"",
+            "host = \"api.example.com:8080\"",
+            "routes[0].host",
+            "has a port",
+        ),
+    ];
+    for (from, to, key, message) in cases {
+        let bad = GOOD.replace(from, to);
+        let errs = parse(&bad, "x.toml", env).unwrap_err().0;
+        assert_eq!(errs.len(), 1, "{to}: {errs:?}");
+        assert_eq!(errs[0].key, key, "{to}");
+        assert!(errs[0].message.contains(message), "{to}: {}", errs[0]);
+        assert!(errs[0].line.is_some(), "{to}: {}", errs[0]);
+    }
+    // The sections a route relies on.
+    let no_ai = GOOD.split("[ai.models.smart]").next().unwrap().to_string()
+        + "[management]\nsecret = \"0123456789abcdef0123\"\n";
+    let errs = parse(&no_ai, "x.toml", env).unwrap_err().0;
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].message.contains("needs an [ai] section"),
+        "{}",
+        errs[0]
+    );
+    let no_mgmt = GOOD.split("[management]").next().unwrap();
+    let errs = parse(no_mgmt, "x.toml", env).unwrap_err().0;
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].key, "routes[0].service");
+    assert!(
+        errs[0].message.contains("no [management] section"),
+        "{}",
+        errs[0]
+    );
+    // IPv6 hosts are hosts, not host:port.
+    assert!(parse(&GOOD.replace("API.example.com", "::1"), "x.toml", env).is_ok());
 }
 
 #[test]

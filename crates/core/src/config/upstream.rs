@@ -504,6 +504,18 @@ fn validate_health(base: &str, h: &RawHealthCheck, errors: &mut Vec<ConfigError>
             None
         }
     };
+    for (name, value) in [
+        ("healthy_threshold", h.healthy_threshold),
+        ("unhealthy_threshold", h.unhealthy_threshold),
+    ] {
+        if value == Some(0) {
+            errors.push(ConfigError::new(
+                format!("{key}.{name}"),
+                "must be at least 1",
+                format!("give the number of checks in a row, e.g. {name} = 2"),
+            ));
+        }
+    }
     HealthCheck {
         http_path,
         interval: positive_ms(

@@ -90,6 +90,9 @@ pub struct RequestParts<'a> {
     pub uri: &'a Uri,
     pub headers: &'a HeaderMap,
     pub body: &'a Bytes,
+    /// The target's `host:port`: the `Host` of a request that came without one (an HTTP/1.0
+    /// client), since HTTP/1.1 requires it.
+    pub authority: &'a str,
 }
 
 impl H1Conn {

@@ -28,9 +28,11 @@ pub fn encode_head(out: &mut Vec<u8>, req: &RequestParts<'_>) {
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    // Host first, as clients conventionally send it.
-    if let Some(host) = req.headers.get(header::HOST) {
-        push_header(out, b"host", host.as_bytes());
+    // Host first, as clients conventionally send it; HTTP/1.1 requires one (RFC 9112 §3.2),
+    // so a request that came without (HTTP/1.0) names the target.
+    match req.headers.get(header::HOST) {
+        Some(host) => push_header(out, b"host", host.as_bytes()),
+        None => push_header(out, b"host", req.authority.as_bytes()),
     }
     let mut had_length = false;
     for (name, value) in req.headers {
@@ -85,9 +87,19 @@ mod tests {
                 uri: &uri,
                 headers: &map,
                 body: &body,
+                authority: "10.0.0.1:8080",
             },
         );
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn a_request_without_host_names_the_target() {
+        let head = encode(Method::GET, "/x", &[("accept", "*/*")], b"");
+        assert_eq!(
+            head,
+            "GET /x HTTP/1.1\r\nhost: 10.0.0.1:8080\r\naccept: */*\r\n\r\n"
+        );
     }
 
     #[test]
