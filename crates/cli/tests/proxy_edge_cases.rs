@@ -181,6 +181,11 @@ fn bad_request_heads_are_answered_logged_and_end_the_connection() {
             "501",
         ),
         (b"GET / HTTP/1.7\r\nhost: x\r\n\r\n".to_vec(), "505"),
+        (
+            b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 99999999999999999999999\r\n\r\n"
+                .to_vec(),
+            "413",
+        ),
         (long_uri.into_bytes(), "431"),
     ];
     let before = up.requests.load(Ordering::SeqCst);

@@ -47,6 +47,8 @@ pub const MARK_TOO_LARGE: &str = "too-large";
 pub const MARK_BAD_VERSION: &str = "bad-version";
 /// [`MARK_HEADER`] value: a `Content-Length` that is not a number, or several that differ.
 pub const MARK_BAD_LENGTH: &str = "bad-length";
+/// [`MARK_HEADER`] value: a `Content-Length` too large for any body (over `u64`).
+pub const MARK_HUGE_LENGTH: &str = "huge-length";
 /// [`MARK_HEADER`] value: a transfer coding other than `chunked`.
 pub const MARK_UNSUPPORTED_CODING: &str = "unsupported-coding";
 /// [`MARK_HEADER`] value: an HTTP/1.1 request without a `Host`, or with several.
@@ -291,12 +293,13 @@ enum Verdict {
 }
 
 /// A decimal `Content-Length` value: digits only (no sign, no list), optional blanks around.
+/// A number too large for `u64` is `u64::MAX` (a body over any limit: 413, not 400).
 fn content_length(value: &[u8]) -> Option<u64> {
     let v = value.trim_ascii();
-    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    std::str::from_utf8(v).ok()?.parse().ok()
+    Some(std::str::from_utf8(v).ok()?.parse().unwrap_or(u64::MAX))
 }
 
 /// Whether the request line has exactly two spaces (`METHOD TARGET VERSION`): a version error
@@ -330,6 +333,9 @@ fn judge(req: &httparse::Request<'_, '_>, head: &[u8]) -> Verdict {
             };
             if lengths.is_some_and(|prev| prev != n) {
                 return Verdict::Refuse(MARK_BAD_LENGTH);
+            }
+            if n == u64::MAX {
+                return Verdict::Refuse(MARK_HUGE_LENGTH);
             }
             lengths = Some(n);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
@@ -755,6 +761,7 @@ mod tests {
             (b"GET / HTTP/1.1\r\nhost: x\nx-a: 1\r\n\r\n", MARK_BARE_LF),
             (b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: +3\r\n\r\nabc", MARK_BAD_LENGTH),
             (b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: -1\r\n\r\n", MARK_BAD_LENGTH),
+            (b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 99999999999999999999999\r\n\r\n", MARK_HUGE_LENGTH),
             (b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\ncontent-length: 4\r\n\r\nabcd", MARK_BAD_LENGTH),
             (b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 3, 3\r\n\r\nabc", MARK_BAD_LENGTH),
             (b"POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: gzip, chunked\r\n\r\n0\r\n\r\n", MARK_UNSUPPORTED_CODING),

@@ -20,7 +20,7 @@ use crate::dial::TlsSetupError;
 use crate::forward::{forward, ms, Failure, OutBody, Outgoing, Trace, UpstreamRt};
 use crate::framing::{
     MARK_AMBIGUOUS, MARK_BAD_HOST, MARK_BAD_LENGTH, MARK_BAD_VERSION, MARK_BARE_LF, MARK_HEADER,
-    MARK_HEAD_TIMEOUT, MARK_TOO_LARGE, MARK_UNSUPPORTED_CODING,
+    MARK_HEAD_TIMEOUT, MARK_HUGE_LENGTH, MARK_TOO_LARGE, MARK_UNSUPPORTED_CODING,
 };
 use crate::hygiene::{self, Peer};
 use crate::limiter::Limiter;
@@ -644,7 +644,7 @@ const FRAMING_REFUSALS: &[(&str, StatusCode, &str, &str)] = &[
         MARK_TOO_LARGE,
         StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         "headers_too_large",
-        "the request line and headers are larger than the gateway accepts",
+        "the request head is larger than the gateway accepts: over server.max_header_bytes (request line included) or more than 100 header lines",
     ),
     (
         MARK_BAD_VERSION,
@@ -657,6 +657,12 @@ const FRAMING_REFUSALS: &[(&str, StatusCode, &str, &str)] = &[
         StatusCode::BAD_REQUEST,
         "bad_request",
         "the Content-Length is not a single decimal number",
+    ),
+    (
+        MARK_HUGE_LENGTH,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        "the declared Content-Length is larger than the gateway accepts",
     ),
     (
         MARK_UNSUPPORTED_CODING,
@@ -822,9 +828,12 @@ async fn read_body(
     if body.is_end_stream() {
         return Ok(ReadBody::Whole(Bytes::new()));
     }
+    // All digits but too large for u64: over any limit.
     let declared = declared
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+        .map(|v| v.parse::<u64>().unwrap_or(u64::MAX));
     if declared.is_some_and(|n| n > limits.limit) {
         return Err(BodyProblem::TooLarge);
     }
