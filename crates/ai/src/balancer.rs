@@ -1,7 +1,7 @@
 //! Deployment state and choice: in-flight counts, latency EWMA, consecutive failures and
 //! cooldown; ordering by the model's strategy (ordered, weighted, least-busy, lowest-latency).
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,6 +16,8 @@ pub struct DeploymentState {
     ewma_us: AtomicU64,
     failures: AtomicU32,
     cooldown_until: Mutex<Option<Instant>>,
+    /// The current cooldown started because the provider rate limited the deployment (429).
+    rate_limited: AtomicBool,
 }
 
 impl DeploymentState {
@@ -26,6 +28,7 @@ impl DeploymentState {
             ewma_us: AtomicU64::new(0),
             failures: AtomicU32::new(0),
             cooldown_until: Mutex::new(None),
+            rate_limited: AtomicBool::new(false),
         }
     }
 
@@ -51,6 +54,11 @@ impl DeploymentState {
             .filter(|d| !d.is_zero())
     }
 
+    /// True when the current (or last) cooldown came from a 429.
+    pub fn cooling_for_rate_limit(&self) -> bool {
+        self.rate_limited.load(Ordering::Relaxed)
+    }
+
     /// Mark a request as started; the guard ends it.
     pub fn begin(self: &Arc<Self>) -> InflightGuard {
         self.inflight.fetch_add(1, Ordering::Relaxed);
@@ -71,12 +79,14 @@ impl DeploymentState {
     }
 
     /// Count a failure; after `threshold` in a row (or when the provider asked for a wait
-    /// longer than we retry for), cool down. Returns true when a cooldown started.
+    /// longer than we retry for), cool down. `rate_limited` says the failure was a 429.
+    /// Returns true when a cooldown started.
     pub fn record_failure(
         &self,
         threshold: u32,
         cooldown: Duration,
         wait: Option<Duration>,
+        rate_limited: bool,
     ) -> bool {
         let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
         let span = match wait {
@@ -94,6 +104,7 @@ impl DeploymentState {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
             *until = Some(Instant::now() + span);
+            self.rate_limited.store(rate_limited, Ordering::Relaxed);
             if n >= threshold {
                 self.failures.store(0, Ordering::Relaxed);
             }
@@ -228,9 +239,9 @@ mod tests {
     fn cooldown_after_threshold() {
         let d = DeploymentState::new(dep("a", 1));
         let now = Instant::now();
-        assert!(!d.record_failure(2, Duration::from_secs(5), None));
+        assert!(!d.record_failure(2, Duration::from_secs(5), None, false));
         assert!(d.cooling(now).is_none());
-        assert!(d.record_failure(2, Duration::from_secs(5), None));
+        assert!(d.record_failure(2, Duration::from_secs(5), None, false));
         assert!(d.cooling(Instant::now()).is_some());
     }
 }

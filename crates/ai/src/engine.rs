@@ -5,17 +5,19 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use holdfast_core::config::ai::{AiConfig, Deployment};
+use holdfast_core::CallExtra;
 use serde_json::Value;
 
 use crate::adapters::{self, Decoder, Delta, UpstreamRequest};
 use crate::balancer::{DeploymentState, ModelState};
 use crate::client::{self, Frames, Upstream};
 use crate::error::AiError;
+use crate::retry_after;
 use crate::usage::Usage;
 
 /// Everything the AI handler needs, built once per config.
@@ -25,11 +27,36 @@ pub struct Gateway {
     pub upstream: Upstream,
 }
 
-/// How a request's attempts went.
+/// How a request's attempts went. When it tracks a call's [`CallExtra`], every attempt
+/// is written there as it starts, so a call that ends early (the client went away and the
+/// handler future was dropped) is still recorded with its deployment and attempts.
 #[derive(Debug, Clone, Default)]
 pub struct Attempts {
     pub count: u32,
     pub deployment: Option<Arc<DeploymentState>>,
+    progress: Option<Arc<Mutex<CallExtra>>>,
+}
+
+impl Attempts {
+    /// Attempts that keep `extra.ai` (when present) up to date.
+    pub fn tracking(extra: Arc<Mutex<CallExtra>>) -> Attempts {
+        Attempts {
+            progress: Some(extra),
+            ..Attempts::default()
+        }
+    }
+
+    fn begin(&mut self, dep: &Arc<DeploymentState>) {
+        self.count += 1;
+        self.deployment = Some(dep.clone());
+        if let Some(extra) = &self.progress {
+            let mut extra = extra.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(ai) = extra.ai.as_mut() {
+                ai.attempts = self.count;
+                ai.deployment = Some(dep.config.name.clone());
+            }
+        }
+    }
 }
 
 /// A successful non-streaming call.
@@ -86,6 +113,19 @@ impl Gateway {
     }
 
     /// Run `attempt` over the deployments of `model` and its fallbacks until one succeeds.
+    ///
+    /// The plan is every deployment of every model of the chain, in order. The attempt
+    /// budget (`max_attempts`) never starves the chain:
+    /// - each model of the chain always gets one attempt (its first deployment that is not
+    ///   cooling down), even past `max_attempts`;
+    /// - the other deployments of a model are tried while attempts are left;
+    /// - a deployment is asked again (once, after its backoff) only when the budget still
+    ///   leaves one attempt for every deployment not tried yet, so retries never take the
+    ///   place of a fallback.
+    ///
+    /// Errors that are not `failover` (the request's own fault) end the run at once; errors
+    /// that are `failover` but not `retryable` (the provider refused the key) move on
+    /// without asking the same deployment again.
     pub async fn run<T, F, Fut>(
         &self,
         model: &str,
@@ -97,64 +137,72 @@ impl Gateway {
         Fut: Future<Output = Result<T, AiError>>,
     {
         let cfg = &self.config;
+        let chain = self.chain(model);
+        let plan: Vec<(usize, Arc<DeploymentState>)> = chain
+            .iter()
+            .enumerate()
+            .filter_map(|(i, name)| self.models.get(*name).map(|m| (i, m)))
+            .flat_map(|(i, m)| m.order().into_iter().map(move |d| (i, d)))
+            .collect();
+        let mut model_tried = vec![false; chain.len()];
         let mut last_error: Option<AiError> = None;
-        let mut soonest_free: Option<Duration> = None;
-        for name in self.chain(model) {
-            let Some(state) = self.models.get(name) else {
+        let mut cooling = Cooling::default();
+        for (pos, (model_index, dep)) in plan.iter().enumerate() {
+            if let Some(left) = dep.cooling(Instant::now()) {
+                cooling.note(left, dep.cooling_for_rate_limit());
                 continue;
-            };
-            for dep in state.order() {
-                if let Some(left) = dep.cooling(Instant::now()) {
-                    soonest_free = Some(soonest_free.map_or(left, |s: Duration| s.min(left)));
-                    continue;
-                }
-                let mut tries_here = 0u32;
-                loop {
-                    if attempts.count >= cfg.max_attempts {
-                        return Err(
-                            last_error.unwrap_or_else(|| AiError::no_deployment(model, None))
-                        );
+            }
+            if attempts.count >= cfg.max_attempts && model_tried[*model_index] {
+                continue;
+            }
+            model_tried[*model_index] = true;
+            let mut asked_again = false;
+            loop {
+                attempts.begin(dep);
+                let started = Instant::now();
+                let e = match attempt(dep.clone()).await {
+                    Ok(v) => {
+                        dep.record_success(started.elapsed());
+                        return Ok(v);
                     }
-                    attempts.count += 1;
-                    tries_here += 1;
-                    attempts.deployment = Some(dep.clone());
-                    let started = Instant::now();
-                    match attempt(dep.clone()).await {
-                        Ok(v) => {
-                            dep.record_success(started.elapsed());
-                            return Ok(v);
-                        }
-                        Err(e) if !e.retryable => return Err(e),
-                        Err(e) => {
-                            let wait = e.retry_after;
-                            let too_long = wait.is_some_and(|w| w > cfg.max_retry_wait);
-                            dep.record_failure(
-                                cfg.cooldown_failures,
-                                cfg.cooldown,
-                                wait.filter(|_| too_long),
-                            );
-                            tracing::debug!(deployment = %dep.config.name, error = %e, "ai attempt failed");
-                            last_error = Some(e);
-                            // One retry on the same deployment, when the wait is short enough.
-                            if tries_here >= 2 || too_long || dep.cooling(Instant::now()).is_some()
-                            {
-                                break;
-                            }
-                            let backoff = wait.unwrap_or(cfg.retry_backoff);
-                            tokio::time::sleep(backoff).await;
-                        }
-                    }
+                    Err(e) if !e.failover => return Err(e),
+                    Err(e) => e,
+                };
+                let wait = e.retry_after;
+                let too_long = wait.is_some_and(|w| w > cfg.max_retry_wait);
+                dep.record_failure(
+                    cfg.cooldown_failures,
+                    cfg.cooldown,
+                    wait.filter(|_| too_long),
+                    e.status == 429,
+                );
+                tracing::debug!(deployment = %dep.config.name, error = %e, "ai attempt failed");
+                last_error = Some(e);
+                let untried = plan[pos + 1..]
+                    .iter()
+                    .filter(|(_, d)| d.cooling(Instant::now()).is_none())
+                    .count() as u32;
+                let ask_again = last_error.as_ref().is_some_and(|e| e.retryable)
+                    && !asked_again
+                    && !too_long
+                    && dep.cooling(Instant::now()).is_none()
+                    && attempts.count + 1 + untried <= cfg.max_attempts;
+                if !ask_again {
+                    break;
                 }
+                asked_again = true;
+                tokio::time::sleep(wait.unwrap_or(cfg.retry_backoff)).await;
             }
         }
         Err(match last_error {
             Some(mut e) => {
                 if e.retry_after.is_none() {
-                    e.retry_after = soonest_free;
+                    e.retry_after = cooling.soonest;
                 }
                 e
             }
-            None => AiError::no_deployment(model, soonest_free),
+            None if cooling.all_rate_limited() => AiError::all_rate_limited(model, cooling.soonest),
+            None => AiError::no_deployment(model, cooling.soonest),
         })
     }
 
@@ -190,7 +238,7 @@ impl Gateway {
             let resp = self.upstream.send(&d.name, &upstream_req, ttft).await?;
             let status = resp.status();
             if !status.is_success() {
-                let retry_after = retry_after(resp.headers());
+                let headers = resp.headers().clone();
                 let body = client::read_body(&d.name, resp.into_body(), ttft)
                     .await
                     .unwrap_or_else(|_| Bytes::new());
@@ -198,7 +246,7 @@ impl Gateway {
                     &d.name,
                     status.as_u16(),
                     &adapters::error_message(&body),
-                    retry_after,
+                    retry_after::from_response(&headers, &body),
                 ));
             }
             let mut frames = client::frames(resp.into_body(), adapters::framing(d.provider));
@@ -278,19 +326,19 @@ impl Gateway {
             let (started, total) = (Instant::now(), self.config.total_timeout);
             let resp = self.upstream.send(&d.name, &upstream_req, total).await?;
             let status = resp.status();
-            let retry_after = retry_after(resp.headers());
+            let headers = (!status.is_success()).then(|| resp.headers().clone());
             let body = client::read_body(
                 &d.name,
                 resp.into_body(),
                 total.saturating_sub(started.elapsed()),
             )
             .await?;
-            if !status.is_success() {
+            if let Some(headers) = headers {
                 return Err(AiError::upstream_status(
                     &d.name,
                     status.as_u16(),
                     &adapters::error_message(&body),
-                    retry_after,
+                    retry_after::from_response(&headers, &body),
                 ));
             }
             let (body, usage) = parse(d, &body)?;
@@ -304,22 +352,28 @@ impl Gateway {
     }
 }
 
+/// The deployments skipped because they were cooling down.
+#[derive(Default)]
+struct Cooling {
+    soonest: Option<Duration>,
+    count: u32,
+    rate_limited: u32,
+}
+
+impl Cooling {
+    fn note(&mut self, left: Duration, rate_limited: bool) {
+        self.soonest = Some(self.soonest.map_or(left, |s| s.min(left)));
+        self.count += 1;
+        if rate_limited {
+            self.rate_limited += 1;
+        }
+    }
+
+    /// Every skipped deployment cools down because its provider answered 429.
+    fn all_rate_limited(&self) -> bool {
+        self.count > 0 && self.rate_limited == self.count
+    }
+}
+
 /// Parses a whole upstream answer into the client's body and the usage it reported.
 type ParseWhole = fn(&Deployment, &[u8]) -> Result<(Value, Option<Usage>), AiError>;
-
-/// `Retry-After` in seconds (the HTTP-date form is rare from LLM APIs and is ignored), or
-/// the `retry-after-ms` header some providers send.
-pub fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
-    if let Some(ms) = headers
-        .get("retry-after-ms")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<f64>().ok())
-    {
-        return Some(Duration::from_millis(ms.max(0.0) as u64));
-    }
-    headers
-        .get(http::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map(|s| Duration::from_millis((s.max(0.0) * 1000.0) as u64))
-}

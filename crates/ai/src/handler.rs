@@ -14,8 +14,8 @@ use serde_json::{json, Value};
 
 use crate::engine::{Attempts, Gateway};
 use crate::error::AiError;
-use crate::stream::{forward, StreamJob};
-use crate::stream_out::{AnthropicWriter, OpenAiWriter, StreamWriter};
+use crate::stream::{forward, stream_body, StreamJob};
+use crate::stream_out::{openai_usage, AnthropicWriter, OpenAiWriter, StreamWriter};
 use crate::usage::{self, Usage};
 use crate::{messages, prompts};
 
@@ -45,7 +45,40 @@ impl RouteHandler for AiHandler {
     }
 }
 
+/// Marks a call whose handler future is dropped before it finished (the data plane drops
+/// it when the client goes away) as `client_aborted`, keeping the deployment and attempts
+/// recorded so far. Dropping the future also stops every retry and failover.
+struct AbortGuard {
+    extra: Arc<std::sync::Mutex<holdfast_core::CallExtra>>,
+    armed: bool,
+}
+
+impl Drop for AbortGuard {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let mut extra = self.extra.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(ai) = extra.ai.as_mut() {
+            if ai.outcome == "started" {
+                ai.outcome = "client_aborted".to_string();
+                extra.reset_class = Some(ResetClass::ClientAborted);
+            }
+        }
+    }
+}
+
 async fn handle(gateway: Arc<Gateway>, req: Request<Body>, ctx: RequestContext) -> Response<Body> {
+    let mut guard = AbortGuard {
+        extra: ctx.extra.clone(),
+        armed: true,
+    };
+    let resp = route(gateway, req, &ctx).await;
+    guard.armed = false;
+    resp
+}
+
+async fn route(gateway: Arc<Gateway>, req: Request<Body>, ctx: &RequestContext) -> Response<Body> {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().trim_end_matches('/').to_string();
     let format = if path.ends_with("/messages") {
@@ -55,18 +88,22 @@ async fn handle(gateway: Arc<Gateway>, req: Request<Body>, ctx: RequestContext) 
     };
     let result = match (parts.method.as_str(), path.as_str()) {
         ("GET", p) if p.ends_with("/models") => Ok(models(&gateway)),
+        ("GET", p) if p.contains("/models/") && !p.starts_with("/apis/") => {
+            let id = &p[p.find("/models/").map_or(0, |i| i + "/models/".len())..];
+            model(&gateway, id)
+        }
         ("POST", p) if p.ends_with("/chat/completions") || p.ends_with("/messages") => {
             match read_json(body).await {
-                Ok(v) => chat(&gateway, v, format, &ctx).await,
+                Ok(v) => chat(&gateway, v, format, ctx).await,
                 Err(e) => Err(e),
             }
         }
         ("POST", p) if p.ends_with("/embeddings") => match read_json(body).await {
-            Ok(v) => embeddings(&gateway, v, &ctx).await,
+            Ok(v) => embeddings(&gateway, v, ctx).await,
             Err(e) => Err(e),
         },
         ("POST", p) if p.starts_with("/apis/") => match read_json(body).await {
-            Ok(v) => prompts::call(&gateway, &p["/apis/".len()..], v, &ctx).await,
+            Ok(v) => prompts::call(&gateway, &p["/apis/".len()..], v, ctx).await,
             Err(e) => Err(e),
         },
         (m, p) => Err(AiError::not_found(
@@ -150,12 +187,49 @@ pub fn error_response(e: &AiError, format: ClientFormat) -> Response<Body> {
     resp
 }
 
+/// OpenAI's model object for a configured model name.
+fn model_object(name: &str) -> Value {
+    json!({"id": name, "object": "model", "created": 0, "owned_by": "holdfast"})
+}
+
+/// `GET /v1/models/{id}`: the model object, or OpenAI's 404.
+fn model(gateway: &Gateway, id: &str) -> Result<Response<Body>, AiError> {
+    let id = percent_decode(id);
+    if gateway.models.contains_key(&id) {
+        return Ok(json_response(StatusCode::OK, &model_object(&id), None));
+    }
+    Err(AiError {
+        param: Some("model".to_string()),
+        ..AiError::not_found(
+            format!("The model `{id}` does not exist or you do not have access to it."),
+            "model_not_found",
+        )
+    })
+}
+
+/// `%XX` escapes in a path segment (model names may hold characters a client escapes).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
+            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
+                out.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn models(gateway: &Gateway) -> Response<Body> {
-    let data: Vec<Value> = gateway
-        .models
-        .keys()
-        .map(|m| json!({"id": m, "object": "model", "created": 0, "owned_by": "holdfast"}))
-        .collect();
+    let data: Vec<Value> = gateway.models.keys().map(|m| model_object(m)).collect();
     json_response(
         StatusCode::OK,
         &json!({"object": "list", "data": data}),
@@ -233,9 +307,146 @@ pub fn finish_call(gateway: &Gateway, ctx: &RequestContext, attempts: &Attempts,
     }
     ai.ttft_ms = end.ttft.map(|t| t.as_secs_f64() * 1000.0);
     ai.outcome = end.outcome.to_string();
-    if end.reset_class.is_some() {
-        extra.reset_class = end.reset_class;
+    extra.reset_class = end.reset_class;
+}
+
+/// A positive integer field (`max_tokens` and the like), else OpenAI's 400 naming it.
+pub fn positive_int(field: &str, v: &Value) -> Result<u64, AiError> {
+    match v {
+        Value::Number(n) => match (n.as_u64(), n.as_i64()) {
+            (Some(x), _) if x >= 1 => Ok(x),
+            (_, Some(_)) => Err(AiError::invalid_field(
+                field,
+                "integer_below_min_value",
+                format!(
+                    "Invalid '{field}': integer below minimum value. Expected a value >= 1, but got {n} instead."
+                ),
+            )),
+            _ => Err(AiError::invalid_field(
+                field,
+                "invalid_type",
+                format!(
+                    "Invalid type for '{field}': expected an integer, but got a decimal number instead."
+                ),
+            )),
+        },
+        other => Err(AiError::invalid_field(
+            field,
+            "invalid_type",
+            format!(
+                "Invalid type for '{field}': expected an integer, but got {} instead.",
+                json_type(other)
+            ),
+        )),
     }
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Roles a chat message may have.
+const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool"];
+
+/// Check a canonical chat request before it is routed, as OpenAI does: a 400 naming the
+/// field (`param`) for an empty or malformed `messages`, an unknown role, or a bad
+/// `max_tokens`/`max_completion_tokens`/`stream`.
+pub fn validate_chat(req: &Value) -> Result<(), AiError> {
+    let Some(messages) = req["messages"].as_array() else {
+        return Err(match &req["messages"] {
+            Value::Null => AiError::invalid_field(
+                "messages",
+                "missing_required_parameter",
+                "Missing required parameter: 'messages'.",
+            ),
+            other => AiError::invalid_field(
+                "messages",
+                "invalid_type",
+                format!(
+                    "Invalid type for 'messages': expected an array, but got {} instead.",
+                    json_type(other)
+                ),
+            ),
+        });
+    };
+    if messages.is_empty() {
+        return Err(AiError::invalid_field(
+            "messages",
+            "empty_array",
+            "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.",
+        ));
+    }
+    for (i, m) in messages.iter().enumerate() {
+        if !m.is_object() {
+            return Err(AiError::invalid_field(
+                format!("messages[{i}]"),
+                "invalid_type",
+                format!(
+                    "Invalid type for 'messages[{i}]': expected an object, but got {} instead.",
+                    json_type(m)
+                ),
+            ));
+        }
+        let param = format!("messages[{i}].role");
+        match &m["role"] {
+            Value::String(r) if ROLES.contains(&r.as_str()) => {}
+            Value::String(r) => {
+                return Err(AiError::invalid_field(
+                    param,
+                    "invalid_value",
+                    format!(
+                        "Invalid value: '{r}'. Supported values are: 'system', 'developer', 'user', 'assistant' and 'tool'."
+                    ),
+                ))
+            }
+            Value::Null => {
+                return Err(AiError::invalid_field(
+                    param.clone(),
+                    "missing_required_parameter",
+                    format!("Missing required parameter: '{param}'."),
+                ))
+            }
+            other => {
+                return Err(AiError::invalid_field(
+                    param.clone(),
+                    "invalid_type",
+                    format!(
+                        "Invalid type for '{param}': expected a string, but got {} instead.",
+                        json_type(other)
+                    ),
+                ))
+            }
+        }
+    }
+    for field in ["max_tokens", "max_completion_tokens"] {
+        match &req[field] {
+            Value::Null => {}
+            v => {
+                positive_int(field, v)?;
+            }
+        }
+    }
+    match &req["stream"] {
+        Value::Null | Value::Bool(_) => {}
+        other => {
+            return Err(AiError::invalid_field(
+                "stream",
+                "invalid_type",
+                format!(
+                    "Invalid type for 'stream': expected a boolean, but got {} instead.",
+                    json_type(other)
+                ),
+            ))
+        }
+    }
+    Ok(())
 }
 
 /// Text and tool arguments of a canonical completion (for token estimates).
@@ -260,11 +471,9 @@ async fn chat(
         ClientFormat::Anthropic => messages::to_openai(&client_req)?,
     };
     let model = begin_call(gateway, &req, ctx)?;
-    if !req["messages"].is_array() {
-        return Err(AiError::bad_request("`messages` must be an array"));
-    }
+    validate_chat(&req)?;
     let stream = req["stream"].as_bool().unwrap_or(false);
-    let mut attempts = Attempts::default();
+    let mut attempts = Attempts::tracking(ctx.extra.clone());
     let start = Instant::now();
     if !stream {
         let result = gateway.chat(&model, &req, &mut attempts).await;
@@ -286,12 +495,14 @@ async fn chat(
         finish_call(gateway, ctx, &attempts, CallEnd::ok(usage, estimated, ttft));
         let mut body = done.body;
         if estimated {
-            body["usage"] = json!({"prompt_tokens": usage.input, "completion_tokens": usage.output,
-                "total_tokens": usage.input + usage.output, "estimated": true});
+            body["usage"] = openai_usage(usage, true);
         }
         let body = match format {
             ClientFormat::OpenAi => body,
-            ClientFormat::Anthropic => messages::from_openai(&body, &model),
+            ClientFormat::Anthropic => {
+                let served = served_model(&body, &done.deployment.config.model);
+                messages::from_openai(&body, &served)
+            }
         };
         return Ok(json_response(
             StatusCode::OK,
@@ -307,28 +518,45 @@ async fn chat(
             return Err(e);
         }
     };
-    let id = format!("{:016x}", fastrand::u64(..));
+    // The model that serves the stream, as the provider named it (else the deployment's).
+    let served = open
+        .decoder
+        .model()
+        .unwrap_or(&open.deployment.config.model)
+        .to_string();
     let writer: Box<dyn StreamWriter> = match format {
         ClientFormat::OpenAi => Box::new(OpenAiWriter {
-            id: format!("chatcmpl-{id}"),
-            model: model.clone(),
+            id: crate::new_id("chatcmpl-"),
+            model: served,
             created: crate::now_secs(),
             include_usage: req["stream_options"]["include_usage"]
                 .as_bool()
                 .unwrap_or(false),
         }),
-        ClientFormat::Anthropic => {
-            Box::new(AnthropicWriter::new(format!("msg_{id}"), model.clone()))
-        }
+        ClientFormat::Anthropic => Box::new(AnthropicWriter::new(crate::new_id("msg_"), served)),
     };
     let deployment = open.deployment.config.name.clone();
-    let (tx, body) = http_body_util::channel::Channel::<Bytes, BoxError>::new(16);
+    let ttft = start.elapsed();
+    // From here the client has an answer: if it leaves, the call was aborted by the client.
+    finish_call(
+        gateway,
+        ctx,
+        &attempts,
+        CallEnd {
+            usage: Some(Usage::default()),
+            estimated: true,
+            ttft: Some(ttft),
+            outcome: "client_aborted",
+            reset_class: None,
+        },
+    );
+    let (tx, body) = stream_body(16);
     let job = StreamJob {
         gateway: gateway.clone(),
         ctx: ctx.clone(),
         attempts,
         request: req,
-        ttft: start.elapsed(),
+        ttft,
     };
     tokio::spawn(forward(open, writer, tx, job));
     Response::builder()
@@ -340,13 +568,23 @@ async fn chat(
         .map_err(|e| AiError::bad_request(e.to_string()))
 }
 
+/// The `model` of an answer: the provider model that served it (as the provider reports
+/// it, e.g. `gpt-4o-mini-2024-07-18`), else the deployment's configured model.
+pub fn served_model(body: &Value, deployment_model: &str) -> String {
+    body["model"]
+        .as_str()
+        .filter(|m| !m.is_empty())
+        .unwrap_or(deployment_model)
+        .to_string()
+}
+
 async fn embeddings(
     gateway: &Arc<Gateway>,
     req: Value,
     ctx: &RequestContext,
 ) -> Result<Response<Body>, AiError> {
     let model = begin_call(gateway, &req, ctx)?;
-    let mut attempts = Attempts::default();
+    let mut attempts = Attempts::tracking(ctx.extra.clone());
     let done = match gateway.embed(&model, &req, &mut attempts).await {
         Ok(d) => d,
         Err(e) => {
@@ -367,7 +605,7 @@ async fn embeddings(
     };
     finish_call(gateway, ctx, &attempts, CallEnd::ok(usage, estimated, None));
     let mut body = done.body;
-    body["model"] = json!(model);
+    body["model"] = json!(served_model(&body, &done.deployment.config.model));
     if body.get("usage").is_none_or(Value::is_null) {
         body["usage"] = json!({"prompt_tokens": usage.input, "total_tokens": usage.input});
     }

@@ -12,6 +12,7 @@ pub mod error;
 pub mod handler;
 pub mod messages;
 pub mod prompts;
+pub mod retry_after;
 pub mod standalone;
 pub mod stream;
 pub mod stream_out;
@@ -59,6 +60,14 @@ impl PluginFactory for AiPluginFactory {
         }
         Ok(plugins)
     }
+}
+
+/// A fresh random id: `prefix` and 24 letters and digits (`chatcmpl-…`, `msg_…`, `call_…`).
+pub(crate) fn new_id(prefix: &str) -> String {
+    let mut id = String::with_capacity(prefix.len() + 24);
+    id.push_str(prefix);
+    id.extend(std::iter::repeat_with(fastrand::alphanumeric).take(24));
+    id
 }
 
 /// Seconds since the Unix epoch (for `created` fields).

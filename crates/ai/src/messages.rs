@@ -5,7 +5,8 @@
 use serde_json::{json, Value};
 
 use crate::error::AiError;
-use crate::stream_out::stop_reason;
+use crate::stream_out::{anthropic_usage, stop_reason};
+use crate::usage::Usage;
 
 fn block_text(content: &Value) -> String {
     match content {
@@ -24,23 +25,43 @@ pub fn to_openai(req: &Value) -> Result<Value, AiError> {
     let model = req["model"]
         .as_str()
         .ok_or_else(|| AiError::bad_request("`model` is required"))?;
-    let max_tokens = req["max_tokens"].as_u64().ok_or_else(|| {
-        AiError::bad_request("`max_tokens` is required (Anthropic Messages format)")
-    })?;
-    let Some(msgs) = req["messages"].as_array() else {
-        return Err(AiError::bad_request("`messages` must be an array"));
+    let max_tokens = match &req["max_tokens"] {
+        Value::Null => {
+            return Err(AiError::invalid_field(
+                "max_tokens",
+                "missing_required_parameter",
+                "`max_tokens` is required (Anthropic Messages format)",
+            ))
+        }
+        v => crate::handler::positive_int("max_tokens", v)?,
     };
+    let Some(msgs) = req["messages"].as_array() else {
+        return Err(AiError::invalid_field(
+            "messages",
+            "invalid_type",
+            "`messages` must be an array",
+        ));
+    };
+    if msgs.is_empty() {
+        return Err(AiError::invalid_field(
+            "messages",
+            "empty_array",
+            "`messages` must hold at least one message",
+        ));
+    }
     let mut out = Vec::new();
     let system = block_text(&req["system"]);
     if !system.is_empty() {
         out.push(json!({"role": "system", "content": system}));
     }
-    for m in msgs {
+    for (i, m) in msgs.iter().enumerate() {
         let role = m["role"].as_str().unwrap_or_default();
         if role != "user" && role != "assistant" {
-            return Err(AiError::bad_request(format!(
-                "message role `{role}` must be user or assistant"
-            )));
+            return Err(AiError::invalid_field(
+                format!("messages.{i}.role"),
+                "invalid_value",
+                format!("messages.{i}.role: `{role}` must be user or assistant"),
+            ));
         }
         let blocks = match &m["content"] {
             Value::String(s) => {
@@ -137,13 +158,16 @@ pub fn from_openai(completion: &Value, model: &str) -> Value {
     let finish = completion["choices"][0]["finish_reason"]
         .as_str()
         .unwrap_or("stop");
-    let id = completion["id"].as_str().unwrap_or("msg");
+    let u = &completion["usage"];
+    let usage = Usage {
+        input: u["prompt_tokens"].as_u64().unwrap_or(0),
+        output: u["completion_tokens"].as_u64().unwrap_or(0),
+    };
     json!({
-        "id": if id.starts_with("msg") { id.to_string() } else { format!("msg_{id}") },
+        "id": crate::new_id("msg_"),
         "type": "message", "role": "assistant", "model": model, "content": content,
         "stop_reason": stop_reason(finish), "stop_sequence": null,
-        "usage": {"input_tokens": completion["usage"]["prompt_tokens"].as_u64().unwrap_or(0),
-                  "output_tokens": completion["usage"]["completion_tokens"].as_u64().unwrap_or(0)},
+        "usage": anthropic_usage(usage, u["estimated"] == json!(true)),
     })
 }
 

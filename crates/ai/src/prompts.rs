@@ -78,7 +78,7 @@ pub async fn call(
         req["temperature"] = json!(t);
     }
     let model = begin_call(gateway, &req, ctx)?;
-    let mut attempts = Attempts::default();
+    let mut attempts = Attempts::tracking(ctx.extra.clone());
     let done = match gateway.chat(&model, &req, &mut attempts).await {
         Ok(d) => d,
         Err(e) => {
@@ -109,7 +109,13 @@ pub async fn call(
                     &done.deployment.config.name,
                     format!("asked for JSON, got text that is not JSON ({e})"),
                 );
-                finish_call(gateway, ctx, &attempts, CallEnd::failed(&err));
+                // The provider answered (and charges for) the call: keep its tokens and cost.
+                let end = CallEnd {
+                    usage: Some(u),
+                    estimated,
+                    ..CallEnd::failed(&err)
+                };
+                finish_call(gateway, ctx, &attempts, end);
                 return Err(err);
             }
         }

@@ -14,10 +14,32 @@ pub trait StreamWriter: Send {
     /// The first bytes (sent when the stream is committed).
     fn start(&mut self) -> Bytes;
     fn delta(&mut self, d: &Delta) -> Option<Bytes>;
-    /// The normal end, with the final usage.
-    fn finish(&mut self, usage: Usage) -> Bytes;
+    /// The normal end, with the final usage (`estimated` when counted locally).
+    fn finish(&mut self, usage: Usage, estimated: bool) -> Bytes;
     /// The abnormal end.
     fn error(&mut self, e: &AiError) -> Bytes;
+    /// Sent while the provider is silent: clients ignore it, and writing it is how the data
+    /// plane notices a client that went away.
+    fn heartbeat(&self) -> Bytes;
+}
+
+/// OpenAI's `usage` object; `estimated: true` marks tokens counted by the gateway.
+pub fn openai_usage(u: Usage, estimated: bool) -> Value {
+    let mut v = json!({"prompt_tokens": u.input, "completion_tokens": u.output,
+        "total_tokens": u.input + u.output});
+    if estimated {
+        v["estimated"] = json!(true);
+    }
+    v
+}
+
+/// Anthropic's `usage` object, marked like [`openai_usage`].
+pub fn anthropic_usage(u: Usage, estimated: bool) -> Value {
+    let mut v = json!({"input_tokens": u.input, "output_tokens": u.output});
+    if estimated {
+        v["estimated"] = json!(true);
+    }
+    v
 }
 
 fn sse(v: &Value) -> Bytes {
@@ -67,13 +89,12 @@ impl StreamWriter for OpenAiWriter {
         Some(sse(&v))
     }
 
-    fn finish(&mut self, usage: Usage) -> Bytes {
+    fn finish(&mut self, usage: Usage, estimated: bool) -> Bytes {
         let mut out = String::new();
         if self.include_usage {
             let v = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
                 "model": self.model, "choices": [],
-                "usage": {"prompt_tokens": usage.input, "completion_tokens": usage.output,
-                    "total_tokens": usage.input + usage.output}});
+                "usage": openai_usage(usage, estimated)});
             out.push_str(&format!("data: {v}\n\n"));
         }
         out.push_str("data: [DONE]\n\n");
@@ -82,6 +103,11 @@ impl StreamWriter for OpenAiWriter {
 
     fn error(&mut self, e: &AiError) -> Bytes {
         sse_event("error", &e.body())
+    }
+
+    fn heartbeat(&self) -> Bytes {
+        // An SSE comment: every SSE parser skips it (the OpenAI SDKs included).
+        Bytes::from_static(b": keep-alive\n\n")
     }
 }
 
@@ -190,14 +216,14 @@ impl StreamWriter for AnthropicWriter {
         (!out.is_empty()).then(|| Bytes::from(out))
     }
 
-    fn finish(&mut self, usage: Usage) -> Bytes {
+    fn finish(&mut self, usage: Usage, estimated: bool) -> Bytes {
         let mut out = Vec::new();
         self.close_block(&mut out);
         out.extend_from_slice(&sse_event(
             "message_delta",
             &json!({"type": "message_delta",
             "delta": {"stop_reason": self.stop_reason, "stop_sequence": null},
-            "usage": {"input_tokens": usage.input, "output_tokens": usage.output}}),
+            "usage": anthropic_usage(usage, estimated)}),
         ));
         out.extend_from_slice(&sse_event("message_stop", &json!({"type": "message_stop"})));
         Bytes::from(out)
@@ -205,5 +231,10 @@ impl StreamWriter for AnthropicWriter {
 
     fn error(&mut self, e: &AiError) -> Bytes {
         sse_event("error", &e.anthropic_body())
+    }
+
+    fn heartbeat(&self) -> Bytes {
+        // Anthropic's own keep-alive event.
+        Bytes::from_static(b"event: ping\ndata: {\"type\": \"ping\"}\n\n")
     }
 }

@@ -50,12 +50,17 @@ pub fn request_text(body: &Value) -> String {
 
 /// Estimate usage of a call whose provider reported none.
 pub fn estimate(model: &str, request: &Value, output_text: &str) -> Usage {
-    // OpenAI's documented overhead: about 3 tokens per message plus 3 for the reply.
-    let messages = body_messages(request) as u64;
     Usage {
-        input: count_tokens(model, &request_text(request)) + 3 * messages + 3,
+        input: estimate_input(model, request),
         output: count_tokens(model, output_text),
     }
+}
+
+/// Estimated input tokens of a chat request.
+pub fn estimate_input(model: &str, request: &Value) -> u64 {
+    // OpenAI's documented overhead: about 3 tokens per message plus 3 for the reply.
+    let messages = body_messages(request) as u64;
+    count_tokens(model, &request_text(request)) + 3 * messages + 3
 }
 
 fn body_messages(body: &Value) -> usize {

@@ -60,3 +60,45 @@ fn variables_set_base_urls_and_keys() {
     assert_eq!(d.base_url, "http://127.0.0.1:9/v1");
     assert_eq!(d.api_key, "sk-1");
 }
+
+mod common;
+
+use holdfast_mock_providers::{Behavior, MockProvider};
+
+/// The issue's `smart`: with OpenAI answering 500 and Anthropic 503, Gemini answers.
+#[tokio::test]
+async fn smart_falls_back_from_openai_to_anthropic_to_gemini() {
+    for stream in [false, true] {
+        let (o, a, g) = (
+            MockProvider::start().await.unwrap(),
+            MockProvider::start().await.unwrap(),
+            MockProvider::start().await.unwrap(),
+        );
+        o.push(vec![Behavior::ServerError; 4]);
+        a.push(vec![Behavior::Status(503); 4]);
+        let (ou, au, gu) = (format!("{}/v1", o.url()), a.url(), g.url());
+        let config = load(&[
+            ("OPENAI_BASE_URL", &ou),
+            ("ANTHROPIC_BASE_URL", &au),
+            ("GEMINI_BASE_URL", &gu),
+        ]);
+        let gw = common::start_config(config.ai.unwrap()).await;
+        let r = common::post(
+            &gw,
+            "/v1/chat/completions",
+            serde_json::json!({"model": "smart", "stream": stream,
+                "messages": [{"role": "user", "content": "Hello"}]}),
+        )
+        .await;
+        assert_eq!(r.status, 200, "stream={stream}: {}", r.body);
+        assert!(r.body.contains("gemini"), "{}", r.body);
+        assert_eq!(
+            r.headers["x-holdfast-deployment"],
+            "gemini/gemini-1.5-flash"
+        );
+        assert!(o.request_count() >= 1 && a.request_count() >= 1);
+        assert_eq!(g.request_count(), 1);
+        let ai = gw.last_extra().await.ai.unwrap();
+        assert!(ai.attempts <= 4, "{} attempts", ai.attempts);
+    }
+}

@@ -494,6 +494,15 @@ pub fn embed_inputs(kind: Kind, body: &Value) -> usize {
 }
 
 /// An error body in `kind`'s format.
+/// Gemini's 429 (`RESOURCE_EXHAUSTED`) with the delay in a `google.rpc.RetryInfo` detail.
+pub fn gemini_rate_limited(retry_delay: &str) -> Value {
+    json!({"error": {"code": 429, "message": "mock: quota exceeded", "status": "RESOURCE_EXHAUSTED",
+        "details": [
+            {"@type": "type.googleapis.com/google.rpc.QuotaFailure",
+             "violations": [{"quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests"}]},
+            {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": retry_delay}]}})
+}
+
 pub fn error_body(kind: Kind, status: u16, message: &str) -> Value {
     match kind {
         Kind::OpenAi | Kind::Azure => {

@@ -14,8 +14,10 @@
 //! the last message is from the user, the answer is a call of the first tool with
 //! `{"location":"Paris"}`. Streams send one word per chunk.
 //!
-//! Tests queue [`Behavior`]s (429 with Retry-After, 500, reset before the response, reset
-//! mid-stream, slow first token, stalled stream); each request takes the next one, and
+//! Tests queue [`Behavior`]s (429 with Retry-After in seconds, as an HTTP-date, absent, or
+//! in a Gemini `RetryInfo` body; 500 or any status; reset before the response, reset
+//! mid-stream, slow first token, stalled stream; a fixed answer text); each request takes
+//! the next one, and
 //! when the queue is empty, the upstream model name decides (`…reset-mid-stream…` resets
 //! after 3 frames, `…server-error…` answers 500), else [`Behavior::Ok`] applies. Every request is recorded so tests can
 //! check the translated upstream request.

@@ -24,6 +24,11 @@ pub enum Behavior {
     NoUsage,
     /// 429 with `Retry-After: SECS`.
     RateLimited { retry_after_secs: u64 },
+    /// 429 with this raw `Retry-After` value (e.g. an HTTP-date), or with none.
+    RateLimitedRaw { retry_after: Option<String> },
+    /// 429 without a `Retry-After` header, the delay given the way Gemini gives it: a
+    /// `google.rpc.RetryInfo` detail with `retryDelay` (e.g. `"30s"`) in the error body.
+    RateLimitedRetryInfo { retry_delay: String },
     /// 500 with an error body in the provider's format.
     ServerError,
     /// Any status with an error body in the provider's format (e.g. 401, 400).
@@ -38,6 +43,8 @@ pub enum Behavior {
     Stall { after_chunks: usize },
     /// Gemini only: the prompt is blocked by the safety filter.
     SafetyBlock,
+    /// Answer normally (usage included) with exactly this text.
+    Text(String),
 }
 
 /// Settings for a whole mock server.
@@ -75,6 +82,8 @@ struct Shared {
     queue: Mutex<VecDeque<Behavior>>,
     requests: Mutex<Vec<RecordedRequest>>,
     count: AtomicU64,
+    /// Stalled streams whose client (the gateway) closed the connection.
+    stalls_closed: AtomicU64,
     record: bool,
 }
 
@@ -118,6 +127,7 @@ impl MockProvider {
             queue: Mutex::new(VecDeque::new()),
             requests: Mutex::new(Vec::new()),
             count: AtomicU64::new(0),
+            stalls_closed: AtomicU64::new(0),
             record,
         });
         let s = shared.clone();
@@ -160,6 +170,11 @@ impl MockProvider {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Stalled streams ([`Behavior::Stall`]) whose client closed the connection, so far.
+    pub fn stalls_closed(&self) -> u64 {
+        self.shared.stalls_closed.load(Ordering::SeqCst)
     }
 
     /// Number of requests received so far.
@@ -205,7 +220,7 @@ async fn serve_connection(mut stream: TcpStream, shared: Arc<Shared>) {
             Ok(Next::Stall) => {
                 // Hold the connection open, silent, until the client gives up (bounded).
                 let mut scratch = [0u8; 1024];
-                let _ = tokio::time::timeout(Duration::from_secs(120), async {
+                let closed = tokio::time::timeout(Duration::from_secs(120), async {
                     while let Ok(n) = stream.read(&mut scratch).await {
                         if n == 0 {
                             break;
@@ -213,6 +228,9 @@ async fn serve_connection(mut stream: TcpStream, shared: Arc<Shared>) {
                     }
                 })
                 .await;
+                if closed.is_ok() {
+                    shared.stalls_closed.fetch_add(1, Ordering::SeqCst);
+                }
                 return;
             }
             Err(_) => return,
@@ -266,14 +284,33 @@ async fn answer(
         tokio::time::sleep(options.delay).await;
     }
     let mut usage = true;
-    match behavior {
+    let text = match &behavior {
+        Behavior::Text(t) => Some(t.clone()),
+        _ => None,
+    };
+    match behavior.clone() {
         Behavior::Ok | Behavior::Stall { .. } | Behavior::ResetMidStream { .. } => {}
+        Behavior::Text(_) => {}
         Behavior::NoUsage => usage = false,
         Behavior::SlowFirstToken(d) => tokio::time::sleep(d).await,
         Behavior::RateLimited { retry_after_secs } => {
             let b = formats::error_body(kind, 429, "mock: rate limited");
             let h = [("retry-after".to_string(), retry_after_secs.to_string())];
             http1::write_full(stream, 429, json_ct, &h, b.to_string().as_bytes()).await?;
+            return Ok(Next::KeepAlive);
+        }
+        Behavior::RateLimitedRaw { retry_after } => {
+            let b = formats::error_body(kind, 429, "mock: rate limited");
+            let h: Vec<(String, String)> = retry_after
+                .map(|v| ("retry-after".to_string(), v))
+                .into_iter()
+                .collect();
+            http1::write_full(stream, 429, json_ct, &h, b.to_string().as_bytes()).await?;
+            return Ok(Next::KeepAlive);
+        }
+        Behavior::RateLimitedRetryInfo { retry_delay } => {
+            let b = formats::gemini_rate_limited(&retry_delay);
+            http1::write_full(stream, 429, json_ct, &[], b.to_string().as_bytes()).await?;
             return Ok(Next::KeepAlive);
         }
         Behavior::ServerError => {
@@ -311,12 +348,20 @@ async fn answer(
             write_maybe_cut(stream, b.as_bytes(), cut).await
         }
         Op::Chat { stream: false } => {
-            let a = formats::answer(kind, body);
+            let mut a = formats::answer(kind, body);
+            if let Some(t) = text {
+                a.words = vec![t];
+                a.tool = None;
+            }
             let b = formats::chat_response(kind, &model, &a, usage).to_string();
             write_maybe_cut(stream, b.as_bytes(), cut).await
         }
         Op::Chat { stream: true } => {
-            let a = formats::answer(kind, body);
+            let mut a = formats::answer(kind, body);
+            if let Some(t) = text {
+                a.words = vec![t];
+                a.tool = None;
+            }
             let frames = formats::chat_stream(kind, &model, &a, usage, body);
             let ct = if kind == Kind::Ollama {
                 "application/x-ndjson"

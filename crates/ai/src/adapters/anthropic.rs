@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::{
     completion, content_text, max_tokens, parse_args, parse_data_url, push_turn, stop_list,
-    system_text, turns_json, unknown_role, Decoder, Delta, UpstreamRequest,
+    system_text, turns_json, unknown_role, unsupported_part, Decoder, Delta, UpstreamRequest,
 };
 use crate::error::AiError;
 use crate::usage::Usage;
@@ -100,9 +100,7 @@ fn user_blocks(content: &Value) -> Result<Vec<Value>, AiError> {
                     url.map(image_block)
                         .ok_or_else(|| AiError::bad_request("an image_url part has no url"))
                 }
-                other => Err(AiError::bad_request(format!(
-                    "content part type {other:?} is not supported for Anthropic deployments"
-                ))),
+                other => Err(unsupported_part(other, "Anthropic")),
             })
             .collect(),
         Value::Null => Ok(Vec::new()),
@@ -187,10 +185,10 @@ pub fn parse_chat(d: &Deployment, v: Value) -> Result<(Value, Option<Usage>), Ai
     }
     let usage = usage_of(&v["usage"]);
     let finish = finish_reason(v["stop_reason"].as_str().unwrap_or("end_turn"));
-    let id = v["id"].as_str().unwrap_or("msg");
+    let id = crate::new_id("chatcmpl-");
     let model = v["model"].as_str().unwrap_or(&d.model);
     let text = (!text.is_empty() || calls.is_empty()).then_some(text);
-    Ok((completion(id, model, text, calls, finish, usage), usage))
+    Ok((completion(&id, model, text, calls, finish, usage), usage))
 }
 
 /// Anthropic stream events → deltas.
@@ -201,6 +199,7 @@ pub struct StreamDecoder {
     /// Content block index → tool call index.
     tools: HashMap<u64, u32>,
     stopped: bool,
+    model: Option<String>,
 }
 
 impl StreamDecoder {
@@ -211,6 +210,7 @@ impl StreamDecoder {
             output: 0,
             tools: HashMap::new(),
             stopped: false,
+            model: None,
         }
     }
 }
@@ -225,6 +225,9 @@ impl Decoder for StreamDecoder {
         let mut out = Vec::new();
         match v["type"].as_str() {
             Some("message_start") => {
+                if let Some(m) = v["message"]["model"].as_str() {
+                    self.model = Some(m.to_string());
+                }
                 if let Some(u) = usage_of(&v["message"]["usage"]) {
                     self.input = u.input;
                     self.output = u.output;
@@ -297,6 +300,10 @@ impl Decoder for StreamDecoder {
             _ => {}
         }
         Ok(out)
+    }
+
+    fn model(&self) -> Option<&str> {
+        self.model.as_deref()
     }
 
     fn end(&mut self) -> Result<Vec<Delta>, AiError> {

@@ -9,7 +9,8 @@ use serde_json::{json, Value};
 
 use super::{
     completion, content_text, json_mode, max_tokens, parse_args, parse_data_url, push_turn,
-    stop_list, system_text, turns_json, unknown_role, Decoder, Delta, UpstreamRequest,
+    stop_list, system_text, tool_call_id, turns_json, unknown_role, unsupported_part, Decoder,
+    Delta, UpstreamRequest,
 };
 use crate::error::AiError;
 use crate::usage::Usage;
@@ -111,9 +112,7 @@ fn parts_of_user(content: &Value) -> Result<Vec<Value>, AiError> {
                         None => json!({"fileData": {"mimeType": guess_mime(url), "fileUri": url}}),
                     })
                 }
-                other => Err(AiError::bad_request(format!(
-                    "content part type {other:?} is not supported for Gemini deployments"
-                ))),
+                other => Err(unsupported_part(other, "Gemini")),
             })
             .collect(),
         Value::Null => Ok(Vec::new()),
@@ -250,7 +249,7 @@ pub fn parse_chat(d: &Deployment, v: Value) -> Result<(Value, Option<Usage>), Ai
             let id = f["id"]
                 .as_str()
                 .map(String::from)
-                .unwrap_or_else(|| format!("call_{}", calls.len()));
+                .unwrap_or_else(tool_call_id);
             calls.push(json!({"id": id, "type": "function",
                 "function": {"name": f["name"], "arguments": f["args"].to_string()}}));
         }
@@ -263,9 +262,9 @@ pub fn parse_chat(d: &Deployment, v: Value) -> Result<(Value, Option<Usage>), Ai
         !calls.is_empty(),
     );
     let model = v["modelVersion"].as_str().unwrap_or(&d.model);
-    let id = v["responseId"].as_str().unwrap_or("gemini");
+    let id = crate::new_id("chatcmpl-");
     let text = (!text.is_empty() || calls.is_empty()).then_some(text);
-    Ok((completion(id, model, text, calls, finish, usage), usage))
+    Ok((completion(&id, model, text, calls, finish, usage), usage))
 }
 
 pub fn embed_request(d: &Deployment, inputs: &[String]) -> UpstreamRequest {
@@ -289,6 +288,7 @@ pub struct StreamDecoder {
     usage: Option<Usage>,
     tools: u32,
     finished: bool,
+    model: Option<String>,
 }
 
 impl StreamDecoder {
@@ -298,6 +298,7 @@ impl StreamDecoder {
             usage: None,
             tools: 0,
             finished: false,
+            model: None,
         }
     }
 }
@@ -324,6 +325,9 @@ impl Decoder for StreamDecoder {
         if let Some(u) = usage_of(&v["usageMetadata"]) {
             self.usage = Some(u);
         }
+        if let Some(m) = v["modelVersion"].as_str() {
+            self.model = Some(m.to_string());
+        }
         let mut out = Vec::new();
         let cand = &v["candidates"][0];
         for p in cand["content"]["parts"].as_array().into_iter().flatten() {
@@ -338,7 +342,7 @@ impl Decoder for StreamDecoder {
                 let id = f["id"]
                     .as_str()
                     .map(String::from)
-                    .unwrap_or_else(|| format!("call_{index}"));
+                    .unwrap_or_else(tool_call_id);
                 out.push(Delta::ToolStart {
                     index,
                     id,
@@ -357,6 +361,10 @@ impl Decoder for StreamDecoder {
             ));
         }
         Ok(out)
+    }
+
+    fn model(&self) -> Option<&str> {
+        self.model.as_deref()
     }
 
     fn end(&mut self) -> Result<Vec<Delta>, AiError> {

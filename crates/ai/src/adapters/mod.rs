@@ -43,6 +43,8 @@ pub trait Decoder: Send {
     /// The body ended cleanly: final deltas, or an error when the provider's end marker
     /// never came (a cut stream must not pass as complete).
     fn end(&mut self) -> Result<Vec<Delta>, AiError>;
+    /// The model the provider says served the stream, once a frame named it.
+    fn model(&self) -> Option<&str>;
 }
 
 /// How a provider frames its stream.
@@ -299,7 +301,26 @@ pub(crate) fn turns_json(turns: Vec<(String, Vec<Value>)>, key: &str) -> Vec<Val
 
 /// The error for a chat message whose role no provider understands.
 pub(crate) fn unknown_role(role: Option<&str>) -> AiError {
-    AiError::bad_request(format!(
-        "message role {role:?} is not one of system, user, assistant, tool"
-    ))
+    match role {
+        Some(r) => AiError::bad_request(format!(
+            "message role `{r}` is not one of system, developer, user, assistant, tool"
+        )),
+        None => AiError::bad_request("a message has no `role`"),
+    }
+}
+
+/// The error for a content part the deployment's provider cannot take.
+pub(crate) fn unsupported_part(part_type: Option<&str>, provider: &str) -> AiError {
+    match part_type {
+        Some(t) => AiError::bad_request(format!(
+            "content part type `{t}` is not supported for {provider} deployments"
+        )),
+        None => AiError::bad_request("a content part has no `type`"),
+    }
+}
+
+/// A tool call id for providers that do not give one (Gemini, Ollama): unique across
+/// turns, as clients match tool results to calls by id.
+pub(crate) fn tool_call_id() -> String {
+    crate::new_id("call_")
 }

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use super::{
     completion, content_text, json_mode, max_tokens, parse_args, parse_data_url, stop_list,
-    Decoder, Delta, UpstreamRequest,
+    tool_call_id, Decoder, Delta, UpstreamRequest,
 };
 use crate::error::AiError;
 use crate::usage::Usage;
@@ -108,17 +108,16 @@ fn finish_reason(v: &Value, tool_calls: bool) -> &'static str {
     }
 }
 
-fn tool_calls(message: &Value, first_index: usize) -> Vec<(String, String, String)> {
+fn tool_calls(message: &Value) -> Vec<(String, String, String)> {
     message["tool_calls"]
         .as_array()
         .into_iter()
         .flatten()
-        .enumerate()
-        .map(|(i, c)| {
+        .map(|c| {
             let id = c["id"]
                 .as_str()
                 .map(String::from)
-                .unwrap_or_else(|| format!("call_{}", first_index + i));
+                .unwrap_or_else(tool_call_id);
             let name = c["function"]["name"]
                 .as_str()
                 .unwrap_or_default()
@@ -142,7 +141,7 @@ pub fn parse_chat(d: &Deployment, v: Value) -> Result<(Value, Option<Usage>), Ai
             "no `message` in the response",
         ));
     }
-    let calls: Vec<Value> = tool_calls(&v["message"], 0)
+    let calls: Vec<Value> = tool_calls(&v["message"])
         .into_iter()
         .map(|(id, name, args)| {
             json!({"id": id, "type": "function",
@@ -156,10 +155,9 @@ pub fn parse_chat(d: &Deployment, v: Value) -> Result<(Value, Option<Usage>), Ai
     let usage = usage_of(&v);
     let finish = finish_reason(&v, !calls.is_empty());
     let text = (!text.is_empty() || calls.is_empty()).then_some(text);
-    Ok((
-        completion("ollama", &d.model, text, calls, finish, usage),
-        usage,
-    ))
+    let model = v["model"].as_str().unwrap_or(&d.model);
+    let id = crate::new_id("chatcmpl-");
+    Ok((completion(&id, model, text, calls, finish, usage), usage))
 }
 
 pub fn embed_request(d: &Deployment, inputs: &[String]) -> UpstreamRequest {
@@ -175,6 +173,7 @@ pub struct StreamDecoder {
     deployment: String,
     tools: u32,
     done: bool,
+    model: Option<String>,
 }
 
 impl StreamDecoder {
@@ -183,6 +182,7 @@ impl StreamDecoder {
             deployment: deployment.to_string(),
             tools: 0,
             done: false,
+            model: None,
         }
     }
 }
@@ -197,11 +197,14 @@ impl Decoder for StreamDecoder {
         if let Some(e) = v["error"].as_str() {
             return Err(AiError::upstream_status(&self.deployment, 500, e, None));
         }
+        if let Some(m) = v["model"].as_str() {
+            self.model = Some(m.to_string());
+        }
         let mut out = Vec::new();
         if let Some(t) = v["message"]["content"].as_str().filter(|t| !t.is_empty()) {
             out.push(Delta::Text(t.to_string()));
         }
-        for (id, name, args) in tool_calls(&v["message"], self.tools as usize) {
+        for (id, name, args) in tool_calls(&v["message"]) {
             let index = self.tools;
             self.tools += 1;
             out.push(Delta::ToolStart { index, id, name });
@@ -215,6 +218,10 @@ impl Decoder for StreamDecoder {
             }
         }
         Ok(out)
+    }
+
+    fn model(&self) -> Option<&str> {
+        self.model.as_deref()
     }
 
     fn end(&mut self) -> Result<Vec<Delta>, AiError> {

@@ -54,6 +54,13 @@ pub fn parse_chat(d: &Deployment, v: Value) -> Result<(Value, Option<Usage>), Ai
         ));
     }
     let usage = usage_of(&v["usage"]);
+    let mut v = v;
+    if !v["model"].is_string() {
+        v["model"] = json!(d.model);
+    }
+    if v["id"].as_str().is_none_or(|id| id.is_empty()) {
+        v["id"] = json!(crate::new_id("chatcmpl-"));
+    }
     Ok((v, usage))
 }
 
@@ -79,6 +86,7 @@ pub struct StreamDecoder {
     deployment: String,
     done: bool,
     finished: bool,
+    model: Option<String>,
 }
 
 impl StreamDecoder {
@@ -87,6 +95,7 @@ impl StreamDecoder {
             deployment: deployment.to_string(),
             done: false,
             finished: false,
+            model: None,
         }
     }
 }
@@ -110,6 +119,11 @@ impl Decoder for StreamDecoder {
                 &super::error_message(data.as_bytes()),
                 None,
             ));
+        }
+        if self.model.is_none() {
+            if let Some(m) = v["model"].as_str().filter(|m| !m.is_empty()) {
+                self.model = Some(m.to_string());
+            }
         }
         let mut out = Vec::new();
         if let Some(choice) = v["choices"].get(0) {
@@ -146,6 +160,10 @@ impl Decoder for StreamDecoder {
             out.push(Delta::Usage(u));
         }
         Ok(out)
+    }
+
+    fn model(&self) -> Option<&str> {
+        self.model.as_deref()
     }
 
     fn end(&mut self) -> Result<Vec<Delta>, AiError> {

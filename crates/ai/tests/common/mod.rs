@@ -51,11 +51,49 @@ impl Gateway {
     }
 }
 
-/// Start the handler with an `[ai]` section written in TOML (without the `[ai]` header).
-pub async fn start(ai_toml: &str) -> Gateway {
+/// The `ai` handler for an `[ai]` section written in TOML (without the `[ai]` header).
+pub fn handler(ai_toml: &str) -> Arc<dyn RouteHandler> {
     let raw: RawAiConfig = toml::from_str(ai_toml).expect("test config parses");
     let config = validate(&raw).unwrap_or_else(|e| panic!("test config is valid: {e:?}"));
-    let handler: Arc<dyn RouteHandler> = Arc::new(AiPluginFactory::new().handler(config));
+    Arc::new(AiPluginFactory::new().handler(config))
+}
+
+/// A request context whose `extra` the test keeps.
+pub fn context() -> (RequestContext, Arc<Mutex<CallExtra>>) {
+    let extra: Arc<Mutex<CallExtra>> = Arc::default();
+    let ctx = RequestContext {
+        route: Arc::from("test"),
+        service: None,
+        client_addr: "127.0.0.1:1".parse().unwrap(),
+        start: Instant::now(),
+        extra: extra.clone(),
+    };
+    (ctx, extra)
+}
+
+/// A JSON POST request for calling a handler directly.
+pub fn request(path: &str, body: &Value) -> http::Request<holdfast_proxy::plugin::Body> {
+    http::Request::post(path)
+        .header("content-type", "application/json")
+        .body(
+            Full::new(Bytes::from(body.to_string()))
+                .map_err(|never| -> BoxError { match never {} })
+                .boxed(),
+        )
+        .unwrap()
+}
+
+/// Start the handler with an `[ai]` section written in TOML (without the `[ai]` header).
+pub async fn start(ai_toml: &str) -> Gateway {
+    serve(handler(ai_toml)).await
+}
+
+/// Start the handler for a validated `[ai]` config.
+pub async fn start_config(config: holdfast_core::config::ai::AiConfig) -> Gateway {
+    serve(Arc::new(AiPluginFactory::new().handler(config))).await
+}
+
+async fn serve(handler: Arc<dyn RouteHandler>) -> Gateway {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let extras: Arc<Mutex<Vec<Arc<Mutex<CallExtra>>>>> = Arc::default();
