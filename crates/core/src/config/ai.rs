@@ -41,9 +41,11 @@ pub struct RawAiConfig {
     pub ttft_timeout_ms: Option<u64>,
     /// Longest silence between two stream chunks, ms (default 30000).
     pub idle_timeout_ms: Option<u64>,
-    /// Attempts per request across deployments and fallbacks (default 4).
+    /// Attempts per request across retries, deployments and fallbacks (default 4); every
+    /// model of a fallback chain still gets one attempt when this runs out.
     pub max_attempts: Option<u32>,
-    /// First retry backoff, doubled each retry, ms (default 100).
+    /// Wait before asking the same deployment again when the provider named no wait, ms
+    /// (default 100).
     pub retry_backoff_ms: Option<u64>,
     /// A `Retry-After` longer than this moves on to the next deployment instead, ms
     /// (default 2000).
