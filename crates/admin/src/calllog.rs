@@ -11,15 +11,13 @@ use holdfast_store::{CallBatch, CallLogStore, SqlStore};
 use serde::Serialize;
 use tokio::sync::oneshot;
 
-/// Largest batch written in one go.
-const MAX_BATCH: usize = 5000;
-
 /// Counters of the call-log writer.
 #[derive(Debug, Default, Clone, Serialize, PartialEq)]
 pub struct CallLogStats {
     pub queued: u64,
     pub written: u64,
-    /// Records dropped because the buffer was full.
+    /// Records dropped: the buffer was full, or they could not be written before a graceful
+    /// stop (logged as an error with the count).
     pub overflow: u64,
     pub write_failures: u64,
     pub pruned: u64,
@@ -164,9 +162,11 @@ fn take_queued(queue: &Mutex<Queue>, batch: &mut CallBatch, close: bool) {
     }
 }
 
-async fn write(store: &SqlStore, node: &str, batch: &mut CallBatch, counters: &Counters) {
+/// Write `batch`; `true` when it was written (or was empty). A failed batch is kept as is
+/// (see [`CallBatch`]: it is written again, as is, at the next flush).
+async fn write(store: &SqlStore, node: &str, batch: &mut CallBatch, counters: &Counters) -> bool {
     if batch.is_empty() {
-        return;
+        return true;
     }
     let n = batch.len();
     let (back, result) = store.insert_call_batch(node, std::mem::take(batch)).await;
@@ -174,20 +174,24 @@ async fn write(store: &SqlStore, node: &str, batch: &mut CallBatch, counters: &C
     match result {
         Ok(()) => {
             counters.written.fetch_add(n as u64, Ordering::Relaxed);
+            true
         }
         Err(e) => {
             counters.write_failures.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(error = %e, pending = batch.len(), "call log write failed; will retry");
             // A batch that did not come back (the write task died) is lost: count it.
             let lost = n - batch.len().min(n);
-            let excess = batch.len().saturating_sub(MAX_BATCH * 4);
-            batch.keep_newest(MAX_BATCH * 4);
-            counters
-                .overflow
-                .fetch_add((lost + excess) as u64, Ordering::Relaxed);
+            if lost > 0 {
+                tracing::error!(lost, "call log: records lost with a failed write task");
+                counters.overflow.fetch_add(lost as u64, Ordering::Relaxed);
+            }
+            false
         }
     }
 }
+
+/// How long a graceful stop keeps trying to write what is queued.
+const SHUTDOWN_RETRY: Duration = Duration::from_secs(5);
 
 async fn run(
     store: SqlStore,
@@ -200,11 +204,15 @@ async fn run(
     let flush_every = || Duration::from_millis(settings.flush_every_ms.load(Ordering::Relaxed));
     let mut next_flush = tokio::time::Instant::now() + flush_every();
     let mut prune = tokio::time::interval(Duration::from_secs(3600));
+    // A batch whose write failed is written again as is before anything newer (new records
+    // wait in the bounded queue meanwhile; its overflow is counted).
     let mut batch = CallBatch::new();
     loop {
         tokio::select! {
             _ = tokio::time::sleep_until(next_flush) => {
-                take_queued(&queue, &mut batch, false);
+                if batch.is_empty() {
+                    take_queued(&queue, &mut batch, false);
+                }
                 write(&store, &node, &mut batch, &counters).await;
                 next_flush = (next_flush + flush_every()).max(tokio::time::Instant::now());
             }
@@ -217,10 +225,31 @@ async fn run(
                 }
             }
             done = &mut stop => {
-                take_queued(&queue, &mut batch, true);
-                for _ in 0..3 {
-                    write(&store, &node, &mut batch, &counters).await;
-                    if batch.is_empty() { break; }
+                let mut rest = CallBatch::new();
+                take_queued(&queue, &mut rest, true);
+                let deadline = tokio::time::Instant::now() + SHUTDOWN_RETRY;
+                loop {
+                    if batch.is_empty() {
+                        std::mem::swap(&mut batch, &mut rest);
+                    }
+                    if batch.is_empty() {
+                        break;
+                    }
+                    if write(&store, &node, &mut batch, &counters).await {
+                        continue;
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                let lost = batch.len() + rest.len();
+                if lost > 0 {
+                    tracing::error!(
+                        lost,
+                        "call log: {lost} records could not be written before the stop; they are lost (counted in overflow)"
+                    );
+                    counters.overflow.fetch_add(lost as u64, Ordering::Relaxed);
                 }
                 if let Ok(done) = done {
                     let _ = done.send(());

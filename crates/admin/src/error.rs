@@ -22,6 +22,9 @@ pub enum ApiError {
     Conflict(String),
     #[error("store error: {0}")]
     Internal(String),
+    /// The store cannot be reached right now (it is reconnecting): 503 + `Retry-After`.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl ApiError {
@@ -42,6 +45,7 @@ impl From<StoreError> for ApiError {
                 message: format!("`{field}`: {message}"),
                 field: Some(field),
             },
+            e @ StoreError::Unavailable(_) => ApiError::Unavailable(e.to_string()),
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -56,12 +60,20 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         let mut body = serde_json::json!({ "error": self.to_string() });
         if let ApiError::BadRequest { field: Some(f), .. } = &self {
             body["field"] = serde_json::Value::String(f.clone());
         }
-        (status, axum::Json(body)).into_response()
+        let mut resp = (status, axum::Json(body)).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("2"),
+            );
+        }
+        resp
     }
 }
 
@@ -82,8 +94,9 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
     let value: T = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let inner = e.inner().to_string();
         let mut field = e.path().to_string();
-        // serde may report a missing or unknown field at its parent; name the field itself.
-        let named = ["unknown field `", "missing field `"]
+        // serde may report a missing, unknown or duplicate field at its parent; name the field
+        // itself.
+        let named = ["unknown field `", "missing field `", "duplicate field `"]
             .iter()
             .find_map(|p| inner.strip_prefix(p))
             .and_then(|rest| rest.split('`').next());

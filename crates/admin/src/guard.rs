@@ -16,6 +16,22 @@ use crate::limiter::{Allowance, Bucket, Refusal, TOKEN_WINDOWS};
 use crate::runtime::{Live, Management};
 
 /// A JSON error response of the gateway.
+/// Log why a service's JWKS could not be loaded, at most once per 10 s (an outage of the IdP
+/// fails every request of the service).
+fn warn_keys_unavailable(service: &str, detail: &str) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST_S: AtomicU64 = AtomicU64::new(0);
+    let now_s = (holdfast_store::now_ms() / 1000).max(0) as u64;
+    let last = LAST_S.load(Ordering::Relaxed);
+    if now_s >= last + 10
+        && LAST_S
+            .compare_exchange(last, now_s, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::warn!(service, error = %detail, "JWT signing keys unavailable: answering 503");
+    }
+}
+
 pub fn refuse(status: StatusCode, message: &str) -> Response<Body> {
     let body = serde_json::json!({ "error": message }).to_string();
     let mut resp = Response::new(
@@ -303,8 +319,17 @@ impl Management {
         let consumer = verifier.verify(token).await.map_err(|e| {
             unknown_caller(index, service_name, ctx);
             match e {
-                JwtError::KeysUnavailable(_) => {
-                    refuse(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
+                JwtError::KeysUnavailable(detail) => {
+                    // The detail names the IdP's URL and how it failed: the gateway log's
+                    // business, not the API client's.
+                    warn_keys_unavailable(service_name, &detail);
+                    let mut resp = refuse(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &format!("the signing keys of service `{service_name}` could not be loaded, so the token cannot be verified right now; try again later"),
+                    );
+                    resp.headers_mut()
+                        .insert(http::header::RETRY_AFTER, HeaderValue::from_static("5"));
+                    resp
                 }
                 _ => unauthorized(&e.to_string()),
             }
@@ -436,11 +461,14 @@ impl Management {
                 .max_by(|a, b| holdfast_store::compare_versions(&a.version, &b.version)),
         };
         let Some(chosen) = chosen else {
-            known(Some(&service.name), None);
-            return Err(refuse(
-                StatusCode::NOT_FOUND,
-                &format!("service `{spec}` has no published version"),
-            ));
+            known(Some(&service.name), version);
+            let message = match version {
+                Some(v) => format!(
+                    "service `{service_name}` has no version `{v}` (the route pins `{spec}`)"
+                ),
+                None => format!("service `{spec}` has no published version"),
+            };
+            return Err(refuse(StatusCode::NOT_FOUND, &message));
         };
         known(Some(&service.name), Some(&chosen.version));
         match chosen.state {

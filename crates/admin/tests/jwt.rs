@@ -308,4 +308,10 @@ async fn unreachable_jwks_answers_503_not_a_pass() {
     let (s, _, body, _) = node.call("maps", Some(&t)).await;
     assert_eq!(s, 503, "{body}");
     assert!(body.contains("could not be loaded"), "{body}");
+    assert!(body.contains("cannot be verified right now"), "{body}");
+    // The IdP's address and the failure stay in the gateway log.
+    assert!(
+        !body.contains("127.0.0.1") && !body.contains("jwks.json") && !body.contains("GET "),
+        "{body}"
+    );
 }

@@ -971,3 +971,63 @@ async fn bodies_are_one_json_object_and_parameters_come_once() {
     let (s, _) = node.api("GET", "/admin/tenants/dup", SUPER, None).await;
     assert_eq!(s, 200, "the tenant is still there");
 }
+
+#[tokio::test]
+async fn duplicate_json_fields_are_named() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let node = sqlite_node(&dir).await;
+    let (s, v) = node
+        .api(
+            "POST",
+            "/admin/tenants/acme/consumers",
+            ADMIN_A,
+            Some(r#"{"name":"c1","name":"c2"}"#),
+        )
+        .await;
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(v["field"], "name", "{v}");
+    assert!(
+        v["error"].as_str().unwrap_or("").contains("duplicate"),
+        "{v}"
+    );
+    let (s, v) = node
+        .api(
+            "POST",
+            "/admin/tenants/acme/services",
+            ADMIN_A,
+            Some(r#"{"name":"pay","limits":{"rps":1,"rps":2}}"#),
+        )
+        .await;
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(v["field"], "limits.rps", "{v}");
+}
+
+/// A route pinned to a version the service does not have: 404 saying so; an unpinned route
+/// of a service with nothing published keeps "no published version".
+#[tokio::test]
+async fn a_pinned_version_that_does_not_exist_is_named() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let node = sqlite_node(&dir).await;
+    let key = provision(&node, ADMIN_A, "acme", "maps", r#"{"name":"maps"}"#).await;
+    subscribe(&node, "c1", "maps").await;
+    assert_eq!(node.call("maps@v1", Some(&key)).await.0, 200);
+    let (s, _, body, _) = node.call("maps@v99", Some(&key)).await;
+    assert_eq!(s, 404, "{body}");
+    assert!(
+        body.contains("has no version `v99`") && !body.contains("no published version"),
+        "{body}"
+    );
+    // Nothing published: the unpinned route says so.
+    let (s, v) = node
+        .api(
+            "PUT",
+            "/admin/tenants/acme/services/maps/versions/v1",
+            ADMIN_A,
+            Some(r#"{"state":"draft"}"#),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, _, body, _) = node.call("maps", Some(&key)).await;
+    assert_eq!(s, 404, "{body}");
+    assert!(body.contains("no published version"), "{body}");
+}

@@ -144,6 +144,15 @@ enum AdminCommand {
         /// Subscription id.
         id: i64,
     },
+    /// The call log: calls stored, the writer's counters (queued, written, overflow, ...) and
+    /// the management cache's state (super admin).
+    Calllog,
+    /// Delete stored calls older than `--older-than` (default: the configured retention).
+    Prune {
+        /// An age such as 30s, 15m, 12h or 7d.
+        #[arg(long, value_name = "DURATION")]
+        older_than: Option<String>,
+    },
     /// Analytics: calls, error rate, p50/p95/p99 per bucket; top lists; resets; tokens.
     Stats {
         /// One tenant (default: all tenants; super admin only).
@@ -302,12 +311,35 @@ enum KeyAction {
     },
 }
 
-/// Run one admin command; the exit status is 0 on success.
+/// Run one admin command; the exit status is 0 on success. A failure is printed here, as
+/// one line with its causes (`holdfast admin: ...`), and answers status 1: no debug
+/// rendering (with `RUST_BACKTRACE=1`, anyhow's would add a backtrace of the CLI itself).
 pub fn run(args: AdminArgs) -> anyhow::Result<u8> {
-    let rt = tokio::runtime::Builder::new_current_thread()
+    let result = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()?;
-    rt.block_on(run_async(args))
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(run_async(args)));
+    match result {
+        Ok(status) => Ok(status),
+        Err(e) => {
+            eprintln!("holdfast admin: {e:#}");
+            Ok(1)
+        }
+    }
+}
+
+/// `s` percent-encoded for a query string.
+fn query_value(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 async fn run_async(args: AdminArgs) -> anyhow::Result<u8> {
@@ -484,7 +516,7 @@ async fn run_async(args: AdminArgs) -> anyhow::Result<u8> {
                 "POST",
                 format!("/admin/tenants/{tenant}/consumers/{consumer}/keys"),
                 Some(body),
-                &["key", "prefix", "consumer", "expires_ms"],
+                &["key", "prefix", "consumer", "limits", "expires_ms"],
             )
         }
         C::Key {
@@ -562,6 +594,16 @@ async fn run_async(args: AdminArgs) -> anyhow::Result<u8> {
             None,
             &["id", "consumer", "service", "state"],
         ),
+        C::Calllog => ("GET", "/admin/calllog".into(), None, &[]),
+        C::Prune { older_than } => (
+            "POST",
+            match older_than {
+                Some(age) => format!("/admin/calllog/prune?older_than={}", query_value(age)),
+                None => "/admin/calllog/prune".into(),
+            },
+            None,
+            &["pruned", "before_ms"],
+        ),
         C::Stats {
             tenant,
             since,
@@ -615,6 +657,8 @@ async fn run_async(args: AdminArgs) -> anyhow::Result<u8> {
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else if matches!(args.command, C::Stats { .. }) {
         print_stats(&value);
+    } else if matches!(args.command, C::Calllog) {
+        print_calllog(&value);
     } else {
         print_table(&value, columns);
         if let Some(key) = value["key"].as_str() {
@@ -645,6 +689,102 @@ async fn answer_json(resp: reqwest::Response) -> anyhow::Result<Value> {
     Ok(value)
 }
 
+/// Columns holding a time (epoch ms): shown as RFC 3339 UTC in tables, under a header
+/// without the `_ms` (the JSON keeps the raw value).
+const TIME_COLUMNS: &[&str] = &[
+    "start_ms",
+    "created_ms",
+    "decided_ms",
+    "expires_ms",
+    "revoked_ms",
+    "before_ms",
+];
+
+/// Columns holding a duration in ms.
+const LATENCY_COLUMNS: &[&str] = &["p50_ms", "p95_ms", "p99_ms", "total_ms"];
+
+fn header(column: &str) -> String {
+    let name = if TIME_COLUMNS.contains(&column) {
+        column.trim_end_matches("_ms")
+    } else {
+        column
+    };
+    name.to_uppercase()
+}
+
+/// A table cell of column `column`.
+fn column_cell(column: &str, v: &Value) -> String {
+    match v {
+        Value::Number(n) if TIME_COLUMNS.contains(&column) => match n.as_i64() {
+            Some(ms) => rfc3339_ms(ms),
+            None => n.to_string(),
+        },
+        Value::Number(n) if LATENCY_COLUMNS.contains(&column) => {
+            n.as_f64().map_or_else(|| n.to_string(), latency)
+        }
+        Value::Number(n) if column == "cost_usd" => n.as_f64().map_or_else(|| n.to_string(), cost),
+        other => cell(other),
+    }
+}
+
+/// A latency in ms with enough digits for sub-millisecond values: `0.042`, `3.18`, `12.4`,
+/// `250`.
+fn latency(ms: f64) -> String {
+    let a = ms.abs();
+    if a >= 100.0 {
+        format!("{ms:.0}")
+    } else if a >= 10.0 {
+        format!("{ms:.1}")
+    } else if a >= 1.0 {
+        format!("{ms:.2}")
+    } else if a == 0.0 {
+        "0".into()
+    } else {
+        format!("{ms:.3}")
+    }
+}
+
+/// A cost in USD to 6 significant digits, without trailing zeros: `0.0006`, `12.3457`.
+fn cost(usd: f64) -> String {
+    if usd == 0.0 || !usd.is_finite() {
+        return format!("{usd}");
+    }
+    let magnitude = usd.abs().log10().floor() as i32;
+    let decimals = (5 - magnitude).clamp(0, 12) as usize;
+    let text = format!("{usd:.decimals$}");
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        text
+    }
+}
+
+/// Epoch milliseconds as RFC 3339 UTC: `2024-05-01T12:00:00Z` (`.123` when not a whole
+/// second).
+fn rfc3339_ms(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let millis = ms.rem_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Days to a civil date (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    let frac = if millis == 0 {
+        String::new()
+    } else {
+        format!(".{millis:03}")
+    };
+    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}{frac}Z")
+}
+
 fn cell(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
@@ -671,7 +811,7 @@ fn print_table(value: &Value, columns: &[&str]) {
     };
     let cells: Vec<Vec<String>> = rows
         .iter()
-        .map(|r| columns.iter().map(|c| cell(&r[*c])).collect())
+        .map(|r| columns.iter().map(|c| column_cell(c, &r[*c])).collect())
         .collect();
     let widths: Vec<usize> = columns
         .iter()
@@ -694,10 +834,7 @@ fn print_table(value: &Value, columns: &[&str]) {
             .trim_end()
             .to_string()
     };
-    println!(
-        "{}",
-        line(columns.iter().map(|c| c.to_uppercase()).collect())
-    );
+    println!("{}", line(columns.iter().map(|c| header(c)).collect()));
     for r in cells {
         println!("{}", line(r));
     }
@@ -706,13 +843,13 @@ fn print_table(value: &Value, columns: &[&str]) {
 fn print_stats(v: &Value) {
     let f = |k: &str| v[k].as_f64().unwrap_or(0.0);
     println!(
-        "calls {}  errors {} ({:.2}%)  p50 {:.1} ms  p95 {:.1} ms  p99 {:.1} ms",
+        "calls {}  errors {} ({:.2}%)  p50 {} ms  p95 {} ms  p99 {} ms",
         v["calls"],
         v["errors"],
         f("error_rate") * 100.0,
-        f("p50_ms"),
-        f("p95_ms"),
-        f("p99_ms")
+        latency(f("p50_ms")),
+        latency(f("p95_ms")),
+        latency(f("p99_ms"))
     );
     let buckets: Vec<Value> = v["buckets"]
         .as_array()
@@ -756,4 +893,55 @@ fn print_stats(v: &Value) {
     );
     println!("\ncalls by node: {}", v["calls_by_node"]);
     println!("call log writer: {}", v["call_log"]);
+}
+
+/// `GET /admin/calllog`: what is stored, the writer's counters and the cache's state.
+fn print_calllog(v: &Value) {
+    println!("node {}  stored calls {}", cell(&v["node"]), v["stored"]);
+    println!("\ncall log writer:");
+    print_table(
+        &v["writer"],
+        &["queued", "written", "overflow", "write_failures", "pruned"],
+    );
+    println!("\nmanagement cache:");
+    print_table(
+        &v["cache"],
+        &[
+            "listening",
+            "notified_reloads",
+            "polled_reloads",
+            "listener_restarts",
+        ],
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn costs_latencies_and_times_are_readable() {
+        assert_eq!(cost(0.0006000000000000001), "0.0006");
+        assert_eq!(cost(12.345_678_9), "12.3457");
+        assert_eq!(cost(0.000_000_123_456_78), "0.000000123457");
+        assert_eq!(cost(1500.0), "1500");
+        assert_eq!(cost(0.0), "0");
+        assert_eq!(latency(0.042), "0.042");
+        assert_eq!(latency(0.0), "0");
+        assert_eq!(latency(3.18), "3.18");
+        assert_eq!(latency(12.44), "12.4");
+        assert_eq!(latency(250.4), "250");
+        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339_ms(1_714_564_800_000), "2024-05-01T12:00:00Z");
+        assert_eq!(rfc3339_ms(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(rfc3339_ms(-1000), "1969-12-31T23:59:59Z");
+        assert_eq!(header("start_ms"), "START");
+        assert_eq!(header("p50_ms"), "P50_MS");
+        assert_eq!(
+            column_cell("cost_usd", &json!(0.0006000000000000001)),
+            "0.0006"
+        );
+        assert_eq!(query_value("7d"), "7d");
+        assert_eq!(query_value("1 h&x"), "1%20h%26x");
+    }
 }

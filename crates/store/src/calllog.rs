@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use holdfast_core::CallRecord;
 
 use crate::analytics::{CallRow, StatsQuery};
-use crate::db::{col, SqlStore, Value};
+use crate::db::{col, SqlStore, Stmt, Value};
 use crate::error::StoreError;
 
 /// Rows per INSERT statement (SQLite allows 32766 parameters; 22 columns each).
@@ -68,10 +68,16 @@ struct PackedCall {
 /// Call records packed for the call log: the columns the log stores, with every string in
 /// one shared buffer. Queueing a record copies its bytes and, once the buffers have grown to
 /// the batch size, allocates nothing (the call log's writer reuses them batch after batch).
+///
+/// On PostgreSQL a batch gets a random token at its first write attempt, stored in the same
+/// transaction as its rows (`call_batches`). A failed batch keeps it: written again (as is,
+/// without appending to it), it is skipped if the earlier attempt did commit after all (its
+/// answer was lost with the connection), so a retry neither loses nor duplicates it.
 #[derive(Debug, Clone, Default)]
 pub struct CallBatch {
     text: String,
     calls: Vec<PackedCall>,
+    token: Option<String>,
 }
 
 /// A call of a batch, borrowed.
@@ -104,10 +110,17 @@ impl CallBatch {
         self.calls.is_empty()
     }
 
-    /// Forget every call, keeping the buffers.
+    /// Forget every call (and the write token), keeping the buffers.
     pub fn clear(&mut self) {
         self.text.clear();
         self.calls.clear();
+        self.token = None;
+    }
+
+    /// True once a write of this batch was attempted and failed: write it again as is (see
+    /// the type's documentation), do not append to it.
+    pub fn was_attempted(&self) -> bool {
+        self.token.is_some()
     }
 
     /// Add the columns of `c`. `false` (and nothing added) if the batch's text would pass
@@ -180,7 +193,10 @@ impl CallBatch {
         if drop == 0 {
             return;
         }
-        let mut kept = CallBatch::default();
+        let mut kept = CallBatch {
+            token: self.token.clone(),
+            ..CallBatch::default()
+        };
         for call in &self.calls[drop..] {
             let view = CallView { batch: self, call };
             let mut spans = [NONE; TEXTS];
@@ -334,8 +350,15 @@ fn sqlite_insert(
 }
 
 impl SqlStore {
-    async fn insert_multirow(&self, node: &str, calls: &CallBatch) -> Result<(), StoreError> {
+    /// PostgreSQL: the batch in one transaction on the call-log connection, with its token.
+    async fn insert_multirow(&self, node: &str, calls: &mut CallBatch) -> Result<(), StoreError> {
+        let token = calls
+            .token
+            .get_or_insert_with(|| format!("{node}:{:032x}", rand::random::<u128>()))
+            .clone();
         let views: Vec<CallView<'_>> = calls.views().collect();
+        let oldest = views.iter().map(|v| v.call.ts_ms).min().unwrap_or(0);
+        let mut body = Vec::new();
         for chunk in views.chunks(ROWS_PER_STATEMENT) {
             let mut params = Vec::with_capacity(chunk.len() * NCOLS);
             let mut groups = Vec::with_capacity(chunk.len());
@@ -346,7 +369,18 @@ impl SqlStore {
                 groups.push(format!("({})", ph.join(", ")));
             }
             let sql = format!("INSERT INTO calls ({COLUMNS}) VALUES {}", groups.join(", "));
-            self.execute(&sql, params).await?;
+            body.push(Stmt::new(sql, params));
+        }
+        let marker = Stmt::new(
+            "INSERT INTO call_batches (token, ts_ms) VALUES ($1, $2) ON CONFLICT (token) DO NOTHING",
+            vec![token.as_str().into(), oldest.into()],
+        );
+        let written = self.pg_log_transaction(marker, body).await?;
+        if !written {
+            tracing::info!(
+                calls = views.len(),
+                "call log: the batch was already written by an attempt whose answer was lost"
+            );
         }
         Ok(())
     }
@@ -368,7 +402,7 @@ impl CallLogStore for SqlStore {
             return (calls, Ok(()));
         }
         let Some(conn) = self.sqlite() else {
-            let result = self.insert_multirow(node, &calls).await;
+            let result = self.insert_multirow(node, &mut calls).await;
             if result.is_ok() {
                 calls.clear();
             }
@@ -397,8 +431,17 @@ impl CallLogStore for SqlStore {
     }
 
     async fn prune_calls(&self, before_ms: i64) -> Result<u64, StoreError> {
-        self.execute("DELETE FROM calls WHERE ts_ms < $1", vec![before_ms.into()])
-            .await
+        let n = self
+            .execute("DELETE FROM calls WHERE ts_ms < $1", vec![before_ms.into()])
+            .await?;
+        // The tokens of batches as old as the calls pruned (a batch is retried within
+        // seconds, never after the retention).
+        self.execute(
+            "DELETE FROM call_batches WHERE ts_ms < $1",
+            vec![before_ms.into()],
+        )
+        .await?;
+        Ok(n)
     }
 
     async fn fetch_calls(&self, q: &StatsQuery) -> Result<Vec<CallRow>, StoreError> {
@@ -528,6 +571,43 @@ mod tests {
         assert_eq!((empty.len(), a.len()), (2, 0));
         empty.clear();
         assert!(empty.is_empty());
+    }
+
+    /// A batch written again with its token (as after a COMMIT whose answer was lost with
+    /// the connection) is skipped: never stored twice.
+    #[tokio::test]
+    async fn postgres_batch_written_again_with_its_token_is_not_duplicated() {
+        let Ok(url) = std::env::var("HOLDFAST_TEST_PG_URL") else {
+            eprintln!("skipped: HOLDFAST_TEST_PG_URL unset (scripts/test sets it via scripts/test-services)");
+            return;
+        };
+        let store = SqlStore::open_postgres(&url, b"test-secret-0123456789")
+            .await
+            .expect("open");
+        let tenant = format!("tok-{}-{}", std::process::id(), crate::now_ms());
+        let calls: Vec<CallRecord> = (0..ROWS_PER_STATEMENT as i64 + 3)
+            .map(|i| CallRecord {
+                ts_ms: crate::now_ms(),
+                ..call(i, Some(&tenant))
+            })
+            .collect();
+        let mut batch = CallBatch::from(calls.as_slice());
+        batch.token = Some(format!("{tenant}:once"));
+        let (back, result) = store.insert_call_batch("n1", batch.clone()).await;
+        result.expect("first write");
+        assert!(back.is_empty() && !back.was_attempted());
+        let (_, result) = store.insert_call_batch("n1", batch).await;
+        result.expect("the same batch again is answered as written");
+        assert_eq!(
+            store.count_calls(Some(&tenant)).await.expect("count"),
+            calls.len() as u64
+        );
+        // A new batch of the same calls (no token yet) is a new write.
+        store.insert_calls("n1", &calls).await.expect("write");
+        assert_eq!(
+            store.count_calls(Some(&tenant)).await.expect("count"),
+            2 * calls.len() as u64
+        );
     }
 
     /// Groups of [`SQLITE_GROUP`] rows and a single-row rest: every row lands whole, with

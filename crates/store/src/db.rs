@@ -103,7 +103,169 @@ impl ToSql for Value {
 
 enum Backend {
     Sqlite(Arc<Mutex<rusqlite::Connection>>),
-    Postgres(Arc<tokio_postgres::Client>),
+    Postgres(PgShared),
+}
+
+/// How long one connection attempt to PostgreSQL may take.
+const PG_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Wait after the first failed reconnect; doubled per failure up to [`PG_BACKOFF_MAX`].
+const PG_BACKOFF_MIN: std::time::Duration = std::time::Duration::from_millis(100);
+const PG_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reconnect attempts to a database that does not answer: the first one at once, then
+/// 100 ms, 200 ms, ... up to 2 s apart. Between attempts, uses fail at once with
+/// [`StoreError::Unavailable`] instead of hammering the server.
+#[derive(Debug, Default)]
+struct Backoff {
+    failures: u32,
+    retry_at: Option<tokio::time::Instant>,
+    last_error: String,
+}
+
+impl Backoff {
+    /// `Err` while the last failed attempt is too recent to try again.
+    fn check(&self) -> Result<(), StoreError> {
+        match self.retry_at {
+            Some(at) if tokio::time::Instant::now() < at => {
+                let wait = at - tokio::time::Instant::now();
+                Err(StoreError::Unavailable(format!(
+                    "PostgreSQL is unreachable ({}); next reconnect attempt in {} ms",
+                    self.last_error,
+                    wait.as_millis().max(1)
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn failed(&mut self, e: &StoreError) {
+        self.failures = self.failures.saturating_add(1);
+        let delay = PG_BACKOFF_MIN
+            .saturating_mul(1u32 << (self.failures - 1).min(16))
+            .min(PG_BACKOFF_MAX);
+        self.retry_at = Some(tokio::time::Instant::now() + delay);
+        self.last_error = e.to_string();
+        tracing::warn!(
+            error = %e,
+            failures = self.failures,
+            retry_in_ms = delay.as_millis() as u64,
+            "postgres: reconnect failed"
+        );
+    }
+
+    fn succeeded(&mut self, what: &str) {
+        if self.failures > 0 || self.retry_at.is_some() || !self.last_error.is_empty() {
+            tracing::info!(connection = what, "postgres: reconnected");
+        }
+        *self = Backoff::default();
+    }
+}
+
+/// Connect once, bounded by [`PG_CONNECT_TIMEOUT`], under the backoff of `backoff`.
+async fn reconnect(
+    url: &str,
+    backoff: &mut Backoff,
+    what: &str,
+) -> Result<tokio_postgres::Client, StoreError> {
+    backoff.check()?;
+    let result = match tokio::time::timeout(PG_CONNECT_TIMEOUT, connect_postgres(url)).await {
+        Ok(r) => r,
+        Err(_) => Err(StoreError::Unavailable(format!(
+            "no answer from PostgreSQL within {} s",
+            PG_CONNECT_TIMEOUT.as_secs()
+        ))),
+    };
+    match result {
+        Ok(client) => {
+            backoff.succeeded(what);
+            Ok(client)
+        }
+        Err(e) => {
+            backoff.failed(&e);
+            Err(match e {
+                e @ StoreError::Unavailable(_) => e,
+                e => StoreError::Unavailable(format!("cannot reconnect to PostgreSQL: {e}")),
+            })
+        }
+    }
+}
+
+/// True when `e` means the connection is gone (closed, the server shutting down or
+/// terminating the session, a broken socket), so the same work may succeed on a new one.
+fn connection_lost(e: &tokio_postgres::Error, client: &tokio_postgres::Client) -> bool {
+    e.is_closed() || client.is_closed() || connection_lost_code(e)
+}
+
+/// The connection every query shares: replaced on the next use once it has closed.
+struct PgShared {
+    url: Arc<str>,
+    current: Mutex<Option<Arc<tokio_postgres::Client>>>,
+    /// Held while reconnecting, so one task reconnects and the others wait for it.
+    connecting: tokio::sync::Mutex<Backoff>,
+}
+
+impl PgShared {
+    fn new(url: &str, client: tokio_postgres::Client) -> PgShared {
+        PgShared {
+            url: url.into(),
+            current: Mutex::new(Some(Arc::new(client))),
+            connecting: tokio::sync::Mutex::new(Backoff::default()),
+        }
+    }
+
+    fn open_client(&self) -> Option<Arc<tokio_postgres::Client>> {
+        let current = self.current.lock().ok()?;
+        current.as_ref().filter(|c| !c.is_closed()).cloned()
+    }
+
+    /// The open connection, reconnecting (under the backoff) if it has closed.
+    async fn client(&self) -> Result<Arc<tokio_postgres::Client>, StoreError> {
+        if let Some(c) = self.open_client() {
+            return Ok(c);
+        }
+        let mut backoff = self.connecting.lock().await;
+        // Another task may have reconnected while this one waited.
+        if let Some(c) = self.open_client() {
+            return Ok(c);
+        }
+        let client = Arc::new(reconnect(&self.url, &mut backoff, "store").await?);
+        if let Ok(mut current) = self.current.lock() {
+            *current = Some(client.clone());
+        }
+        Ok(client)
+    }
+
+    /// Stop using `client` (its connection was lost), so the next use reconnects.
+    fn forget(&self, client: &Arc<tokio_postgres::Client>) {
+        if let Ok(mut current) = self.current.lock() {
+            if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, client)) {
+                *current = None;
+            }
+        }
+    }
+}
+
+/// A connection of its own for transactions, reconnected on the next use once it has closed.
+#[derive(Default)]
+struct PgOwned {
+    client: Option<tokio_postgres::Client>,
+    backoff: Backoff,
+}
+
+impl PgOwned {
+    async fn client(
+        &mut self,
+        url: &str,
+        what: &str,
+    ) -> Result<&mut tokio_postgres::Client, StoreError> {
+        if self.client.as_ref().is_none_or(|c| c.is_closed()) {
+            self.client = None;
+            self.client = Some(reconnect(url, &mut self.backoff, what).await?);
+        }
+        self.client
+            .as_mut()
+            .ok_or_else(|| StoreError::Task("no PostgreSQL connection".into()))
+    }
 }
 
 /// The PostgreSQL channel every change is announced on (payload: the new generation).
@@ -119,7 +281,9 @@ pub struct SqlStore {
     /// PostgreSQL: a connection of its own for multi-statement admin writes (a transaction
     /// on the shared connection would take in the call-log writer's statements too). Opened
     /// on first use, again if it dropped.
-    tx_client: Arc<tokio::sync::Mutex<Option<tokio_postgres::Client>>>,
+    tx_client: Arc<tokio::sync::Mutex<PgOwned>>,
+    /// PostgreSQL: the call-log writer's connection (one transaction per batch).
+    log_client: Arc<tokio::sync::Mutex<PgOwned>>,
 }
 
 /// One statement of an atomic write ([`SqlStore::atomic`]).
@@ -188,6 +352,7 @@ impl SqlStore {
             secret: secret.into(),
             pg_url: None,
             tx_client: Arc::default(),
+            log_client: Arc::default(),
         };
         migrations::run(&store).await?;
         Ok(store)
@@ -198,10 +363,11 @@ impl SqlStore {
     pub async fn open_postgres(url: &str, secret: &[u8]) -> Result<SqlStore, StoreError> {
         let client = connect_postgres(url).await?;
         let store = SqlStore {
-            backend: Arc::new(Backend::Postgres(Arc::new(client))),
+            backend: Arc::new(Backend::Postgres(PgShared::new(url, client))),
             secret: secret.into(),
             pg_url: Some(url.into()),
             tx_client: Arc::default(),
+            log_client: Arc::default(),
         };
         migrations::run(&store).await?;
         Ok(store)
@@ -303,9 +469,14 @@ impl SqlStore {
                 })
                 .await
             }
-            Backend::Postgres(client) => {
+            Backend::Postgres(pg) => {
                 let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as _).collect();
-                Ok(client.execute(sql, &refs).await?)
+                pg_run(pg, sql, &refs, Run::Execute)
+                    .await
+                    .map(|done| match done {
+                        Ran::Count(n) => n,
+                        Ran::Rows(rows) => rows.len() as u64,
+                    })
             }
         }
     }
@@ -344,24 +515,65 @@ impl SqlStore {
                     .clone()
                     .ok_or_else(|| StoreError::Task("no PostgreSQL URL".into()))?;
                 let mut slot = self.tx_client.lock().await;
-                if slot.as_ref().is_none_or(|c| c.is_closed()) {
-                    *slot = Some(connect_postgres(&url).await?);
-                }
-                let client = slot.as_mut().expect("connected above");
-                let tx = client.transaction().await?;
-                let mut counts = Vec::with_capacity(stmts.len());
-                for st in stmts {
-                    let refs: Vec<&(dyn ToSql + Sync)> = st.params.iter().map(|p| p as _).collect();
-                    let n = tx.execute(st.sql.as_str(), &refs).await?;
-                    if n == 0 {
-                        if let Some(e) = st.on_zero {
-                            return Err(e); // dropping `tx` rolls back
+                let mut stmts = stmts;
+                let mut retried = false;
+                loop {
+                    let client = slot.client(&url, "transactions").await?;
+                    match pg_transaction(client, &mut stmts).await {
+                        Ok(counts) => return Ok(counts),
+                        Err(TxError::Failed(e)) => return Err(e),
+                        // Lost before COMMIT was sent: the server rolled the transaction back,
+                        // so running it again on a new connection cannot apply it twice.
+                        Err(TxError::Lost {
+                            error,
+                            before_commit,
+                        }) => {
+                            slot.client = None;
+                            if !before_commit || retried {
+                                return Err(error);
+                            }
+                            tracing::info!(error = %error, "postgres: connection lost mid-transaction; retrying it on a new connection");
+                            retried = true;
                         }
                     }
-                    counts.push(n);
                 }
-                tx.commit().await?;
-                Ok(counts)
+            }
+        }
+    }
+
+    /// Run `body` as one transaction on the call-log writer's own PostgreSQL connection.
+    /// `marker` is a statement that changes no row when the same work was committed before
+    /// (the batch's token is already stored): the transaction then rolls back and the answer
+    /// is `Ok(false)`. The transaction is run a second time, on a new connection, if the
+    /// connection was lost at any point (COMMIT included): the marker makes that safe.
+    pub(crate) async fn pg_log_transaction(
+        &self,
+        marker: Stmt,
+        body: Vec<Stmt>,
+    ) -> Result<bool, StoreError> {
+        let url = self
+            .pg_url
+            .clone()
+            .ok_or_else(|| StoreError::Task("no PostgreSQL URL".into()))?;
+        let mut slot = self.log_client.lock().await;
+        let mut stmts = Vec::with_capacity(body.len() + 1);
+        stmts.push(marker.or_fail(StoreError::Conflict("already written".into())));
+        stmts.extend(body);
+        let mut retried = false;
+        loop {
+            let client = slot.client(&url, "call log").await?;
+            match pg_transaction(client, &mut stmts).await {
+                Ok(_) => return Ok(true),
+                Err(TxError::Failed(StoreError::Conflict(_))) => return Ok(false),
+                Err(TxError::Failed(e)) => return Err(e),
+                Err(TxError::Lost { error, .. }) => {
+                    slot.client = None;
+                    if retried {
+                        return Err(error);
+                    }
+                    tracing::info!(error = %error, "postgres: call-log connection lost; writing the batch again on a new connection");
+                    retried = true;
+                }
             }
         }
     }
@@ -381,7 +593,16 @@ impl SqlStore {
                 })
                 .await
             }
-            Backend::Postgres(client) => Ok(client.batch_execute(sql).await?),
+            Backend::Postgres(pg) => {
+                // Not retried: a batch's statements may have run before the connection was lost.
+                let client = pg.client().await?;
+                client.batch_execute(sql).await.map_err(|e| {
+                    if connection_lost(&e, &client) {
+                        pg.forget(&client);
+                    }
+                    e.into()
+                })
+            }
         }
     }
 
@@ -421,10 +642,12 @@ impl SqlStore {
                 })
                 .await
             }
-            Backend::Postgres(client) => {
+            Backend::Postgres(pg) => {
                 let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as _).collect();
-                let rows = client.query(sql, &refs).await?;
-                rows.iter().map(pg_row).collect()
+                match pg_run(pg, sql, &refs, Run::Query).await? {
+                    Ran::Rows(rows) => rows.iter().map(pg_row).collect(),
+                    Ran::Count(_) => Ok(Vec::new()),
+                }
             }
         }
     }
@@ -472,6 +695,142 @@ fn pg_row(row: &tokio_postgres::Row) -> Result<Row, StoreError> {
         out.push(v.unwrap_or(Value::Null));
     }
     Ok(out)
+}
+
+/// What [`pg_run`] runs.
+#[derive(Clone, Copy, PartialEq)]
+enum Run {
+    Execute,
+    Query,
+}
+
+enum Ran {
+    Count(u64),
+    Rows(Vec<tokio_postgres::Row>),
+}
+
+/// A read: it may run again after a lost connection (a write only if it was not sent).
+fn is_read(sql: &str) -> bool {
+    let head = sql.trim_start().get(..6).unwrap_or("");
+    head.eq_ignore_ascii_case("select")
+}
+
+/// Run one statement on the shared connection. The statement is prepared first: if the
+/// connection is lost while preparing, the statement never ran, and it is sent again once on
+/// a new connection. A connection lost after that is retried only for a read (`SELECT`); a
+/// write answers the error (it may or may not have been applied).
+async fn pg_run(
+    pg: &PgShared,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+    run: Run,
+) -> Result<Ran, StoreError> {
+    let read = is_read(sql);
+    let mut client = pg.client().await?;
+    let mut retried = false;
+    loop {
+        let lost = match client.prepare(sql).await {
+            Err(e) if connection_lost(&e, &client) => e,
+            Err(e) => return Err(e.into()),
+            Ok(stmt) => {
+                let result = match run {
+                    Run::Execute => client.execute(&stmt, params).await.map(Ran::Count),
+                    Run::Query => client.query(&stmt, params).await.map(Ran::Rows),
+                };
+                match result {
+                    Ok(done) => return Ok(done),
+                    Err(e) if connection_lost(&e, &client) => {
+                        if !read {
+                            pg.forget(&client);
+                            return Err(e.into());
+                        }
+                        e
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
+        pg.forget(&client);
+        if retried {
+            return Err(lost.into());
+        }
+        tracing::info!(error = %lost, "postgres: connection lost; running the statement again on a new connection");
+        retried = true;
+        client = pg.client().await?;
+    }
+}
+
+/// How a transaction failed.
+enum TxError {
+    /// A statement failed (the transaction was rolled back); the connection is fine.
+    Failed(StoreError),
+    /// The connection was lost; `before_commit`: COMMIT had not been sent yet.
+    Lost {
+        error: StoreError,
+        before_commit: bool,
+    },
+}
+
+/// Run `stmts` in one transaction on `client`. A statement's `on_zero` error is taken out
+/// of it only when it is answered.
+async fn pg_transaction(
+    client: &mut tokio_postgres::Client,
+    stmts: &mut [Stmt],
+) -> Result<Vec<u64>, TxError> {
+    let lost = |e: tokio_postgres::Error, client_closed: bool, before_commit: bool| {
+        if e.is_closed() || client_closed || connection_lost_code(&e) {
+            TxError::Lost {
+                error: e.into(),
+                before_commit,
+            }
+        } else {
+            TxError::Failed(e.into())
+        }
+    };
+    if client.is_closed() {
+        return Err(TxError::Lost {
+            error: StoreError::Unavailable("the PostgreSQL connection is closed".into()),
+            before_commit: true,
+        });
+    }
+    let tx = match client.transaction().await {
+        Ok(tx) => tx,
+        // BEGIN failed: nothing of the transaction ran.
+        Err(e) => return Err(lost(e, false, true)),
+    };
+    let mut counts = Vec::with_capacity(stmts.len());
+    for st in stmts.iter_mut() {
+        let refs: Vec<&(dyn ToSql + Sync)> = st.params.iter().map(|p| p as _).collect();
+        match tx.execute(st.sql.as_str(), &refs).await {
+            Ok(n) => {
+                if n == 0 {
+                    if let Some(e) = st.on_zero.take() {
+                        return Err(TxError::Failed(e)); // dropping `tx` rolls back
+                    }
+                }
+                counts.push(n);
+            }
+            Err(e) => {
+                let closed = tx.client().is_closed();
+                return Err(lost(e, closed, true));
+            }
+        }
+    }
+    match tx.commit().await {
+        Ok(()) => Ok(counts),
+        Err(e) => Err(lost(e, false, false)),
+    }
+}
+
+/// The SQLSTATE part of [`connection_lost`]: 57P01 admin_shutdown, 57P02 crash_shutdown,
+/// 57P03 cannot_connect_now, 08xxx connection exceptions; or, without a SQLSTATE, an I/O
+/// error of the socket.
+fn connection_lost_code(e: &tokio_postgres::Error) -> bool {
+    match e.code() {
+        Some(code) => code.code().starts_with("57P") || code.code().starts_with("08"),
+        None => std::error::Error::source(e)
+            .is_some_and(|s| s.downcast_ref::<std::io::Error>().is_some()),
+    }
 }
 
 /// Connect to PostgreSQL (TLS as the URL says) and drive the connection in the background.

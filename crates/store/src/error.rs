@@ -22,6 +22,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("store task failed: {0}")]
     Task(String),
+    /// The database cannot be reached right now (reconnecting with backoff).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl StoreError {

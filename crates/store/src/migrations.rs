@@ -88,6 +88,17 @@ const MIGRATIONS: &[(i64, &str)] = &[
     // Tenant-scoped analytics read the time range through `calls_ts` and filter by tenant;
     // the second index cost a quarter of every call-log insert.
     (2, "DROP INDEX IF EXISTS calls_tenant_ts;"),
+    // The token of each call-log batch written on PostgreSQL, in the batch's transaction: a
+    // batch written again after its connection was lost mid-commit is skipped if the first
+    // attempt did commit (neither lost nor duplicated). Pruned with the calls.
+    (
+        3,
+        "CREATE TABLE call_batches (
+        token TEXT PRIMARY KEY,
+        ts_ms BIGINT NOT NULL
+    );
+    CREATE INDEX call_batches_ts ON call_batches (ts_ms);",
+    ),
 ];
 
 /// Apply every migration newer than the schema's version.

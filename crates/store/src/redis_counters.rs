@@ -2,8 +2,11 @@
 //! atomic Lua script (Redis's own clock, so nodes' clocks need not agree), and fixed-window
 //! token counters.
 
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
 use redis::aio::MultiplexedConnection;
-use redis::Script;
+use redis::{AsyncConnectionConfig, Script};
 
 use crate::error::StoreError;
 
@@ -38,24 +41,175 @@ pub struct GcraDecision {
     pub reset_ms: u64,
 }
 
-/// Counters in Redis. Cheap to clone.
+/// Wait after the first failed reconnect to Redis; doubled per failure up to
+/// [`BACKOFF_MAX`]. Meanwhile checks fail at once (callers fall back to local limits).
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The connection and its reconnect state.
+struct Link {
+    client: redis::Client,
+    config: AsyncConnectionConfig,
+    state: Mutex<LinkState>,
+    /// Held by the one task reconnecting; the others fail at once instead of queueing.
+    connecting: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct LinkState {
+    conn: Option<MultiplexedConnection>,
+    /// Bumped per new connection, so a stale failure does not drop a newer connection.
+    epoch: u64,
+    failures: u32,
+    retry_at: Option<tokio::time::Instant>,
+    last_error: String,
+}
+
+/// Counters in Redis. Cheap to clone. The connection is replaced on the next use after it was
+/// lost (a Redis restart, a dropped socket), with backoff while Redis does not answer.
 #[derive(Clone)]
 pub struct RedisCounters {
-    conn: MultiplexedConnection,
-    gcra: std::sync::Arc<Script>,
+    link: Arc<Link>,
+    gcra: Arc<Script>,
     namespace: String,
+}
+
+/// True when `e` means the connection is gone and a new one is needed.
+fn connection_lost(e: &redis::RedisError) -> bool {
+    !e.is_timeout()
+        && (e.is_connection_dropped() || e.is_connection_refusal() || e.is_unrecoverable_error())
 }
 
 impl RedisCounters {
     /// Connect; `namespace` prefixes every key (so tests and deployments can share a server).
     pub async fn connect(url: &str, namespace: &str) -> Result<RedisCounters, StoreError> {
         let client = redis::Client::open(url)?;
-        let conn = client.get_multiplexed_async_connection().await?;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT));
+        let conn = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
         Ok(RedisCounters {
-            conn,
-            gcra: std::sync::Arc::new(Script::new(GCRA)),
+            link: Arc::new(Link {
+                client,
+                config,
+                state: Mutex::new(LinkState {
+                    conn: Some(conn),
+                    epoch: 1,
+                    ..LinkState::default()
+                }),
+                connecting: tokio::sync::Mutex::new(()),
+            }),
+            gcra: Arc::new(Script::new(GCRA)),
             namespace: namespace.to_string(),
         })
+    }
+
+    /// The current connection, or a new one (one attempt, unless another task is making it or
+    /// the last attempt failed too recently).
+    async fn conn(&self) -> Result<(MultiplexedConnection, u64), StoreError> {
+        let unavailable = |st: &LinkState, why: &str| {
+            StoreError::Unavailable(format!("redis is unreachable ({}); {why}", st.last_error))
+        };
+        {
+            let st = self.lock();
+            if let Some(c) = &st.conn {
+                return Ok((c.clone(), st.epoch));
+            }
+            if let Some(at) = st.retry_at {
+                let now = tokio::time::Instant::now();
+                if now < at {
+                    let ms = (at - now).as_millis().max(1);
+                    return Err(unavailable(
+                        &st,
+                        &format!("next reconnect attempt in {ms} ms"),
+                    ));
+                }
+            }
+        }
+        let Ok(_connecting) = self.link.connecting.try_lock() else {
+            return Err(unavailable(&self.lock(), "reconnecting"));
+        };
+        {
+            // Another task may have reconnected meanwhile.
+            let st = self.lock();
+            if let Some(c) = &st.conn {
+                return Ok((c.clone(), st.epoch));
+            }
+        }
+        let result = self
+            .link
+            .client
+            .get_multiplexed_async_connection_with_config(&self.link.config)
+            .await;
+        let mut st = self.lock();
+        match result {
+            Ok(conn) => {
+                if st.failures > 0 || !st.last_error.is_empty() {
+                    tracing::info!("redis: reconnected");
+                }
+                st.conn = Some(conn.clone());
+                st.epoch += 1;
+                st.failures = 0;
+                st.retry_at = None;
+                st.last_error.clear();
+                Ok((conn, st.epoch))
+            }
+            Err(e) => {
+                st.failures = st.failures.saturating_add(1);
+                let delay = BACKOFF_MIN
+                    .saturating_mul(1u32 << (st.failures - 1).min(16))
+                    .min(BACKOFF_MAX);
+                st.retry_at = Some(tokio::time::Instant::now() + delay);
+                st.last_error = e.to_string();
+                tracing::warn!(error = %e, failures = st.failures, retry_in_ms = delay.as_millis() as u64, "redis: reconnect failed");
+                Err(e.into())
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LinkState> {
+        // A panic while holding this lock cannot leave the state inconsistent: take it back.
+        self.link
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Forget the connection of `epoch` after it was lost: the next use reconnects at once.
+    fn forget(&self, epoch: u64, e: &redis::RedisError) {
+        let mut st = self.lock();
+        if st.epoch == epoch && st.conn.is_some() {
+            tracing::warn!(error = %e, "redis: connection lost; reconnecting");
+            st.conn = None;
+            st.last_error = e.to_string();
+        }
+    }
+
+    /// Run `op` on the connection. On a lost connection it is run once more on a new one if
+    /// `retry` (checks whose second run cannot let more through: at worst a GCRA retry after
+    /// a lost answer takes one more token from the bucket).
+    async fn run<T, F, Fut>(&self, retry: bool, op: F) -> Result<T, StoreError>
+    where
+        F: Fn(MultiplexedConnection) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let (conn, epoch) = self.conn().await?;
+        match op(conn).await {
+            Ok(v) => Ok(v),
+            Err(e) if connection_lost(&e) => {
+                self.forget(epoch, &e);
+                if !retry {
+                    return Err(e.into());
+                }
+                let (conn, _) = self.conn().await?;
+                Ok(op(conn).await?)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Take one request from the bucket `key`: `limit` requests per `window_ms`, burst `limit`.
@@ -66,13 +220,19 @@ impl RedisCounters {
         window_ms: u64,
     ) -> Result<GcraDecision, StoreError> {
         let interval_us = (window_ms * 1000 / u64::from(limit.max(1))).max(1);
-        let mut conn = self.conn.clone();
+        let full = format!("{}:rl:{key}", self.namespace);
         let (allowed, retry_us, remaining, reset_us): (i64, i64, i64, i64) = self
-            .gcra
-            .key(format!("{}:rl:{key}", self.namespace))
-            .arg(interval_us)
-            .arg(limit)
-            .invoke_async(&mut conn)
+            .run(true, |mut conn| {
+                let gcra = self.gcra.clone();
+                let full = full.clone();
+                async move {
+                    gcra.key(full)
+                        .arg(interval_us)
+                        .arg(limit)
+                        .invoke_async(&mut conn)
+                        .await
+                }
+            })
             .await?;
         Ok(GcraDecision {
             allowed: allowed == 1,
@@ -83,6 +243,7 @@ impl RedisCounters {
     }
 
     /// Add `tokens` to the window counter `key` (expires after two windows); returns the total.
+    /// Not run twice after a lost connection (the tokens would count twice).
     pub async fn add_tokens(
         &self,
         key: &str,
@@ -91,12 +252,15 @@ impl RedisCounters {
         tokens: u64,
     ) -> Result<u64, StoreError> {
         let full = format!("{}:tok:{key}:{window_start_ms}", self.namespace);
-        let mut conn = self.conn.clone();
-        let (total, _): (i64, i64) = redis::pipe()
-            .atomic()
-            .incr(&full, tokens)
-            .pexpire(&full, window_ms * 2)
-            .query_async(&mut conn)
+        let (total, _): (i64, i64) = self
+            .run(false, |mut conn| {
+                let pipe = redis::pipe()
+                    .atomic()
+                    .incr(&full, tokens)
+                    .pexpire(&full, window_ms * 2)
+                    .clone();
+                async move { pipe.query_async(&mut conn).await }
+            })
             .await?;
         Ok(total.max(0) as u64)
     }
@@ -104,8 +268,12 @@ impl RedisCounters {
     /// Tokens counted in the window `key` so far.
     pub async fn tokens(&self, key: &str, window_start_ms: i64) -> Result<u64, StoreError> {
         let full = format!("{}:tok:{key}:{window_start_ms}", self.namespace);
-        let mut conn = self.conn.clone();
-        let v: Option<i64> = redis::cmd("GET").arg(&full).query_async(&mut conn).await?;
+        let v: Option<i64> = self
+            .run(true, |mut conn| {
+                let cmd = redis::cmd("GET").arg(&full).clone();
+                async move { cmd.query_async(&mut conn).await }
+            })
+            .await?;
         Ok(v.unwrap_or(0).max(0) as u64)
     }
 }

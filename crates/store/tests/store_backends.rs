@@ -13,7 +13,7 @@ static PG_TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const SECRET: &[u8] = b"test-secret-0123456789";
 
 async fn scenario(store: SqlStore, tag: &str) {
-    assert_eq!(schema_version(&store).await.expect("version"), 2);
+    assert_eq!(schema_version(&store).await.expect("version"), 3);
     let t_a = format!("a{tag}");
     let t_b = format!("b{tag}");
     store.create_tenant(&t_a).await.expect("tenant a");

@@ -310,6 +310,7 @@ pub fn validate(raw: &RawManagementConfig) -> Result<ManagementConfig, Vec<Confi
             admin_tokens.push(token);
         }
     }
+    check_duplicate_tokens(&mut errors, raw);
     let mut jwt = Vec::new();
     for (i, j) in raw.jwt.iter().enumerate() {
         if let Some(j) = validate_jwt(&mut errors, i, j) {
@@ -456,6 +457,28 @@ fn http_header_name_invalid(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// The same admin token twice (whatever the roles) is an error: a token must name one role,
+/// one tenant. The message names the entries, never the token.
+fn check_duplicate_tokens(errors: &mut Vec<ConfigError>, raw: &RawManagementConfig) {
+    for (i, t) in raw.admin_tokens.iter().enumerate() {
+        let Some(token) = t.token.as_deref().filter(|t| t.len() >= 16) else {
+            continue; // reported as missing or short
+        };
+        let first = raw.admin_tokens[..i]
+            .iter()
+            .position(|o| o.token.as_deref() == Some(token));
+        if let Some(j) = first {
+            errors.push(ConfigError::new(
+                format!("management.admin_tokens[{i}].token"),
+                format!(
+                    "this token is the same as that of management.admin_tokens[{j}]; one token would hold two roles"
+                ),
+                "give every [[management.admin_tokens]] entry a token of its own (e.g. another `${ENV}` variable), or remove the duplicate entry",
+            ));
+        }
+    }
+}
+
 fn validate_token(
     errors: &mut Vec<ConfigError>,
     i: usize,
@@ -582,6 +605,26 @@ mod tests {
         .expect_err("http with a CA file");
         let keys: Vec<_> = errs.iter().map(|e| e.key.as_str()).collect();
         assert_eq!(keys, ["management.jwt[0].jwks_ca_file"]);
+    }
+
+    #[test]
+    fn duplicate_admin_tokens_are_refused() {
+        let token = "0123456789abcdef-admin";
+        let errs = validate(&raw(&format!(
+            "secret = \"0123456789abcdef0123\"\n[[admin_tokens]]\ntoken = \"{token}\"\nrole = \"super_admin\"\n[[admin_tokens]]\ntoken = \"other-token-0123456789\"\nrole = \"viewer\"\ntenant = \"a\"\n[[admin_tokens]]\ntoken = \"{token}\"\nrole = \"viewer\"\ntenant = \"b\""
+        )))
+        .expect_err("the same token twice");
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].key, "management.admin_tokens[2].token");
+        let text = format!("{} {}", errs[0].message, errs[0].fix);
+        assert!(text.contains("admin_tokens[0]"), "{text}");
+        assert!(!text.contains(token), "the token is not shown: {text}");
+        // Same token, same role: still refused.
+        let errs = validate(&raw(&format!(
+            "secret = \"0123456789abcdef0123\"\n[[admin_tokens]]\ntoken = \"{token}\"\nrole = \"super_admin\"\n[[admin_tokens]]\ntoken = \"{token}\"\nrole = \"super_admin\""
+        )))
+        .expect_err("the same entry twice");
+        assert_eq!(errs[0].key, "management.admin_tokens[1].token");
     }
 
     #[test]
