@@ -65,7 +65,15 @@ fn die_quietly_on_broken_pipe() {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
+    if let Err(e) = run() {
+        // One line with the whole cause chain; no Debug dump (or backtrace) of the error.
+        eprintln!("holdfast: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let serving = matches!(cli.command, Command::Serve(_));
     init_logging(serving);
