@@ -32,7 +32,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub upstream: Vec<String>,
     /// Start the built-in demo upstream and route to it (quick mode without --upstream).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "upstream")]
     pub demo: bool,
     /// Quick mode: the admin listener for /metrics, e.g. 127.0.0.1:9901 (with --config:
     /// `server.admin` in the file).

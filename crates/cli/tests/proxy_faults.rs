@@ -349,3 +349,35 @@ fn posts_keep_away_from_a_target_that_just_reset() {
     }
     assert!(reset.connections() >= 2, "the resetting target was tried");
 }
+
+#[test]
+fn consistent_hashing_pins_requests_with_the_key_and_spreads_those_without() {
+    let a = Misbehaving::start(Behavior::Healthy).unwrap();
+    let b = Misbehaving::start(Behavior::Healthy).unwrap();
+    let hf = Holdfast::start(&config(
+        &[a.url(), b.url()],
+        "",
+        "balance = \"consistent_hash\"\nhash_on = \"header:x-user\"",
+    ));
+    let mut client = hf.client();
+    for _ in 0..10 {
+        assert_eq!(
+            client
+                .request("GET", "/", &[("x-user", "ada")], b"")
+                .unwrap()
+                .status,
+            200
+        );
+    }
+    let pinned = (a.requests(), b.requests());
+    assert!(pinned == (10, 0) || pinned == (0, 10), "{pinned:?}");
+    for _ in 0..10 {
+        assert_eq!(client.get("/").unwrap().status, 200);
+    }
+    let spread = (a.requests() - pinned.0, b.requests() - pinned.1);
+    assert_eq!(
+        spread,
+        (5, 5),
+        "requests without the key take turns: {spread:?}"
+    );
+}

@@ -930,17 +930,14 @@ fn outgoing(
     if let Some(h) = original_host {
         headers.insert(header::HOST, h);
     }
+    // A request without the hash key (no such header or cookie) is not pinned: it takes the
+    // pool's round-robin turn, rather than every such request landing on one target.
     let hash = match &up.balancer.upstream.balance {
-        holdfast_core::config::Balance::ConsistentHash(on) => Some(match on {
-            HashOn::ClientIp => fnv1a(client.addr.ip().to_string().as_bytes()),
-            HashOn::Header(name) => fnv1a(
-                headers
-                    .get(name.as_str())
-                    .map(|v| v.as_bytes())
-                    .unwrap_or_default(),
-            ),
-            HashOn::Cookie(name) => fnv1a(cookie(&headers, name).unwrap_or_default().as_bytes()),
-        }),
+        holdfast_core::config::Balance::ConsistentHash(on) => match on {
+            HashOn::ClientIp => Some(fnv1a(client.addr.ip().to_string().as_bytes())),
+            HashOn::Header(name) => headers.get(name.as_str()).map(|v| fnv1a(v.as_bytes())),
+            HashOn::Cookie(name) => cookie(&headers, name).map(|c| fnv1a(c.as_bytes())),
+        },
         _ => None,
     };
     let uri = if parts.uri.authority().is_none() && parts.uri.path_and_query().is_some() {

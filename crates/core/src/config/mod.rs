@@ -260,7 +260,9 @@ fn syntax_errors(text: &str, errors: &[toml::de::Error]) -> Vec<ConfigError> {
         || message.contains("invalid integer")
         || message.contains("expected nothing")
     {
-        "put the value in quotes, e.g. `admin = \"127.0.0.1:9901\"`".to_string()
+        let key = locate::key_on_line(text, line);
+        let key = key.rsplit('.').next().unwrap_or("key").to_string();
+        format!("a text value goes in quotes (e.g. `{key} = \"...\"`); a number or boolean goes bare (e.g. `{key} = 10`, `{key} = true`)")
     } else {
         "fix the TOML syntax on this line: `key = value`, strings in quotes, `[table]` headers closed (https://toml.io)".to_string()
     };
