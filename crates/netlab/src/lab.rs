@@ -71,17 +71,19 @@ impl Lab {
                 )));
             }
         }
-        let probe = format!("hfprobe-{}", std::process::id());
+        let probe = format!("{}probe-{}", name_prefix(), std::process::id());
         run_checked(ip(&["netns", "add", &probe]))
             .map_err(|err| LabError::Unavailable(format!("`ip netns add` does not work: {err}")))?;
         let _ = run_checked(ip(&["netns", "del", &probe]));
         Ok(())
     }
 
-    /// Builds the client/router/server lab (see the crate docs for the addresses).
+    /// Builds the client/router/server lab (see the crate docs for the addresses). The
+    /// namespaces are named `hf<pid>-<n>-client` and so on; `HOLDFAST_NETLAB_PREFIX` replaces
+    /// `hf` (letters and digits, at most 4).
     pub fn new() -> Result<Self, LabError> {
         let id = LAB_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let prefix = format!("hf{}-{}", std::process::id(), id);
+        let prefix = format!("{}{}-{}", name_prefix(), std::process::id(), id);
         let lab = Self {
             client: Netns::new(format!("{prefix}-client")),
             router: Netns::new(format!("{prefix}-router")),
@@ -254,4 +256,13 @@ fn ip(args: &[&str]) -> Command {
     let mut command = Command::new("ip");
     command.args(args);
     command
+}
+
+/// The prefix of namespace names: `HOLDFAST_NETLAB_PREFIX` when it is 1 to 4 letters or
+/// digits, else `hf`.
+fn name_prefix() -> String {
+    std::env::var("HOLDFAST_NETLAB_PREFIX")
+        .ok()
+        .filter(|p| (1..=4).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphanumeric()))
+        .unwrap_or_else(|| "hf".into())
 }

@@ -227,6 +227,12 @@ impl Gateway {
                 // A stand-in head: its path is not the client's.
                 pending.uri = http::Uri::from_static("/");
             }
+            if mark == MARK_HEAD_TIMEOUT {
+                // The stand-in came when the deadline passed; the head had started
+                // `header_timeout` earlier.
+                let waited = state.config.server.header_timeout;
+                pending.start = start.checked_sub(waited).unwrap_or(start);
+            }
             let mut resp = responses::error(status, code, message);
             resp.headers_mut().insert(
                 header::CONNECTION,

@@ -131,6 +131,159 @@ pub fn suggest(label: &str, seconds: f64) -> String {
     }
 }
 
+/// How deep includes may nest (nginx and Apache configs nest two or three levels).
+const MAX_INCLUDE_DEPTH: usize = 8;
+/// At most this many files are read through includes of one config.
+const MAX_INCLUDED_FILES: usize = 512;
+
+/// What following one config's includes met.
+#[derive(Debug, Default)]
+struct Expansion {
+    /// Files read so far (canonical paths): a file included twice on one path is a loop.
+    stack: Vec<PathBuf>,
+    files: usize,
+    problems: Vec<String>,
+}
+
+/// Replaces each nginx `include PATTERN;` or Apache `Include`/`IncludeOptional PATTERN` line
+/// with the files it names (a glob in the last path component, relative paths from the
+/// config's directory, the nginx prefix or Apache ServerRoot on the usual layouts), so that
+/// Debian layouts (`conf.d/*.conf`, `sites-enabled/*`) are audited with their main file.
+fn expand_includes(
+    kind: &str,
+    text: &str,
+    base: &Path,
+    depth: usize,
+    state: &mut Expansion,
+) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let Some((pattern, optional)) = include_of(kind, line) else {
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        };
+        if depth >= MAX_INCLUDE_DEPTH {
+            state.problems.push(format!(
+                "include {pattern}: not followed, includes nest deeper than {MAX_INCLUDE_DEPTH}"
+            ));
+            continue;
+        }
+        let files = resolve_include(base, &pattern);
+        if files.is_empty() && !optional && !pattern.contains(['*', '?', '[']) {
+            state
+                .problems
+                .push(format!("include {pattern}: no such file"));
+        }
+        for file in files {
+            let canonical = std::fs::canonicalize(&file).unwrap_or_else(|_| file.clone());
+            if state.stack.contains(&canonical) {
+                state.problems.push(format!(
+                    "include {}: not followed, it includes itself (a loop)",
+                    file.display()
+                ));
+                continue;
+            }
+            if state.files >= MAX_INCLUDED_FILES {
+                state.problems.push(format!(
+                    "include {}: not followed, more than {MAX_INCLUDED_FILES} included files",
+                    file.display()
+                ));
+                break;
+            }
+            match std::fs::read_to_string(&file) {
+                Ok(included) => {
+                    state.files += 1;
+                    state.stack.push(canonical);
+                    out.push_str(&expand_includes(kind, &included, base, depth + 1, state));
+                    state.stack.pop();
+                    out.push('\n');
+                }
+                Err(e) => state
+                    .problems
+                    .push(format!("include {}: cannot read: {e}", file.display())),
+            }
+        }
+    }
+    out
+}
+
+/// The pattern of an include line, and whether a missing file is fine.
+fn include_of(kind: &str, line: &str) -> Option<(String, bool)> {
+    let code = if kind == "nginx" {
+        line.split('#').next().unwrap_or("")
+    } else {
+        line
+    };
+    let mut words = code.split_whitespace();
+    let first = words.next()?;
+    let optional = match (kind, first.to_ascii_lowercase().as_str()) {
+        ("nginx", "include") if first == "include" => false,
+        ("apache", "include") => false,
+        ("apache", "includeoptional") => true,
+        _ => return None,
+    };
+    let pattern = words.next()?.trim_end_matches(';').trim_matches('"');
+    // nginx: one directive on the line (`include a.conf; server {` is left alone).
+    if kind == "nginx" && code.trim_end().trim_end_matches(';').split(';').count() > 1 {
+        return None;
+    }
+    (!pattern.is_empty()).then(|| (pattern.to_string(), optional))
+}
+
+/// The files an include pattern names, sorted (as nginx and Apache read them). A directory
+/// (Apache) names every file in it.
+fn resolve_include(base: &Path, pattern: &str) -> Vec<PathBuf> {
+    let path = if Path::new(pattern).is_absolute() {
+        PathBuf::from(pattern)
+    } else {
+        base.join(pattern)
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if !name.contains(['*', '?', '[']) {
+        if path.is_dir() {
+            return sorted_files(&path, |_| true);
+        }
+        return if path.is_file() {
+            vec![path]
+        } else {
+            Vec::new()
+        };
+    }
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    sorted_files(&dir, |file| glob_match(name.as_bytes(), file.as_bytes()))
+}
+
+fn sorted_files(dir: &Path, keep: impl Fn(&str) -> bool) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .filter(|e| keep(&e.file_name().to_string_lossy()))
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    files
+}
+
+/// A shell-style match of `*` and `?` (other characters literally; `[` too).
+fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
+    match (pattern.first(), name.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => {
+            glob_match(&pattern[1..], name) || (!name.is_empty() && glob_match(pattern, &name[1..]))
+        }
+        (Some(b'?'), Some(_)) => glob_match(&pattern[1..], &name[1..]),
+        (Some(p), Some(n)) if p == n => glob_match(&pattern[1..], &name[1..]),
+        _ => false,
+    }
+}
+
 /// Adds the findings of every config, then the cross-file keep-alive comparisons.
 pub fn check(options: &AuditOptions, findings: &mut Vec<Finding>) {
     let paths: Vec<PathBuf> = if options.configs.is_empty() {
@@ -169,7 +322,20 @@ pub fn check(options: &AuditOptions, findings: &mut Vec<Finding>) {
                 continue;
             }
         };
-        let facts = match kind_of(&path, &text) {
+        let kind = kind_of(&path, &text);
+        let text = match kind {
+            Some(kind @ ("nginx" | "apache")) => {
+                let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+                let mut expansion = Expansion::default();
+                let text = expand_includes(kind, &text, &base, 0, &mut expansion);
+                for problem in expansion.problems {
+                    findings.push(Finding::skip(CHECK, shown.clone(), problem));
+                }
+                text
+            }
+            _ => text,
+        };
+        let facts = match kind {
             Some("nginx") => nginx::facts(&shown, &text),
             Some("haproxy") => haproxy::facts(&shown, &text),
             Some("apache") => apache::facts(&shown, &text),

@@ -1,8 +1,9 @@
 //! Recording the doctor's own probe packets with an AF_PACKET socket (root or CAP_NET_RAW),
 //! then reading the resets' TTLs and running the capture analyser on them.
 
+use std::cell::RefCell;
 use std::io::Cursor;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -29,6 +30,119 @@ pub struct Packet {
     pub data: Vec<u8>,
     /// Its length on the wire.
     pub len: usize,
+}
+
+/// One of the doctor's own probe sockets: its local port, the address it connects to, and
+/// when it was made (ns since the epoch, before its SYN was sent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probe {
+    /// The local port (bound before the connect).
+    pub local_port: u16,
+    /// The server address and port it connects to.
+    pub remote: SocketAddr,
+    /// When it was registered (ns since the epoch).
+    pub since_ns: u128,
+}
+
+/// The doctor's own probe sockets of one run. The capture keeps only their packets, so other
+/// applications' connections to the same server (and leftovers of an earlier run) are not
+/// taken as evidence.
+#[derive(Debug, Clone, Default)]
+pub struct Probes(Arc<Mutex<Vec<Probe>>>);
+
+thread_local! {
+    /// The probe registry of the run on this thread (the doctor probes from one thread).
+    static CURRENT: RefCell<Option<Probes>> = const { RefCell::new(None) };
+}
+
+/// While alive, the sockets [`register`]ed on this thread go to its [`Probes`].
+pub struct ProbeScope {
+    previous: Option<Probes>,
+}
+
+impl Drop for ProbeScope {
+    fn drop(&mut self) {
+        let previous = self.previous.take();
+        CURRENT.with(|current| *current.borrow_mut() = previous);
+    }
+}
+
+impl Probes {
+    /// Makes this the registry of the sockets opened on this thread until the scope ends.
+    pub fn enter(&self) -> ProbeScope {
+        let previous = CURRENT.with(|current| current.borrow_mut().replace(self.clone()));
+        ProbeScope { previous }
+    }
+
+    /// Adds a probe socket.
+    pub fn add(&self, local_port: u16, remote: SocketAddr) {
+        if let Ok(mut probes) = self.0.lock() {
+            probes.push(Probe {
+                local_port,
+                remote,
+                since_ns: now_ns(),
+            });
+        }
+    }
+
+    /// The probe sockets so far.
+    pub fn list(&self) -> Vec<Probe> {
+        self.0.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+
+    /// Whether an IP packet recorded at `ts_ns` belongs to one of the probe connections: its
+    /// 4-tuple is a probe's (the server's address and port at one end, the probe's local
+    /// port at the other) and it came after the probe was made.
+    pub fn owns(&self, data: &[u8], ts_ns: u128) -> bool {
+        let Some(((src, sport), (dst, dport))) = tcp_endpoints(data) else {
+            return false;
+        };
+        let Ok(probes) = self.0.lock() else {
+            return false;
+        };
+        probes.iter().any(|probe| {
+            let to = probe.remote == SocketAddr::new(dst, dport) && probe.local_port == sport;
+            let from = probe.remote == SocketAddr::new(src, sport) && probe.local_port == dport;
+            (to || from) && ts_ns >= probe.since_ns
+        })
+    }
+}
+
+/// Registers a socket bound to `local_port` that is about to connect to `remote` with the
+/// run on this thread, if any.
+pub fn register(local_port: u16, remote: SocketAddr) {
+    CURRENT.with(|current| {
+        if let Some(probes) = current.borrow().as_ref() {
+            probes.add(local_port, remote);
+        }
+    });
+}
+
+fn now_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+/// The TCP endpoints (source, destination) of an IP packet.
+fn tcp_endpoints(data: &[u8]) -> Option<((IpAddr, u16), (IpAddr, u16))> {
+    let sliced = SlicedPacket::from_ip(data).ok()?;
+    let Some(TransportSlice::Tcp(tcp)) = &sliced.transport else {
+        return None;
+    };
+    let (src, dst): (IpAddr, IpAddr) = match &sliced.net {
+        Some(NetSlice::Ipv4(v4)) => (
+            v4.header().source_addr().into(),
+            v4.header().destination_addr().into(),
+        ),
+        Some(NetSlice::Ipv6(v6)) => (
+            v6.header().source_addr().into(),
+            v6.header().destination_addr().into(),
+        ),
+        _ => return None,
+    };
+    Some(((src, tcp.source_port()), (dst, tcp.destination_port())))
 }
 
 /// A running capture.
@@ -70,9 +184,9 @@ impl Drop for RawSocket {
     }
 }
 
-/// Starts recording TCP packets to or from `servers`. Fails (with the reason) without the
-/// privilege to open an AF_PACKET socket.
-pub fn start(servers: Vec<IpAddr>) -> Result<Capture, String> {
+/// Starts recording the TCP packets of the doctor's own probe connections (`probes`) to
+/// `servers`. Fails (with the reason) without the privilege to open an AF_PACKET socket.
+pub fn start(servers: Vec<IpAddr>, probes: Probes) -> Result<Capture, String> {
     let protocol = (libc::ETH_P_ALL as u16).to_be() as libc::c_int;
     // SAFETY: plain socket(2) call; the result is checked.
     let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM, protocol) };
@@ -102,7 +216,8 @@ pub fn start(servers: Vec<IpAddr>) -> Result<Capture, String> {
     let stop = Arc::new(AtomicBool::new(false));
     let packets = Arc::new(Mutex::new(Vec::new()));
     let (flag, sink) = (stop.clone(), packets.clone());
-    let handle = std::thread::spawn(move || record(&socket, loopback, &servers, &flag, &sink));
+    let handle =
+        std::thread::spawn(move || record(&socket, loopback, &servers, &probes, &flag, &sink));
     Ok(Capture {
         stop,
         packets,
@@ -114,6 +229,7 @@ fn record(
     socket: &RawSocket,
     loopback: i32,
     servers: &[IpAddr],
+    probes: &Probes,
     stop: &AtomicBool,
     sink: &Mutex<Vec<Packet>>,
 ) {
@@ -160,10 +276,12 @@ fn record(
         if !involves(data, servers) {
             continue;
         }
-        let ts_ns = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
+        let ts_ns = now_ns();
+        // Only the doctor's own probe connections: other traffic to the same server (another
+        // application, an earlier run's last packets) is not evidence about these probes.
+        if !probes.owns(data, ts_ns) {
+            continue;
+        }
         count += 1;
         if let Ok(mut packets) = sink.lock() {
             packets.push(Packet {
@@ -176,24 +294,8 @@ fn record(
 }
 
 fn involves(data: &[u8], servers: &[IpAddr]) -> bool {
-    let Ok(sliced) = SlicedPacket::from_ip(data) else {
-        return false;
-    };
-    if !matches!(sliced.transport, Some(TransportSlice::Tcp(_))) {
-        return false;
-    }
-    let (src, dst): (IpAddr, IpAddr) = match &sliced.net {
-        Some(NetSlice::Ipv4(v4)) => (
-            v4.header().source_addr().into(),
-            v4.header().destination_addr().into(),
-        ),
-        Some(NetSlice::Ipv6(v6)) => (
-            v6.header().source_addr().into(),
-            v6.header().destination_addr().into(),
-        ),
-        _ => return false,
-    };
-    servers.contains(&src) || servers.contains(&dst)
+    tcp_endpoints(data)
+        .is_some_and(|((src, _), (dst, _))| servers.contains(&src) || servers.contains(&dst))
 }
 
 impl Capture {

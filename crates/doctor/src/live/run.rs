@@ -23,6 +23,8 @@ struct Run<'a> {
     tls_config: Arc<ClientConfig>,
     rec: Recorder<'a>,
     capture: Option<Capture>,
+    /// The doctor's own probe sockets: the capture keeps only their packets.
+    probes: capture::Probes,
     servers: Vec<IpAddr>,
     /// The server's hop distance, once the tcp check measured it.
     distance: Option<u8>,
@@ -42,10 +44,13 @@ pub fn run(
         tls_config,
         rec: Recorder::new(progress),
         capture: None,
+        probes: capture::Probes::default(),
         servers: Vec::new(),
         distance: None,
     };
+    let scope = run.probes.enter();
     let verdict = run.layers();
+    drop(scope);
     run.finish_capture();
     Ok(DoctorReport {
         url: options.url.clone(),
@@ -213,7 +218,7 @@ impl Run<'_> {
             return;
         }
         self.rec.start("capture", "recording probe packets");
-        match capture::start(self.servers.clone()) {
+        match capture::start(self.servers.clone(), self.probes.clone()) {
             Ok(c) => {
                 self.capture = Some(c);
                 self.rec

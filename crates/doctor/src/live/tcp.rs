@@ -59,6 +59,18 @@ pub fn connect(
     if let Some(ttl) = ttl {
         set_ttl(&socket, addr, ttl).map_err(|e| ConnectFailure::Other(e.to_string()))?;
     }
+    // Bind the local port before the SYN leaves, so the capture can tell this probe's
+    // packets from every other connection to the same server.
+    let any: SocketAddr = match addr {
+        SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    socket
+        .bind(&any.into())
+        .map_err(|e| ConnectFailure::Other(e.to_string()))?;
+    if let Some(local) = socket.local_addr().ok().and_then(|a| a.as_socket()) {
+        super::capture::register(local.port(), addr);
+    }
     socket
         .connect_timeout(&addr.into(), timeout)
         .map_err(|e| classify(&e))?;

@@ -77,6 +77,14 @@ const SLL_LEN: usize = 16;
 /// Linux cooked capture v2 (DLT 276) header length.
 const SLL2_LEN: usize = 20;
 
+/// Whether frames of `linktype` can be decoded (see [`decode`]).
+pub fn supported_linktype(linktype: i32) -> bool {
+    matches!(
+        linktype,
+        0 | 1 | 12 | 14 | 101 | 108 | 113 | 228 | 229 | 276
+    )
+}
+
 /// Decodes one frame of `linktype`.
 pub fn decode(linktype: i32, data: &[u8]) -> Decoded {
     let sliced = match linktype {
@@ -186,11 +194,44 @@ fn segment_of(sliced: &LaxSlicedPacket<'_>) -> Decoded {
                 LaxNetSlice::Ipv6(v6) => v6.is_payload_fragmented(),
                 LaxNetSlice::Arp(_) => false,
             };
-            if is_tcp && !fragmented {
-                Decoded::Malformed
-            } else {
-                Decoded::OtherIp
+            if !is_tcp || fragmented {
+                return Decoded::OtherIp;
             }
+            // A snap length that cuts the TCP options (`tcpdump -s 54`) leaves the fixed
+            // 20 bytes: ports, sequence numbers, flags and window. Only the options are lost.
+            let captured = match net {
+                LaxNetSlice::Ipv4(v4) => v4.payload().payload,
+                LaxNetSlice::Ipv6(v6) => v6.payload().payload,
+                LaxNetSlice::Arp(_) => &[],
+            };
+            let Some(fixed) = captured.get(..20) else {
+                return Decoded::Malformed;
+            };
+            let field32 = |at: usize| {
+                u32::from_be_bytes([fixed[at], fixed[at + 1], fixed[at + 2], fixed[at + 3]])
+            };
+            let header_len = usize::from(fixed[12] >> 4) * 4;
+            if header_len < 20 {
+                return Decoded::Malformed;
+            }
+            let payload_len =
+                declared.map_or(0, |ip_payload| ip_payload.saturating_sub(header_len));
+            Decoded::Tcp(Segment {
+                src,
+                dst,
+                sport: u16::from_be_bytes([fixed[0], fixed[1]]),
+                dport: u16::from_be_bytes([fixed[2], fixed[3]]),
+                seq: field32(4),
+                ack: field32(8),
+                flags: fixed[13],
+                window: u16::from_be_bytes([fixed[14], fixed[15]]),
+                payload_len: u32::try_from(payload_len).unwrap_or(u32::MAX),
+                ttl,
+                ip_id,
+                df,
+                tos,
+                has_options: header_len > 20,
+            })
         }
     }
 }

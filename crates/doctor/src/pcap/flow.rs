@@ -150,6 +150,13 @@ pub struct Timeline {
 impl Timeline {
     fn push(&mut self, entry: TimelineEntry) {
         if self.head.len() < TIMELINE_HEAD {
+            // A half-open connection (a lone SYN, as in a scan or a flood) keeps one entry:
+            // allocate for one first, not for the default four.
+            if self.head.capacity() == 0 {
+                self.head.reserve_exact(1);
+            } else if self.head.len() == self.head.capacity() {
+                self.head.reserve_exact(TIMELINE_HEAD - self.head.len());
+            }
             self.head.push(entry);
             return;
         }
@@ -205,8 +212,9 @@ pub struct Flow {
     pub last_ns: i64,
     /// Compact timeline.
     pub timeline: Timeline,
-    /// The first reset, if any.
-    pub first_rst: Option<FirstRst>,
+    /// The first reset, if any (boxed: most connections never have one, and a half-open
+    /// connection must stay small).
+    pub first_rst: Option<Box<FirstRst>>,
     /// Packets after the first reset (bounded).
     pub after_rst: Vec<AfterRst>,
     /// Packets after the first reset that were not kept.
@@ -234,6 +242,31 @@ impl Flow {
             previous: None,
             previous_gap: None,
         }
+    }
+
+    /// Whether only one side has been heard from and nothing but SYNs came (a half-open
+    /// connection: a scan, a flood, or an unanswered connect).
+    pub fn half_open(&self) -> bool {
+        self.first_rst.is_none()
+            && self.synack_frame.is_none()
+            && self.sides.iter().filter(|side| side.packets > 0).count() <= 1
+            && self
+                .sides
+                .iter()
+                .all(|side| side.bytes == 0 && side.fin.is_none())
+    }
+
+    /// Bytes this connection occupies on the heap besides its fixed struct (an estimate
+    /// from the buffers' capacities).
+    pub fn heap_bytes(&self) -> usize {
+        let entry = std::mem::size_of::<TimelineEntry>();
+        self.timeline.head.capacity() * entry
+            + self.timeline.tail.capacity() * entry
+            + self.after_rst.capacity() * std::mem::size_of::<AfterRst>()
+            + self
+                .first_rst
+                .as_ref()
+                .map_or(0, |_| std::mem::size_of::<FirstRst>())
     }
 
     /// Whether both sides have sent a FIN (the connection closed cleanly, so far).
@@ -270,13 +303,13 @@ impl Flow {
             return;
         }
         if segment.has(flags::RST) {
-            self.first_rst = Some(FirstRst {
+            self.first_rst = Some(Box::new(FirstRst {
                 entry,
                 segment: *segment,
                 sides: self.sides.clone(),
                 previous: self.previous.map(|p| (p, self.previous_gap)),
                 host_ttl,
-            });
+            }));
             return;
         }
         self.previous_gap = self.previous.map(|p| time_ns - p.time_ns);

@@ -20,7 +20,7 @@ pub mod report;
 mod ttl;
 pub mod verdict;
 
-pub use analysis::{analyze, Outcome};
+pub use analysis::{analyze, analyze_with, Limits, Outcome, Work};
 pub use error::PcapError;
 pub use filter::Filter;
 pub use report::{ResetReport, Summary};

@@ -126,12 +126,20 @@ where
     };
     let mut outcome = ReadOutcome::default();
     let mut legacy: Option<(i32, i64)> = None;
+    // Byte order and snap length of a classic pcap, to check each record header.
+    let mut legacy_layout: Option<(bool, u32)> = None;
     let mut interfaces: Vec<Interface> = Vec::new();
     let mut capacity = BUFFER_BYTES;
     let mut last_time = 0i64;
     let mut ng_big_endian: Option<bool> = first_section_big_endian;
     loop {
         let offset = reader.consumed() as u64;
+        if let Some(detail) =
+            legacy_layout.and_then(|(big, snaplen)| implausible_record(reader.data(), big, snaplen))
+        {
+            outcome.damage = Some(PcapError::Damaged { offset, detail });
+            break;
+        }
         let step = match reader.next() {
             Ok((length, block)) => {
                 let frame = match &block {
@@ -142,6 +150,7 @@ where
                             1_000_000
                         };
                         legacy = Some((header.network.0, units));
+                        legacy_layout = Some((header.is_bigendian(), header.snaplen));
                         None
                     }
                     PcapBlockOwned::Legacy(packet) => {
@@ -211,7 +220,14 @@ where
             Err(ParserError::UnexpectedEof) => Step::CutShort,
             Err(ParserError::Incomplete(needed)) => Step::Incomplete(needed),
             Err(ParserError::ReadError) => Step::ReadFailed(read_error(&error_slot).to_string()),
-            Err(other) => Step::Damaged(format!("unparsable block ({other})")),
+            Err(other) => {
+                let short = short_error(&other);
+                Step::Damaged(
+                    ng_big_endian
+                        .and_then(|big| bad_block_length(reader.data(), big))
+                        .unwrap_or_else(|| format!("unparsable block ({short})")),
+                )
+            }
         };
         match step {
             Step::Consume(length) => reader.consume(length),
@@ -335,6 +351,88 @@ fn skippable_block(data: &[u8], big_endian: bool) -> Option<usize> {
     }
     // Never skip a section header: its byte order decides how the rest is read.
     (read(0)? != 0x0A0D_0D0A).then_some(length)
+}
+
+/// Whether the classic pcap record header at the start of `data` cannot be right: more
+/// captured bytes than the snap length or than the packet had on the wire, or a packet cut
+/// below any snap length. Such a record is damage, not a capture cut short.
+fn implausible_record(data: &[u8], big_endian: bool, snaplen: u32) -> Option<String> {
+    let read = |at: usize| -> Option<u32> {
+        let bytes: [u8; 4] = data.get(at..at + 4)?.try_into().ok()?;
+        Some(if big_endian {
+            u32::from_be_bytes(bytes)
+        } else {
+            u32::from_le_bytes(bytes)
+        })
+    };
+    let incl = read(8)?;
+    let orig = read(12)?;
+    if snaplen > 0 && incl > snaplen {
+        return Some(format!(
+            "a record header claims {incl} captured bytes, more than the capture's snap length \
+             ({snaplen}): its length field is corrupt"
+        ));
+    }
+    if incl > orig {
+        return Some(format!(
+            "a record header claims {incl} captured bytes of a {orig}-byte packet: its length \
+             fields are corrupt"
+        ));
+    }
+    let limit = if snaplen == 0 {
+        orig
+    } else {
+        orig.min(snaplen)
+    };
+    if incl < limit && incl < MIN_PLAUSIBLE_CUT {
+        return Some(format!(
+            "a record header claims only {incl} captured bytes of a {orig}-byte packet (snap \
+             length {snaplen}): its length field is corrupt"
+        ));
+    }
+    None
+}
+
+/// No snap length cuts a packet below this many bytes (a link header and part of an IP
+/// header): a shorter record that is not the whole packet is a corrupt length field.
+const MIN_PLAUSIBLE_CUT: u32 = 20;
+
+/// A pcapng block whose total length field cannot be right, described in words.
+fn bad_block_length(data: &[u8], big_endian: bool) -> Option<String> {
+    let bytes: [u8; 4] = data.get(4..8)?.try_into().ok()?;
+    let length = if big_endian {
+        u32::from_be_bytes(bytes)
+    } else {
+        u32::from_le_bytes(bytes)
+    };
+    if length as usize > MAX_BLOCK_BYTES {
+        return Some(format!(
+            "a block claims a total length of {length} bytes, more than {} MiB: its length \
+             field is corrupt",
+            MAX_BLOCK_BYTES >> 20
+        ));
+    }
+    (length < 12 || length % 4 != 0).then(|| {
+        format!(
+            "a block claims a total length of {length} bytes (a pcapng block length is a \
+             multiple of 4, at least 12): its length field is corrupt"
+        )
+    })
+}
+
+/// The parser's error without the input bytes some of its variants carry.
+fn short_error(err: &ParserError<&[u8]>) -> String {
+    match err {
+        ParserError::NomError(_, kind) => format!("{kind:?}"),
+        ParserError::OwnedNomError(_, kind) => format!("{kind:?}"),
+        other => {
+            let text = other.to_string();
+            match text.char_indices().nth(120) {
+                Some((at, _)) => format!("{}...", &text[..at]),
+                None => text,
+            }
+        }
+    }
 }
 
 fn cut_short(offset: u64, left_over: usize) -> String {
