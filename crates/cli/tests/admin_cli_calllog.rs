@@ -3,57 +3,28 @@
 //! `holdfast check` on management mistakes (duplicate admin tokens, bad `service` values, a
 //! `service` route without `[management]`).
 
-use std::process::Command;
+mod admin_support;
 
-use holdfast_core::config::management::{AdminRole, AdminToken, ManagementConfig, StoreUrl};
+use holdfast_core::config::management::ManagementConfig;
 use holdfast_core::config::Config;
 use holdfast_core::{AiUsage, CallExtra, CallRecord};
 use holdfast_proxy::plugin::PluginFactory;
 use serde_json::Value;
+use std::process::Command;
 
 const TOKEN: &str = "cli-calllog-super-token-0123456789abcdef";
 
 fn holdfast(url: &str, env: &[(&str, &str)], args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_holdfast"))
-        .arg("admin")
-        .args(["--url", url, "--token", TOKEN])
-        .args(args)
-        .env_remove("HOLDFAST_TENANT")
-        .env_remove("RUST_BACKTRACE")
-        .envs(env.iter().copied())
-        .output()
-        .expect("holdfast runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-struct Cleanup(std::path::PathBuf);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+    admin_support::admin(url, TOKEN, env, args)
 }
 
 #[test]
 fn admin_cli_call_log_prune_and_readable_tables() {
-    let dir = std::env::temp_dir().join(format!("holdfast-cli-calllog-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("tmp");
-    let _cleanup = Cleanup(dir.clone());
+    let dir = admin_support::TempDir::new("cli-calllog");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let cfg = ManagementConfig {
-        store: StoreUrl::Sqlite(dir.join("m.db").to_string_lossy().into_owned()),
-        secret: "cli-secret-0123456789abcdef".into(),
         flush_interval_ms: 50,
-        admin_tokens: vec![AdminToken {
-            token: TOKEN.into(),
-            role: AdminRole::SuperAdmin,
-            tenant: None,
-        }],
-        ..ManagementConfig::default()
+        ..admin_support::super_admin_config(&dir, TOKEN)
     };
     let (url, mgmt, plugins) = rt.block_on(async {
         let m = holdfast_admin::Management::start(&cfg)
@@ -205,9 +176,7 @@ fn check(dir: &std::path::Path, text: &str) -> (Option<i32>, String) {
 
 #[test]
 fn check_refuses_duplicate_admin_tokens_and_bad_service_values() {
-    let dir = std::env::temp_dir().join(format!("holdfast-check-mgmt-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("tmp");
-    let _cleanup = Cleanup(dir.clone());
+    let dir = admin_support::TempDir::new("check-mgmt");
     let base = |service: &str, management: &str| {
         format!(
             "[server]\nlisten = [\"127.0.0.1:0\"]\n\n{management}\n[upstreams.u]\ntargets = [\"http://127.0.0.1:9\"]\n\n[[routes]]\nupstream = \"u\"\n{service}\n"
@@ -216,28 +185,28 @@ fn check_refuses_duplicate_admin_tokens_and_bad_service_values() {
     let mgmt = |tokens: &str| {
         format!(
             "[management]\nstore = \"sqlite://{}\"\nsecret = \"check-secret-0123456789abcdef\"\n{tokens}\n",
-            dir.join("m.db").display()
+            dir.0.join("m.db").display()
         )
     };
-    let (code, out) = check(&dir, &base("service = \"pay@v1\"", &mgmt("")));
+    let (code, out) = check(&dir.0, &base("service = \"pay@v1\"", &mgmt("")));
     assert_eq!(code, Some(0), "{out}");
 
     let token = "dup-admin-token-0123456789";
     let tokens = format!(
         "[[management.admin_tokens]]\ntoken = \"{token}\"\nrole = \"super_admin\"\n[[management.admin_tokens]]\ntoken = \"{token}\"\nrole = \"viewer\"\ntenant = \"a\"\n"
     );
-    let (code, out) = check(&dir, &base("", &mgmt(&tokens)));
+    let (code, out) = check(&dir.0, &base("", &mgmt(&tokens)));
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("management.admin_tokens[1].token"), "{out}");
     assert!(out.contains("admin_tokens[0]"), "{out}");
     assert!(!out.contains(token), "the token is not printed: {out}");
 
     for bad in ["", "bad name", "@v1", "pay@", "a@b@c"] {
-        let (code, out) = check(&dir, &base(&format!("service = \"{bad}\""), &mgmt("")));
+        let (code, out) = check(&dir.0, &base(&format!("service = \"{bad}\""), &mgmt("")));
         assert_eq!(code, Some(1), "service = {bad:?} accepted: {out}");
         assert!(out.contains("routes[0].service"), "{bad:?}: {out}");
     }
-    let (code, out) = check(&dir, &base("service = \"pay\"", ""));
+    let (code, out) = check(&dir.0, &base("service = \"pay\"", ""));
     assert_eq!(code, Some(1), "a service route without [management]: {out}");
     assert!(out.contains("[management]"), "{out}");
 }

@@ -1,53 +1,21 @@
 //! `holdfast admin` update and delete commands against a real admin API (SQLite file,
 //! loopback listener), and a clear refusal of an empty `HOLDFAST_TENANT`.
 
-use std::process::Command;
+mod admin_support;
 
-use holdfast_core::config::management::{AdminRole, AdminToken, ManagementConfig, StoreUrl};
 use serde_json::Value;
 
 const TOKEN: &str = "cli-crud-super-token-0123456789abcdef";
 
 fn holdfast(url: &str, env: &[(&str, &str)], args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_holdfast"))
-        .arg("admin")
-        .args(["--url", url, "--token", TOKEN])
-        .args(args)
-        .env_remove("HOLDFAST_TENANT")
-        .envs(env.iter().copied())
-        .output()
-        .expect("holdfast runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-struct Cleanup(std::path::PathBuf);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+    admin_support::admin(url, TOKEN, env, args)
 }
 
 #[test]
 fn admin_cli_updates_and_deletes() {
-    let dir = std::env::temp_dir().join(format!("holdfast-cli-crud-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("tmp");
-    let _cleanup = Cleanup(dir.clone());
+    let dir = admin_support::TempDir::new("cli-crud");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let cfg = ManagementConfig {
-        store: StoreUrl::Sqlite(dir.join("m.db").to_string_lossy().into_owned()),
-        secret: "cli-secret-0123456789abcdef".into(),
-        admin_tokens: vec![AdminToken {
-            token: TOKEN.into(),
-            role: AdminRole::SuperAdmin,
-            tenant: None,
-        }],
-        ..ManagementConfig::default()
-    };
+    let cfg = admin_support::super_admin_config(&dir, TOKEN);
     let url = rt.block_on(async {
         let m = holdfast_admin::Management::start(&cfg)
             .await

@@ -2,50 +2,21 @@
 //! tenant, service, consumer, key issue, subscribe, approve, stats; tables and `--json`;
 //! errors exit non-zero with the API's message.
 
-use std::process::Command;
+mod admin_support;
 
-use holdfast_core::config::management::{AdminRole, AdminToken, ManagementConfig, StoreUrl};
+use std::process::Command;
 
 const TOKEN: &str = "cli-super-token-0123456789abcdef";
 
 fn holdfast(url: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_holdfast"))
-        .arg("admin")
-        .args(["--url", url, "--token", TOKEN])
-        .args(args)
-        .output()
-        .expect("holdfast runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-struct Cleanup(std::path::PathBuf);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+    admin_support::admin(url, TOKEN, &[], args)
 }
 
 #[test]
 fn admin_cli_end_to_end() {
-    let dir = std::env::temp_dir().join(format!("holdfast-mgmt-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("tmp");
-    let _cleanup = Cleanup(dir.clone());
+    let dir = admin_support::TempDir::new("mgmt-cli");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let cfg = ManagementConfig {
-        store: StoreUrl::Sqlite(dir.join("m.db").to_string_lossy().into_owned()),
-        secret: "cli-secret-0123456789abcdef".into(),
-        admin_tokens: vec![AdminToken {
-            token: TOKEN.into(),
-            role: AdminRole::SuperAdmin,
-            tenant: None,
-        }],
-        ..ManagementConfig::default()
-    };
+    let cfg = admin_support::super_admin_config(&dir, TOKEN);
     let url = rt.block_on(async {
         let m = holdfast_admin::Management::start(&cfg)
             .await
@@ -123,16 +94,14 @@ fn admin_cli_end_to_end() {
 /// `holdfast check` reads the PostgreSQL `sslrootcert` a store URL names, as `serve` would.
 #[test]
 fn check_reads_the_postgres_root_certificate() {
-    let dir = std::env::temp_dir().join(format!("holdfast-check-pg-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("tmp");
-    let _cleanup = Cleanup(dir.clone());
+    let dir = admin_support::TempDir::new("check-pg");
     let config = |store: &str| {
         format!(
             "[server]\nlisten = [\"127.0.0.1:0\"]\n\n[management]\nstore = \"{store}\"\nsecret = \"check-secret-0123456789abcdef\"\n\n[upstreams.u]\ntargets = [\"http://127.0.0.1:9\"]\n\n[[routes]]\nupstream = \"u\"\n"
         )
     };
     let check = |store: &str| {
-        let path = dir.join("c.toml");
+        let path = dir.0.join("c.toml");
         std::fs::write(&path, config(store)).expect("write");
         let out = Command::new(env!("CARGO_BIN_EXE_holdfast"))
             .arg("check")
@@ -144,7 +113,7 @@ fn check_reads_the_postgres_root_certificate() {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
-    let missing = dir.join("missing-ca.pem");
+    let missing = dir.0.join("missing-ca.pem");
     let (code, stderr) = check(&format!(
         "postgres://u@127.0.0.1/db?sslmode=verify-full&sslrootcert={}",
         missing.display()
@@ -154,7 +123,7 @@ fn check_reads_the_postgres_root_certificate() {
         stderr.contains("management.store") && stderr.contains("missing-ca.pem"),
         "{stderr}"
     );
-    let not_pem = dir.join("not-a-cert.pem");
+    let not_pem = dir.0.join("not-a-cert.pem");
     std::fs::write(&not_pem, "hello").expect("write");
     let (code, stderr) = check(&format!(
         "postgres://u@127.0.0.1/db?sslmode=require&sslrootcert={}",
