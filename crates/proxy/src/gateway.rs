@@ -2,7 +2,10 @@
 //! on reload), and the handling of one request from route match to the call record.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
@@ -106,6 +109,10 @@ pub struct Gateway {
     /// Cancelled when a drain runs out of time: requests still waiting on an upstream are
     /// answered `503` then, rather than cut off without an answer.
     give_up: tokio_util::sync::CancellationToken,
+    /// Set when a drain starts. Only then does a waiting request listen for `give_up` (a
+    /// listener per request costs a lock on every request); hyper polls every in-flight
+    /// request again when the drain starts, which is when they start listening.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 /// What the call record needs, carried to the end of the response body.
@@ -184,7 +191,42 @@ impl Gateway {
             state: ArcSwap::from_pointee(state),
             observers,
             give_up: tokio_util::sync::CancellationToken::new(),
+            draining: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// A drain started: requests waiting on an upstream listen for [`Gateway::give_up_waiting`]
+    /// from their next poll on.
+    pub fn start_draining(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// `work`, unless the drain runs out of time first. `always_listen`: listen from the
+    /// start (an HTTP/2 stream runs as a task of its own, which a drain does not poll again).
+    async fn unless_given_up<T>(
+        &self,
+        work: impl Future<Output = T>,
+        always_listen: bool,
+    ) -> Option<T> {
+        let mut work = std::pin::pin!(work);
+        let mut listening: Option<Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>> =
+            None;
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(done) = work.as_mut().poll(cx) {
+                return Poll::Ready(Some(done));
+            }
+            if listening.is_none()
+                && (always_listen || self.draining.load(std::sync::atomic::Ordering::Acquire))
+            {
+                listening = Some(Box::pin(self.give_up.clone().cancelled_owned()));
+            }
+            match listening.as_mut().map(|l| l.as_mut().poll(cx)) {
+                Some(Poll::Ready(())) => Poll::Ready(None),
+                _ => Poll::Pending,
+            }
+        })
+        .await
     }
 
     /// The drain ran out of time: answer every request still waiting on an upstream with a
@@ -432,19 +474,24 @@ impl Gateway {
             Some((p, on)) => (Some(p), Some(on)),
             None => (None, None),
         };
+        let http2_client = parts.version == http::Version::HTTP_2;
         let out = outgoing(parts, body.into_out(), &pending.client, &up, protocol);
         let mut trace = Trace::default();
-        let forwarded = tokio::select! {
-            biased;
-            forwarded = forward(&up, &route.route, &state.budget, &out, &mut trace) => forwarded,
-            () = self.give_up.cancelled() => Err(Failure {
-                class: ResetClass::UpstreamTimeout,
-                status: StatusCode::SERVICE_UNAVAILABLE,
-                message: "the gateway is shutting down and the upstream did not answer within \
-                          the drain timeout"
-                    .into(),
-            }),
-        };
+        let forwarded = self
+            .unless_given_up(
+                forward(&up, &route.route, &state.budget, &out, &mut trace),
+                http2_client,
+            )
+            .await
+            .unwrap_or_else(|| {
+                Err(Failure {
+                    class: ResetClass::UpstreamTimeout,
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    message: "the gateway is shutting down and the upstream did not answer \
+                              within the drain timeout"
+                        .into(),
+                })
+            });
         match forwarded {
             Ok(mut response) => {
                 if response.status() == StatusCode::SWITCHING_PROTOCOLS && client_side.is_none() {
@@ -910,6 +957,9 @@ fn outgoing(
     upgrade: Option<header::HeaderValue>,
 ) -> Outgoing {
     let mut headers = parts.headers;
+    // Room for the forwarding headers up front: one reallocation of the map hyper sized for
+    // the client's headers, not one per doubling.
+    headers.reserve(6);
     // The host as the client sent it: an absolute-form target's (or HTTP/2's `:authority`)
     // wins over the Host header (RFC 9112 §3.2.2). Taken before the hop-by-hop headers go, so
     // a `Connection: host` cannot remove it.

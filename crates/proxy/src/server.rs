@@ -180,6 +180,7 @@ pub async fn serve(
     }
     // Stop: accept loops are ending; let in-flight requests finish, close idle connections.
     let _ = stop.borrow_and_update();
+    gateway.start_draining();
     let shutdown = graceful.shutdown();
     tokio::pin!(shutdown);
     if tokio::time::timeout(drain, &mut shutdown).await.is_err() {
