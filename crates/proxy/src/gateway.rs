@@ -957,9 +957,6 @@ fn outgoing(
     upgrade: Option<header::HeaderValue>,
 ) -> Outgoing {
     let mut headers = parts.headers;
-    // Room for the forwarding headers up front: one reallocation of the map hyper sized for
-    // the client's headers, not one per doubling.
-    headers.reserve(6);
     // The host as the client sent it: an absolute-form target's (or HTTP/2's `:authority`)
     // wins over the Host header (RFC 9112 §3.2.2). Taken before the hop-by-hop headers go, so
     // a `Connection: host` cannot remove it.
