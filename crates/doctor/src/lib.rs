@@ -7,3 +7,9 @@
 pub mod audit;
 pub mod live;
 pub mod pcap;
+
+/// Whether the process runs with effective uid 0 (advice to "run as root" is then pointless).
+pub(crate) fn running_as_root() -> bool {
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}

@@ -153,15 +153,39 @@ fn staged_configs_logs_and_rules_are_judged() {
     assert_eq!(race_apache.severity, Severity::Critical);
     assert!(race_apache.value.contains("up to 30s") && race_apache.value.contains("after 5s"));
     assert!(race.fix.contains("keepalive_timeout"));
-    // Holdfast's 1 s pool is below every backend's idle time.
-    let holdfast_vs_nginx = report
+    // Apache gives no listen address: the pairing is assumed, and the finding says so.
+    assert!(race_apache.value.contains("assumed"), "{race_apache:?}");
+    // Holdfast's 1 s pool is below the idle time of haproxy, which listens on its target's
+    // port (*:3000 for 127.0.0.1:3000).
+    let holdfast_vs_haproxy = report
         .findings
         .iter()
         .find(|f| {
-            f.subject.contains("upstreams.api.idle_timeout_ms vs") && f.subject.contains("nginx")
+            f.subject.contains("upstreams.api.idle_timeout_ms vs") && f.subject.contains("haproxy")
         })
-        .expect("holdfast vs nginx comparison");
-    assert_eq!(holdfast_vs_nginx.severity, Severity::Ok);
+        .expect("holdfast vs haproxy comparison");
+    assert_eq!(holdfast_vs_haproxy.severity, Severity::Ok);
+    assert!(
+        holdfast_vs_haproxy
+            .value
+            .contains("the proxy's upstream 127.0.0.1:3000 is this backend's listener"),
+        "{holdfast_vs_haproxy:?}"
+    );
+    // nginx listens on port 80 only, where neither Holdfast's target (127.0.0.1:3000) nor
+    // haproxy's server (127.0.0.1:3001) is: those pairs are not compared.
+    for proxy in [
+        "upstreams.api.idle_timeout_ms vs",
+        "haproxy backend app pool-purge-delay vs",
+    ] {
+        assert!(
+            !report
+                .findings
+                .iter()
+                .any(|f| f.subject.contains(proxy) && f.subject.contains("nginx keepalive_timeout")),
+            "{proxy} paired with nginx although the addresses differ: {:#?}",
+            report.findings
+        );
+    }
     // Within the Holdfast file, the api pool races its own upstream's 1.2 s close.
     let own = find(&report, "config", "holdfast upstreams.api.idle_timeout_ms");
     assert_eq!(own.severity, Severity::Critical);
@@ -518,8 +542,8 @@ fn keepalive_fixes_are_whole_seconds_or_milliseconds_in_each_daemons_syntax() {
     std::fs::write(
         &haproxy,
         "global\n    maxconn 5000\n    pool-purge-delay 10s\ndefaults\n    timeout client 30s\n    \
-         timeout server 60s\n    timeout http-keep-alive 3s\nfrontend web\n    bind :80\n    \
-         default_backend app\nbackend app\n    server a 127.0.0.1:3000\n",
+         timeout server 60s\n    timeout http-keep-alive 3s\nfrontend web\n    bind 127.0.0.1:3000\n    \
+         default_backend app\nbackend app\n    server a 127.0.0.1:3001\n",
     )
     .unwrap();
     let apache = dir.join("apache.conf");

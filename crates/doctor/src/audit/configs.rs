@@ -36,6 +36,154 @@ pub struct IdleTime {
     pub label: String,
     /// Seconds.
     pub seconds: f64,
+    /// The addresses this idle time is about: for a reuse time, the upstream servers the
+    /// proxy connects to; for a close time, the addresses the server listens on. Empty when
+    /// the config does not say (then the pairing across files is assumed).
+    pub addrs: Vec<Endpoint>,
+}
+
+impl IdleTime {
+    /// An idle time with no known address.
+    pub fn new(file: &str, label: String, seconds: f64) -> Self {
+        Self {
+            file: file.to_string(),
+            label,
+            seconds,
+            addrs: Vec::new(),
+        }
+    }
+
+    /// The same, for these addresses.
+    pub fn at(mut self, addrs: Vec<Endpoint>) -> Self {
+        self.addrs = addrs;
+        self
+    }
+}
+
+/// One TCP address in a config: a host (None for a wildcard: `0.0.0.0`, `[::]`, `*`, or no
+/// address at all) and a port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Lowercase host or IP literal (without brackets); None for any address.
+    pub host: Option<String>,
+    /// Port.
+    pub port: u16,
+}
+
+impl Endpoint {
+    /// Parses `HOST:PORT`, `[V6]:PORT`, `:PORT`, `*:PORT`, a bare `PORT` (host `None`), or a
+    /// bare host with `default_port`. A `scheme://` prefix, a path, and haproxy's `ipv4@`
+    /// style prefixes are dropped. None for a unix socket or what does not parse.
+    pub fn parse(text: &str, default_port: Option<u16>) -> Option<Self> {
+        let mut text = text.trim().trim_matches('"');
+        let mut default_port = default_port;
+        if let Some((scheme, rest)) = text.split_once("://") {
+            default_port = match scheme.to_ascii_lowercase().as_str() {
+                "https" => Some(443),
+                "http" => Some(80),
+                _ => default_port,
+            };
+            text = rest.split('/').next().unwrap_or("");
+        }
+        if let Some((prefix, rest)) = text.split_once('@') {
+            if matches!(prefix, "ipv4" | "ipv6" | "tcp" | "tcp4" | "tcp6") {
+                text = rest;
+            } else {
+                return None;
+            }
+        }
+        if text.is_empty() || text.starts_with("unix:") || text.starts_with('/') {
+            return None;
+        }
+        if let Ok(port) = text.parse::<u16>() {
+            return Some(Self { host: None, port });
+        }
+        let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+            let (host, after) = rest.split_once(']')?;
+            let port = match after.strip_prefix(':') {
+                Some(p) => p.parse().ok()?,
+                None if after.is_empty() => default_port?,
+                None => return None,
+            };
+            (host, port)
+        } else {
+            match text.rsplit_once(':') {
+                Some((host, port)) if !host.contains(':') => (host, port.parse().ok()?),
+                Some(_) => (text, default_port?),
+                None => (text, default_port?),
+            }
+        };
+        let host = host.to_ascii_lowercase();
+        let wildcard = host.is_empty()
+            || host == "*"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_unspecified());
+        Some(Self {
+            host: (!wildcard).then_some(host),
+            port,
+        })
+    }
+
+    /// Whether a connection to `self` reaches a listener on `listen`: the same port, and the
+    /// same IP when both are specific (`localhost` counts as 127.0.0.1 and ::1). Two
+    /// different names, or a name against an IP, cannot be told apart here: they match.
+    pub fn reaches(&self, listen: &Endpoint) -> bool {
+        if self.port != listen.port {
+            return false;
+        }
+        let (Some(a), Some(b)) = (&self.host, &listen.host) else {
+            return true;
+        };
+        let ip = |h: &str| -> Option<Vec<std::net::IpAddr>> {
+            if h == "localhost" {
+                return Some(vec![
+                    [127, 0, 0, 1].into(),
+                    std::net::Ipv6Addr::LOCALHOST.into(),
+                ]);
+            }
+            h.parse().ok().map(|ip| vec![ip])
+        };
+        match (ip(a), ip(b)) {
+            (Some(x), Some(y)) => x.iter().any(|ip| y.contains(ip)),
+            _ => true,
+        }
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.host {
+            Some(h) if h.contains(':') => write!(f, "[{h}]:{}", self.port),
+            Some(h) => write!(f, "{h}:{}", self.port),
+            None => write!(f, "*:{}", self.port),
+        }
+    }
+}
+
+/// How a proxy's upstream idle time pairs with a backend's close time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pairing {
+    /// Both addresses are known and one of the proxy's servers is the backend's listener.
+    Matched,
+    /// Both are known and none matches: not compared.
+    Unrelated,
+    /// One side's addresses are not known: compared on the assumption they are related.
+    Assumed,
+}
+
+fn pairing(proxy: &IdleTime, backend: &IdleTime) -> Pairing {
+    if proxy.addrs.is_empty() || backend.addrs.is_empty() {
+        Pairing::Assumed
+    } else if proxy
+        .addrs
+        .iter()
+        .any(|to| backend.addrs.iter().any(|listen| to.reaches(listen)))
+    {
+        Pairing::Matched
+    } else {
+        Pairing::Unrelated
+    }
 }
 
 /// What one config file says.
@@ -358,14 +506,38 @@ pub fn check(options: &AuditOptions, findings: &mut Vec<Finding>) {
     }
     for proxy in &reuse {
         for backend in closes.iter().filter(|b| b.file != proxy.file) {
+            let pairing = pairing(proxy, backend);
+            if pairing == Pairing::Unrelated {
+                continue;
+            }
             let severity = if proxy.seconds >= backend.seconds {
                 Severity::Critical
             } else {
                 Severity::Ok
             };
             let subject = format!("{} vs {}", proxy.label, backend.label);
+            let how = match pairing {
+                Pairing::Matched => {
+                    let to = proxy
+                        .addrs
+                        .iter()
+                        .find(|to| backend.addrs.iter().any(|l| to.reaches(l)))
+                        .map(ToString::to_string)
+                        .unwrap_or_default();
+                    format!(" (the proxy's upstream {to} is this backend's listener)")
+                }
+                _ => format!(
+                    " (assumed to be the same connections: {} not known, so the pairing is \
+                     not checked)",
+                    match (proxy.addrs.is_empty(), backend.addrs.is_empty()) {
+                        (true, true) => "neither the upstream address nor the listen address is",
+                        (true, false) => "the proxy's upstream address is",
+                        _ => "the backend's listen address is",
+                    }
+                ),
+            };
             let value = format!(
-                "proxy reuses idle upstream connections up to {}, backend closes them after {}",
+                "proxy reuses idle upstream connections up to {}, backend closes them after {}{how}",
                 secs(proxy.seconds),
                 secs(backend.seconds)
             );
@@ -392,6 +564,30 @@ pub fn check(options: &AuditOptions, findings: &mut Vec<Finding>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endpoints_parse_and_match_by_port_and_specific_ip() {
+        let e = |t: &str| Endpoint::parse(t, Some(80)).unwrap();
+        assert_eq!(e("127.0.0.1:24600").to_string(), "127.0.0.1:24600");
+        assert_eq!(e("80").host, None);
+        assert_eq!(e(":80").host, None);
+        assert_eq!(e("*:80").host, None);
+        assert_eq!(e("0.0.0.0:80").host, None);
+        assert_eq!(e("[::]:443").host, None);
+        assert_eq!(e("[::1]:443").to_string(), "[::1]:443");
+        assert_eq!(e("http://127.0.0.1:24601/x").port, 24601);
+        assert_eq!(e("https://api.example").port, 443);
+        assert_eq!(e("ipv4@127.0.0.1:9").port, 9);
+        assert_eq!(e("backend.local").port, 80);
+        assert!(Endpoint::parse("unix:/run/app.sock", Some(80)).is_none());
+        assert!(!e("127.0.0.1:24600").reaches(&e("127.0.0.1:24602")));
+        assert!(!e("127.0.0.1:24601").reaches(&e("127.0.0.2:24601")));
+        assert!(e("127.0.0.1:24601").reaches(&e("127.0.0.1:24601")));
+        assert!(e("127.0.0.1:24601").reaches(&e("0.0.0.0:24601")));
+        assert!(e("10.0.0.9:8080").reaches(&e("*:8080")));
+        assert!(e("localhost:8080").reaches(&e("127.0.0.1:8080")));
+        assert!(e("app.internal:8080").reaches(&e("10.0.0.9:8080")));
+    }
 
     #[test]
     fn durations_parse_with_units() {

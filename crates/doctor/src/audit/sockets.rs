@@ -250,7 +250,13 @@ fn limits(
         findings.push(Finding::skip(
             "limits",
             "descriptor limits",
-            "no owner of a listening socket is visible (run as root to see other users' processes)",
+            if crate::running_as_root() {
+                "no owner of a listening socket is visible, although the audit runs as root: \
+                 the owners may be in another PID namespace (a container) or have exited"
+            } else {
+                "no owner of a listening socket is visible (run as root to see other users' \
+                 processes)"
+            },
         ));
         return;
     }

@@ -191,10 +191,12 @@ pub fn start(servers: Vec<IpAddr>, probes: Probes) -> Result<Capture, String> {
     // SAFETY: plain socket(2) call; the result is checked.
     let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM, protocol) };
     if fd < 0 {
-        return Err(format!(
-            "cannot open an AF_PACKET socket ({}); run as root or with CAP_NET_RAW",
-            std::io::Error::last_os_error()
-        ));
+        let error = std::io::Error::last_os_error();
+        return Err(if crate::running_as_root() {
+            format!("cannot open an AF_PACKET socket ({error}), although the doctor runs as root")
+        } else {
+            format!("cannot open an AF_PACKET socket ({error}); run as root or with CAP_NET_RAW")
+        });
     }
     let socket = RawSocket(fd);
     let timeout = libc::timeval {

@@ -1,7 +1,7 @@
 //! Proxy environment variables (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`, `NO_PROXY`), whether
 //! they apply to the URL, and a test of the proxy by itself.
 
-use std::net::ToSocketAddrs;
+use std::net::{IpAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use crate::live::http::{self, Conn, Outcome};
@@ -30,11 +30,15 @@ pub struct ProxyEnv {
 
 /// Reads the proxy variables through `env` (lowercase names win, as in curl).
 pub fn read(target: &Target, env: &dyn Fn(&str) -> Option<String>) -> ProxyEnv {
+    // The name actually set is the one reported (`http_proxy`, not `HTTP_PROXY`).
     let get = |name: &str| {
-        env(&name.to_ascii_lowercase())
-            .or_else(|| env(name))
-            .filter(|v| !v.trim().is_empty())
-            .map(|v| (name.to_string(), v))
+        let lower = name.to_ascii_lowercase();
+        let found = [lower.as_str(), name].into_iter().find_map(|n| {
+            env(n)
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| (n.to_string(), v))
+        });
+        found
     };
     let mut out = ProxyEnv::default();
     for name in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"] {
@@ -52,10 +56,42 @@ pub fn read(target: &Target, env: &dyn Fn(&str) -> Option<String>) -> ProxyEnv {
     };
     if let Some((_, no_proxy)) = get("NO_PROXY") {
         let host = target.host.to_ascii_lowercase();
+        let host_ip = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .split('%')
+            .next()
+            .unwrap_or("")
+            .parse::<IpAddr>()
+            .ok();
         for entry in no_proxy.split(',').map(|e| e.trim().to_ascii_lowercase()) {
+            if entry.is_empty() {
+                continue;
+            }
+            // A CIDR block (`10.77.2.0/24`, `fd00::/8`), as curl accepts: an IP host in it.
+            if let Some((net, bits)) = entry.split_once('/') {
+                let net = net.trim_start_matches('[').trim_end_matches(']');
+                if let (Some(ip), Ok(net), Ok(bits)) = (host_ip, net.parse(), bits.parse()) {
+                    if in_cidr(ip, net, bits) {
+                        out.excluded_by = Some(entry);
+                        return out;
+                    }
+                }
+                continue;
+            }
             let bare = entry.trim_start_matches('.').trim_start_matches("*.");
-            let bare = bare.split(':').next().unwrap_or(bare);
+            let bare = if bare.starts_with('[') || bare.parse::<IpAddr>().is_ok() {
+                // An IP literal, IPv6 with or without brackets (and a port after `]:`).
+                bare.trim_start_matches('[')
+                    .split(']')
+                    .next()
+                    .unwrap_or(bare)
+            } else {
+                bare.split(':').next().unwrap_or(bare)
+            };
+            let same_ip = host_ip.is_some_and(|ip| bare.parse::<IpAddr>() == Ok(ip));
             let matches = entry == "*"
+                || same_ip
                 || (!bare.is_empty() && (host == bare || host.ends_with(&format!(".{bare}"))));
             if matches {
                 out.excluded_by = Some(entry);
@@ -65,6 +101,26 @@ pub fn read(target: &Target, env: &dyn Fn(&str) -> Option<String>) -> ProxyEnv {
     }
     out.proxy = Some(ProxySetting { var, url });
     out
+}
+
+/// Whether `ip` is in `net/bits` (an IPv4 block holds IPv4 addresses only, IPv6 likewise;
+/// an IPv4-mapped IPv6 address counts as its IPv4 address).
+fn in_cidr(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) if bits <= 32 => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(bits)).unwrap_or(0);
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) if bits <= 128 => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(bits)).unwrap_or(0);
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
 }
 
 /// The scheme of a proxy the doctor cannot test (`socks5`, `https`...), or None for an
@@ -204,5 +260,49 @@ mod tests {
             untestable_scheme(&setting("socks5h://h:1")).as_deref(),
             Some("socks5h")
         );
+    }
+}
+
+#[cfg(test)]
+mod audit_tests {
+    use super::*;
+
+    fn env(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |name| {
+            vars.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn the_variable_actually_set_is_named() {
+        let target = Target::parse("http://10.77.2.2:24080/").unwrap();
+        let got = read(&target, &env(&[("http_proxy", "http://127.0.0.1:9")]));
+        assert_eq!(got.proxy.unwrap().var, "http_proxy");
+        assert_eq!(got.set, ["http_proxy=http://127.0.0.1:9"]);
+        let got = read(&target, &env(&[("HTTP_PROXY", "http://127.0.0.1:9")]));
+        assert_eq!(got.proxy.unwrap().var, "HTTP_PROXY");
+    }
+
+    #[test]
+    fn no_proxy_cidr_blocks_and_ip_literals_are_honoured() {
+        let v4 = Target::parse("http://10.77.2.2:24080/").unwrap();
+        let e = env(&[
+            ("http_proxy", "http://127.0.0.1:9"),
+            ("no_proxy", "localhost, 10.77.2.0/24"),
+        ]);
+        let got = read(&v4, &e);
+        assert!(got.proxy.is_none(), "{got:?}");
+        assert_eq!(got.excluded_by.as_deref(), Some("10.77.2.0/24"));
+        let outside = Target::parse("http://10.77.3.2:24080/").unwrap();
+        assert!(read(&outside, &e).proxy.is_some());
+        let v6 = Target::parse("http://[fd77:2::2]:24080/").unwrap();
+        let e6 = env(&[("http_proxy", "http://p:1"), ("no_proxy", "fd77::/16")]);
+        assert!(read(&v6, &e6).proxy.is_none());
+        let lit = env(&[("http_proxy", "http://p:1"), ("no_proxy", "[fd77:2::2]")]);
+        assert!(read(&v6, &lit).proxy.is_none());
+        let none = env(&[("http_proxy", "http://p:1"), ("no_proxy", "10.0.0.0/8")]);
+        assert!(read(&v6, &none).proxy.is_some());
     }
 }

@@ -59,6 +59,16 @@ pub fn run(
     })
 }
 
+/// How to get the RST's TTL as evidence: capture as root, or, when the doctor already runs
+/// as root, let it capture.
+fn capture_hint() -> &'static str {
+    if crate::running_as_root() {
+        "let the doctor capture (leave out --no-capture)"
+    } else {
+        "capture as root"
+    }
+}
+
 impl Run<'_> {
     fn layers(&mut self) -> LiveVerdict {
         if let Some(v) = self.environment() {
@@ -89,6 +99,19 @@ impl Run<'_> {
         let keepalive = self.keepalive(addr, conn, &response);
         let stability = self.stability(addr);
         keepalive.or(stability).unwrap_or_else(|| {
+            if response.status >= 500 {
+                // Not a reset, and every layer works: the verdict stays `none` (exit 0), but
+                // the answer is an error status and the report says so.
+                let mut verdict = LiveVerdict::healthy(format!(
+                    "no reset, but {} answered HTTP {} to GET {}: a server error status (the connection works over every layer; the application failed the request)",
+                    addr, response.status, self.target.path
+                ));
+                verdict.advice = vec![
+                    format!("the server answered {}: look at the application's (or the proxy's) error log for this request", response.status),
+                    "a 502/503/504 from a proxy or load balancer means its backend failed, is down or timed out: check the backend".to_string(),
+                ];
+                return verdict;
+            }
             LiveVerdict::healthy(format!(
                 "{} works: {} answered {} over every layer",
                 self.target.url, addr, response.status
@@ -142,12 +165,22 @@ impl Run<'_> {
                     Status::Fail,
                     format!("{}={} applies: {why}", proxy.var, proxy.url),
                 );
-                Some(LiveVerdict::new(
+                let mut verdict = LiveVerdict::new(
                     LiveResetter::Proxy,
                     LiveCause::Proxy,
                     None,
                     format!("the proxy in {} ({}) fails: {why}", proxy.var, proxy.url),
-                ))
+                );
+                let no_proxy = if proxy.var.chars().any(|c| c.is_ascii_lowercase()) {
+                    "no_proxy"
+                } else {
+                    "NO_PROXY"
+                };
+                verdict.advice = vec![format!(
+                    "fix or remove the proxy in {} (unset {}), or add this host to {no_proxy}",
+                    proxy.var, proxy.var
+                )];
+                Some(verdict)
             }
         }
     }
@@ -290,8 +323,17 @@ impl Run<'_> {
     /// The captured reset as evidence: " (captured RST: TTL 64, IP ID 0)".
     fn reset_evidence(&self) -> String {
         match self.captured_reset() {
+            Some(r)
+                if self.servers.iter().any(|s| s.is_ipv6())
+                    && !self.servers.iter().any(|s| s.is_ipv4()) =>
+            {
+                format!(" (captured RST: hop limit {})", r.ttl)
+            }
             Some(r) => format!(" (captured RST: TTL {}, IP ID {})", r.ttl, r.ip_id),
             None if self.capture.is_some() => " (no RST captured)".to_string(),
+            None if self.servers.iter().all(|s| s.is_ipv6()) && !self.servers.is_empty() => {
+                " (no capture: the RST's hop limit is lacking)".to_string()
+            }
             None => " (no capture: the RST's TTL and IP ID are lacking)".to_string(),
         }
     }
@@ -401,7 +443,8 @@ impl Run<'_> {
                 LiveCause::Refused,
                 None,
                 format!(
-                    "{addr} refuses the connection{at}: nothing listens on the port, or a firewall at the same distance answers for it (capture as root to compare the reset's TTL)"
+                    "{addr} refuses the connection{at}: nothing listens on the port, or a firewall at the same distance answers for it ({} to compare the reset's TTL)",
+                    capture_hint()
                 ),
             ),
         }
@@ -540,25 +583,36 @@ impl Run<'_> {
         }
         if failure == TlsFailure::Reset {
             let why = if self.capture.is_some() {
-                "the captured reset comes from the server's distance"
+                "the captured reset comes from the server's distance".to_string()
             } else {
-                "a device at the server's distance cannot be ruled out without a capture (run as root to compare the reset's TTL)"
+                format!("a device at the server's distance cannot be ruled out without a capture ({} to compare the reset's TTL)", capture_hint())
             };
-            return Some(LiveVerdict::new(
+            return Some(self.tls_failure(LiveVerdict::new(
                 LiveResetter::Server,
                 LiveCause::Tls,
                 None,
                 format!(
                     "the TLS handshake with {sni} is reset ({why}); the control SNI {control_sni}: {control_text}: the server's TLS set-up refuses the handshake"
                 ),
-            ));
+            )));
         }
-        Some(LiveVerdict::new(
+        Some(self.tls_failure(LiveVerdict::new(
             LiveResetter::None,
             LiveCause::Tls,
             None,
             format!("the TLS handshake with {sni} fails ({failure}); the control SNI {control_sni}: {control_text}"),
-        ))
+        )))
+    }
+
+    /// A TLS failure that is not about certificates (a reset or a closed handshake): with
+    /// --insecure, certificates are not checked, so the advice leaves them out.
+    fn tls_failure(&self, mut verdict: LiveVerdict) -> LiveVerdict {
+        if self.options.insecure {
+            verdict.advice = vec![
+                "--insecure is on, so certificates are not checked and are not the cause: compare the TLS versions and ciphers the server offers (openssl s_client -connect HOST:PORT -servername NAME) and look at its TLS logs".to_string(),
+            ];
+        }
+        verdict
     }
 
     fn http(
@@ -629,12 +683,28 @@ impl Run<'_> {
                         self.options.timeout
                     ),
                 );
-                return Err(LiveVerdict::new(
+                // The connection is up (handshake done, TLS too for https) and the request was
+                // written: the server took it and did not answer in time.
+                let limit = self.options.timeout.as_secs_f64();
+                let got = if n == 0 {
+                    "did not answer".to_string()
+                } else {
+                    format!("sent {n} bytes but no complete answer")
+                };
+                let mut verdict = LiveVerdict::new(
                     LiveResetter::None,
                     LiveCause::Timeout,
                     None,
-                    format!("{addr} does not answer {} in time", self.target.path),
-                ));
+                    format!(
+                        "{addr} accepted the connection and the request (GET {}) but {got} within the timeout of {limit} s: the server or its application is slow, not the network",
+                        self.target.path
+                    ),
+                );
+                verdict.advice = vec![
+                    "the application is slow or stuck on this request: look at its logs, its load and what it waits for (database, upstreams)".to_string(),
+                    format!("if the answer is just slow, raise --timeout (now {limit} s) to measure how long it takes"),
+                ];
+                return Err(verdict);
             }
             Outcome::Error(e) => {
                 self.rec.finish(Status::Fail, e.clone());
@@ -680,7 +750,7 @@ impl Run<'_> {
                     LiveResetter::Server,
                     LiveCause::AppAbort,
                     None,
-                    format!("every request to {addr} is reset, harmless ones too: the server aborts connections{}", if self.capture.is_some() { "" } else { " (or a device at its distance: capture as root to compare the reset's TTL)" }),
+                    format!("every request to {addr} is reset, harmless ones too: the server aborts connections{}", if self.capture.is_some() { String::new() } else { format!(" (or a device at its distance: {} to compare the reset's TTL)", capture_hint()) }),
                 ),
             });
         }
@@ -742,7 +812,7 @@ impl Run<'_> {
         let (resetter, hop, how) = match (trace.reset_at(), rst_hop, distance) {
             (_, Some(h), Some(d)) if h < d => (LiveResetter::Middlebox, Some(h), format!("the reset's TTL puts its sender at hop {h}, before the server at hop {d}")),
             (Some(t), _, Some(d)) if t < d => (LiveResetter::Middlebox, Some(t), format!("the replay draws a reset at TTL {t}, before the server at hop {d}")),
-            (Some(t), None, _) => (LiveResetter::Unknown, None, format!("the replay draws a reset at TTL {t}, the server's distance ({d}): a device on the last router or the server (capture as root to compare the reset's TTL)")),
+            (Some(t), None, _) => (LiveResetter::Unknown, None, format!("the replay draws a reset at TTL {t}, the server's distance ({d}): a device on the last router or the server ({} to compare the reset's TTL)", capture_hint())),
             (Some(t), Some(h), _) => (LiveResetter::Unknown, None, format!("the replay draws a reset at TTL {t} and the reset's TTL says hop {h}, the server's distance")),
             (None, _, _) => (LiveResetter::Unknown, None, "the replay drew no reset".to_string()),
         };

@@ -272,7 +272,7 @@ pub fn human(err: &rustls::Error) -> String {
             other => {
                 let name = format!("{other:?}");
                 if name.contains("CaUsedAsEndEntity") {
-                    "the server's certificate is a CA certificate (CA:TRUE) that is not itself in --ca-file, and a CA cannot be a server's own certificate (CaUsedAsEndEntity)".into()
+                    "the server's certificate is a CA certificate (CA:TRUE), and a CA cannot be a server's own certificate unless that very certificate is trusted as is (CaUsedAsEndEntity)".into()
                 } else {
                     format!("the server's certificate is not accepted ({name})")
                 }

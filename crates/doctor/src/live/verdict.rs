@@ -134,13 +134,16 @@ impl LiveCause {
                 "packets are dropped silently: check firewalls (DROP rules), routes and whether the server is up",
             ],
             LiveCause::Tls => vec![
-                "check the server's certificate chain and name; use --ca-file for a private CA",
+                "check the server's TLS set-up (versions, ciphers, certificate): openssl s_client -connect HOST:PORT -servername NAME",
             ],
             LiveCause::EarlyClose => vec![
                 "check that the port speaks what the URL says: http:// to a TLS port (or https:// to a plain one) is closed this way",
                 "look at the server's logs for the request: it closed the connection without answering",
             ],
             LiveCause::None => vec![],
+            LiveCause::Unknown if crate::running_as_root() => vec![
+                "capture the failure (the doctor captures unless --no-capture is given, or tcpdump) and run `holdfast pcap` on it",
+            ],
             LiveCause::Unknown => vec![
                 "capture the failure (run the doctor as root, or tcpdump) and run `holdfast pcap` on it",
             ],

@@ -321,23 +321,148 @@ impl<'a> Facts<'a> {
         (hop < ttl::hop_distance(baseline)).then_some(hop)
     }
 
+    /// The sender's last IP ID and the reset's, when the reset's does not follow the sender's
+    /// sequence. A stack that numbers IP IDs per connection continues its sequence in its own
+    /// RST (or uses 0 when it has no socket); a forger rarely knows the sequence.
+    fn ip_id_off(&self) -> Option<(u16, u16)> {
+        let side = &self.rst.sides[self.sender];
+        let (last, id) = (side.ip_id.filter(|&id| id != 0)?, self.rst.segment.ip_id?);
+        let step = id.wrapping_sub(last);
+        (id != 0 && !(1..=64).contains(&step)).then_some((last, id))
+    }
+
+    /// The frame of the sender's own packet whose shape the reset does not have: an RST with
+    /// ACK (sent on a connection the stack still has), window 0 and no TCP options, while the
+    /// sender's latest segments advertise a window and carry options (timestamps). Linux
+    /// sends a reset of a live socket (SO_LINGER 0, close with unread data) with both; only a
+    /// socket-less reset (no ACK flag mid-connection) has neither.
+    fn shape_unlike(&self) -> Option<u64> {
+        let side = &self.rst.sides[self.sender];
+        let rst = &self.rst.segment;
+        let (options, frame) = side.options?;
+        (rst.has(flags::ACK) && rst.window == 0 && !rst.has_options && options && side.window != 0)
+            .then_some(frame)
+    }
+
+    /// How many independent signals say the claimed sender's stack did not send the reset:
+    /// a later reset with another sequence number (RST-SEQ-CHANGE), an IP ID off the
+    /// sender's sequence, and a window and options unlike the sender's own packets.
+    fn contradictions(&self) -> Vec<&'static str> {
+        let mut found = Vec::new();
+        if self.seq_change.is_some() {
+            found.push("RST-SEQ-CHANGE");
+        }
+        if self.ip_id_off().is_some() {
+            found.push("an IP ID off its sequence");
+        }
+        if self.shape_unlike().is_some() {
+            found.push("a window and options unlike its own packets");
+        }
+        found
+    }
+
+    /// Weighs the signals against a genuine-server verdict (one with the server's usual TTL
+    /// and no race): one contradicting signal lowers the confidence; two or more mean the
+    /// server's stack did not send it. Then, when the server acknowledged or answered the
+    /// request, a device forged it with the server's TTL (`injected`, hop unknown); otherwise
+    /// `unknown`. The accept-queue-overflow rule (a bare RST at the server's ISN+1) stands.
+    /// `shared` is how many evidence lines came before the genuine-server reasoning (dropped
+    /// when the verdict is overturned).
+    fn weigh_contradictions(&self, mut verdict: Verdict, shared: usize) -> Verdict {
+        if verdict.cause == Cause::AcceptQueueOverflow {
+            return verdict;
+        }
+        let found = self.contradictions();
+        match found.len() {
+            0 => verdict,
+            1 => {
+                verdict.confidence -= 0.25;
+                verdict.evidence.push(Evidence::new(
+                    format!(
+                        "frame {}: {} does not fit the server's own packets, so this verdict is \
+                         less sure",
+                        self.frame, found[0]
+                    ),
+                    vec![self.frame],
+                ));
+                verdict
+            }
+            n => {
+                let answered = match self.client_data_fate() {
+                    Some((data, Some(answer))) if !self.loopback => Some((data, answer)),
+                    _ => None,
+                };
+                let mut evidence = verdict.evidence;
+                evidence.truncate(shared);
+                let list = found.join(", ");
+                match answered {
+                    Some((data, answer)) => {
+                        evidence.push(Evidence::new(
+                            format!(
+                                "frame {}: {n} independent signals say the server's stack did not \
+                                 send this RST ({list}), although its TTL matches; frame {answer}: \
+                                 the server acknowledged or answered the client's data (frame \
+                                 {data}): a device forged the RST with the server's TTL, so its \
+                                 hop cannot be told",
+                                self.frame
+                            ),
+                            vec![self.frame, data, answer],
+                        ));
+                        Verdict {
+                            resetter: Resetter::Middlebox,
+                            cause: Cause::Injected,
+                            hop: None,
+                            confidence: if n >= 3 { 0.6 } else { 0.5 },
+                            evidence,
+                        }
+                    }
+                    None => {
+                        evidence.push(Evidence::new(
+                            format!(
+                                "frame {}: {n} independent signals say the server's stack did not \
+                                 send this RST ({list}), although its TTL matches: the sender \
+                                 cannot be named",
+                                self.frame
+                            ),
+                            vec![self.frame],
+                        ));
+                        Verdict {
+                            resetter: Resetter::Unknown,
+                            cause: Cause::Unknown,
+                            hop: None,
+                            confidence: 0.3,
+                            evidence,
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     fn forgery_evidence(&self, evidence: &mut Vec<Evidence>) {
         let who = self.role_name(self.sender);
         let side = &self.rst.sides[self.sender];
         let rst = &self.rst.segment;
-        // A stack that numbers IP IDs per connection continues its sequence in its own RST
-        // (or uses 0 when it has no socket); a forger rarely knows the sequence.
-        if let (Some(last), Some(id)) = (side.ip_id.filter(|&id| id != 0), rst.ip_id) {
-            let step = id.wrapping_sub(last);
-            if id != 0 && !(1..=64).contains(&step) {
-                evidence.push(Evidence::new(
-                    format!(
-                        "frame {}: IP ID {id} does not follow the {who}'s IP ID sequence (last {last})",
-                        self.frame
-                    ),
-                    vec![self.frame],
-                ));
-            }
+        if let Some((last, id)) = self.ip_id_off() {
+            evidence.push(Evidence::new(
+                format!(
+                    "frame {}: IP ID {id} does not follow the {who}'s IP ID sequence (last {last})",
+                    self.frame
+                ),
+                vec![self.frame],
+            ));
+        }
+        if let Some(frame) = self.shape_unlike() {
+            evidence.push(Evidence::new(
+                format!(
+                    "frame {}: window 0 and no TCP options, but the {who}'s own packets carry \
+                     a window of {} and TCP options (frame {frame}): a stack that resets a \
+                     connection it still has (an RST with ACK) sends them as in its other \
+                     segments",
+                    self.frame, side.window
+                ),
+                vec![self.frame, frame],
+            ));
         }
         if let Some(tos) = side.tos.filter(|&tos| tos != rst.tos) {
             evidence.push(Evidence::new(
@@ -426,7 +551,9 @@ impl<'a> Facts<'a> {
         if forged {
             self.forged_server_reset(evidence)
         } else {
-            self.genuine_server_reset(evidence)
+            let shared = evidence.len();
+            let verdict = self.genuine_server_reset(evidence);
+            self.weigh_contradictions(verdict, shared)
         }
     }
 

@@ -95,6 +95,10 @@ pub struct Side {
     pub window: u16,
     /// TOS / traffic class of its latest non-RST packet.
     pub tos: Option<u8>,
+    /// Whether its latest packet after the handshake (not a SYN, not an RST) carried TCP
+    /// options, with that packet's frame (timestamps: a stack that negotiated them puts them
+    /// in every segment of the connection, its own resets with a socket included).
+    pub options: Option<(bool, u64)>,
 }
 
 /// One row of the compact timeline.
@@ -352,6 +356,9 @@ impl Flow {
         me.ip_id = segment.ip_id;
         me.tos = Some(segment.tos);
         me.window = segment.window;
+        if !segment.has(flags::SYN) {
+            me.options = Some((segment.has_options, frame));
+        }
         if segment.has(flags::SYN) || me.isn.is_none() {
             me.isn = Some(segment.seq);
         }

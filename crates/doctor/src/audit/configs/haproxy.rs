@@ -1,6 +1,6 @@
 //! haproxy: timeouts, idle server-connection reuse and `maxconn`.
 
-use super::{parse_duration, ConfigFacts, IdleTime, CHECK};
+use super::{parse_duration, ConfigFacts, Endpoint, IdleTime, CHECK};
 use crate::audit::{Finding, Severity};
 
 /// haproxy's default `pool-purge-delay`: how long idle server connections stay for reuse.
@@ -115,11 +115,29 @@ pub fn facts(file: &str, text: &str) -> ConfigFacts {
                 .and_then(|v| parse_duration(v, 0.001))
                 .or_else(|| timeout(section, "client"));
             if let Some(seconds) = idle {
-                facts.closes.push(IdleTime {
-                    file: file.to_string(),
-                    label: format!("{file} haproxy {} timeout http-keep-alive", section.name),
-                    seconds,
-                });
+                // `bind ADDR[,ADDR...] [options]`; a `listen` section may also give its
+                // address on its header line.
+                let header = section.name.split_whitespace().nth(2).map(str::to_string);
+                let binds = section
+                    .lines
+                    .iter()
+                    .filter(|l| l.first().map(String::as_str) == Some("bind"))
+                    .filter_map(|l| l.get(1).cloned())
+                    .chain(header)
+                    .flat_map(|a| {
+                        a.split(',')
+                            .filter_map(|one| Endpoint::parse(one, None))
+                            .collect::<Vec<_>>()
+                    })
+                    .collect();
+                facts.closes.push(
+                    IdleTime::new(
+                        file,
+                        format!("{file} haproxy {} timeout http-keep-alive", section.name),
+                        seconds,
+                    )
+                    .at(binds),
+                );
             }
         }
         if section.name.starts_with("backend") || section.name.starts_with("listen") {
@@ -141,11 +159,22 @@ pub fn facts(file: &str, text: &str) -> ConfigFacts {
                     .or_else(|| value(section, &["pool-purge-delay"]))
                     .and_then(|v| parse_duration(v, 0.001))
                     .unwrap_or(DEFAULT_POOL_PURGE);
-                facts.reuse.push(IdleTime {
-                    file: file.to_string(),
-                    label: format!("{file} haproxy {} pool-purge-delay", section.name),
-                    seconds: purge,
-                });
+                // `server NAME ADDR[:PORT] [options]` (no port: the client's, not known here).
+                let servers = section
+                    .lines
+                    .iter()
+                    .filter(|l| l.first().map(String::as_str) == Some("server"))
+                    .filter_map(|l| l.get(2))
+                    .filter_map(|a| Endpoint::parse(a, None))
+                    .collect();
+                facts.reuse.push(
+                    IdleTime::new(
+                        file,
+                        format!("{file} haproxy {} pool-purge-delay", section.name),
+                        purge,
+                    )
+                    .at(servers),
+                );
             }
         }
     }

@@ -8,13 +8,28 @@
 //! `server_keepalive_timeout_ms` (the backend's own idle timeout) is the idle keep-alive race.
 //! A file that does not parse is a warning.
 
-use super::{ConfigFacts, IdleTime, CHECK};
+use super::{ConfigFacts, Endpoint, IdleTime, CHECK};
 use crate::audit::{Finding, Severity};
 
 const REUSE_KEYS: [&str; 2] = ["pool_idle_timeout_ms", "upstream_keepalive_ms"];
 const CLOSE_KEYS: [&str; 2] = ["keepalive_timeout_ms", "client_idle_timeout_ms"];
 
-fn walk(file: &str, path: &str, table: &toml::Table, facts: &mut ConfigFacts) {
+/// The addresses in a string or an array of strings (or of tables with a `key` string).
+fn addresses(value: Option<&toml::Value>, key: &str) -> Vec<Endpoint> {
+    let one = |v: &toml::Value| {
+        let text = v
+            .as_str()
+            .or_else(|| v.get(key).and_then(toml::Value::as_str))?;
+        Endpoint::parse(text, Some(80))
+    };
+    match value {
+        Some(toml::Value::Array(items)) => items.iter().filter_map(one).collect(),
+        Some(v) => one(v).into_iter().collect(),
+        None => Vec::new(),
+    }
+}
+
+fn walk(file: &str, root: &toml::Table, path: &str, table: &toml::Table, facts: &mut ConfigFacts) {
     for (key, value) in table {
         let here = if path.is_empty() {
             key.clone()
@@ -26,26 +41,34 @@ fn walk(file: &str, path: &str, table: &toml::Table, facts: &mut ConfigFacts) {
                 if path == "upstreams" {
                     upstream_race(file, &here, inner, facts);
                 }
-                walk(file, &here, inner, facts)
+                walk(file, root, &here, inner, facts)
             }
             toml::Value::Array(items) => {
                 for (i, item) in items.iter().enumerate() {
                     if let toml::Value::Table(inner) = item {
-                        walk(file, &format!("{here}[{i}]"), inner, facts);
+                        walk(file, root, &format!("{here}[{i}]"), inner, facts);
                     }
                 }
             }
             toml::Value::Integer(ms) if *ms >= 0 => {
-                let idle = IdleTime {
-                    file: file.to_string(),
-                    label: format!("{file} holdfast {here}"),
-                    seconds: *ms as f64 / 1000.0,
-                };
+                let idle =
+                    IdleTime::new(file, format!("{file} holdfast {here}"), *ms as f64 / 1000.0);
                 let pooled = key == "idle_timeout_ms" && path.starts_with("upstreams.");
                 if pooled || REUSE_KEYS.contains(&key.as_str()) {
-                    facts.reuse.push(idle);
+                    // The pool's targets (`"http://HOST:PORT"` or `{ url = ... }`).
+                    facts
+                        .reuse
+                        .push(idle.at(addresses(table.get("targets"), "url")));
                 } else if CLOSE_KEYS.contains(&key.as_str()) {
-                    facts.closes.push(idle);
+                    // The listeners of the table that sets it (`[server] listen`), else
+                    // the top-level `server.listen`.
+                    let here = addresses(table.get("listen"), "addr");
+                    let listens = if here.is_empty() {
+                        addresses(root.get("server").and_then(|s| s.get("listen")), "addr")
+                    } else {
+                        here
+                    };
+                    facts.closes.push(idle.at(listens));
                 }
             }
             _ => {}
@@ -82,7 +105,7 @@ pub fn facts(file: &str, text: &str) -> ConfigFacts {
     let mut facts = ConfigFacts::default();
     match text.parse::<toml::Table>() {
         Ok(table) => {
-            walk(file, "", &table, &mut facts);
+            walk(file, &table, "", &table, &mut facts);
             facts.findings.push(Finding::ok(
                 CHECK,
                 format!("{file} holdfast"),
@@ -93,14 +116,36 @@ pub fn facts(file: &str, text: &str) -> ConfigFacts {
                 ),
             ));
         }
-        Err(e) => facts.findings.push(Finding::new(
-            CHECK,
-            format!("{file} holdfast"),
-            Severity::Warn,
-            format!("does not parse: {}", e.message()),
-            "Holdfast will refuse to start with this config",
-            "fix the TOML syntax at the reported place",
-        )),
+        Err(e) => {
+            // Where: line and column (1-based, in characters) of the error's span.
+            let place = e.span().map(|span| {
+                let before = &text[..span.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+                (line, column)
+            });
+            let (value, fix) = match place {
+                Some((line, column)) => (
+                    format!(
+                        "does not parse at line {line}, column {column}: {}",
+                        e.message()
+                    ),
+                    format!("fix the TOML syntax at line {line}, column {column} of {file}"),
+                ),
+                None => (
+                    format!("does not parse: {}", e.message()),
+                    format!("fix the TOML syntax of {file} (`holdfast check` shows the place)"),
+                ),
+            };
+            facts.findings.push(Finding::new(
+                CHECK,
+                format!("{file} holdfast"),
+                Severity::Warn,
+                value,
+                "Holdfast will refuse to start with this config",
+                fix,
+            ))
+        }
     }
     facts
 }
@@ -121,5 +166,21 @@ mod tests {
             facts("bad.toml", "x = [").findings[0].severity,
             Severity::Warn
         );
+        let bad = &facts("bad.toml", "[a]\nb = 1\nthis is = not toml [[[\n").findings[0];
+        assert!(bad.value.contains("line 3, column 6"), "{bad:?}");
+        assert!(bad.fix.contains("line 3, column 6"), "{bad:?}");
+    }
+
+    #[test]
+    fn holdfast_listen_and_targets_are_the_addresses_of_its_idle_times() {
+        let f = facts(
+            "h.toml",
+            "[server]\nlisten = [\"127.0.0.1:24700\"]\nclient_idle_timeout_ms = 75000\n\
+             [upstreams.api]\ntargets = [\"http://127.0.0.1:24601\", { url = \"https://b:8443\" }]\n\
+             idle_timeout_ms = 29800\n",
+        );
+        let shown = |v: &[Endpoint]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
+        assert_eq!(shown(&f.closes[0].addrs), ["127.0.0.1:24700"]);
+        assert_eq!(shown(&f.reuse[0].addrs), ["127.0.0.1:24601", "b:8443"]);
     }
 }

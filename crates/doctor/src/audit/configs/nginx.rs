@@ -1,6 +1,6 @@
 //! nginx: upstream keepalive, client keep-alive, proxy timeouts and worker limits.
 
-use super::{parse_duration, ConfigFacts, IdleTime, CHECK};
+use super::{parse_duration, ConfigFacts, Endpoint, IdleTime, CHECK};
 use crate::audit::{Finding, Severity};
 
 /// nginx's default upstream `keepalive_timeout` (when `keepalive N` is set).
@@ -72,11 +72,15 @@ pub fn facts(file: &str, text: &str) -> ConfigFacts {
             .and_then(|a| parse_duration(a, 1.0));
         let seconds = timeout.unwrap_or(DEFAULT_UPSTREAM_KEEPALIVE);
         let label = format!("{file} nginx {block} keepalive_timeout");
-        facts.reuse.push(IdleTime {
-            file: file.to_string(),
-            label: label.clone(),
-            seconds,
-        });
+        let servers = all
+            .iter()
+            .filter(|d| d.blocks.last() == Some(&block) && d.name == "server")
+            .filter_map(|d| d.args.first())
+            .filter_map(|a| Endpoint::parse(a, Some(80)))
+            .collect();
+        facts
+            .reuse
+            .push(IdleTime::new(file, label.clone(), seconds).at(servers));
         if timeout.is_none() {
             facts.findings.push(Finding::new(
                 CHECK,
@@ -109,11 +113,20 @@ pub fn facts(file: &str, text: &str) -> ConfigFacts {
         .find(|d| d.name == "keepalive_timeout" && !in_upstream(d))
         .and_then(|d| d.args.first())
         .and_then(|a| parse_duration(a, 1.0));
-    facts.closes.push(IdleTime {
-        file: file.to_string(),
-        label: format!("{file} nginx keepalive_timeout"),
-        seconds: client.unwrap_or(DEFAULT_CLIENT_KEEPALIVE),
-    });
+    let listens = all
+        .iter()
+        .filter(|d| d.name == "listen" && !in_upstream(d))
+        .filter_map(|d| d.args.first())
+        .filter_map(|a| Endpoint::parse(a, Some(80)))
+        .collect();
+    facts.closes.push(
+        IdleTime::new(
+            file,
+            format!("{file} nginx keepalive_timeout"),
+            client.unwrap_or(DEFAULT_CLIENT_KEEPALIVE),
+        )
+        .at(listens),
+    );
     for read in all.iter().filter(|d| d.name == "proxy_read_timeout") {
         let Some(seconds) = read.args.first().and_then(|a| parse_duration(a, 1.0)) else {
             continue;
