@@ -132,7 +132,7 @@ sleep 1.5
 # GET /admin/calllog: stored rows and the writer's counters (cheap, unlike a stats query
 # over a million rows).
 STORED=$(curl -s -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$ADMIN/admin/calllog" | python3 -c 'import json,sys; v=json.load(sys.stdin); print(v["stored"], v["writer"]["overflow"])') || STORED="(GET /admin/calllog failed)"
-med() { python3 -c "import statistics,sys; print(statistics.median(map(float,sys.argv[1:])))" "$@"; }
+med() { python3 -c "import statistics,sys; print(f'{statistics.median(map(float,sys.argv[1:])):.6g}')" "$@"; }
 OFF_M=$(med "${OFF_RPS[@]}"); ON_M=$(med "${ON_RPS[@]}")
 PAIRED=$(med "${RATIOS[@]}")
 OFF_C=$(med "${OFF_CPU[@]}"); ON_C=$(med "${ON_CPU[@]}")
