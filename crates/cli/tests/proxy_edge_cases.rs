@@ -528,6 +528,19 @@ async fn http2_clients_get_the_configured_header_limit() {
         .unwrap();
     let resp = sender.send_request(req).await.expect("an answer");
     assert_eq!(resp.status(), 200);
+    // Over the limit: the gateway's own 431, with a body that says why.
+    let req = hyper::Request::get(format!("http://{}/bigger", hf.addr))
+        .header("x-big", "a".repeat(70_000))
+        .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+        .unwrap();
+    let resp = sender.send_request(req).await.expect("an answer");
+    assert_eq!(resp.status(), 431);
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let body = String::from_utf8_lossy(&body);
+    assert!(body.contains("headers_too_large"), "{body}");
 }
 
 #[test]

@@ -206,8 +206,12 @@ fn connection_builder(limits: &Limits) -> Arc<auto::Builder<TokioExecutor>> {
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(1024)
-        // hyper's own default is 16 KiB whatever the config says.
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+        // hyper's own default is 16 KiB whatever the config says. Twice the limit here: the
+        // gateway measures the headers itself and answers a JSON 431 (h2 would send a bare
+        // one); only heads over twice the limit get h2's own refusal.
+        .max_header_list_size(
+            u32::try_from(limits.max_header_bytes.saturating_mul(2)).unwrap_or(u32::MAX),
+        );
     Arc::new(builder)
 }
 
