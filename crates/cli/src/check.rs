@@ -20,9 +20,16 @@ pub fn run(args: CheckArgs) -> u8 {
             // Files the config points at (CA bundles, `sslrootcert`) are read here too, as `serve`
             // would.
             let mut file_errors = 0;
+            let lines = std::fs::read_to_string(&args.file)
+                .map(|text| config::locate::LineIndex::new(&text))
+                .ok();
             for up in cfg.upstreams.values() {
                 if let Err(e) = holdfast_proxy::dial::Dialer::new(up) {
-                    eprintln!("{}: {e}", args.file.display());
+                    let at = match lines.as_ref().and_then(|l| l.line_of(&e.key())) {
+                        Some(line) => format!("{}:{line}", args.file.display()),
+                        None => args.file.display().to_string(),
+                    };
+                    eprintln!("{at}: {e}");
                     file_errors += 1;
                 }
             }

@@ -164,6 +164,25 @@ fn https_targets_are_reached_over_tls_with_the_pools_ca() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("upstreams.secure.tls_ca_file"), "{err}");
+    // `check` names the line as well.
+    let cfg = dir.join("bad.toml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_holdfast"))
+        .arg("check")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .lines()
+        .position(|l| l.starts_with("tls_ca_file"))
+        .unwrap()
+        + 1;
+    assert!(
+        err.contains(&format!("bad.toml:{line}: upstreams.secure.tls_ca_file")),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -36,6 +36,18 @@ pub enum TlsSetupError {
     },
 }
 
+impl TlsSetupError {
+    /// The config key at fault (`upstreams.POOL.KEY`).
+    pub fn key(&self) -> String {
+        match self {
+            TlsSetupError::CaFile { pool, .. } | TlsSetupError::NoCertificates { pool, .. } => {
+                format!("upstreams.{pool}.tls_ca_file")
+            }
+            TlsSetupError::ClientAuth { pool, key, .. } => format!("upstreams.{pool}.{key}"),
+        }
+    }
+}
+
 /// Why a connection could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum DialError {
