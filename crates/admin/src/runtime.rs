@@ -392,11 +392,16 @@ impl RequestGuard for Guard {
         req: &'a http::request::Parts,
         ctx: &'a RequestContext,
     ) -> BoxFuture<'a, Result<GuardHeaders, http::Response<Body>>> {
-        // Key auth with node-local limits decides without awaiting: no future to build.
-        match self.0.check_request_now(&self.1, req, ctx) {
-            Some(decided) => Box::pin(std::future::ready(decided)),
-            None => Box::pin(self.0.check_request(&self.1, req, ctx)),
-        }
+        Box::pin(self.0.check_request(&self.1, req, ctx))
+    }
+
+    /// Key auth with node-local limits decides without awaiting: no future to build.
+    fn check_now(
+        &self,
+        req: &http::request::Parts,
+        ctx: &RequestContext,
+    ) -> Option<Result<GuardHeaders, http::Response<Body>>> {
+        self.0.check_request_now(&self.1, req, ctx)
     }
 }
 

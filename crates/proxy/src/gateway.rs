@@ -365,7 +365,11 @@ impl Gateway {
         let (mut parts, body) = req.into_parts();
         let mut added: GuardHeaders = None;
         for guard in &state.plugins.guards {
-            match guard.check(&parts, &ctx).await {
+            let decided = match guard.check_now(&parts, &ctx) {
+                Some(decided) => decided,
+                None => guard.check(&parts, &ctx).await,
+            };
+            match decided {
                 Ok(None) => {}
                 Ok(Some(headers)) => match &mut added {
                     Some(all) => all.extend(headers),

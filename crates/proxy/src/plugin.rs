@@ -67,6 +67,17 @@ pub trait RequestGuard: Send + Sync + 'static {
         ctx: &'a RequestContext,
     ) -> BoxFuture<'a, Result<GuardHeaders, Response<Body>>>;
 
+    /// The same decision without a future, when the guard can make it without waiting; `None`
+    /// sends the request to [`RequestGuard::check`]. (A boxed future per request costs an
+    /// allocation even when it is ready at once.)
+    fn check_now(
+        &self,
+        _req: &http::request::Parts,
+        _ctx: &RequestContext,
+    ) -> Option<Result<GuardHeaders, Response<Body>>> {
+        None
+    }
+
     /// A request header that must not reach the upstream or handler (the credential this guard
     /// checked, e.g. the consumer's API key). Removed after every guard let the request through.
     fn strip_request_header(&self, _ctx: &RequestContext) -> Option<&http::HeaderName> {

@@ -86,7 +86,9 @@ pub fn parse_head(
             *span = (name, name + h.name.len(), value, value + h.value.len());
         }
         let head = buf.split_to(len).freeze();
-        let mut headers = HeaderMap::with_capacity(count);
+        // Room for what the gateway adds on the way to the client (`Via`, a guard's
+        // `RateLimit-*`): no regrowth of the map per response.
+        let mut headers = HeaderMap::with_capacity(count + 6);
         for &(ns, ne, vs, ve) in &spans[..count] {
             let name = HeaderName::from_bytes(&head[ns..ne]).map_err(|_| {
                 ExchangeError::Parse(format!(
