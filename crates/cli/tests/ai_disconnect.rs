@@ -2,94 +2,37 @@
 //! access log must say `client_aborted` with the deployment, attempts and tokens so far, and
 //! the provider's stream must be let go.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+mod proxy_support;
+
 use std::time::{Duration, Instant};
 
 use holdfast_mock_providers::{Behavior, MockProvider};
+use proxy_support::Holdfast;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-struct Holdfast {
-    child: Child,
-    addr: String,
-    log: mpsc::Receiver<String>,
-    dir: std::path::PathBuf,
-}
-
-impl Drop for Holdfast {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
+/// `holdfast serve` with one `ai` route and the `[ai]` section `ai`, access log on stdout.
 fn serve(ai: &str) -> Holdfast {
-    let dir = std::env::temp_dir().join(format!(
-        "holdfast-ai-disconnect-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("holdfast.toml");
-    let config = format!(
+    Holdfast::start(&format!(
         "[server]\nlisten = [\"127.0.0.1:0\"]\naccess_log = \"stdout\"\n\n\
          [[routes]]\nname = \"ai\"\npath_prefix = \"/v1\"\nhandler = \"ai\"\n\n{ai}"
-    );
-    std::fs::write(&path, config).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_holdfast"))
-        .args(["serve", "--config"])
-        .arg(&path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("holdfast starts");
-    let (tx, log) = mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let (addr_tx, addr_rx) = mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(url) = line.strip_prefix("holdfast: listening on ") {
-                let _ = addr_tx.send(url.trim().trim_start_matches("http://").to_string());
-            }
-        }
-    });
-    let addr = addr_rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("holdfast prints its listening address");
-    Holdfast {
-        child,
-        addr,
-        log,
-        dir,
-    }
+    ))
 }
 
-impl Holdfast {
-    /// The next access-log record with AI usage.
-    fn next_ai_record(&self, wait: Duration) -> Option<Value> {
-        let deadline = Instant::now() + wait;
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            let line = self.log.recv_timeout(left).ok()?;
-            if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                if v.get("ai").is_some_and(|a| !a.is_null()) {
-                    return Some(v);
-                }
-            }
+/// The first access-log record with AI usage, waiting up to `wait`.
+fn next_ai_record(hf: &Holdfast, wait: Duration) -> Option<Value> {
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
+        if let Some(r) = hf
+            .records()
+            .into_iter()
+            .find(|v| v.get("ai").is_some_and(|a| !a.is_null()))
+        {
+            return Some(r);
         }
-        None
+        std::thread::sleep(Duration::from_millis(20));
     }
+    None
 }
 
 /// Send a POST on a raw connection and return the socket once `want` bytes of the
@@ -131,7 +74,7 @@ async fn a_client_leaving_mid_stream_is_logged_as_client_aborted() {
     ));
     mock.push([Behavior::Stall { after_chunks: 3 }]);
     let s = start_call(
-        &hf.addr,
+        &hf.addr.to_string(),
         json!({"model": "fast", "stream": true,
             "messages": [{"role": "user", "content": "tell me a long story"}]}),
         300,
@@ -140,9 +83,7 @@ async fn a_client_leaving_mid_stream_is_logged_as_client_aborted() {
     let left = Instant::now();
     drop(s);
 
-    let rec = hf
-        .next_ai_record(Duration::from_secs(30))
-        .expect("the call is logged");
+    let rec = next_ai_record(&hf, Duration::from_secs(30)).expect("the call is logged");
     let ai = &rec["ai"];
     assert_eq!(ai["outcome"], "client_aborted", "{rec}");
     assert_eq!(ai["deployment"], "openai/gpt-4o-mini", "{rec}");
@@ -193,7 +134,7 @@ async fn a_client_leaving_a_non_streaming_call_is_logged_with_its_attempts() {
         Behavior::SlowFirstToken(Duration::from_secs(5)),
     ]);
     let s = start_call(
-        &hf.addr,
+        &hf.addr.to_string(),
         json!({"model": "fast", "messages": [{"role": "user", "content": "hi"}]}),
         0,
     )
@@ -201,9 +142,7 @@ async fn a_client_leaving_a_non_streaming_call_is_logged_with_its_attempts() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let left = Instant::now();
     drop(s);
-    let rec = hf
-        .next_ai_record(Duration::from_secs(30))
-        .expect("the call is logged");
+    let rec = next_ai_record(&hf, Duration::from_secs(30)).expect("the call is logged");
     eprintln!(
         "non-streaming: logged after {:?}: status {} outcome {} attempts {} deployment {}; \
          provider requests a={} b={}",
