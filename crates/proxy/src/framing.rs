@@ -15,8 +15,9 @@
 //! The watcher finds each head by following the body framing of the one before it
 //! (`Content-Length` or chunked; a request with neither has no body), with the same rules
 //! hyper applies. Heads are held back until complete (they are small); body bytes go straight
-//! through. HTTP/2, HTTP/1.0, upgrades and `CONNECT` switch it to pass-through and leave the
-//! verdict to hyper.
+//! through. HTTP/2 and HTTP/1.0 switch it to pass-through and leave the verdict to hyper;
+//! upgrades and `CONNECT` (HTTP/1.1) do too, after their head passed the `Host` and
+//! Content-Length/Transfer-Encoding checks.
 
 use std::future::Future;
 use std::io;

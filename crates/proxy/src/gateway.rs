@@ -604,8 +604,13 @@ impl Gateway {
             let mut p = p;
             p.recorded = true;
             let Outcome { class, trace } = outcome;
-            let extra_class = p.extra.lock().ok().and_then(|e| e.reset_class);
-            let class = class.or(extra_class).or(match ending {
+            // The call is over: nothing fills `extra` any more, so take it rather than copy.
+            let mut extra = p
+                .extra
+                .lock()
+                .map(|mut e| std::mem::take(&mut *e))
+                .unwrap_or_default();
+            let class = class.or(extra.reset_class).or(match ending {
                 Ending::Complete => None,
                 Ending::Failed => Some(ResetClass::UpstreamResetMidResponse),
                 Ending::Dropped => Some(ResetClass::ClientAborted),
@@ -628,12 +633,6 @@ impl Gateway {
             if !me.observers.logs() && observers.is_empty() {
                 return;
             }
-            // The call is over: nothing fills `extra` any more, so take it rather than copy.
-            let mut extra = p
-                .extra
-                .lock()
-                .map(|mut e| std::mem::take(&mut *e))
-                .unwrap_or_default();
             if extra.service.is_none() {
                 extra.service = route.and_then(|r| r.route.service.clone());
             }
