@@ -9,24 +9,6 @@ use common::*;
 use holdfast_mock_providers::{Behavior, MockProvider};
 use serde_json::{json, Value};
 
-const PROVIDERS: [&str; 5] = ["openai", "azure", "anthropic", "gemini", "ollama"];
-
-fn upstream_model(p: &str) -> &'static str {
-    match p {
-        "openai" => "gpt-4o-mini",
-        "azure" => "my-gpt4o-deployment",
-        "anthropic" => "claude-3-5-haiku-20241022",
-        "gemini" => "gemini-1.5-flash",
-        _ => "llama3.2",
-    }
-}
-
-async fn setup(p: &str) -> (MockProvider, Gateway) {
-    let mock = MockProvider::start().await.unwrap();
-    let gw = start(&model("m", p, upstream_model(p), &base(p, &mock.url()))).await;
-    (mock, gw)
-}
-
 fn hi(stream: bool) -> Value {
     json!({"model": "m", "stream": stream, "messages": [{"role": "user", "content": "hi"}]})
 }

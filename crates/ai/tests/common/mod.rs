@@ -266,3 +266,26 @@ pub fn base(provider: &str, url: &str) -> String {
         _ => url.to_string(),
     }
 }
+
+/// Every provider kind the adapters speak.
+pub const PROVIDERS: [&str; 5] = ["openai", "azure", "anthropic", "gemini", "ollama"];
+
+/// The provider-side model name each provider kind answers with in the tests.
+pub fn upstream_model(p: &str) -> &'static str {
+    match p {
+        "openai" => "gpt-4o-mini",
+        "azure" => "my-gpt4o-deployment",
+        "anthropic" => "claude-3-5-haiku-20241022",
+        "gemini" => "gemini-1.5-flash",
+        _ => "llama3.2",
+    }
+}
+
+/// A mock provider of kind `p` and a gateway with one model `m` on it.
+pub async fn setup(p: &str) -> (holdfast_mock_providers::MockProvider, Gateway) {
+    let mock = holdfast_mock_providers::MockProvider::start()
+        .await
+        .unwrap();
+    let gw = start(&model("m", p, upstream_model(p), &base(p, &mock.url()))).await;
+    (mock, gw)
+}

@@ -261,19 +261,6 @@ mod tests {
             Some("socks5h")
         );
     }
-}
-
-#[cfg(test)]
-mod audit_tests {
-    use super::*;
-
-    fn env(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |name| {
-            vars.iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, v)| v.to_string())
-        }
-    }
 
     #[test]
     fn the_variable_actually_set_is_named() {
