@@ -220,5 +220,6 @@ pub fn limits_of(server: &holdfast_core::config::ServerConfig) -> Limits {
         header_timeout: server.header_timeout,
         client_idle_timeout: server.client_idle_timeout,
         max_header_bytes: server.max_header_bytes,
+        ignore_client_abort: server.ignore_client_abort,
     }
 }

@@ -320,6 +320,33 @@ async fn an_http2_request_cancelled_before_its_answer_is_logged_as_client_aborte
     assert_eq!(r["status"], 499, "{r}");
 }
 
+#[test]
+fn an_http1_client_that_leaves_before_its_answer_is_logged_as_client_aborted() {
+    let slow = holdfast_testkit::Misbehaving::start(holdfast_testkit::Behavior::Slow(
+        Duration::from_millis(3000),
+    ))
+    .unwrap();
+    let hf = Holdfast::start(&config(&slow.url(), ""));
+    let mut s = std::net::TcpStream::connect(hf.addr).unwrap();
+    s.write_all(b"GET /left HTTP/1.1\r\nhost: x\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    drop(s);
+    let r = record_of(&hf, "/left");
+    assert_eq!(r["reset_class"], "client_aborted", "{r}");
+    assert_eq!(r["status"], 499, "{r}");
+    // Logged when the client left, not when the upstream would have answered; with the
+    // attempt that was under way.
+    let total = r["total_ms"].as_f64().unwrap();
+    assert!((250.0..2500.0).contains(&total), "{r}");
+    assert_eq!(r["attempts"], 1, "{r}");
+    assert_eq!(
+        r["target"].as_str(),
+        Some(slow.url().trim_start_matches("http://")),
+        "{r}"
+    );
+}
+
 /// An upstream that switches to an "echo" protocol on `Upgrade: echo` and then sends back
 /// every byte it gets; without the upgrade headers it answers 426.
 fn echo_upgrade_upstream() -> SocketAddr {

@@ -147,13 +147,31 @@ fn http_hygiene_statuses() {
         .unwrap();
     assert_eq!(ok.status, 200);
     assert_eq!(ok.header("via"), Some("1.1 holdfast"));
-    // A client that shuts down its sending side after the request still gets the answer.
-    let mut s = TcpStream::connect(hf.addr).unwrap();
+}
+
+/// Send a request, shut down the sending side, and read what comes back.
+fn half_closed_request(addr: std::net::SocketAddr) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
     s.shutdown(std::net::Shutdown::Write).unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).expect("closed with a FIN");
+    out
+}
+
+#[test]
+fn a_half_close_is_an_abort_unless_configured_otherwise() {
+    let up = Misbehaving::start(Behavior::Slow(Duration::from_millis(300))).unwrap();
+    // Default: the FIN while the upstream works means the client left (as nginx and Envoy
+    // read it); no answer is written, and the connection is closed with a FIN.
+    let hf = Holdfast::start(&config(&up.url(), "", ""));
+    let out = half_closed_request(hf.addr);
+    assert_eq!(out, "", "a client that left gets nothing");
+    // `ignore_client_abort = true`: the client only shut down its sending side, and still
+    // gets the answer.
+    let hf = Holdfast::start(&config(&up.url(), "ignore_client_abort = true", ""));
+    let out = half_closed_request(hf.addr);
     assert!(
         out.starts_with("HTTP/1.1 200"),
         "half-closed client: {out:?}"

@@ -134,6 +134,9 @@ struct Pending {
     gateway: Arc<Gateway>,
     /// The call was recorded (or handed to `finish`, which records it).
     recorded: bool,
+    /// The upstream attempts so far: a client that leaves mid-exchange is logged with the
+    /// target and attempts that were under way.
+    trace: Trace,
 }
 
 impl Drop for Pending {
@@ -159,14 +162,23 @@ impl Drop for Pending {
             extra: self.extra.clone(),
             gateway: self.gateway.clone(),
             recorded: false,
+            trace: Trace::default(),
         };
+        let trace = std::mem::take(&mut self.trace);
         let closed = StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST);
         let resp = Response::builder()
             .status(closed)
             .body(responses::full(Bytes::new()))
             .unwrap_or_default();
         let gateway = self.gateway.clone();
-        drop(gateway.finish(resp, p, Outcome::plain(Some(ResetClass::ClientAborted))));
+        drop(gateway.finish(
+            resp,
+            p,
+            Outcome {
+                class: Some(ResetClass::ClientAborted),
+                trace,
+            },
+        ));
     }
 }
 
@@ -261,6 +273,7 @@ impl Gateway {
             state: state.clone(),
             gateway: self.clone(),
             recorded: false,
+            trace: Trace::default(),
         };
         if let Some(mark) = req.headers().get(MARK_HEADER) {
             // Set by the framing watcher (a client may send it too; it only hurts itself).
@@ -480,10 +493,9 @@ impl Gateway {
         };
         let http2_client = parts.version == http::Version::HTTP_2;
         let out = outgoing(parts, body.into_out(), &pending.client, &up, protocol);
-        let mut trace = Trace::default();
         let forwarded = self
             .unless_given_up(
-                forward(&up, &route.route, &state.budget, &out, &mut trace),
+                forward(&up, &route.route, &state.budget, &out, &mut pending.trace),
                 http2_client,
             )
             .await
@@ -496,6 +508,7 @@ impl Gateway {
                         .into(),
                 })
             });
+        let trace = std::mem::take(&mut pending.trace);
         match forwarded {
             Ok(mut response) => {
                 if response.status() == StatusCode::SWITCHING_PROTOCOLS && client_side.is_none() {

@@ -29,6 +29,8 @@ pub struct Limits {
     pub header_timeout: Duration,
     pub client_idle_timeout: Duration,
     pub max_header_bytes: usize,
+    /// Answer clients that half-close (see `ServerConfig::ignore_client_abort`).
+    pub ignore_client_abort: bool,
 }
 
 /// Answer `raw` (a complete response), send a FIN, and read what the client still sends so
@@ -198,8 +200,10 @@ fn connection_builder(limits: &Limits) -> Arc<auto::Builder<TokioExecutor>> {
         .http1()
         .timer(TokioTimer::new())
         .keep_alive(true)
-        // A client that shuts down its sending side after the request still gets the answer.
-        .half_close(true)
+        // Off (the default): a FIN from the client while its request is in flight ends the
+        // exchange (hyper drops the request future; it is logged `client_aborted`). On: the
+        // client may have only shut down its sending side, and still gets the answer.
+        .half_close(limits.ignore_client_abort)
         .header_read_timeout(limits.client_idle_timeout)
         .max_buf_size(limits.max_header_bytes.max(8192));
     builder

@@ -17,6 +17,7 @@
 //! demo_upstream = "127.0.0.1:9000"  # start the built-in demo upstream here
 //! front_idle_timeout_ms = 60000     # idle timeout of a load balancer in front (for `check`)
 //! workers = 0                       # threads serving requests; 0 = one per CPU, 1 = one thread
+//! ignore_client_abort = false       # true: a client that closes its side still gets its answer
 //! ```
 
 use std::net::SocketAddr;
@@ -45,6 +46,7 @@ pub struct RawServer {
     pub demo_upstream: Option<String>,
     pub front_idle_timeout_ms: Option<u64>,
     pub workers: Option<usize>,
+    pub ignore_client_abort: Option<bool>,
 }
 
 /// Where the JSON access log goes.
@@ -78,6 +80,11 @@ pub struct ServerConfig {
     /// Threads serving requests: 0 = one per CPU; 1 = a single-threaded runtime (the fastest
     /// per core; like one nginx worker).
     pub workers: usize,
+    /// `false` (the default): an HTTP/1 client that closes its side of the connection while its
+    /// request is in flight has left; the upstream exchange is cancelled and logged
+    /// `client_aborted` (nginx's and Envoy's behaviour). `true`: a half-close is not an abort;
+    /// the client still gets its answer (nginx's `proxy_ignore_client_abort on`).
+    pub ignore_client_abort: bool,
 }
 
 impl Default for ServerConfig {
@@ -97,6 +104,7 @@ impl Default for ServerConfig {
             demo_upstream: None,
             front_idle_timeout: None,
             workers: 0,
+            ignore_client_abort: false,
         }
     }
 }
@@ -296,6 +304,7 @@ pub fn validate(raw: &RawServer, errors: &mut Vec<ConfigError>) -> ServerConfig 
         access_log,
         demo_upstream,
         front_idle_timeout: raw.front_idle_timeout_ms.map(Duration::from_millis),
+        ignore_client_abort: raw.ignore_client_abort.unwrap_or(d.ignore_client_abort),
     }
 }
 
