@@ -145,6 +145,16 @@ pub fn shape() -> &'static schema::Shape {
                 schema::Shape::of::<upstream::RawWeightedTarget>(),
             ]);
         }
+        // Keys with a narrower valid range than their type's: type errors name that range,
+        // not the integer type's (the range itself is checked with the other values).
+        for (path, range) in [
+            ("routes.[].max_attempts", (1, 10)),
+            ("server.workers", (0, 1024)),
+        ] {
+            if let Some(schema::Shape::Int { shown, .. }) = shape.at_mut(path) {
+                *shown = Some(range);
+            }
+        }
         shape
     })
 }

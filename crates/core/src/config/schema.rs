@@ -21,10 +21,12 @@ pub enum Shape {
     /// Not known (anything is accepted here; serde has the last word).
     Any,
     Bool,
-    /// A whole number from `min` to `max`.
+    /// A whole number from `min` to `max` (the type's bounds). `shown`: the narrower range
+    /// that is valid, named in messages instead (validation checks it later).
     Int {
         min: i128,
         max: i128,
+        shown: Option<(i128, i128)>,
     },
     Float,
     Str,
@@ -63,10 +65,14 @@ impl Shape {
         match self {
             Shape::Any => "a value".into(),
             Shape::Bool => "`true` or `false`".into(),
-            Shape::Int { min, max } if *max >= i128::from(i64::MAX) => {
+            Shape::Int {
+                shown: Some((min, max)),
+                ..
+            } => format!("a whole number from {min} to {max}"),
+            Shape::Int { min, max, .. } if *max >= i128::from(i64::MAX) => {
                 format!("a whole number of {min} or more")
             }
-            Shape::Int { min, max } => format!("a whole number from {min} to {max}"),
+            Shape::Int { min, max, .. } => format!("a whole number from {min} to {max}"),
             Shape::Float => "a number".into(),
             Shape::Str => "a string".into(),
             Shape::Array(inner) => match **inner {
@@ -120,7 +126,7 @@ struct Probe<'a> {
 macro_rules! probe_int {
     ($($method:ident $visit:ident $t:ty),*) => {$(
         fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ProbeError> {
-            *self.out = Shape::Int { min: <$t>::MIN as i128, max: <$t>::MAX as i128 };
+            *self.out = Shape::Int { min: <$t>::MIN as i128, max: <$t>::MAX as i128, shown: None };
             visitor.$visit(0)
         }
     )*};
@@ -449,7 +455,7 @@ impl Walk<'_> {
         match (value, shape) {
             (_, Shape::Any) => true,
             (DeValue::Boolean(_), Shape::Bool) => true,
-            (DeValue::Integer(i), Shape::Int { min, max }) => {
+            (DeValue::Integer(i), Shape::Int { min, max, .. }) => {
                 integer(i).is_some_and(|n| (*min..=*max).contains(&n))
             }
             (DeValue::Integer(_) | DeValue::Float(_), Shape::Float) => true,

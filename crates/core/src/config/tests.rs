@@ -582,3 +582,20 @@ fn cut_or_garbled_files_give_errors_not_panics() {
         let _ = parse(&garbled, "x.toml", env);
     }
 }
+
+#[test]
+fn range_errors_name_the_keys_valid_range_not_the_integer_types() {
+    let text = "[server]\nworkers = \"many\"\n[upstreams.a]\ntargets = [\"http://h:1\"]\n[[routes]]\nupstream = \"a\"\nmax_attempts = \"x\"\n[[routes]]\nupstream = \"a\"\nmax_attempts = -1\n";
+    let errs = parse(text, "x.toml", env).unwrap_err().0;
+    let text_of = |key: &str| {
+        errs.iter()
+            .find(|e| e.key == key)
+            .map(|e| e.to_string())
+            .unwrap_or_else(|| panic!("no error for {key}: {errs:?}"))
+    };
+    assert!(text_of("server.workers").contains("from 0 to 1024"));
+    assert!(text_of("routes[0].max_attempts").contains("from 1 to 10"));
+    let negative = text_of("routes[1].max_attempts");
+    assert!(negative.contains("from 1 to 10"), "{negative}");
+    assert!(!negative.contains("4294967295"), "{negative}");
+}
