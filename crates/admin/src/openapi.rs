@@ -2,14 +2,16 @@
 
 use serde_json::{json, Map, Value};
 
-/// (method, path, summary, request body schema name or "", success status)
-const OPERATIONS: &[(&str, &str, &str, &str, &str)] = &[
+/// (method, path, summary, request body schema name or "", success status, success body schema
+/// name: `Name`, or `[Name]` for an array of them)
+const OPERATIONS: &[(&str, &str, &str, &str, &str, &str)] = &[
     (
         "get",
         "/admin/tenants",
         "List the tenants the token may see",
         "",
         "200",
+        "[Tenant]",
     ),
     (
         "post",
@@ -17,6 +19,7 @@ const OPERATIONS: &[(&str, &str, &str, &str, &str)] = &[
         "Create a tenant (super admin)",
         "NewTenant",
         "201",
+        "Tenant",
     ),
     (
         "get",
@@ -24,6 +27,7 @@ const OPERATIONS: &[(&str, &str, &str, &str, &str)] = &[
         "Show a tenant",
         "",
         "200",
+        "Tenant",
     ),
     (
         "delete",
@@ -31,6 +35,7 @@ const OPERATIONS: &[(&str, &str, &str, &str, &str)] = &[
         "Delete a tenant (super admin); 409 while it has services or consumers unless ?force=true, which deletes them with their keys and subscriptions",
         "",
         "200",
+        "DeletedTenant",
     ),
     (
         "get",
@@ -38,6 +43,7 @@ const OPERATIONS: &[(&str, &str, &str, &str, &str)] = &[
         "List services",
         "",
         "200",
+        "[Service]",
     ),
     (
         "post",
@@ -45,6 +51,7 @@ const OPERATIONS: &[(&str, &str, &str, &str, &str)] = &[
         "Create a service",
         "NewService",
         "201",
+        "Service",
     ),
     (
         "get",
@@ -52,6 +59,7 @@ const OPERATIONS: &[(&str, &str, &str, &str, &str)] = &[
         "Show a service",
         "",
         "200",
+        "Service",
     ),
     (
         "patch",
@@ -59,6 +67,7 @@ const OPERATIONS: &[(&str, &str, &str, &str, &str)] = &[
         "Change require_approval and/or the limits (limits are replaced as a whole)",
         "ServicePatch",
         "200",
+        "Service",
     ),
     (
         "delete",
@@ -66,6 +75,7 @@ const OPERATIONS: &[(&str, &str, &str, &str, &str)] = &[
         "Delete a service with its versions and the subscriptions to it",
         "",
         "200",
+        "DeletedService",
     ),
     (
         "put",
@@ -73,6 +83,7 @@ const OPERATIONS: &[(&str, &str, &str, &str, &str)] = &[
         "Add a version or set its lifecycle state",
         "VersionState",
         "200",
+        "Service",
     ),
     (
         "get",
@@ -80,6 +91,7 @@ const OPERATIONS: &[(&str, &str, &str, &str, &str)] = &[
         "List consumers",
         "",
         "200",
+        "[Consumer]",
     ),
     (
         "post",
@@ -87,6 +99,7 @@ const OPERATIONS: &[(&str, &str, &str, &str, &str)] = &[
         "Create a consumer",
         "NewConsumer",
         "201",
+        "Consumer",
     ),
     (
         "get",
@@ -94,6 +107,7 @@ const OPERATIONS: &[(&str, &str, &str, &str, &str)] = &[
         "Show a consumer",
         "",
         "200",
+        "Consumer",
     ),
     (
         "patch",
@@ -101,6 +115,7 @@ const OPERATIONS: &[(&str, &str, &str, &str, &str)] = &[
         "Replace a consumer's limits",
         "ConsumerPatch",
         "200",
+        "Consumer",
     ),
     (
         "delete",
@@ -108,6 +123,7 @@ const OPERATIONS: &[(&str, &str, &str, &str, &str)] = &[
         "Delete a consumer with its API keys and subscriptions",
         "",
         "200",
+        "DeletedConsumer",
     ),
     (
         "post",
@@ -115,6 +131,7 @@ const OPERATIONS: &[(&str, &str, &str, &str, &str)] = &[
         "Issue an API key (shown once)",
         "NewKey",
         "201",
+        "IssuedKey",
     ),
     (
         "get",
@@ -122,6 +139,7 @@ const OPERATIONS: &[(&str, &str, &str, &str, &str)] = &[
         "List API keys (prefixes only)",
         "",
         "200",
+        "[ApiKey]",
     ),
     (
         "patch",
@@ -129,6 +147,7 @@ const OPERATIONS: &[(&str, &str, &str, &str, &str)] = &[
         "Change a key's limits (replaced as a whole) and/or expiry (expires_in_s; null: none)",
         "KeyPatch",
         "200",
+        "ApiKey",
     ),
     (
         "post",
@@ -136,6 +155,7 @@ const OPERATIONS: &[(&str, &str, &str, &str, &str)] = &[
         "Revoke an API key",
         "",
         "200",
+        "ApiKey",
     ),
     (
         "get",
@@ -143,6 +163,7 @@ const OPERATIONS: &[(&str, &str, &str, &str, &str)] = &[
         "List subscriptions",
         "",
         "200",
+        "[Subscription]",
     ),
     (
         "post",
@@ -150,6 +171,7 @@ const OPERATIONS: &[(&str, &str, &str, &str, &str)] = &[
         "Subscribe a consumer to a service",
         "NewSubscription",
         "201",
+        "Subscription",
     ),
     (
         "delete",
@@ -157,6 +179,7 @@ const OPERATIONS: &[(&str, &str, &str, &str, &str)] = &[
         "Delete a subscription (to re-request a decided one: delete, then subscribe again)",
         "",
         "200",
+        "DeletedSubscription",
     ),
     (
         "post",
@@ -164,6 +187,7 @@ const OPERATIONS: &[(&str, &str, &str, &str, &str)] = &[
         "Approve a pending subscription (409 once decided)",
         "",
         "200",
+        "Subscription",
     ),
     (
         "post",
@@ -171,6 +195,7 @@ const OPERATIONS: &[(&str, &str, &str, &str, &str)] = &[
         "Reject a pending subscription (409 once decided)",
         "",
         "200",
+        "Subscription",
     ),
     (
         "get",
@@ -178,6 +203,7 @@ const OPERATIONS: &[(&str, &str, &str, &str, &str)] = &[
         "Analytics of one tenant (query: since, bucket, top)",
         "",
         "200",
+        "TenantStats",
     ),
     (
         "get",
@@ -185,6 +211,7 @@ const OPERATIONS: &[(&str, &str, &str, &str, &str)] = &[
         "Analytics of all tenants (super admin)",
         "",
         "200",
+        "Stats",
     ),
     (
         "get",
@@ -192,6 +219,7 @@ const OPERATIONS: &[(&str, &str, &str, &str, &str)] = &[
         "Call-log writer and cache counters (super admin)",
         "",
         "200",
+        "CallLogStatus",
     ),
     (
         "post",
@@ -199,6 +227,7 @@ const OPERATIONS: &[(&str, &str, &str, &str, &str)] = &[
         "Delete calls older than the retention, or than ?older_than=DURATION (super admin)",
         "",
         "200",
+        "PruneResult",
     ),
 ];
 
@@ -208,11 +237,108 @@ fn limits_schema() -> Value {
         "rps": n, "rpm": n, "tokens_per_min": n, "tokens_per_day": n, "tokens_per_month": n } })
 }
 
+/// A reference to a component schema.
+fn r(name: &str) -> Value {
+    json!({ "$ref": format!("#/components/schemas/{name}") })
+}
+
+/// An object of a response: every property is always present (`required`) and there are no
+/// others.
+fn object(props: Value) -> Value {
+    let required: Vec<&String> = props.as_object().expect("properties").keys().collect();
+    json!({ "type": "object", "additionalProperties": false, "required": required,
+        "properties": props })
+}
+
+/// The schemas of the success responses, as the handlers serialize them (`holdfast-store`'s
+/// model and analytics types, the admin crate's counters).
+fn response_schemas() -> Map<String, Value> {
+    let s = json!({ "type": "string" });
+    let ms =
+        json!({ "type": "integer", "format": "int64", "description": "ms since the Unix epoch" });
+    let ms_or_null = json!({ "type": ["integer", "null"], "format": "int64",
+        "description": "ms since the Unix epoch, or null" });
+    let count = json!({ "type": "integer", "minimum": 0 });
+    let millis = json!({ "type": "number", "minimum": 0 });
+    let rate = json!({ "type": "number", "minimum": 0, "maximum": 1 });
+    let counts = json!({ "type": "object", "additionalProperties": count });
+    let array = |name: &str| json!({ "type": "array", "items": r(name) });
+
+    let api_key = object(json!({
+        "prefix": { "type": "string", "description": "the recognisable, non-secret start of the key" },
+        "tenant": s, "consumer": s, "limits": r("Limits"), "created_ms": ms,
+        "expires_ms": ms_or_null, "revoked_ms": ms_or_null }));
+    let mut issued_key = api_key.clone();
+    issued_key["properties"]["key"] =
+        json!({ "type": "string", "description": "the full key, shown only this once" });
+    issued_key["required"]
+        .as_array_mut()
+        .expect("required")
+        .insert(0, json!("key"));
+
+    let mut tenant_stats = object(json!({
+        "since_ms": ms, "calls": count, "errors": count, "error_rate": rate,
+        "p50_ms": millis, "p95_ms": millis, "p99_ms": millis,
+        "buckets": array("Bucket"),
+        "top_consumers": array("TopEntry"), "top_services": array("TopEntry"),
+        "top_routes": array("TopEntry"),
+        "resets_by_class": counts, "usage": array("UsageEntry"), "calls_by_node": counts,
+        "call_log": r("CallLogStats") }));
+    // The node's call-log writer counters are shown to a super admin only.
+    let mut stats = tenant_stats.clone();
+    tenant_stats["required"]
+        .as_array_mut()
+        .expect("required")
+        .retain(|k| k != "call_log");
+    tenant_stats["description"] =
+        json!("`call_log` (the node's writer counters) only for a super admin token");
+    stats["description"] = json!("analytics of every tenant's calls");
+
+    let deleted = |what: Value| object(json!({ "deleted": object(what) }));
+    let out = json!({
+        "Lifecycle": { "type": "string", "enum": ["draft", "published", "deprecated", "retired"] },
+        "SubscriptionState": { "type": "string", "enum": ["pending", "active", "rejected"] },
+        "Tenant": object(json!({ "name": s, "created_ms": ms })),
+        "ServiceVersion": object(json!({ "version": s, "state": r("Lifecycle") })),
+        "Service": object(json!({ "name": s, "tenant": s, "require_approval": { "type": "boolean" },
+            "limits": r("Limits"), "versions": array("ServiceVersion"), "created_ms": ms })),
+        "Consumer": object(json!({ "tenant": s, "name": s, "limits": r("Limits"), "created_ms": ms })),
+        "ApiKey": api_key,
+        "IssuedKey": issued_key,
+        "Subscription": object(json!({ "id": { "type": "integer", "format": "int64" },
+            "tenant": s, "consumer": s, "service": s, "state": r("SubscriptionState"),
+            "created_ms": ms, "decided_ms": ms_or_null })),
+        "DeletedTenant": deleted(json!({ "tenant": s })),
+        "DeletedService": deleted(json!({ "tenant": s, "service": s })),
+        "DeletedConsumer": deleted(json!({ "tenant": s, "consumer": s })),
+        "DeletedSubscription": deleted(json!({ "tenant": s,
+            "subscription": { "type": "integer", "format": "int64" } })),
+        "Bucket": object(json!({ "start_ms": ms, "calls": count, "errors": count, "error_rate": rate,
+            "p50_ms": millis, "p95_ms": millis, "p99_ms": millis })),
+        "TopEntry": object(json!({ "name": s, "calls": count })),
+        "UsageEntry": object(json!({ "consumer": s, "model": s, "calls": count, "tokens": count,
+            "cost_usd": { "type": "number", "minimum": 0 } })),
+        "TenantStats": tenant_stats,
+        "Stats": stats,
+        "CallLogStats": object(json!({ "queued": count, "written": count, "overflow": count,
+            "write_failures": count, "pruned": count })),
+        "CacheStatus": object(json!({ "generation": { "type": "integer", "format": "int64" },
+            "listening": { "type": "boolean" }, "notified_reloads": count,
+            "polled_reloads": count, "listener_restarts": count })),
+        "CallLogStatus": object(json!({ "node": s, "stored": count, "writer": r("CallLogStats"),
+            "cache": r("CacheStatus") })),
+        "PruneResult": object(json!({ "pruned": count, "before_ms": ms }))
+    });
+    match out {
+        Value::Object(m) => m,
+        _ => unreachable!(),
+    }
+}
+
 fn schemas() -> Value {
     let name = json!({ "type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$" });
-    let state =
-        json!({ "type": "string", "enum": ["draft", "published", "deprecated", "retired"] });
-    json!({
+    let state = r("Lifecycle");
+    let mut out = json!({
         "Limits": limits_schema(),
         "NewTenant": { "type": "object", "additionalProperties": false, "required": ["name"],
             "properties": { "name": name } },
@@ -240,7 +366,11 @@ fn schemas() -> Value {
             "properties": { "consumer": name, "service": name } },
         "Error": { "type": "object", "required": ["error"],
             "properties": { "error": { "type": "string" }, "field": { "type": "string" } } }
-    })
+    });
+    out.as_object_mut()
+        .expect("schemas")
+        .extend(response_schemas());
+    out
 }
 
 /// The query parameters of an operation.
@@ -283,10 +413,18 @@ fn query_params(method: &str, path: &str, summary: &str) -> Vec<Value> {
     }
 }
 
+/// The schema of a success body: `Name` or `[Name]` (an array of them).
+fn success_schema(answer: &str) -> Value {
+    match answer.strip_prefix('[').and_then(|a| a.strip_suffix(']')) {
+        Some(item) => json!({ "type": "array", "items": r(item) }),
+        None => r(answer),
+    }
+}
+
 /// The document.
 pub fn document() -> Value {
     let mut paths = Map::new();
-    for (method, path, summary, body, status) in OPERATIONS {
+    for (method, path, summary, body, status, answer) in OPERATIONS {
         let mut params: Vec<Value> = path
             .split('/')
             .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
@@ -298,7 +436,8 @@ pub fn document() -> Value {
             "summary": summary,
             "parameters": params,
             "responses": {
-                *status: { "description": "success" },
+                *status: { "description": "success", "content": { "application/json": {
+                    "schema": success_schema(answer) } } },
                 "400": { "description": "bad input; `field` names the field", "content": err["content"] },
                 "401": { "description": "missing or unknown admin token", "content": err["content"] },
                 "403": { "description": "the token's role or tenant does not allow this", "content": err["content"] },

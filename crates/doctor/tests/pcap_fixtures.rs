@@ -142,6 +142,12 @@ fn cli_prints_verdict_timeline_evidence_and_summary() {
         !genuine.contains("does not follow"),
         "a genuine RST continues the IP IDs: {genuine}"
     );
+    // The lab's IPv6 capture: hop limits, named as such.
+    let (v6, _) = analyze_file(&fixture_dir().join("ipv6_app_abort.pcap"));
+    let v6 = v6[0].human();
+    assert!(v6.contains(" hlim="), "{v6}");
+    assert!(!v6.contains(" ttl="), "{v6}");
+    assert!(text.contains(" ttl=64 id="), "{text}");
     let json = serde_json::to_value(reports[0].json()).unwrap();
     for key in [
         "client",

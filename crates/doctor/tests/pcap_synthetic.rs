@@ -534,6 +534,39 @@ fn ipv6_hop_limits_are_compared_like_ttls() {
     assert_eq!(report.client.to_string(), "[2001:db8::10]:40000");
 }
 
+/// The timeline names the IP field as it is: a hop limit (`hlim=`) for IPv6, a TTL (`ttl=`)
+/// for IPv4 (which alone also has an IP ID).
+#[test]
+fn the_timeline_shows_hop_limits_for_ipv6_and_ttls_for_ipv4() {
+    let timeline = |client: &str, server: &str| {
+        let mut c = Conversation::new(client, server);
+        c.handshake()
+            .send(true, PSH | ACK, b"GET / HTTP/1.1\r\n\r\n");
+        let ttl = c.server_ttl;
+        c.server_rst(ttl, true, 7);
+        let report = one_verdict(synth::pcap(
+            Link::Ethernet,
+            &c.records(Link::Ethernet),
+            false,
+            false,
+            65535,
+        ));
+        let rows: Vec<String> = report.timeline.iter().map(|r| r.text.clone()).collect();
+        assert_eq!(rows.len(), 5, "{}", report.human());
+        (rows, report.human())
+    };
+    let (rows, text) = timeline("[2001:db8::10]:40000", "[2001:db8:1::7]:443");
+    assert!(rows[0].ends_with(" hlim=64"), "{text}");
+    assert!(rows[1].ends_with(" hlim=61"), "{text}");
+    assert!(rows.iter().all(|r| r.contains(" hlim=")), "{text}");
+    assert!(!text.contains("ttl="), "{text}");
+    assert!(text.contains("C->S SYN       seq=0 hlim=64\n"), "{text}");
+    let (rows, text) = timeline("192.0.2.10:40000", "198.51.100.7:443");
+    assert!(rows[0].ends_with(" ttl=64 id=101"), "{text}");
+    assert!(rows.iter().all(|r| r.contains(" ttl=")), "{text}");
+    assert!(!text.contains("hlim="), "{text}");
+}
+
 fn three_connections() -> Vec<u8> {
     let mut all = Vec::new();
     for (client, server) in [

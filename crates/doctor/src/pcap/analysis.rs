@@ -10,6 +10,7 @@ use rustc_hash::FxHashMap;
 
 use super::attribute;
 use super::decode::{self, flags, Decoded, Segment};
+use super::distinct::Distinct;
 use super::error::PcapError;
 use super::filter::Filter;
 use super::flow::{Flow, FlowKey};
@@ -25,7 +26,9 @@ const IDLE_EVICT_NS: i64 = 600_000_000_000;
 /// A half-open connection (SYNs only, no answer) silent this long is forgotten (ns): Linux
 /// gives up a connect after its sixth SYN retransmission, 64 s after the fifth.
 const HALF_OPEN_EVICT_NS: i64 = 75_000_000_000;
-/// At most this many connections are tracked at once; more are counted as untracked.
+/// At most this many connections are tracked at once; the packets of any other connection
+/// are not analysed while the table is full, only counted (as untracked packets, and their
+/// distinct 4-tuples as untracked connections).
 pub const MAX_FLOWS: usize = 1_000_000;
 /// At most this many hosts' TTLs are remembered.
 const MAX_HOSTS: usize = 1_000_000;
@@ -59,7 +62,9 @@ pub struct Work {
 /// Limits of one analysis.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// At most this many connections are tracked at once; more are counted as untracked.
+    /// At most this many connections are tracked at once; while the table is full, packets
+    /// of other connections are only counted (see [`Summary::untracked_packets`] and
+    /// [`Summary::untracked_connections`]).
     pub max_flows: usize,
 }
 
@@ -135,7 +140,8 @@ where
         on_reset(report);
     });
     summary.connections = tracker.connections;
-    summary.untracked_connections = tracker.untracked;
+    summary.untracked_packets = tracker.untracked_packets;
+    summary.untracked_connections = tracker.untracked_connections.count().0;
     summary.warnings = outcome.warnings;
     for (linktype, frames) in unsupported {
         summary.warnings.push(format!(
@@ -264,7 +270,11 @@ struct Tracker {
     now: i64,
     last_sweep: i64,
     connections: u64,
-    untracked: u64,
+    /// Packets not analysed because the table was full.
+    untracked_packets: u64,
+    /// The distinct 4-tuples of those packets (bounded memory: exact while few, then an
+    /// estimate).
+    untracked_connections: Distinct,
     max_flows: usize,
     work: Work,
 }
@@ -303,8 +313,10 @@ impl Tracker {
                 if self.flows.len() >= self.max_flows {
                     // The table is full: the regular sweep (at most once per second of
                     // capture time) is what frees room. Sweeping here for every new
-                    // connection would cost the whole table per packet.
-                    self.untracked += 1;
+                    // connection would cost the whole table per packet. Counting the
+                    // 4-tuple costs a hash and fixed memory, however many there are.
+                    self.untracked_packets += 1;
+                    self.untracked_connections.insert(&key);
                     self.observe(frame, segment);
                     return;
                 }
@@ -436,7 +448,13 @@ fn report(flow: &Flow, capture_start: i64) -> ResetReport {
         frame,
         time: (time_ns - capture_start) as f64 / 1e9,
         verdict,
-        timeline: ResetReport::rows(&flow.timeline, roles.client, bases, flow.first_ns),
+        timeline: ResetReport::rows(
+            &flow.timeline,
+            roles.client,
+            bases,
+            flow.first_ns,
+            flow.key.addr(0).is_ipv6(),
+        ),
     }
 }
 

@@ -12,6 +12,7 @@
 pub mod analysis;
 pub mod attribute;
 pub mod decode;
+mod distinct;
 pub mod error;
 pub mod filter;
 pub mod flow;

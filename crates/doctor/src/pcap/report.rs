@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use serde::Serialize;
 
 use super::decode::flags;
+use super::distinct::EXACT_UP_TO;
 use super::flow::{Timeline, TimelineEntry};
 use super::verdict::{Cause, Resetter, Verdict};
 
@@ -39,20 +40,24 @@ pub struct TimelineRow {
     pub time: f64,
     /// True for client-to-server.
     pub from_client: bool,
-    /// The rendered row (flags, relative seq/ack, length, TTL).
+    /// The rendered row (flags, relative seq/ack, length, `ttl=` for IPv4 or `hlim=` (hop
+    /// limit) for IPv6, IPv4 ID).
     pub text: String,
 }
 
 impl ResetReport {
     /// Builds the timeline rows of a connection, with sequence numbers relative to each side's
-    /// first one.
+    /// first one. `ipv6` names the IP header field: an IPv6 packet has a hop limit (`hlim=`,
+    /// as tcpdump prints it), an IPv4 packet a TTL (`ttl=`).
     pub fn rows(
         timeline: &Timeline,
         client: usize,
         bases: [Option<u32>; 2],
         start_ns: i64,
+        ipv6: bool,
     ) -> Vec<TimelineRow> {
         let mut rows = Vec::new();
+        let hops = if ipv6 { "hlim" } else { "ttl" };
         let row = |entry: &TimelineEntry| {
             let peer = 1 - entry.side;
             let seq = bases[entry.side].map_or(entry.seq, |b| entry.seq.wrapping_sub(b));
@@ -64,7 +69,7 @@ impl ResetReport {
             if entry.len > 0 {
                 let _ = write!(text, " len={}", entry.len);
             }
-            let _ = write!(text, " ttl={}", entry.ttl);
+            let _ = write!(text, " {hops}={}", entry.ttl);
             if let Some(id) = entry.ip_id {
                 let _ = write!(text, " id={id}");
             }
@@ -195,7 +200,8 @@ pub struct Summary {
     pub non_ip_packets: u64,
     /// Frames cut off or malformed before the TCP header ended.
     pub malformed_packets: u64,
-    /// TCP connections seen.
+    /// TCP connections tracked (those past the connection cap are counted in
+    /// `untracked_connections` instead).
     pub connections: u64,
     /// Connections that ended in a reset.
     pub reset_connections: u64,
@@ -203,8 +209,11 @@ pub struct Summary {
     pub by_resetter: BTreeMap<Resetter, u64>,
     /// Resets by cause.
     pub by_cause: BTreeMap<Cause, u64>,
-    /// Connections dropped from tracking because the table was full.
+    /// Distinct connections (4-tuples) with packets that were not analysed because the
+    /// connection table was full: exact up to 1024, an estimate (within about 2%) above.
     pub untracked_connections: u64,
+    /// Packets not analysed because the connection table was full (exact).
+    pub untracked_packets: u64,
     /// Non-fatal reading problems.
     pub warnings: Vec<String>,
     /// Wall-clock seconds the analysis took.
@@ -259,11 +268,18 @@ impl Summary {
             let _ = writeln!(out, "  resets by resetter: {}", by(resetters));
             let _ = writeln!(out, "  resets by cause: {}", by(causes));
         }
-        if self.untracked_connections > 0 {
+        if self.untracked_packets > 0 {
+            let about = if self.untracked_connections > EXACT_UP_TO {
+                "about "
+            } else {
+                ""
+            };
             let _ = writeln!(
                 out,
-                "  {} connections were not tracked (too many open at once)",
-                self.untracked_connections
+                "  {about}{} ({}) not analysed: the connection table was full (too many \
+                 connections open at once)",
+                counted(self.untracked_connections, "connection"),
+                counted(self.untracked_packets, "packet"),
             );
         }
         for warning in &self.warnings {
@@ -271,6 +287,15 @@ impl Summary {
         }
         let _ = writeln!(out, "  analysed in {:.3} s", self.seconds);
         out
+    }
+}
+
+/// "1 packet", "2 packets".
+fn counted(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
     }
 }
 
