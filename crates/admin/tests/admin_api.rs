@@ -10,23 +10,6 @@ use holdfast_core::config::Config;
 use holdfast_core::{CallExtra, CallRecord};
 use holdfast_proxy::plugin::PluginFactory;
 
-async fn sqlite_node(dir: &tempfile::TempDir) -> Node {
-    let path = dir.path().join("m.db").to_string_lossy().into_owned();
-    let node = Node::start(config(StoreUrl::Sqlite(path), "acme", "beta")).await;
-    for t in ["acme", "beta"] {
-        let (s, v) = node
-            .api(
-                "POST",
-                "/admin/tenants",
-                SUPER,
-                Some(&format!(r#"{{"name":"{t}"}}"#)),
-            )
-            .await;
-        assert_eq!(s, 201, "{v}");
-    }
-    node
-}
-
 #[tokio::test]
 async fn bad_admin_input_gets_400_naming_the_field() {
     let dir = tempfile::tempdir().expect("tmp");

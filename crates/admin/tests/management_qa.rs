@@ -14,23 +14,6 @@ use holdfast_core::CallRecord;
 use holdfast_proxy::plugin::PluginFactory;
 use serde_json::{json, Value};
 
-async fn sqlite_node(dir: &tempfile::TempDir) -> Node {
-    let path = dir.path().join("m.db").to_string_lossy().into_owned();
-    let node = Node::start(config(StoreUrl::Sqlite(path), "acme", "beta")).await;
-    for t in ["acme", "beta"] {
-        let (s, v) = node
-            .api(
-                "POST",
-                "/admin/tenants",
-                SUPER,
-                Some(&format!(r#"{{"name":"{t}"}}"#)),
-            )
-            .await;
-        assert_eq!(s, 201, "{v}");
-    }
-    node
-}
-
 async fn subscribe(node: &Node, consumer: &str, service: &str) -> Value {
     let (s, v) = node
         .api(

@@ -8,15 +8,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use holdfast_core::config::management::StoreUrl;
-use holdfast_core::{CallExtra, CallRecord};
-
-async fn wait_until_accepted(node: &Node, svc: &str, key: &str) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while node.call(svc, Some(key)).await.0 != 200 {
-        assert!(Instant::now() < deadline, "node 2 never learned the key");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 #[tokio::test]
 async fn two_nodes_share_limits_revocations_and_the_call_log() {
@@ -141,29 +132,9 @@ async fn two_nodes_share_limits_revocations_and_the_call_log() {
     assert_eq!(status.polled_reloads, 0, "{status:?}");
 
     // Call logs of both nodes in one analytics query.
-    let now = holdfast_store::now_ms();
-    for (node, n) in [(&n1, 40), (&n2, 25)] {
-        for _ in 0..n {
-            let rec = CallRecord {
-                ts_ms: now,
-                route: "r1".into(),
-                method: "GET".into(),
-                path: "/".into(),
-                status: 200,
-                total_ms: 1.0,
-                extra: CallExtra {
-                    tenant: Some(ta.clone()),
-                    service: Some(svc.clone()),
-                    consumer: Some("c1".into()),
-                    ..CallExtra::default()
-                },
-                ..CallRecord::default()
-            };
-            for o in &node.plugins.observers {
-                o.on_call(&rec);
-            }
-        }
-    }
+    let rec = record(&ta, &svc);
+    push(&n1, &rec, 40);
+    push(&n2, &rec, 25);
     n1.mgmt.shutdown().await;
     n2.mgmt.shutdown().await;
     let (s, v) = n2

@@ -12,35 +12,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use holdfast_core::config::management::StoreUrl;
-use holdfast_core::{CallExtra, CallRecord};
 use holdfast_store::CallLogStore;
 use services::{PrivatePg, PrivateRedis};
-
-fn record(tenant: &str, svc: &str) -> CallRecord {
-    CallRecord {
-        ts_ms: holdfast_store::now_ms(),
-        route: "r1".into(),
-        method: "GET".into(),
-        path: "/".into(),
-        status: 200,
-        total_ms: 1.0,
-        extra: CallExtra {
-            tenant: Some(tenant.into()),
-            service: Some(svc.into()),
-            consumer: Some("c1".into()),
-            ..CallExtra::default()
-        },
-        ..CallRecord::default()
-    }
-}
-
-fn push(node: &Node, rec: &CallRecord, n: usize) {
-    for _ in 0..n {
-        for o in &node.plugins.observers {
-            o.on_call(rec);
-        }
-    }
-}
 
 /// Admin calls answer 200 again within `within`.
 async fn wait_for_admin(node: &Node, path: &str, within: Duration) -> Duration {
@@ -92,11 +65,7 @@ async fn nodes_recover_after_postgres_and_redis_restart() {
         )
         .await;
     assert_eq!(s, 201, "{v}");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while n2.call(svc, Some(&key)).await.0 != 200 {
-        assert!(Instant::now() < deadline, "node 2 never learned the key");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until_accepted(&n2, svc, &key).await;
     let rec = record(ta, svc);
     push(&n1, &rec, 30);
     push(&n2, &rec, 20);

@@ -5,12 +5,12 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use holdfast_admin::{Management, ManagementFactory};
 use holdfast_core::config::management::{AdminRole, AdminToken, ManagementConfig, StoreUrl};
 use holdfast_core::config::Config;
-use holdfast_core::CallExtra;
+use holdfast_core::{CallExtra, CallRecord};
 use holdfast_proxy::plugin::{PluginFactory, Plugins, RequestContext};
 use serde_json::Value;
 
@@ -190,4 +190,59 @@ pub async fn provision(node: &Node, token: &str, t: &str, svc: &str, service_bod
         .await;
     assert_eq!(s, 201, "{v}");
     v["key"].as_str().expect("key shown once").to_string()
+}
+
+/// A node on a SQLite file in `dir`, with tenants `acme` and `beta` created.
+pub async fn sqlite_node(dir: &tempfile::TempDir) -> Node {
+    let path = dir.path().join("m.db").to_string_lossy().into_owned();
+    let node = Node::start(config(StoreUrl::Sqlite(path), "acme", "beta")).await;
+    for t in ["acme", "beta"] {
+        let (s, v) = node
+            .api(
+                "POST",
+                "/admin/tenants",
+                SUPER,
+                Some(&format!(r#"{{"name":"{t}"}}"#)),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+    }
+    node
+}
+
+/// A successful call record of consumer `c1` to `svc`, now.
+pub fn record(tenant: &str, svc: &str) -> CallRecord {
+    CallRecord {
+        ts_ms: holdfast_store::now_ms(),
+        route: "r1".into(),
+        method: "GET".into(),
+        path: "/".into(),
+        status: 200,
+        total_ms: 1.0,
+        extra: CallExtra {
+            tenant: Some(tenant.into()),
+            service: Some(svc.into()),
+            consumer: Some("c1".into()),
+            ..CallExtra::default()
+        },
+        ..CallRecord::default()
+    }
+}
+
+/// Hand `rec` to every call observer of `node`, `n` times.
+pub fn push(node: &Node, rec: &CallRecord, n: usize) {
+    for _ in 0..n {
+        for o in &node.plugins.observers {
+            o.on_call(rec);
+        }
+    }
+}
+
+/// Wait (up to 5 s) until `node` accepts `key` on `svc`: it learned of the key.
+pub async fn wait_until_accepted(node: &Node, svc: &str, key: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while node.call(svc, Some(key)).await.0 != 200 {
+        assert!(Instant::now() < deadline, "node 2 never learned the key");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
