@@ -62,7 +62,7 @@ TOML
 { echo "[server]"; echo "listen = [\"127.0.0.1:$OFF\"]"; common; } >"$WORK/off.toml"
 { echo "[server]"; echo "listen = [\"127.0.0.1:$ON\"]"; echo "admin = \"127.0.0.1:$ADMIN\""; common
   cat <<TOML
-service = "bench"
+service = "bench/bench"
 [management]
 store = "sqlite://$WORK/mgmt.db"
 secret = "bench-secret-0123456789abcdef"

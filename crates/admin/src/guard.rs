@@ -4,13 +4,14 @@
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
+use holdfast_core::config::route::ServiceSpec;
 use holdfast_core::CallExtra;
 use holdfast_proxy::plugin::{Body, GuardHeaders, RequestContext};
 use holdfast_store::{Lifecycle, SubscriptionState};
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 
-use crate::cache::{ConsumerEntry, Index, KeyHash, Scope};
+use crate::cache::{ConsumerEntry, Index, KeyHash, Scope, ServiceEntry};
 use crate::jwt::{JwtError, Verifier};
 use crate::limiter::{Allowance, Bucket, Refusal, TOKEN_WINDOWS};
 use crate::runtime::{Live, Management};
@@ -171,8 +172,9 @@ fn presented_jwt(req: &http::request::Parts) -> Option<&str> {
 type Scopes<'i> = [Option<&'i Scope>; 4];
 
 /// The service name of a route's `service = "NAME"` or `"NAME@VERSION"`.
+/// The service name of a route's `service` (`[TENANT/]NAME[@VERSION]`).
 fn service_of(spec: &str) -> &str {
-    spec.split_once('@').map_or(spec, |(s, _)| s)
+    ServiceSpec::parse(spec).name
 }
 
 fn keep_tightest<'s>(
@@ -220,13 +222,21 @@ fn budget_left(
 
 /// A caller refused before it was known (no key, an unknown key, a bad JWT): its call goes
 /// to the call log under the route's service, and that service's tenant when it is defined.
-fn unknown_caller(index: &Index, service_name: &str, ctx: &RequestContext) {
+/// The service a route's `service` spec names: the one of that name, if the spec pins no
+/// tenant or pins the tenant that owns it (another tenant that creates a service of the same
+/// name does not get the route).
+fn route_service<'i>(index: &'i Index, spec: &str) -> Option<&'i ServiceEntry> {
+    let ServiceSpec { tenant, name, .. } = ServiceSpec::parse(spec);
+    index
+        .services
+        .get(name)
+        .filter(|svc| tenant.is_none_or(|t| svc.service.tenant == t))
+}
+
+fn unknown_caller(index: &Index, spec: &str, ctx: &RequestContext) {
     if let Ok(mut e) = ctx.extra.lock() {
-        e.service = Some(service_name.to_string());
-        e.tenant = index
-            .services
-            .get(service_name)
-            .map(|s| s.service.tenant.clone());
+        e.service = Some(service_of(spec).to_string());
+        e.tenant = route_service(index, spec).map(|s| s.service.tenant.clone());
     }
 }
 
@@ -247,12 +257,13 @@ impl Management {
         index: &'i Index,
         req: &http::request::Parts,
         ctx: &RequestContext,
-        service_name: &str,
+        spec: &str,
         now: i64,
     ) -> Result<Identity<'i>, Response<Body>> {
+        let service_name = service_of(spec);
         let refused = |message: &str| unauthorized_with(live.key_challenge.clone(), message);
         let Some(key) = presented_key(live, req) else {
-            unknown_caller(index, service_name, ctx);
+            unknown_caller(index, spec, ctx);
             let how = if live.key_header == http::header::AUTHORIZATION {
                 "send `Authorization: Bearer KEY`".to_string()
             } else {
@@ -261,7 +272,7 @@ impl Management {
             return Err(refused(&format!("an API key is required: {how}")));
         };
         let Some(k) = index.keys.get(&KeyHash(self.key_hasher.hash(key))) else {
-            unknown_caller(index, service_name, ctx);
+            unknown_caller(index, spec, ctx);
             return Err(refused("the API key is not valid"));
         };
         let usable = k.key.usable_at(now);
@@ -306,18 +317,19 @@ impl Management {
         &self,
         index: &'i Index,
         verifier: &Verifier,
-        service_name: &str,
+        spec: &str,
         req: &http::request::Parts,
         ctx: &RequestContext,
     ) -> Result<Identity<'i>, Response<Body>> {
+        let service_name = service_of(spec);
         let Some(token) = presented_jwt(req) else {
-            unknown_caller(index, service_name, ctx);
+            unknown_caller(index, spec, ctx);
             return Err(unauthorized(
                 &JwtError::Missing(service_name.to_string()).to_string(),
             ));
         };
         let consumer = verifier.verify(token).await.map_err(|e| {
-            unknown_caller(index, service_name, ctx);
+            unknown_caller(index, spec, ctx);
             match e {
                 JwtError::KeysUnavailable(detail) => {
                     // The detail names the IdP's URL and how it failed: the gateway log's
@@ -334,12 +346,12 @@ impl Management {
                 _ => unauthorized(&e.to_string()),
             }
         })?;
-        let Some(svc) = index.services.get(service_name) else {
-            return Err(not_in_management(service_name));
+        let Some(svc) = route_service(index, spec) else {
+            return Err(not_in_management(spec));
         };
         let tenant = &svc.service.tenant;
         let Some(entry) = index.consumer(tenant, &consumer) else {
-            unknown_caller(index, service_name, ctx);
+            unknown_caller(index, spec, ctx);
             return Err(unauthorized(&format!(
                 "the JWT names consumer `{consumer}`, which tenant `{tenant}` does not have"
             )));
@@ -367,11 +379,8 @@ impl Management {
         // One reference to the index for the whole check (scopes are borrowed from it).
         let index: Arc<Index> = self.index_full();
         let id = match live.jwt.get(service_name) {
-            Some(verifier) => {
-                self.identify_jwt(&index, verifier, service_name, req, ctx)
-                    .await?
-            }
-            None => self.identify_key(live, &index, req, ctx, service_name, now)?,
+            Some(verifier) => self.identify_jwt(&index, verifier, spec, req, ctx).await?,
+            None => self.identify_key(live, &index, req, ctx, spec, now)?,
         };
         let scopes = self.admit(live, &index, id, spec, ctx)?;
         let tightest = self
@@ -400,7 +409,7 @@ impl Management {
         // The refusal is the guard's own answer type, built once per refused request.
         #[allow(clippy::result_large_err)]
         let decide = || {
-            let id = self.identify_key(live, &index, req, ctx, service_of(spec), now)?;
+            let id = self.identify_key(live, &index, req, ctx, spec, now)?;
             let scopes = self.admit(live, &index, id, spec, ctx)?;
             let tightest = self
                 .enforce_limits_now(&scopes, now)
@@ -422,10 +431,11 @@ impl Management {
         spec: &str,
         ctx: &RequestContext,
     ) -> Result<Scopes<'i>, Response<Body>> {
-        let (service_name, version) = match spec.split_once('@') {
-            Some((s, v)) => (s, Some(v)),
-            None => (spec, None),
-        };
+        let ServiceSpec {
+            name: service_name,
+            version,
+            ..
+        } = ServiceSpec::parse(spec);
         let tenant = id.consumer.tenant.as_str();
         // Known caller: its calls (refused ones too) go to its tenant's call log.
         let known = |service: Option<&str>, version: Option<&str>| {
@@ -437,9 +447,9 @@ impl Management {
                 e.service_version = version.map(str::to_string);
             }
         };
-        let Some(svc) = index.services.get(service_name) else {
+        let Some(svc) = route_service(index, spec) else {
             known(None, None);
-            return Err(not_in_management(service_name));
+            return Err(not_in_management(spec));
         };
         let service = &svc.service;
         if service.tenant != tenant {

@@ -60,7 +60,7 @@ impl Live {
         if self.config.forward_key {
             return None;
         }
-        let name = service.split_once('@').map_or(service, |(s, _)| s);
+        let name = holdfast_core::config::route::ServiceSpec::parse(service).name;
         Some(if self.jwt.get(name).is_some() {
             &AUTHORIZATION
         } else {

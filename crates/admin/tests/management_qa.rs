@@ -1014,3 +1014,45 @@ async fn a_pinned_version_that_does_not_exist_is_named() {
     assert_eq!(s, 404, "{body}");
     assert!(body.contains("no published version"), "{body}");
 }
+
+#[tokio::test]
+async fn a_route_pinned_to_a_tenant_is_not_taken_over_by_another_tenants_service() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let node = sqlite_node(&dir).await;
+    let key_a = provision(&node, ADMIN_A, "acme", "echo", r#"{"name":"echo"}"#).await;
+    let (s, v) = node
+        .api(
+            "POST",
+            "/admin/tenants/acme/subscriptions",
+            ADMIN_A,
+            Some(r#"{"consumer":"c1","service":"echo"}"#),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    node.mgmt.refresh().await.expect("refresh");
+    assert_eq!(node.call("acme/echo", Some(&key_a)).await.0, 200);
+    assert_eq!(node.call("acme/echo@v1", Some(&key_a)).await.0, 200);
+    // acme drops its service; beta creates one of the same name and subscribes to it.
+    let (s, v) = node
+        .api("DELETE", "/admin/tenants/acme/services/echo", ADMIN_A, None)
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let key_b = provision(&node, ADMIN_B, "beta", "echo", r#"{"name":"echo"}"#).await;
+    let (s, v) = node
+        .api(
+            "POST",
+            "/admin/tenants/beta/subscriptions",
+            ADMIN_B,
+            Some(r#"{"consumer":"c1","service":"echo"}"#),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    node.mgmt.refresh().await.expect("refresh");
+    // The route pinned to acme's `echo` does not serve beta's.
+    let (s, _, body, extra) = node.call("acme/echo", Some(&key_b)).await;
+    assert_eq!(s, 404, "{body}");
+    assert!(body.contains("acme/echo"), "{body}");
+    assert_eq!(extra.tenant.as_deref(), Some("beta"), "the caller's log");
+    // An unpinned route serves whichever tenant owns the name now (check warns about it).
+    assert_eq!(node.call("echo", Some(&key_b)).await.0, 200);
+}

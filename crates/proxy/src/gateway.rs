@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
+use holdfast_core::config::route::ServiceSpec;
 use holdfast_core::config::{Config, HashOn, Route, RouteTarget};
 use holdfast_core::{CallExtra, CallRecord, ResetClass};
 use http::{header, Request, Response, StatusCode};
@@ -647,7 +648,9 @@ impl Gateway {
                 return;
             }
             if extra.service.is_none() {
-                extra.service = route.and_then(|r| r.route.service.clone());
+                extra.service = route
+                    .and_then(|r| r.route.service.as_deref())
+                    .map(|spec| ServiceSpec::parse(spec).name.to_string());
             }
             // `CallExtra` carries its own copy of the class (flattened into the same JSON).
             extra.reset_class = class;

@@ -216,6 +216,48 @@ fn parse_store(url: &str) -> Option<StoreUrl> {
     None
 }
 
+/// Headers HTTP itself needs: an API key there would break routing or framing.
+const RESERVED_KEY_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+    "expect",
+    "content-type",
+    "cookie",
+    "proxy-authorization",
+    "x-forwarded-for",
+    "forwarded",
+    "via",
+];
+
+/// `[management]` keys with a narrower valid range than their type's (`(key, min, max)`),
+/// for messages about values of the wrong type.
+pub const RANGES: &[(&str, i128, i128)] = &[
+    ("flush_interval_ms", 10, 60_000),
+    ("call_log_buffer", 16, 10_000_000),
+    ("retention_days", 1, 3650),
+    ("cache_refresh_ms", 50, 1500),
+];
+
+fn range_of(key: &str) -> (i128, i128) {
+    RANGES
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|&(_, min, max)| (min, max))
+        .unwrap_or((0, i128::MAX))
+}
+
+/// `management.KEY` must be within its range in [`RANGES`].
+fn check_listed_range(errors: &mut Vec<ConfigError>, key: &str, value: i128) {
+    let (min, max) = range_of(key);
+    check_range(errors, key, value, min, max);
+}
+
 fn check_range<T: PartialOrd + Copy + std::fmt::Display>(
     errors: &mut Vec<ConfigError>,
     key: &str,
@@ -275,27 +317,21 @@ pub fn validate(raw: &RawManagementConfig) -> Result<ManagementConfig, Vec<Confi
             format!("`{key_header}` is not a header name"),
             "use `authorization` (Bearer) or a name such as `x-api-key`",
         ));
+    } else if RESERVED_KEY_HEADERS.contains(&key_header.as_str()) {
+        errors.push(ConfigError::new(
+            "management.key_header",
+            format!("`{key_header}` carries HTTP itself (routing, framing or the connection), so it cannot carry API keys; it would also be stripped before the upstream"),
+            "use `authorization` (Bearer) or a name of your own such as `x-api-key`",
+        ));
     }
     let flush_interval_ms = raw.flush_interval_ms.unwrap_or(defaults.flush_interval_ms);
-    check_range(
-        &mut errors,
-        "flush_interval_ms",
-        flush_interval_ms,
-        10,
-        60_000,
-    );
+    check_listed_range(&mut errors, "flush_interval_ms", flush_interval_ms as i128);
     let call_log_buffer = raw.call_log_buffer.unwrap_or(defaults.call_log_buffer);
-    check_range(
-        &mut errors,
-        "call_log_buffer",
-        call_log_buffer,
-        16,
-        10_000_000,
-    );
+    check_listed_range(&mut errors, "call_log_buffer", call_log_buffer as i128);
     let retention_days = raw.retention_days.unwrap_or(defaults.retention_days);
-    check_range(&mut errors, "retention_days", retention_days, 1, 3650);
+    check_listed_range(&mut errors, "retention_days", retention_days as i128);
     let cache_refresh_ms = raw.cache_refresh_ms.unwrap_or(defaults.cache_refresh_ms);
-    check_range(&mut errors, "cache_refresh_ms", cache_refresh_ms, 50, 1500);
+    check_listed_range(&mut errors, "cache_refresh_ms", cache_refresh_ms as i128);
     for (key, value) in [
         ("global_rps", raw.global_rps),
         ("global_rpm", raw.global_rpm),

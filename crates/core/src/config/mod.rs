@@ -147,11 +147,15 @@ pub fn shape() -> &'static schema::Shape {
         }
         // Keys with a narrower valid range than their type's: type errors name that range,
         // not the integer type's (the range itself is checked with the other values).
-        for (path, range) in [
-            ("routes.[].max_attempts", (1, 10)),
-            ("server.workers", (0, 1024)),
-        ] {
-            if let Some(schema::Shape::Int { shown, .. }) = shape.at_mut(path) {
+        let listed = management::RANGES
+            .iter()
+            .map(|&(key, min, max)| (format!("management.{key}"), (min, max)));
+        let narrower = [
+            ("routes.[].max_attempts".to_string(), (1, 10)),
+            ("server.workers".to_string(), (0, 1024)),
+        ];
+        for (path, range) in narrower.into_iter().chain(listed) {
+            if let Some(schema::Shape::Int { shown, .. }) = shape.at_mut(&path) {
                 *shown = Some(range);
             }
         }
@@ -462,6 +466,9 @@ pub fn warnings(config: &Config) -> Vec<ConfigWarning> {
             ));
         }
     }
+    if let Some(m) = &config.management {
+        out.extend(management_warnings(config, m));
+    }
     out.extend(route::shadowed(&config.routes).into_iter().map(|(i, j)| {
         let (earlier, later) = (&config.routes[i], &config.routes[j]);
         ConfigWarning::new(
@@ -478,6 +485,46 @@ pub fn warnings(config: &Config) -> Vec<ConfigWarning> {
             ),
         )
     }));
+    out
+}
+
+/// `[management]` that runs but cannot be administered, and routes any tenant could claim.
+fn management_warnings(config: &Config, m: &management::ManagementConfig) -> Vec<ConfigWarning> {
+    let mut out = Vec::new();
+    if config.server.admin.is_none() {
+        out.push(ConfigWarning::new(
+            "management",
+            "API management is on but there is no admin listener, so its admin API (tenants, keys, approvals, analytics) cannot be reached",
+            "set `admin = \"127.0.0.1:9901\"` in [server]",
+        ));
+    }
+    if m.admin_tokens.is_empty() {
+        out.push(ConfigWarning::new(
+            "management.admin_tokens",
+            "API management has no admin tokens, so the admin API refuses every call",
+            "add [[management.admin_tokens]] with `token = \"${HOLDFAST_ADMIN_TOKEN}\"` and `role = \"super_admin\"`",
+        ));
+    }
+    for (i, route) in config.routes.iter().enumerate() {
+        let Some(spec) = route.service.as_deref() else {
+            continue;
+        };
+        let parts = route::ServiceSpec::parse(spec);
+        if parts.tenant.is_none() {
+            let pinned = match parts.version {
+                Some(v) => format!("TENANT/{}@{v}", parts.name),
+                None => format!("TENANT/{}", parts.name),
+            };
+            out.push(ConfigWarning::new(
+                format!("routes[{i}].service"),
+                format!(
+                    "route `{}` serves service `{}` of whichever tenant owns that name: if it is deleted, any tenant admin who creates a service of the same name gets this route and its upstream",
+                    route.name, parts.name
+                ),
+                format!("pin the owning tenant: service = \"{pinned}\""),
+            ));
+        }
+    }
     out
 }
 

@@ -7,7 +7,7 @@
 //! path_prefix = "/v1/"              # default "/"
 //! methods = ["GET", "POST"]         # optional; any method when absent
 //! upstream = "api"                  # or: handler = "ai"
-//! service = "orders"                # optional: the managed service it belongs to
+//! service = "acme/orders"           # optional: the managed service (TENANT/NAME[@VERSION])
 //! retry_non_idempotent = false      # retry POST/PATCH after the upstream may have processed it
 //! max_attempts = 3
 //! timeout_ms = 30000                # upstream response head timeout -> 504
@@ -179,7 +179,7 @@ pub fn validate_all(
                 errors.push(ConfigError::new(
                     format!("{key}.service"),
                     why,
-                    "write the service's name, or name@version to pin a version, e.g. service = \"payments\" or \"payments@v2\" (names: 1-64 letters, digits, `-`, `_`, `.`)",
+                    "write the service's name, optionally with its tenant and a pinned version: service = \"payments\", \"acme/payments\" or \"acme/payments@v2\" (names: 1-64 letters, digits, `-`, `_`, `.`)",
                 ));
             }
         }
@@ -244,17 +244,57 @@ fn name_problem(what: &str, name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// `service = "NAME"` or `"NAME@VERSION"`.
-pub fn service_spec_problem(spec: &str) -> Result<(), String> {
-    match spec.split_once('@') {
-        None => name_problem("service", spec),
-        Some((service, version)) => {
-            name_problem("service", service)?;
-            if version.contains('@') {
-                return Err(format!("`{spec}` has more than one `@`"));
-            }
-            name_problem("version", version)
+/// A route's `service`, as written: `[TENANT/]NAME[@VERSION]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServiceSpec<'a> {
+    /// The tenant that must own the service (`acme/pay`); `None`: whichever tenant owns the
+    /// name.
+    pub tenant: Option<&'a str>,
+    pub name: &'a str,
+    /// A pinned version (`pay@v2`); `None`: the newest published one.
+    pub version: Option<&'a str>,
+}
+
+impl<'a> ServiceSpec<'a> {
+    /// Split `spec` (validated by [`service_spec_problem`]) into its parts.
+    pub fn parse(spec: &'a str) -> ServiceSpec<'a> {
+        let (tenant, rest) = match spec.split_once('/') {
+            Some((t, rest)) => (Some(t), rest),
+            None => (None, spec),
+        };
+        let (name, version) = match rest.split_once('@') {
+            Some((n, v)) => (n, Some(v)),
+            None => (rest, None),
+        };
+        ServiceSpec {
+            tenant,
+            name,
+            version,
         }
+    }
+}
+
+/// `service = "NAME"`, `"NAME@VERSION"`, `"TENANT/NAME"` or `"TENANT/NAME@VERSION"`.
+pub fn service_spec_problem(spec: &str) -> Result<(), String> {
+    if spec.matches('/').count() > 1 {
+        return Err(format!("`{spec}` has more than one `/`"));
+    }
+    if spec.matches('@').count() > 1 {
+        return Err(format!("`{spec}` has more than one `@`"));
+    }
+    if spec.split_once('@').is_some_and(|(_, v)| v.contains('/')) {
+        return Err(format!(
+            "`{spec}` has the tenant after the version: write TENANT/NAME@VERSION"
+        ));
+    }
+    let parts = ServiceSpec::parse(spec);
+    if let Some(tenant) = parts.tenant {
+        name_problem("tenant", tenant)?;
+    }
+    name_problem("service", parts.name)?;
+    match parts.version {
+        Some(version) => name_problem("version", version),
+        None => Ok(()),
     }
 }
 

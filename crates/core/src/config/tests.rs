@@ -599,3 +599,72 @@ fn range_errors_name_the_keys_valid_range_not_the_integer_types() {
     assert!(negative.contains("from 1 to 10"), "{negative}");
     assert!(!negative.contains("4294967295"), "{negative}");
 }
+
+#[test]
+fn service_specs_name_an_optional_tenant_and_version() {
+    use super::route::{service_spec_problem, ServiceSpec};
+    let parts = |s| ServiceSpec::parse(s);
+    assert_eq!(
+        parts("acme/pay@v2"),
+        ServiceSpec {
+            tenant: Some("acme"),
+            name: "pay",
+            version: Some("v2")
+        }
+    );
+    assert_eq!(parts("pay").tenant, None);
+    assert_eq!(parts("acme/pay").version, None);
+    assert_eq!(parts("pay@v1").name, "pay");
+    for good in ["pay", "pay@v1", "acme/pay", "acme/pay@v1.2"] {
+        assert!(service_spec_problem(good).is_ok(), "{good}");
+    }
+    for bad in [
+        "a/b/c",
+        "pay@v1/acme",
+        "/pay",
+        "acme/",
+        "pay@",
+        "p@1@2",
+        "ac me/pay",
+    ] {
+        assert!(service_spec_problem(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn management_warns_about_unpinned_routes_and_an_unreachable_admin_api() {
+    let managed = |server: &str, service: &str, tokens: &str| {
+        format!("[server]\n{server}\n[upstreams.a]\ntargets = [\"http://127.0.0.1:1\"]\n[[routes]]\nupstream = \"a\"\nservice = \"{service}\"\n[management]\nsecret = \"0123456789abcdef0123\"\n{tokens}")
+    };
+    let tokens =
+        "[[management.admin_tokens]]\ntoken = \"super-token-0123456789\"\nrole = \"super_admin\"\n";
+    let keys = |text: &str| -> Vec<String> {
+        warnings(&parse(text, "x.toml", env).unwrap())
+            .into_iter()
+            .map(|w| w.key)
+            .collect()
+    };
+    assert_eq!(
+        keys(&managed("", "pay@v1", "")),
+        ["management", "management.admin_tokens", "routes[0].service"]
+    );
+    let w = warnings(&parse(&managed("", "pay@v1", ""), "x.toml", env).unwrap());
+    assert!(w[2].fix.contains("TENANT/pay@v1"), "{}", w[2]);
+    assert!(keys(&managed("admin = \"127.0.0.1:9901\"", "acme/pay", tokens)).is_empty());
+}
+
+#[test]
+fn api_keys_may_not_ride_in_headers_http_needs() {
+    for header in ["Host", "content-length", "Transfer-Encoding", "cookie"] {
+        let text =
+            format!("[management]\nsecret = \"0123456789abcdef0123\"\nkey_header = \"{header}\"\n");
+        let errs = parse(&text, "x.toml", env).unwrap_err().0;
+        assert_eq!(errs[0].key, "management.key_header", "{header}");
+        assert!(errs[0].fix.contains("x-api-key"), "{}", errs[0]);
+    }
+    let ok = "[upstreams.a]\ntargets = [\"http://127.0.0.1:1\"]\n[[routes]]\nupstream = \"a\"\n[management]\nsecret = \"0123456789abcdef0123\"\nkey_header = \"X-Api-Key\"\n";
+    assert!(parse(ok, "x.toml", env).is_ok());
+    let negative = "[management]\nsecret = \"0123456789abcdef0123\"\nretention_days = -1\n";
+    let e = &parse(negative, "x.toml", env).unwrap_err().0[0];
+    assert!(e.to_string().contains("from 1 to 3650"), "{e}");
+}
