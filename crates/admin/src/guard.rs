@@ -104,7 +104,7 @@ fn too_many(r: &Refusal) -> Response<Body> {
     h.insert(http::header::RETRY_AFTER, num(r.retry_after_s));
     h.insert(RATELIMIT_LIMIT, num(r.limit));
     h.insert(RATELIMIT_REMAINING, HeaderValue::from_static("0"));
-    h.insert(RATELIMIT_RESET, num(r.retry_after_s));
+    h.insert(RATELIMIT_RESET, num(r.reset_s));
     if let Ok(v) = HeaderValue::from_str(&format!("{};w={}", r.limit, r.window_s)) {
         h.insert(RATELIMIT_POLICY, v);
     }
@@ -217,6 +217,8 @@ fn budget_left(
         limit: budget,
         window_s: (window_ms / 1000) as u64,
         retry_after_s: ((end - now) as u64).div_ceil(1000).max(1),
+        // The whole budget comes back when the window ends.
+        reset_s: ((end - now) as u64).div_ceil(1000).max(1),
     })
 }
 

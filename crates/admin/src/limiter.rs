@@ -27,7 +27,11 @@ pub struct Refusal {
     pub what: String,
     pub limit: u64,
     pub window_s: u64,
+    /// Seconds until one more request would pass (`Retry-After`).
     pub retry_after_s: u64,
+    /// Seconds until the bucket is full again (`RateLimit-Reset`: the same meaning as on the
+    /// requests that pass).
+    pub reset_s: u64,
 }
 
 /// The state of one bucket after a request passed it (for the `RateLimit-*` headers).
@@ -120,11 +124,18 @@ fn refusal(bucket: &Bucket, label: &str, retry_ms: u64) -> Refusal {
     } else {
         "minute"
     };
+    // Empty now: full again once the next request's wait and every other period have passed.
+    let per = NonZeroU32::new(bucket.limit)
+        .map(|n| period(n, bucket.window_ms))
+        .unwrap_or_default();
+    let rest_ms = (per.as_micros() as u64 * u64::from(bucket.limit.saturating_sub(1))) / 1000;
+    let retry_after_s = retry_ms.div_ceil(1000).max(1);
     Refusal {
         what: format!("{label}: {} requests per {unit}", bucket.limit),
         limit: u64::from(bucket.limit),
         window_s: bucket.window_ms / 1000,
-        retry_after_s: retry_ms.div_ceil(1000).max(1),
+        retry_after_s,
+        reset_s: (retry_ms + rest_ms).div_ceil(1000).max(retry_after_s),
     }
 }
 
@@ -301,6 +312,9 @@ mod tests {
         let r = limiter.check(&b, "key k").await.expect_err("refused");
         assert_eq!(r.what, "key k: 3 requests per minute");
         assert!(r.retry_after_s >= 19 && r.retry_after_s <= 20, "{r:?}");
+        // RateLimit-Reset means "full again" on a refusal too: the last pass said about 60 s,
+        // so the refusal right after says about 60 s, not the 20 s until the next request.
+        assert!(r.reset_s >= 59 && r.reset_s <= 60, "{r:?}");
         assert_eq!(b.policy, "3;w=60");
     }
 
