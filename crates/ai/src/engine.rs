@@ -38,7 +38,9 @@ pub struct Attempts {
 }
 
 impl Attempts {
-    /// Attempts that keep `extra.ai` (when present) up to date.
+    /// Attempts that keep `extra.ai` (when present) up to date, and set
+    /// `extra.upstream_started` when the first provider request starts (the call record's
+    /// `upstream_ms` runs from there to the response's end).
     pub fn tracking(extra: Arc<Mutex<CallExtra>>) -> Attempts {
         Attempts {
             progress: Some(extra),
@@ -51,6 +53,7 @@ impl Attempts {
         self.deployment = Some(dep.clone());
         if let Some(extra) = &self.progress {
             let mut extra = extra.lock().unwrap_or_else(|p| p.into_inner());
+            extra.upstream_started.get_or_insert_with(Instant::now);
             if let Some(ai) = extra.ai.as_mut() {
                 ai.attempts = self.count;
                 ai.deployment = Some(dep.config.name.clone());

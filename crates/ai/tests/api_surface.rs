@@ -259,3 +259,67 @@ async fn a_prompt_api_answer_that_is_not_json_still_records_tokens_and_cost() {
     assert!(ai.cost_usd > 0.0, "{ai:?}");
     assert_eq!(ai.deployment.as_deref(), Some("openai/gpt-4o-mini"));
 }
+
+/// The handler tells the data plane when its first provider request started, so the call
+/// record's `upstream_ms` is the provider's time (not gateway overhead); a request refused
+/// before any provider was asked has none.
+#[tokio::test]
+async fn provider_time_starts_at_the_first_provider_request() {
+    let mock = MockProvider::start().await.unwrap();
+    let mut cfg = model("m", "openai", "gpt-4o-mini", &format!("{}/v1", mock.url()));
+    cfg.push_str("[prompts.sentiment]\nmodel = \"m\"\ntemplate = \"Sentiment of {{text}}\"\n");
+    let gw = start(&cfg).await;
+    let last = || {
+        gw.extras
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("a request")
+    };
+
+    for (path, body) in [
+        ("/v1/chat/completions", hi(false)),
+        ("/v1/chat/completions", hi(true)),
+        (
+            "/v1/embeddings",
+            json!({"model": "m", "input": "hello world"}),
+        ),
+        ("/apis/sentiment", json!({"text": "great"})),
+    ] {
+        let before = std::time::Instant::now();
+        let r = post(&gw, path, body).await;
+        assert!(
+            r.status == 200 || path == "/apis/sentiment",
+            "{path}: {}",
+            r.body
+        );
+        let extra = gw.last_extra().await;
+        let started = extra.upstream_started.expect(path);
+        assert!(
+            started >= before && started <= std::time::Instant::now(),
+            "{path}"
+        );
+    }
+
+    // Retried: the time runs from the first attempt.
+    mock.push([Behavior::ServerError]);
+    let before = std::time::Instant::now();
+    let r = post(&gw, "/v1/chat/completions", hi(false)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let extra = gw.last_extra().await;
+    assert_eq!(extra.ai.as_ref().map(|a| a.attempts), Some(2), "{extra:?}");
+    let started = extra.upstream_started.expect("started");
+    assert!(started >= before, "{extra:?}");
+
+    // Refused before any provider request: no provider time.
+    for body in [
+        json!({"model": "m", "messages": []}),
+        json!({"model": "nope", "messages": [{"role": "user", "content": "hi"}]}),
+    ] {
+        let r = post(&gw, "/v1/chat/completions", body).await;
+        assert!(r.status >= 400, "{}", r.body);
+        let extra = last().lock().unwrap().clone();
+        assert_eq!(extra.upstream_started, None, "{}: {extra:?}", r.body);
+    }
+}

@@ -53,14 +53,32 @@ fn load(args: &ServeArgs) -> anyhow::Result<Config> {
         args.upstream.clone()
     };
     let mut cfg = config::quick(&args.listen, &upstreams).map_err(|e| anyhow::anyhow!("{e}"))?;
-    if let Some(admin) = &args.admin {
-        cfg.server.admin = Some(
-            admin
-                .parse()
-                .with_context(|| format!("--admin `{admin}` is not HOST:PORT"))?,
+    quick_admin(args, &mut cfg)?;
+    Ok(cfg)
+}
+
+/// Quick mode's `--admin`, refused when it is also the client listener (`--listen`): the
+/// second bind would fail after the first had started.
+fn quick_admin(args: &ServeArgs, cfg: &mut Config) -> anyhow::Result<()> {
+    let Some(admin) = &args.admin else {
+        return Ok(());
+    };
+    let addr: std::net::SocketAddr = admin
+        .parse()
+        .with_context(|| format!("--admin `{admin}` is not HOST:PORT"))?;
+    if let Some(listen) = cfg
+        .server
+        .listen
+        .iter()
+        .find(|l| config::server::same_socket(l, &addr))
+    {
+        let other = std::net::SocketAddr::new(addr.ip(), addr.port().wrapping_add(1).max(1));
+        bail!(
+            "--admin `{addr}` is also the client listener (--listen `{listen}`): the admin listener could not bind (fix: give the admin listener its own port, e.g. --admin {other})"
         );
     }
-    Ok(cfg)
+    cfg.server.admin = Some(addr);
+    Ok(())
 }
 
 /// Run until SIGTERM/SIGINT.
@@ -120,9 +138,7 @@ async fn serve(args: ServeArgs, mut cfg: Config) -> anyhow::Result<()> {
             .context("starting the demo upstream")?;
         cfg = config::quick(&args.listen, &[format!("http://{addr}")])
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        if let Some(admin) = &args.admin {
-            cfg.server.admin = Some(admin.parse()?);
-        }
+        quick_admin(&args, &mut cfg)?;
         eprintln!("holdfast: demo upstream on http://{addr}");
     } else if let Some(addr) = cfg.server.demo_upstream {
         let addr = demo::start(addr)

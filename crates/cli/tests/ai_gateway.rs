@@ -227,3 +227,34 @@ async fn failover_and_mid_stream_failure_through_serve() {
     assert_eq!(rec["ai"]["outcome"], "stream_broken");
     assert_eq!(rec["reset_class"], "upstream_reset_mid_response");
 }
+
+/// The provider's time is the record's `upstream_ms`, not gateway overhead: a provider that
+/// takes 300 ms before answering shows as at least 300 ms upstream, streamed or not, with
+/// `total_ms - upstream_ms` (the gateway's own share) well below it.
+#[tokio::test]
+async fn provider_latency_is_upstream_time_in_the_call_record() {
+    let mock = MockProvider::start().await.unwrap();
+    let hf = serve(&models(&mock));
+    let url = format!("{}/v1/chat/completions", hf.url);
+    let slow = Duration::from_millis(300);
+    for stream in [false, true] {
+        mock.push([Behavior::SlowFirstToken(slow)]);
+        let (status, body, _) = post(
+            &url,
+            json!({"model": "fast", "stream": stream,
+            "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let rec = hf.next_ai_record();
+        let total = rec["total_ms"].as_f64().unwrap();
+        let upstream = rec["upstream_ms"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("stream {stream}: no upstream_ms: {rec}"));
+        assert!(
+            upstream >= 300.0 && upstream <= total,
+            "stream {stream}: {rec}"
+        );
+        assert!(total - upstream < 150.0, "stream {stream}: overhead: {rec}");
+    }
+}

@@ -347,6 +347,28 @@ fn an_http1_client_that_leaves_before_its_answer_is_logged_as_client_aborted() {
     );
 }
 
+#[test]
+fn a_malformed_chunk_is_a_bad_request_and_a_client_leaving_mid_upload_an_abort() {
+    let up = holdfast_testkit::Misbehaving::start(holdfast_testkit::Behavior::Healthy).unwrap();
+    let hf = Holdfast::start(&config(&up.url(), ""));
+    let bad = raw(
+        hf.addr,
+        b"POST /badchunk HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+    );
+    assert!(bad.starts_with("HTTP/1.1 400"), "{bad}");
+    let r = record_of(&hf, "/badchunk");
+    assert_eq!(r["reset_class"], "bad_request", "{r}");
+    assert_eq!(r["status"], 400, "{r}");
+    let mut s = TcpStream::connect(hf.addr).unwrap();
+    s.write_all(b"POST /gone HTTP/1.1\r\nhost: x\r\ncontent-length: 50\r\n\r\nabc")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    drop(s);
+    let r = record_of(&hf, "/gone");
+    assert_eq!(r["reset_class"], "client_aborted", "{r}");
+    assert_eq!(r["status"], 499, "{r}");
+}
+
 /// An upstream that switches to an "echo" protocol on `Upgrade: echo` and then sends back
 /// every byte it gets; without the upgrade headers it answers 426.
 fn echo_upgrade_upstream() -> SocketAddr {

@@ -93,6 +93,12 @@ pub struct CallExtra {
     /// flattened record has exactly one `reset_class` key.
     #[serde(skip)]
     pub reset_class: Option<ResetClass>,
+    /// When a handler that calls a provider itself (the AI gateway) sent its first provider
+    /// request. Calls without an upstream attempt of the data plane's own get their
+    /// [`CallRecord::upstream_ms`] from it: this moment to the response's end, like a proxied
+    /// call's first attempt. Not serialized (the record has its own `upstream_ms`).
+    #[serde(skip)]
+    pub upstream_started: Option<std::time::Instant>,
 }
 
 /// One call through the gateway. Written to the JSON access log, counted in metrics, and
@@ -115,7 +121,8 @@ pub struct CallRecord {
     pub total_ms: f64,
     pub upstream_connect_ms: Option<f64>,
     pub upstream_first_byte_ms: Option<f64>,
-    /// Time spent upstream (first attempt start to response end).
+    /// Time spent upstream (first attempt start to response end); for a handler route, from
+    /// its first provider request ([`CallExtra::upstream_started`]) to the response end.
     pub upstream_ms: Option<f64>,
     pub bytes_in: u64,
     pub bytes_out: u64,

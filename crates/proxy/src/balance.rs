@@ -270,6 +270,19 @@ impl Balancer {
         }
     }
 
+    /// The body of a response from target `i` (not a `5xx`, which counted as a failure at its
+    /// head) ended: read to its end, a success; broken off by the upstream (a reset or a close
+    /// mid-body), a failure like a reset before the head. The success of an answer is counted
+    /// here rather than at its head, so a target that resets every response mid-body gets
+    /// ejected after `consecutive_failures` of them.
+    pub fn on_body_end(&self, i: usize, complete: bool) {
+        if complete {
+            self.on_success(i);
+        } else {
+            self.on_failure(i);
+        }
+    }
+
     /// A passive failure (connect failure, reset, 5xx). Returns true if it ejected the target.
     pub fn on_failure(&self, i: usize) -> bool {
         let t = &self.targets[i];

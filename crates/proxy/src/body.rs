@@ -93,6 +93,97 @@ where
     }
 }
 
+/// Where an upstream response body reports how it ended, for its target's passive outlier
+/// counters (a response counts as a success only once its body was read to the end).
+pub trait BodyOutcome: Send + Sync {
+    /// The body of a response from `target` was read to its end (`complete`), or the upstream
+    /// broke it off (a reset, a close before the declared end, malformed framing).
+    fn body_ended(&self, target: usize, complete: bool);
+}
+
+impl BodyOutcome for crate::forward::UpstreamRt {
+    fn body_ended(&self, target: usize, complete: bool) {
+        self.balancer.on_body_end(target, complete);
+    }
+}
+
+/// A response body from hyper's client (HTTP/2 pools, streamed uploads, upgrades) that
+/// reports its ending to the target's outlier counters ([`BodyOutcome`]). A body the gateway
+/// stops reading (the client went away) reports nothing.
+pub struct Reported<B: HttpBody> {
+    inner: B,
+    /// Set until the ending is reported; `None` for a `5xx`, already counted as a failure.
+    home: Option<Arc<dyn BodyOutcome>>,
+    target: usize,
+}
+
+impl<B: HttpBody> Reported<B> {
+    /// `inner`, reporting to `home` for `target` unless `status` is a server error.
+    pub fn new(
+        inner: B,
+        status: http::StatusCode,
+        home: Arc<dyn BodyOutcome>,
+        target: usize,
+    ) -> Reported<B> {
+        Reported {
+            inner,
+            home: (!status.is_server_error()).then_some(home),
+            target,
+        }
+    }
+
+    fn report(&mut self, complete: bool) {
+        if let Some(home) = self.home.take() {
+            home.body_ended(self.target, complete);
+        }
+    }
+}
+
+impl<B> HttpBody for Reported<B>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = std::task::ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        match &polled {
+            Some(Ok(frame)) => {
+                // Trailers are the last frame; a server may stop polling at the end of stream.
+                if frame.is_trailers() || self.inner.is_end_stream() {
+                    self.report(true);
+                }
+            }
+            Some(Err(_)) => self.report(false),
+            None => self.report(true),
+        }
+        Poll::Ready(polled.map(|r| r.map_err(Into::into)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B: HttpBody> Drop for Reported<B> {
+    fn drop(&mut self) {
+        // An empty body (a `101`, a `204`) is complete without ever being polled; a body
+        // dropped part-way says nothing about the target.
+        if self.home.is_some() && self.inner.is_end_stream() {
+            self.report(true);
+        }
+    }
+}
+
 impl<B: HttpBody> Drop for Tracked<B> {
     fn drop(&mut self) {
         if self.inner.is_end_stream() {
@@ -221,5 +312,88 @@ impl HttpBody for Upload {
             hint.set_upper(upper + queued);
         }
         hint
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use std::sync::Mutex;
+
+    /// The endings reported, in order.
+    #[derive(Default)]
+    struct Endings(Mutex<Vec<(usize, bool)>>);
+
+    impl BodyOutcome for Endings {
+        fn body_ended(&self, target: usize, complete: bool) {
+            self.0.lock().unwrap().push((target, complete));
+        }
+    }
+
+    /// A body of `frames`, then the end (or an error, if `fails`).
+    struct Script {
+        frames: VecDeque<Bytes>,
+        fails: bool,
+    }
+
+    impl HttpBody for Script {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            Poll::Ready(match self.frames.pop_front() {
+                Some(b) => Some(Ok(Frame::data(b))),
+                None if self.fails => {
+                    self.fails = false;
+                    Some(Err("reset".into()))
+                }
+                None => None,
+            })
+        }
+
+        fn is_end_stream(&self) -> bool {
+            self.frames.is_empty() && !self.fails
+        }
+    }
+
+    fn script(n: usize, fails: bool) -> Script {
+        Script {
+            frames: (0..n).map(|_| Bytes::from_static(b"x")).collect(),
+            fails,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_reports_its_ending_once() {
+        let endings = Arc::new(Endings::default());
+        let ok = http::StatusCode::OK;
+        let read = |body: Reported<Script>| async move { body.collect().await.is_ok() };
+        assert!(read(Reported::new(script(2, false), ok, endings.clone(), 1)).await);
+        assert!(!read(Reported::new(script(2, true), ok, endings.clone(), 2)).await);
+        // Empty: complete without a poll.
+        drop(Reported::new(script(0, false), ok, endings.clone(), 3));
+        // Dropped part-way (the client left): nothing said about the target.
+        let mut partial = Reported::new(script(2, true), ok, endings.clone(), 4);
+        assert!(partial.frame().await.is_some());
+        drop(partial);
+        // A 5xx counted as a failure at its head: nothing more.
+        let unavailable = http::StatusCode::SERVICE_UNAVAILABLE;
+        assert!(
+            !read(Reported::new(
+                script(1, true),
+                unavailable,
+                endings.clone(),
+                5
+            ))
+            .await
+        );
+        assert_eq!(
+            *endings.0.lock().unwrap(),
+            [(1, true), (2, false), (3, true)]
+        );
     }
 }

@@ -100,7 +100,14 @@ pub struct ConnPool {
     learned: Mutex<HashMap<usize, Duration>>,
     /// HTTP/2 pools: the shared connection of each target.
     shared: Mutex<HashMap<usize, http2::SendRequest<Body>>>,
+    /// How long the last new connection to each target took (about one round trip, more
+    /// with TLS): the bound of the idle race (see [`ConnPool::idle_race_window`]).
+    dial_time: Mutex<HashMap<usize, Duration>>,
 }
+
+/// The idle race's window is a few round trips to the target, within these bounds.
+const IDLE_RACE_MIN: Duration = Duration::from_millis(10);
+const IDLE_RACE_MAX: Duration = Duration::from_secs(1);
 
 impl ConnPool {
     pub fn new(dialer: Dialer, idle_timeout: Duration, max_idle: usize) -> ConnPool {
@@ -111,6 +118,28 @@ impl ConnPool {
             max_idle,
             learned: Mutex::new(HashMap::new()),
             shared: Mutex::new(HashMap::new()),
+            dial_time: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// How soon after a request went out on a reused connection a failure with no response
+    /// byte is the idle keep-alive race (the upstream had closed the connection as the
+    /// request went out: its reset or FIN comes back within about a round trip). A failure
+    /// later than this came from an upstream that read the request and worked on it, so it
+    /// may have processed it.
+    pub fn idle_race_window(&self, target: usize) -> Duration {
+        let dial = self
+            .dial_time
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&target).copied())
+            .unwrap_or(IDLE_RACE_MIN);
+        (dial * 4).clamp(IDLE_RACE_MIN, IDLE_RACE_MAX)
+    }
+
+    fn record_dial(&self, target: usize, took: Duration) {
+        if let Ok(mut m) = self.dial_time.lock() {
+            m.insert(target, took);
         }
     }
 
@@ -161,7 +190,9 @@ impl ConnPool {
         spec: &Target,
         timeout: Duration,
     ) -> Result<H1Conn, DialError> {
+        let started = Instant::now();
         let stream = self.dialer.dial(spec, timeout).await?;
+        self.record_dial(target, started.elapsed());
         Ok(H1Conn::new(stream, target))
     }
 
@@ -178,7 +209,9 @@ impl ConnPool {
         spec: &Target,
         timeout: Duration,
     ) -> Result<Conn, ConnectError> {
+        let started = Instant::now();
         let stream = self.dialer.dial(spec, timeout).await?;
+        self.record_dial(target, started.elapsed());
         if self.dialer.http2() {
             let (sender, conn) = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())

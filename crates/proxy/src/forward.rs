@@ -15,7 +15,7 @@
 //! buffered; streamed uploads and protocol upgrades go through hyper's client on a connection
 //! of their own, and HTTP/2 pools through hyper's shared connection.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -131,6 +131,23 @@ pub struct Failure {
     pub message: String,
 }
 
+/// One request counted in a target's in-flight count (least-request balancing) until dropped,
+/// also when the request is (its client left).
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn count(counter: &'a AtomicUsize) -> InFlight<'a> {
+        counter.fetch_add(1, Ordering::Relaxed);
+        InFlight(counter)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 fn idempotent(m: &Method) -> bool {
     matches!(
         *m,
@@ -162,13 +179,18 @@ pub async fn forward(
     // After the idle race the next attempt dials a fresh connection: the other pooled
     // connections to that target are as old as the one that just failed.
     let mut fresh = false;
-    let mut errors: Vec<String> = Vec::new();
+    let mut errors: Vec<(String, u32)> = Vec::new();
     trace.started = Some(Instant::now());
     budget.on_request();
     loop {
         trace.attempts += 1;
-        // A request that cannot go again once sent keeps away from targets that just failed.
-        let Some(i) = up.balancer.pick_for(out.hash, &tried, !may_repeat) else {
+        // The timings logged are the last attempt's: a connect of a failed one is not it.
+        trace.connect_ms = None;
+        // Every request keeps away from targets that just failed while another is usable: one
+        // that cannot go again must not find out for itself, and one that can would spend the
+        // retry budget on it (with many bad targets, the panic threshold spreads requests over
+        // ejected ones too).
+        let Some(i) = up.balancer.pick_for(out.hash, &tried, true) else {
             return Err(Failure {
                 class: ResetClass::NoHealthyUpstream,
                 status: StatusCode::SERVICE_UNAVAILABLE,
@@ -177,17 +199,17 @@ pub async fn forward(
         };
         trace.target = Some(i);
         let target = &up.balancer.targets[i];
-        target.inflight.fetch_add(1, Ordering::Relaxed);
+        let in_flight = InFlight::count(&target.inflight);
         let result = attempt(up, i, route.timeout, out, trace, fresh || out.upgrade).await;
-        target.inflight.fetch_sub(1, Ordering::Relaxed);
+        drop(in_flight);
         let error = match result {
             Ok(answer) => {
                 let status = answer.status();
                 let retryable_status = matches!(status.as_u16(), 502..=504);
+                // A success is counted when the body ends (`crate::body::BodyOutcome`): one
+                // that breaks off mid-body is a failure.
                 if status.is_server_error() {
                     up.balancer.on_failure(i);
-                } else {
-                    up.balancer.on_success(i);
                 }
                 if retryable_status
                     && may_repeat
@@ -222,8 +244,10 @@ pub async fn forward(
                 (class, msg, may_repeat, true)
             }
         };
-        if !errors.contains(&message) {
-            errors.push(message.clone());
+        // Each failure once, with how many attempts met it.
+        match errors.iter_mut().find(|(m, _)| *m == message) {
+            Some((_, n)) => *n += 1,
+            None => errors.push((message.clone(), 1)),
         }
         // Only a retryable failure may spend the budget.
         let more = retryable
@@ -231,9 +255,16 @@ pub async fn forward(
             && trace.attempts < route.max_attempts
             && (!charge || budget.try_retry());
         if !more {
-            let message = match errors.len() {
-                0 | 1 => message,
-                _ => errors.join("; then "),
+            let message = match errors.as_slice() {
+                [] | [(_, 1)] => message,
+                _ => errors
+                    .iter()
+                    .map(|(m, n)| match n {
+                        1 => m.clone(),
+                        n => format!("{m} ({n} attempts)"),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; then "),
             };
             return Err(final_failure(up, class, message, healthy_at_start));
         }
@@ -366,6 +397,7 @@ async fn attempt_h1(
         body,
         authority,
     };
+    let sent_at = Instant::now();
     let result = tokio::time::timeout(timeout, conn.exchange(&request)).await;
     match result {
         Ok(Ok(head)) => {
@@ -376,15 +408,19 @@ async fn attempt_h1(
         }
         Ok(Err(e)) => {
             let msg = format!("{e} ({authority})");
-            Err(if conn.reused && !e.got_response_bytes() {
-                // Nothing came back on a pooled connection: the idle race. A response that
-                // broke off or does not parse came from an upstream that read the request.
-                AttemptError::IdleRace(msg)
-            } else if e.unsent() {
-                AttemptError::NotSent(ResetClass::UpstreamResetBeforeResponse, msg)
-            } else {
-                AttemptError::MaybeProcessed(ResetClass::UpstreamResetBeforeResponse, msg)
-            })
+            let soon = sent_at.elapsed() <= up.conns.idle_race_window(i);
+            Err(
+                if conn.reused && !e.got_response_bytes() && (e.unsent() || soon) {
+                    // Nothing came back on a pooled connection, at once: the idle race. A
+                    // response that broke off or does not parse came from an upstream that read
+                    // the request; so did a close or reset that came only after it worked on it.
+                    AttemptError::IdleRace(msg)
+                } else if e.unsent() {
+                    AttemptError::NotSent(ResetClass::UpstreamResetBeforeResponse, msg)
+                } else {
+                    AttemptError::MaybeProcessed(ResetClass::UpstreamResetBeforeResponse, msg)
+                },
+            )
         }
         Err(_) => Err(timed_out(up, i, timeout)),
     }
@@ -402,7 +438,7 @@ fn timed_out(up: &UpstreamRt, i: usize, timeout: Duration) -> AttemptError {
 }
 
 async fn attempt_hyper(
-    up: &UpstreamRt,
+    up: &Arc<UpstreamRt>,
     i: usize,
     timeout: Duration,
     out: &Outgoing,
@@ -436,10 +472,8 @@ async fn attempt_hyper(
             trace.first_byte_ms = Some(ms(started.elapsed()));
             up.conns
                 .learn_keep_alive(i, response.headers().get("keep-alive"));
-            Ok(response.map(|b| {
-                b.map_err(|e| Box::new(e) as crate::plugin::BoxError)
-                    .boxed()
-            }))
+            let status = response.status();
+            Ok(response.map(|b| crate::body::Reported::new(b, status, up.clone(), i).boxed()))
         }
         Ok(Err(mut unsent)) => {
             let recovered = unsent.take_message();
@@ -461,10 +495,14 @@ async fn attempt_hyper(
                     ResetClass::UpstreamResetBeforeResponse,
                     msg,
                 ))
-            } else if conn.reused && !e.is_parse() {
-                // Nothing (or a cut-short head) came back on a pooled connection: the idle
-                // race. An answer that does not parse came from an upstream that read the
-                // request, so it is retried only when the method allows (below).
+            } else if conn.reused
+                && !e.is_parse()
+                && sent_at.elapsed() <= up.conns.idle_race_window(i)
+            {
+                // Nothing (or a cut-short head) came back on a pooled connection, at once: the
+                // idle race. An answer that does not parse, or a failure that came only after
+                // the upstream worked on the request, came from an upstream that read it, so
+                // it is retried only when the method allows (below).
                 Err(AttemptError::IdleRace(msg))
             } else {
                 Err(AttemptError::MaybeProcessed(

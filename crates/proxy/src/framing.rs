@@ -54,6 +54,9 @@ pub const MARK_HUGE_LENGTH: &str = "huge-length";
 pub const MARK_UNSUPPORTED_CODING: &str = "unsupported-coding";
 /// [`MARK_HEADER`] value: an HTTP/1.1 request without a `Host`, or with several.
 pub const MARK_BAD_HOST: &str = "bad-host";
+/// [`MARK_HEADER`] value: a `Host` that is not `host[:port]` (characters a host cannot have,
+/// such as `"`, a space or `/`).
+pub const MARK_INVALID_HOST: &str = "invalid-host";
 
 /// Most header lines hyper accepts in a head.
 const MAX_HEADERS: usize = 100;
@@ -351,8 +354,13 @@ fn judge(req: &httparse::Request<'_, '_>, head: &[u8]) -> Verdict {
             }
         } else if h.name.eq_ignore_ascii_case("host") {
             hosts += 1;
+            if !valid_host(h.value) {
+                return Verdict::Refuse(MARK_INVALID_HOST);
+            }
         } else if h.name.eq_ignore_ascii_case("upgrade") {
-            upgrade = true;
+            // An `h2c` upgrade is never passed on (see `hygiene::upgrade_requested`): such a
+            // request stays HTTP/1.1 and the heads after it are watched as usual.
+            upgrade |= !crate::hygiene::only_h2c(h.value);
         }
     }
     let tunnel = upgrade || req.method == Some("CONNECT");
@@ -393,6 +401,50 @@ fn judge(req: &httparse::Request<'_, '_>, head: &[u8]) -> Verdict {
         Verdict::Mark(MARK_AMBIGUOUS, framing)
     } else {
         Verdict::Frame(framing)
+    }
+}
+
+/// Whether a `Host` value is `uri-host [":" port]` (RFC 9110 section 7.2 with RFC 3986
+/// section 3.2.2): a bracketed IP literal, or a reg-name (an IPv4 address is one too) of
+/// unreserved characters, sub-delims and percent-encodings; the port all digits. An empty
+/// value is allowed (RFC 9112 section 3.2: a target URI without an authority).
+fn valid_host(value: &[u8]) -> bool {
+    let v = value.trim_ascii();
+    let sub_delim = |b: u8| b"!$&'()*+,;=".contains(&b);
+    let unreserved = |b: u8| b.is_ascii_alphanumeric() || b"-._~".contains(&b);
+    let port = if let Some(rest) = v.strip_prefix(b"[") {
+        // IPv6address / IPvFuture: hex digits, `:` and `.`, or `v1.` and a reg-name-like rest.
+        let Some(end) = memchr::memchr(b']', rest) else {
+            return false;
+        };
+        let literal = &rest[..end];
+        if literal.is_empty()
+            || !literal
+                .iter()
+                .all(|&b| b == b':' || unreserved(b) || sub_delim(b))
+        {
+            return false;
+        }
+        &rest[end + 1..]
+    } else {
+        let end = memchr::memchr(b':', v).unwrap_or(v.len());
+        let mut name = v[..end].iter();
+        while let Some(&b) = name.next() {
+            let ok = if b == b'%' {
+                matches!((name.next(), name.next()), (Some(h), Some(l)) if h.is_ascii_hexdigit() && l.is_ascii_hexdigit())
+            } else {
+                unreserved(b) || sub_delim(b)
+            };
+            if !ok {
+                return false;
+            }
+        }
+        &v[end..]
+    };
+    match port.split_first() {
+        None => true,
+        Some((b':', digits)) => digits.iter().all(u8::is_ascii_digit),
+        Some(_) => false,
     }
 }
 
@@ -773,6 +825,11 @@ mod tests {
             (b"POST / HTTP/1.1\r\nhost: x\r\nupgrade: websocket\r\nconnection: upgrade\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n", MARK_AMBIGUOUS),
             (b"GET / HTTP/1.1\r\nhost: a\r\nhost: b\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n", MARK_BAD_HOST),
             (b"CONNECT a:443 HTTP/1.1\r\n\r\n", MARK_BAD_HOST),
+            (b"GET / HTTP/1.1\r\nhost: a\"b\r\n\r\n", MARK_INVALID_HOST),
+            (b"GET / HTTP/1.1\r\nhost: a b\r\n\r\n", MARK_INVALID_HOST),
+            (b"GET / HTTP/1.1\r\nhost: a/b\r\n\r\n", MARK_INVALID_HOST),
+            (b"GET / HTTP/1.1\r\nhost: a:8x\r\n\r\n", MARK_INVALID_HOST),
+            (b"GET / HTTP/1.0\r\nhost: <a>\r\n\r\n", MARK_INVALID_HOST),
         ];
         for (bad, why) in cases {
             let mut input = bad.to_vec();
@@ -786,6 +843,57 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    #[test]
+    fn host_values_follow_rfc_3986() {
+        for good in [
+            &b"example.com"[..],
+            b"Example.COM:8443",
+            b"127.0.0.1:80",
+            b"[::1]:8080",
+            b"[2001:db8::1]",
+            b"[v1.fe80::a+en1]",
+            b"my_host-1.local~x",
+            b"caf%C3%A9.example",
+            b"a!$&'()*+,;=b",
+            b"host:",
+            b"",
+        ] {
+            assert!(valid_host(good), "{}", String::from_utf8_lossy(good));
+        }
+        for bad in [
+            &b"a\"b"[..],
+            b"a b",
+            b"a/b",
+            b"a@b",
+            b"a\\b",
+            b"a:80:80",
+            b"a:8x",
+            b"[::1",
+            b"[]",
+            b"[::1]x",
+            b"[::1]:8x",
+            b"a%2",
+            b"a%zz",
+            b"a{b}",
+            b"h\xc3\xa9",
+        ] {
+            assert!(!valid_host(bad), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[tokio::test]
+    async fn an_h2c_upgrade_request_is_watched_like_any_other() {
+        // Not a tunnel: the next head on the connection gets the usual checks.
+        let first = "GET /a HTTP/1.1\r\nhost: x\r\nconnection: Upgrade, HTTP2-Settings\r\nupgrade: h2c\r\nhttp2-settings: AAMAAABkAAQAAP__\r\n\r\n";
+        let second = "POST /b HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n";
+        let out = through(&[first.as_bytes(), second.as_bytes()], 1000).await;
+        assert!(out.starts_with(first), "{out}");
+        assert!(
+            out[first.len()..].starts_with("POST /b HTTP/1.1\r\nx-holdfast-framing: ambiguous\r\n"),
+            "{out}"
+        );
     }
 
     #[tokio::test]

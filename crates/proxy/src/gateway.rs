@@ -24,7 +24,8 @@ use crate::dial::TlsSetupError;
 use crate::forward::{forward, ms, Failure, OutBody, Outgoing, Trace, UpstreamRt};
 use crate::framing::{
     MARK_AMBIGUOUS, MARK_BAD_HOST, MARK_BAD_LENGTH, MARK_BAD_VERSION, MARK_BARE_LF, MARK_HEADER,
-    MARK_HEAD_TIMEOUT, MARK_HUGE_LENGTH, MARK_TOO_LARGE, MARK_UNSUPPORTED_CODING,
+    MARK_HEAD_TIMEOUT, MARK_HUGE_LENGTH, MARK_INVALID_HOST, MARK_TOO_LARGE,
+    MARK_UNSUPPORTED_CODING,
 };
 use crate::hygiene::{self, Peer};
 use crate::limiter::Limiter;
@@ -630,7 +631,11 @@ impl Gateway {
                 Ending::Dropped => Some(ResetClass::ClientAborted),
             });
             let total_ms = ms(p.start.elapsed());
-            let upstream_ms = trace.started.map(|s| ms(s.elapsed()));
+            // A handler that called a provider itself (AI) says when it started.
+            let upstream_ms = trace
+                .started
+                .or(extra.upstream_started)
+                .map(|s| ms(s.elapsed()));
             let route = p.route.map(|i| &p.state.routes[i]);
             match route {
                 Some(r) => r.metrics.count(&CallCounts {
@@ -749,6 +754,12 @@ const FRAMING_REFUSALS: &[(&str, StatusCode, &str, &str)] = &[
         "an HTTP/1.1 request needs exactly one Host header",
     ),
     (
+        MARK_INVALID_HOST,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        "the Host header is not a host name or IP address with an optional port",
+    ),
+    (
         MARK_BARE_LF,
         StatusCode::BAD_REQUEST,
         "bad_request",
@@ -844,8 +855,10 @@ struct BodyLimits {
 enum BodyProblem {
     /// Over `max_body_bytes`.
     TooLarge,
-    /// The client went away or broke the framing.
+    /// The client broke the framing (a malformed chunk).
     Unreadable,
+    /// The client went away before the whole body came.
+    Aborted,
     /// No bytes for `body_timeout`.
     Stalled,
 }
@@ -854,7 +867,8 @@ impl BodyProblem {
     fn class(self) -> ResetClass {
         match self {
             BodyProblem::TooLarge | BodyProblem::Stalled => ResetClass::BadRequest,
-            BodyProblem::Unreadable => ResetClass::ClientAborted,
+            BodyProblem::Unreadable => ResetClass::BadRequest,
+            BodyProblem::Aborted => ResetClass::ClientAborted,
         }
     }
 
@@ -884,8 +898,13 @@ impl BodyProblem {
             BodyProblem::Unreadable => responses::error(
                 StatusCode::BAD_REQUEST,
                 "body_read_failed",
-                "the request body could not be read",
+                "the request body could not be read: its chunked framing is malformed",
             ),
+            // Nobody reads it: the status the call log gets (nginx's "client closed request").
+            BodyProblem::Aborted => Response::builder()
+                .status(StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST))
+                .body(responses::full(Bytes::new()))
+                .unwrap_or_default(),
         }
     }
 }
@@ -918,7 +937,7 @@ async fn read_body(
                 Ok(None) => break,
                 Err(_) => return Err(BodyProblem::Stalled),
             };
-            let frame = frame.map_err(|_| BodyProblem::Unreadable)?;
+            let frame = frame.map_err(|e| body_error(&e))?;
             if let Ok(data) = frame.into_data() {
                 seen += data.len() as u64;
                 if seen > limits.limit {
@@ -943,6 +962,28 @@ async fn read_body(
     Ok(ReadBody::Streaming(upload, stats))
 }
 
+/// A failed read of a request body: the client left, or sent a malformed chunk.
+fn body_error(e: &hyper::Error) -> BodyProblem {
+    use std::io::ErrorKind;
+    let gone = |k: ErrorKind| {
+        matches!(
+            k,
+            ErrorKind::ConnectionReset
+                | ErrorKind::ConnectionAborted
+                | ErrorKind::BrokenPipe
+                | ErrorKind::UnexpectedEof
+        )
+    };
+    let io_kind = std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .map(|io| io.kind());
+    if e.is_incomplete_message() || e.is_canceled() || io_kind.is_some_and(gone) {
+        BodyProblem::Aborted
+    } else {
+        BodyProblem::Unreadable
+    }
+}
+
 /// The problem of a streamed upload, if it failed.
 fn upload_failure(stats: &UploadStats) -> Option<BodyProblem> {
     use std::sync::atomic::Ordering::Relaxed;
@@ -951,7 +992,8 @@ fn upload_failure(stats: &UploadStats) -> Option<BodyProblem> {
     } else if stats.stalled.load(Relaxed) {
         Some(BodyProblem::Stalled)
     } else if stats.client_failed.load(Relaxed) {
-        Some(BodyProblem::Unreadable)
+        // Mostly a client that left mid-upload (a malformed chunk is rarer).
+        Some(BodyProblem::Aborted)
     } else {
         None
     }

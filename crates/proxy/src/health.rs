@@ -11,11 +11,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::dial::Dialer;
 use crate::forward::UpstreamRt;
 
-/// Start the checker of `up`, if it has one.
+/// Start the checker of `up`, if it has one. Each round probes every target at once (each
+/// probe bounded by the check's timeout), so a target that hangs delays no other's check.
 pub fn spawn(up: &Arc<UpstreamRt>) {
     let Some(check) = up.balancer.upstream.health_check.clone() else {
         return;
     };
+    let check = Arc::new(check);
     let weak: Weak<UpstreamRt> = Arc::downgrade(up);
     tokio::spawn(async move {
         let n = weak
@@ -25,18 +27,34 @@ pub fn spawn(up: &Arc<UpstreamRt>) {
         let mut ok_streak = vec![0u32; n];
         let mut fail_streak = vec![0u32; n];
         let mut ticker = tokio::time::interval(check.interval);
+        // A round that took longer than the interval (a hanging target) is not made up for
+        // with a burst of rounds.
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut round = tokio::task::JoinSet::new();
         loop {
             ticker.tick().await;
             let Some(up) = weak.upgrade() else { return };
-            for (i, t) in up.balancer.targets.iter().enumerate() {
-                let spec = &up.balancer.upstream.targets[i];
-                let ok = probe(
-                    up.conns.dialer(),
-                    spec,
-                    check.http_path.as_deref(),
-                    check.timeout,
-                )
-                .await;
+            for i in 0..up.balancer.targets.len() {
+                let up = up.clone();
+                let check = check.clone();
+                round.spawn(async move {
+                    let spec = &up.balancer.upstream.targets[i];
+                    let ok = probe(
+                        up.conns.dialer(),
+                        spec,
+                        check.http_path.as_deref(),
+                        check.timeout,
+                    )
+                    .await;
+                    (i, ok)
+                });
+            }
+            drop(up);
+            while let Some(done) = round.join_next().await {
+                let Ok((i, ok)) = done else { continue };
+                // The pool may be gone meanwhile (a reload): its verdicts no longer matter.
+                let Some(up) = weak.upgrade() else { return };
+                let t = &up.balancer.targets[i];
                 if ok {
                     ok_streak[i] += 1;
                     fail_streak[i] = 0;
@@ -172,6 +190,70 @@ mod tests {
             }
         });
         addr
+    }
+
+    #[tokio::test]
+    async fn a_hanging_target_does_not_delay_the_checks_of_the_others() {
+        use holdfast_core::config::upstream::HealthCheck;
+        // Target 0 accepts and never answers; target 1 answers every check 503.
+        let hang = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let hang_addr = hang.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = hang.accept().await {
+                held.push(s);
+            }
+        });
+        let bad = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let bad_addr = bad.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = bad.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let mut head = Vec::new();
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = s
+                        .write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                        .await;
+                });
+            }
+        });
+        let targets = vec![
+            Target::plain(&hang_addr.to_string()),
+            Target::plain(&bad_addr.to_string()),
+        ];
+        let mut config = Upstream::with_defaults("p", targets);
+        config.health_check = Some(HealthCheck {
+            http_path: Some("/health".into()),
+            interval: Duration::from_millis(50),
+            timeout: Duration::from_secs(5),
+            healthy_threshold: 1,
+            unhealthy_threshold: 1,
+        });
+        let up = Arc::new(UpstreamRt::new(config).unwrap());
+        spawn(&up);
+        let started = std::time::Instant::now();
+        while up.balancer.targets[1]
+            .active_healthy
+            .load(Ordering::Relaxed)
+        {
+            // One after another, the 503 target was checked only once the hanging one's probe
+            // had timed out (5 s).
+            assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "the failing target's check waited for the hanging one"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The hanging target's own probe is still running (it fails at its timeout).
+        assert!(up.balancer.targets[0]
+            .active_healthy
+            .load(Ordering::Relaxed));
     }
 
     #[tokio::test]

@@ -11,10 +11,12 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 
 /// Hop-by-hop headers (RFC 9110 section 7.6.1 and the usual extras). `Transfer-Encoding` is
-/// among them: hyper re-frames the body.
-fn hop_by_hop_names() -> [&'static HeaderName; 9] {
+/// among them: hyper re-frames the body. `HTTP2-Settings` belongs to an `h2c` upgrade, which
+/// is never passed on (RFC 9113 section 3.2.1: connection-specific).
+fn hop_by_hop_names() -> [&'static HeaderName; 10] {
     [
         &header::CONNECTION,
         &header::PROXY_AUTHENTICATE,
@@ -25,6 +27,7 @@ fn hop_by_hop_names() -> [&'static HeaderName; 9] {
         &header::TRANSFER_ENCODING,
         &KEEP_ALIVE,
         &PROXY_CONNECTION,
+        &HTTP2_SETTINGS,
     ]
 }
 
@@ -40,6 +43,7 @@ fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
         "transfer-encoding" => Some(6),
         "keep-alive" => Some(7),
         "proxy-connection" => Some(8),
+        "http2-settings" => Some(9),
         _ => None,
     }
 }
@@ -59,7 +63,26 @@ fn named_in_connection(headers: &HeaderMap) -> impl Iterator<Item = &str> {
         })
 }
 
+/// Whether `token` (one entry of an `Upgrade` list, e.g. `h2c` or `websocket/13`) names h2c:
+/// HTTP/2 over cleartext, which the gateway never asks an upstream to switch to.
+fn is_h2c(token: &[u8]) -> bool {
+    let protocol = token.split(|b| *b == b'/').next().unwrap_or_default();
+    protocol.trim_ascii().eq_ignore_ascii_case(b"h2c")
+}
+
+/// Whether an `Upgrade` value lists only `h2c` (with at least one entry).
+pub fn only_h2c(upgrade: &[u8]) -> bool {
+    let mut entries = upgrade
+        .split(|b| *b == b',')
+        .filter(|t| !t.trim_ascii().is_empty())
+        .peekable();
+    entries.peek().is_some() && entries.all(is_h2c)
+}
+
 /// The protocol an HTTP/1.1 request asks to switch to (`Upgrade`, named in `Connection`), if any.
+/// `h2c` is left out (h2c smuggling: an upstream that switched to HTTP/2 would take requests
+/// the gateway never sees): a request that asks only for it goes as a plain HTTP/1.1 request,
+/// its `Upgrade` and `HTTP2-Settings` removed with the other hop-by-hop headers.
 pub fn upgrade_requested(headers: &HeaderMap) -> Option<HeaderValue> {
     let upgrade = headers.get(header::UPGRADE)?;
     let named = headers
@@ -68,7 +91,23 @@ pub fn upgrade_requested(headers: &HeaderMap) -> Option<HeaderValue> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    named.then(|| upgrade.clone())
+    if !named {
+        return None;
+    }
+    let bytes = upgrade.as_bytes();
+    if !bytes.split(|b| *b == b',').any(is_h2c) {
+        return Some(upgrade.clone());
+    }
+    // `h2c` among others (rare): ask for the others only.
+    let others: Vec<&[u8]> = bytes
+        .split(|b| *b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty() && !is_h2c(t))
+        .collect();
+    if others.is_empty() {
+        return None;
+    }
+    HeaderValue::from_bytes(&others.join(&b", "[..])).ok()
 }
 
 /// Put the upgrade headers back after [`strip_hop_by_hop`] (they are hop-by-hop, but an
@@ -309,6 +348,37 @@ mod tests {
         add_forwarding(&mut h, &peer, Some("bad\"host"), http::Version::HTTP_11);
         assert_eq!(h["forwarded"], "for=127.0.0.1;proto=http");
         assert!(!h.contains_key("x-forwarded-host"));
+    }
+
+    #[test]
+    fn an_h2c_upgrade_is_never_passed_on() {
+        let request = |upgrade: &'static str, connection: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::UPGRADE, HeaderValue::from_static(upgrade));
+            h.insert(header::CONNECTION, HeaderValue::from_static(connection));
+            h.insert(
+                &HTTP2_SETTINGS,
+                HeaderValue::from_static("AAMAAABkAAQAAP__"),
+            );
+            h
+        };
+        let h = request("h2c", "Upgrade, HTTP2-Settings");
+        assert_eq!(upgrade_requested(&h), None);
+        assert_eq!(upgrade_requested(&request("H2C", "upgrade")), None);
+        assert_eq!(
+            upgrade_requested(&request("h2c, websocket", "upgrade")).unwrap(),
+            "websocket"
+        );
+        assert_eq!(
+            upgrade_requested(&request("websocket", "upgrade")).unwrap(),
+            "websocket"
+        );
+        // Not named in `Connection`: HTTP2-Settings goes all the same.
+        let mut h = request("h2c", "upgrade");
+        strip_hop_by_hop(&mut h);
+        assert!(h.is_empty(), "{h:?}");
+        assert!(only_h2c(b"h2c") && only_h2c(b" h2c , H2C") && !only_h2c(b"h2c, websocket"));
+        assert!(!only_h2c(b"") && !only_h2c(b"websocket"));
     }
 
     #[test]

@@ -36,17 +36,28 @@ impl Limiter {
         if let Ok(permit) = self.slots.clone().try_acquire_owned() {
             return Ok(permit);
         }
-        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.queue_size {
-            self.waiting.fetch_sub(1, Ordering::AcqRel);
+        // The place in the queue is given back however the wait ends, also when the waiting
+        // request is dropped (its client left).
+        let place = QueuePlace(&self.waiting);
+        if place.0.fetch_add(1, Ordering::AcqRel) >= self.queue_size {
             return Err(Refused::QueueFull);
         }
         let result =
             tokio::time::timeout(self.queue_timeout, self.slots.clone().acquire_owned()).await;
-        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        drop(place);
         match result {
             Ok(Ok(permit)) => Ok(permit),
             _ => Err(Refused::QueueTimeout),
         }
+    }
+}
+
+/// One place in a route's wait queue, counted in `waiting` until dropped.
+struct QueuePlace<'a>(&'a AtomicUsize);
+
+impl Drop for QueuePlace<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -71,5 +82,18 @@ mod tests {
         assert_eq!(l.acquire().await.err(), Some(Refused::QueueFull));
         drop(held);
         assert_eq!(waiter.await.unwrap(), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn a_waiter_that_is_dropped_gives_its_place_back() {
+        let l = Limiter::new(1, 1, Duration::from_secs(5));
+        let _held = l.acquire().await.unwrap();
+        for _ in 0..3 {
+            // A client that leaves while queued drops its request's future.
+            let gave_up = tokio::time::timeout(Duration::from_millis(20), l.acquire()).await;
+            assert!(gave_up.is_err(), "still waiting");
+            assert_eq!(l.waiting.load(Ordering::Acquire), 0, "place given back");
+        }
+        assert_eq!(l.waiting.load(Ordering::Acquire), 0);
     }
 }

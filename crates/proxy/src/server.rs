@@ -6,8 +6,9 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use holdfast_core::{CallExtra, CallRecord, ResetClass};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -19,6 +20,7 @@ use tokio::sync::watch;
 use crate::framing::Watched;
 use crate::gateway::Gateway;
 use crate::hygiene::Peer;
+use crate::observe::count_unrouted;
 use crate::responses;
 
 /// Connection limits from `[server]`. A reload may change them
@@ -34,10 +36,15 @@ pub struct Limits {
 }
 
 /// Answer `raw` (a complete response), send a FIN, and read what the client still sends so
-/// that closing does not turn into a reset.
-async fn answer_and_close(mut stream: TcpStream, raw: &[u8]) {
+/// that closing does not turn into a reset. `written` learns whether the answer went out
+/// (before the wait for the client's close).
+async fn answer_and_close(mut stream: TcpStream, raw: &[u8], written: impl FnOnce(bool)) {
+    let mut written = Some(written);
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        let _ = stream.write_all(raw).await;
+        let sent = stream.write_all(raw).await.is_ok();
+        if let Some(f) = written.take() {
+            f(sent);
+        }
         let _ = stream.shutdown().await;
         let mut sink = [0u8; 4096];
         while let Ok(n) = stream.read(&mut sink).await {
@@ -47,6 +54,51 @@ async fn answer_and_close(mut stream: TcpStream, raw: &[u8]) {
         }
     })
     .await;
+    if let Some(f) = written {
+        // The write itself ran out of time.
+        f(false);
+    }
+}
+
+/// Log and count a connection refused for `server.max_connections`: one access-log record
+/// (class `overloaded`, status 503, no route; the request was never read, so no method or
+/// path) and `holdfast_failed_exchanges_total{class="overloaded"}`, like any refused call.
+/// `bytes_out` is the answer's size, `None` when it could not be written.
+fn record_refused(
+    gateway: &Gateway,
+    client: SocketAddr,
+    (started, at): (Instant, SystemTime),
+    bytes_out: Option<usize>,
+) {
+    let status = 503;
+    let total_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let class = Some(ResetClass::Overloaded);
+    count_unrouted(status, total_ms, class);
+    let state = gateway.state.load();
+    let observers = &state.plugins.observers;
+    if !gateway.observers.logs() && observers.is_empty() {
+        return;
+    }
+    let record = CallRecord {
+        ts_ms: at
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0),
+        client: client.to_string(),
+        status,
+        reset_class: class,
+        total_ms,
+        bytes_out: bytes_out.unwrap_or(0) as u64,
+        extra: CallExtra {
+            reset_class: class,
+            ..CallExtra::default()
+        },
+        ..CallRecord::default()
+    };
+    gateway.observers.log(&record);
+    for o in observers {
+        o.on_call(&record);
+    }
 }
 
 /// A change to the client listeners while serving (a reload with new `server.listen`).
@@ -132,13 +184,19 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         if active.load(Ordering::Acquire) >= limits.max_connections {
             metrics::counter!("holdfast_rejected_connections_total").increment(1);
+            let gateway = gateway.clone();
             tokio::spawn(async move {
+                let started = (Instant::now(), SystemTime::now());
                 let _ = tokio::time::timeout(Duration::from_millis(500), async {
                     let mut chunk = [0u8; 4096];
                     let _ = stream.read(&mut chunk).await;
                 })
                 .await;
-                answer_and_close(stream, &responses::raw_overloaded()).await;
+                let answer = responses::raw_overloaded();
+                answer_and_close(stream, &answer, |written| {
+                    record_refused(&gateway, client, started, written.then_some(answer.len()));
+                })
+                .await;
             });
             continue;
         }

@@ -406,7 +406,12 @@ pub fn warnings(config: &Config) -> Vec<ConfigWarning> {
     let mut out = Vec::new();
     for (name, up) in &config.upstreams {
         if let Some(server_timeout) = up.server_keepalive_timeout {
-            if up.idle_timeout + Duration::from_millis(500) > server_timeout {
+            // At least 500 ms below the upstream's timeout; half of it for very short ones.
+            let margin = Duration::from_millis(500).min(server_timeout / 2);
+            if up.idle_timeout + margin > server_timeout {
+                let advice = server_timeout
+                    .saturating_sub(margin)
+                    .max(Duration::from_millis(1));
                 out.push(ConfigWarning::new(
                     format!("upstreams.{name}.idle_timeout_ms"),
                     format!(
@@ -415,8 +420,9 @@ pub fn warnings(config: &Config) -> Vec<ConfigWarning> {
                         server_timeout.as_millis()
                     ),
                     format!(
-                        "set idle_timeout_ms to {} or less (at least 500 ms below server_keepalive_timeout_ms)",
-                        server_timeout.as_millis().saturating_sub(500)
+                        "set idle_timeout_ms to {} or less ({} ms below server_keepalive_timeout_ms)",
+                        advice.as_millis(),
+                        margin.as_millis()
                     ),
                 ));
             }

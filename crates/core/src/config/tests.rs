@@ -668,3 +668,20 @@ fn api_keys_may_not_ride_in_headers_http_needs() {
     let e = &parse(negative, "x.toml", env).unwrap_err().0[0];
     assert!(e.to_string().contains("from 1 to 3650"), "{e}");
 }
+
+#[test]
+fn a_short_upstream_keep_alive_gets_advice_that_validates() {
+    let text = "[upstreams.a]\ntargets = [\"http://127.0.0.1:1\"]\nserver_keepalive_timeout_ms = 400\n[[routes]]\nupstream = \"a\"\n";
+    let w = warnings(&parse(text, "x.toml", env).unwrap());
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].fix.contains("set idle_timeout_ms to 200 or less"),
+        "{}",
+        w[0]
+    );
+    let fixed = text.replace(
+        "server_keepalive",
+        "idle_timeout_ms = 200\nserver_keepalive",
+    );
+    assert!(warnings(&parse(&fixed, "x.toml", env).unwrap()).is_empty());
+}

@@ -14,8 +14,9 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use super::{H1Conn, ResponseHead, READ_CHUNK};
 use crate::plugin::{Body, BoxError};
 
-/// Where a connection goes once its response has been read.
-pub trait Return: Send + Sync {
+/// Where a connection goes once its response has been read, and where the body reports how
+/// it ended (the target's outlier counters).
+pub trait Return: crate::body::BodyOutcome {
     fn checkin(&self, conn: H1Conn);
 }
 
@@ -60,10 +61,15 @@ pub struct UpstreamBody {
     decoder: Decoder,
     reusable: bool,
     home: Option<Arc<dyn Return>>,
+    /// The connection's target, for [`crate::body::BodyOutcome`].
+    target: usize,
+    /// How the body ends is reported (not for a `5xx`, counted as a failure at its head).
+    report: bool,
 }
 
 /// Turn a parsed head into the response for the gateway. A body already in the buffer is
-/// taken whole and the connection returned at once.
+/// taken whole and the connection returned at once. How the body ends is reported to `home`
+/// ([`crate::body::BodyOutcome`]) unless the status is a `5xx`.
 pub fn into_response(
     head: ResponseHead,
     mut conn: H1Conn,
@@ -79,8 +85,13 @@ pub fn into_response(
         reusable,
     } = head;
     let decoder = Decoder::new(framing);
+    let report = !status.is_server_error();
+    let target = conn.target;
     let body: Body = match decoder.state {
         State::Done => {
+            if report {
+                home.body_ended(target, true);
+            }
             if reusable && conn.buf.is_empty() {
                 home.checkin(conn);
             }
@@ -88,6 +99,9 @@ pub fn into_response(
         }
         State::Length(n) if conn.buf.len() as u64 >= n => {
             let whole = conn.buf.split_to(n as usize).freeze();
+            if report {
+                home.body_ended(target, true);
+            }
             if reusable && conn.buf.is_empty() {
                 home.checkin(conn);
             }
@@ -98,6 +112,8 @@ pub fn into_response(
             decoder,
             reusable,
             home: Some(home),
+            target,
+            report,
         }
         .boxed(),
     };
@@ -119,6 +135,9 @@ impl UpstreamBody {
         let (Some(conn), Some(home)) = (self.conn.take(), self.home.take()) else {
             return;
         };
+        if self.report {
+            home.body_ended(self.target, true);
+        }
         if self.reusable && conn.buf.is_empty() {
             home.checkin(conn);
         }
@@ -362,9 +381,13 @@ impl HttpBody for UpstreamBody {
         let this = self.get_mut();
         match ready!(this.step(cx)) {
             Some(Err(e)) => {
-                // The connection is in an unknown state: it is closed, never reused.
+                // The connection is in an unknown state: it is closed, never reused. The
+                // upstream broke the body off: a failure for its target.
                 this.decoder.state = State::Done;
                 this.conn = None;
+                if let Some(home) = this.home.take().filter(|_| this.report) {
+                    home.body_ended(this.target, false);
+                }
                 Poll::Ready(Some(Err(Box::new(e))))
             }
             other => Poll::Ready(other.map(|r| r.map_err(|e| Box::new(e) as BoxError))),
