@@ -527,7 +527,7 @@ impl Management {
                 return Err(refuse(
                     StatusCode::FORBIDDEN,
                     &format!(
-                        "consumer `{consumer}` has no subscription to service `{service_name}`: subscribe first (POST /admin/tenants/{tenant}/subscriptions)"
+                        "consumer `{consumer}` has no subscription to service `{service_name}`: ask the API's owner for a subscription"
                     ),
                 ))
             }

@@ -58,6 +58,10 @@ pub enum JwtError {
     WrongAlgorithm(Algorithm),
     #[error("the JWT lacks the required `{claim}` claim ({kind})", claim = .0, kind = claim_kind(.0))]
     MissingClaim(String),
+    #[error("the JWT lacks the required audience (aud) claim: expected `{0}` (a string or an array of strings)")]
+    MissingAudience(String),
+    #[error("the JWT lacks the required issuer (iss) claim: expected `{0}`")]
+    MissingIssuer(String),
     #[error("the JWT's `{claim}` claim is not {kind}", claim = .0, kind = claim_kind(.0))]
     BadClaim(String),
     #[error("the JWT key id (kid) `{0}` is not in the service's key set")]
@@ -265,14 +269,21 @@ impl Verifier {
         let mut validation = Validation::new(algorithm);
         validation.leeway = config.leeway_s;
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp"]);
+        // jsonwebtoken checks `aud` / `iss` only when the token carries them, unless they are
+        // required: a configured audience or issuer must be present, not just not wrong.
+        let mut required = vec!["exp"];
         match &config.audience {
-            Some(aud) => validation.set_audience(&[aud]),
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                required.push("aud");
+            }
             None => validation.validate_aud = false,
         }
         if let Some(iss) = &config.issuer {
             validation.set_issuer(&[iss]);
+            required.push("iss");
         }
+        validation.set_required_spec_claims(&required);
         let keys = match &config.keys {
             JwtKeys::Secret(s) => Keys::Fixed(KeySet {
                 unnamed: vec![DecodingKey::from_secret(s.as_bytes())],
@@ -376,6 +387,13 @@ impl Verifier {
                 JwtError::WrongIssuer(self.config.issuer.clone().unwrap_or_default())
             }
             ErrorKind::InvalidAlgorithm => JwtError::WrongAlgorithm(self.validation.algorithms[0]),
+            // Also when the claim is there but is neither a string nor an array of strings.
+            ErrorKind::MissingRequiredClaim(c) if c == "aud" => {
+                JwtError::MissingAudience(self.config.audience.clone().unwrap_or_default())
+            }
+            ErrorKind::MissingRequiredClaim(c) if c == "iss" => {
+                JwtError::MissingIssuer(self.config.issuer.clone().unwrap_or_default())
+            }
             ErrorKind::MissingRequiredClaim(c) => JwtError::MissingClaim(c),
             ErrorKind::InvalidClaimFormat(c) => JwtError::BadClaim(c),
             other => JwtError::Malformed(format!("{other:?}")),

@@ -250,6 +250,11 @@ fn object(props: Value) -> Value {
         "properties": props })
 }
 
+/// What the `buckets` of the stats hold.
+fn buckets_about() -> String {
+    format!("every bucket from the one holding `since` (start rounded down to a multiple of the width) to the one holding now, oldest first, empty ones included (0 calls, null percentiles); a window of more than {} buckets is refused (400, field `bucket`)", holdfast_store::MAX_BUCKETS)
+}
+
 /// The schemas of the success responses, as the handlers serialize them (`holdfast-store`'s
 /// model and analytics types, the admin crate's counters).
 fn response_schemas() -> Map<String, Value> {
@@ -261,6 +266,8 @@ fn response_schemas() -> Map<String, Value> {
     let count = json!({ "type": "integer", "minimum": 0 });
     let millis = json!({ "type": "number", "minimum": 0 });
     let rate = json!({ "type": "number", "minimum": 0, "maximum": 1 });
+    let millis_or_null = json!({ "type": ["number", "null"], "minimum": 0,
+        "description": "null when the bucket holds no calls" });
     let counts = json!({ "type": "object", "additionalProperties": count });
     let array = |name: &str| json!({ "type": "array", "items": r(name) });
 
@@ -293,6 +300,15 @@ fn response_schemas() -> Map<String, Value> {
     tenant_stats["description"] =
         json!("`call_log` (the node's writer counters) only for a super admin token");
     stats["description"] = json!("analytics of every tenant's calls");
+    // Consumer names are unique only within a tenant: across tenants they are qualified.
+    stats["properties"]["top_consumers"]["description"] =
+        json!("consumers named `tenant/consumer`, counted per tenant");
+    stats["properties"]["usage"]["description"] =
+        json!("`consumer` is `tenant/consumer`, counted per tenant");
+    tenant_stats["properties"]["top_consumers"]["description"] =
+        json!("consumers of the tenant, by bare name");
+    tenant_stats["properties"]["buckets"]["description"] = json!(buckets_about());
+    stats["properties"]["buckets"]["description"] = json!(buckets_about());
 
     let deleted = |what: Value| object(json!({ "deleted": object(what) }));
     let out = json!({
@@ -314,14 +330,22 @@ fn response_schemas() -> Map<String, Value> {
         "DeletedSubscription": deleted(json!({ "tenant": s,
             "subscription": { "type": "integer", "format": "int64" } })),
         "Bucket": object(json!({ "start_ms": ms, "calls": count, "errors": count, "error_rate": rate,
-            "p50_ms": millis, "p95_ms": millis, "p99_ms": millis })),
+            "p50_ms": millis_or_null, "p95_ms": millis_or_null, "p99_ms": millis_or_null })),
         "TopEntry": object(json!({ "name": s, "calls": count })),
         "UsageEntry": object(json!({ "consumer": s, "model": s, "calls": count, "tokens": count,
             "cost_usd": { "type": "number", "minimum": 0 } })),
         "TenantStats": tenant_stats,
         "Stats": stats,
         "CallLogStats": object(json!({ "queued": count, "written": count, "overflow": count,
-            "write_failures": count, "pruned": count })),
+            "write_failures": count, "pruned": count,
+            "backlog": { "type": "integer", "minimum": 0,
+                "description": "records queued and not written yet" },
+            "backlog_ms": { "type": "integer", "minimum": 0,
+                "description": "how long (ms) the oldest of them has waited" },
+            "last_write_ms": { "type": "integer", "minimum": 0,
+                "description": "how long the last batch write took (ms)" },
+            "behind": { "type": "integer", "minimum": 0,
+                "description": "flush intervals at which the writer was behind (a batch slower than the interval, or a backlog older than two intervals)" } })),
         "CacheStatus": object(json!({ "generation": { "type": "integer", "format": "int64" },
             "listening": { "type": "boolean" }, "notified_reloads": count,
             "polled_reloads": count, "listener_restarts": count })),
@@ -380,7 +404,14 @@ fn query_params(method: &str, path: &str, summary: &str) -> Vec<Value> {
     match (method, path) {
         ("get", p) if p.ends_with("/stats") => vec![
             q("since", duration.clone(), "window, e.g. 1h (default 1h)"),
-            q("bucket", duration, "bucket width, e.g. 1m (default 1m)"),
+            q(
+                "bucket",
+                duration,
+                &format!(
+                    "bucket width, e.g. 1m (default 1m); since / bucket may make at most {} buckets",
+                    holdfast_store::MAX_BUCKETS
+                ),
+            ),
             q(
                 "top",
                 json!({ "type": "integer", "minimum": 1, "maximum": 1000 }),

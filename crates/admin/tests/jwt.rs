@@ -156,6 +156,101 @@ async fn hs256_token_passes_and_bad_tokens_get_401() {
     assert_eq!(node.call("pay", Some(&good)).await.0, 200);
 }
 
+/// A configured `audience` / `issuer` makes the claim required: leaving it out is not a way
+/// past the check (RFC 7519: `aud` is a string or an array of strings). A service that
+/// configures neither still takes tokens without them.
+#[tokio::test]
+async fn configured_audience_and_issuer_must_be_present() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut open = jwt_entry(
+        "maps",
+        JwtAlgorithm::Hs256,
+        JwtKeys::Secret(HS_SECRET.into()),
+    );
+    open.audience = None;
+    open.issuer = None;
+    let node = node_with(
+        &dir,
+        vec![
+            jwt_entry(
+                "pay",
+                JwtAlgorithm::Hs256,
+                JwtKeys::Secret(HS_SECRET.into()),
+            ),
+            open,
+        ],
+    )
+    .await;
+    provision(&node, ADMIN_A, "acme", "pay", r#"{"name":"pay"}"#).await;
+    let (s, v) = node
+        .api(
+            "POST",
+            "/admin/tenants/acme/services",
+            ADMIN_A,
+            Some(r#"{"name":"maps"}"#),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    subscribe(&node, "c1", "pay").await;
+    subscribe(&node, "c1", "maps").await;
+    let without = |drop: &[&str]| {
+        let mut c = claims("c1", "pay-api", 300);
+        for k in drop {
+            c.as_object_mut().expect("object").remove(*k);
+        }
+        hs_token(&c)
+    };
+
+    let no_aud = without(&["aud"]);
+    let (s, _, body, _) = node.call("pay", Some(&no_aud)).await;
+    assert_eq!(s, 401, "{body}");
+    assert!(
+        body.contains("lacks the required audience (aud) claim") && body.contains("`pay-api`"),
+        "{body}"
+    );
+    let no_iss = without(&["iss"]);
+    let (s, _, body, _) = node.call("pay", Some(&no_iss)).await;
+    assert_eq!(s, 401, "{body}");
+    assert!(
+        body.contains("lacks the required issuer (iss) claim")
+            && body.contains("`https://idp.test`"),
+        "{body}"
+    );
+    let neither = without(&["aud", "iss"]);
+    let (s, _, body, _) = node.call("pay", Some(&neither)).await;
+    assert_eq!(s, 401, "{body}");
+    assert!(body.contains("lacks the required"), "{body}");
+    // An `aud` that is neither a string nor an array of strings does not count as one.
+    let numeric = {
+        let mut c = claims("c1", "pay-api", 300);
+        c["aud"] = json!(42);
+        hs_token(&c)
+    };
+    let (s, _, body, _) = node.call("pay", Some(&numeric)).await;
+    assert_eq!(s, 401, "{body}");
+    assert!(body.contains("audience (aud)"), "{body}");
+
+    // `aud` as an array: accepted when it holds the service's audience.
+    let array = |aud: serde_json::Value| {
+        let mut c = claims("c1", "pay-api", 300);
+        c["aud"] = aud;
+        hs_token(&c)
+    };
+    let (s, _, body, _) = node
+        .call("pay", Some(&array(json!(["other-api", "pay-api"]))))
+        .await;
+    assert_eq!(s, 200, "{body}");
+    for wrong in [json!(["other-api"]), json!([])] {
+        let (s, _, body, _) = node.call("pay", Some(&array(wrong.clone()))).await;
+        assert_eq!(s, 401, "{wrong}: {body}");
+        assert!(body.contains("audience (aud) is wrong"), "{wrong}: {body}");
+    }
+
+    // No audience / issuer configured: neither claim is required.
+    let (s, _, body, _) = node.call("maps", Some(&neither)).await;
+    assert_eq!(s, 200, "{body}");
+}
+
 #[tokio::test]
 async fn jwt_callers_still_get_rate_limited() {
     let dir = tempfile::tempdir().expect("tmp");

@@ -488,12 +488,15 @@ async fn every_success_answer_matches_its_declared_schema() {
         .await;
     assert_eq!(v.as_array().map(Vec::len), Some(3), "{v}");
 
-    // Calls in the log, so that every list of the analytics has entries.
+    // Calls in the log, so that every list of the analytics has entries; beta has a `c1` too.
+    let mut beta_c1 = call_record("c1", "maps", 200, Some(("smart", 50)));
+    beta_c1.extra.tenant = Some("beta".into());
     let records = [
         call_record("c1", "pay", 200, Some(("smart", 600))),
         call_record("c1", "pay", 503, Some(("fast", 100))),
         call_record("c2", "open", 0, None),
         call_record("c2", "open", 200, None),
+        beta_c1,
     ];
     for rec in &records {
         for o in &node.plugins.observers {
@@ -539,8 +542,96 @@ async fn every_success_answer_matches_its_declared_schema() {
         )
         .await;
     assert!(v["call_log"].is_object(), "{v}");
-    c.call("get", "/admin/stats", "/admin/stats", SUPER, None)
+    // Every bucket of the window, the empty ones with null percentiles (the schema allows it).
+    let buckets = v["buckets"].as_array().expect("buckets");
+    assert!((24..=26).contains(&buckets.len()), "{v}");
+    let starts: Vec<i64> = buckets
+        .iter()
+        .map(|b| b["start_ms"].as_i64().unwrap())
+        .collect();
+    assert!(
+        starts.windows(2).all(|w| w[1] - w[0] == 3_600_000),
+        "{starts:?}"
+    );
+    let empty = &buckets[0];
+    assert_eq!(
+        (&empty["calls"], &empty["errors"]),
+        (&json!(0), &json!(0)),
+        "{v}"
+    );
+    assert!(
+        empty["p50_ms"].is_null() && empty["p99_ms"].is_null(),
+        "{v}"
+    );
+    let busy: Vec<&Value> = buckets.iter().filter(|b| b["calls"] != 0).collect();
+    let calls: u64 = busy.iter().map(|b| b["calls"].as_u64().unwrap()).sum();
+    assert_eq!(calls, 4, "{v}");
+    assert!(busy.iter().all(|b| b["p50_ms"] == 3.5), "{v}");
+    // One tenant's stats name consumers bare.
+    let names: Vec<&str> = v["top_consumers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["c1", "c2"], "{v}");
+
+    // Stats of every tenant: acme's c1 and beta's c1 are two consumers, `tenant/consumer`.
+    let v = c
+        .call("get", "/admin/stats", "/admin/stats", SUPER, None)
         .await;
+    let top: Vec<(&str, u64)> = v["top_consumers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["name"].as_str().unwrap(), e["calls"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(top, [("acme/c1", 2), ("acme/c2", 2), ("beta/c1", 1)], "{v}");
+    let usage: Vec<(&str, &str, u64)> = v["usage"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            (
+                u["consumer"].as_str().unwrap(),
+                u["model"].as_str().unwrap(),
+                u["tokens"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        usage,
+        [
+            ("acme/c1", "fast", 100),
+            ("acme/c1", "smart", 600),
+            ("beta/c1", "smart", 50)
+        ],
+        "{v}"
+    );
+    // 1 h in 1 m buckets: 61 (the first and the last are partial; 62 if a minute began
+    // between the query and the answer).
+    let n = v["buckets"].as_array().map_or(0, Vec::len);
+    assert!(n == 61 || n == 62, "{n} buckets: {v}");
+    // A window of too many buckets is a clear 400 naming the field.
+    let (s, v) = node
+        .api("GET", "/admin/stats?since=7d&bucket=1s", SUPER, None)
+        .await;
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(v["field"], "bucket", "{v}");
+    let msg = v["error"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("since 7d with bucket 1s makes 6048") && msg.contains("at least 31s"),
+        "{v}"
+    );
+    let (s, v) = node
+        .api(
+            "GET",
+            "/admin/tenants/acme/stats?since=7d&bucket=1m",
+            VIEWER_A,
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
     c.call(
         "post",
         "/admin/calllog/prune",

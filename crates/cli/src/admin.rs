@@ -162,6 +162,9 @@ enum AdminCommand {
         since: String,
         #[arg(long, default_value = "1m")]
         bucket: String,
+        /// Entries in each top list (the API's default when not given).
+        #[arg(long)]
+        top: Option<u32>,
     },
 }
 
@@ -189,6 +192,13 @@ enum ServiceAction {
         /// Subscriptions wait for a tenant admin's approval.
         #[arg(long)]
         require_approval: bool,
+        /// The service's first version.
+        #[arg(long, default_value = "v1")]
+        version: String,
+        /// The first version's lifecycle state: `draft` keeps the service uncallable until
+        /// `service version NAME V published`.
+        #[arg(long, default_value = "published", value_parser = ["draft", "published", "deprecated", "retired"])]
+        state: String,
         #[command(flatten)]
         limits: Limits,
     },
@@ -374,14 +384,19 @@ async fn run_async(args: AdminArgs) -> anyhow::Result<u8> {
                     tenant,
                     name,
                     require_approval,
+                    version,
+                    state,
                     limits,
                 },
         } => (
             "POST",
             format!("/admin/tenants/{tenant}/services"),
-            Some(
-                json!({ "name": name, "require_approval": require_approval, "limits": limits.to_json() }),
-            ),
+            Some(json!({
+                "name": name,
+                "require_approval": require_approval,
+                "limits": limits.to_json(),
+                "versions": [{ "version": version, "state": state }],
+            })),
             &["name", "tenant", "require_approval", "limits", "versions"],
         ),
         C::Service {
@@ -608,14 +623,16 @@ async fn run_async(args: AdminArgs) -> anyhow::Result<u8> {
             tenant,
             since,
             bucket,
+            top,
         } => {
             let base = match tenant {
                 Some(t) => format!("/admin/tenants/{t}/stats"),
                 None => "/admin/stats".into(),
             };
+            let top = top.map(|n| format!("&top={n}")).unwrap_or_default();
             (
                 "GET",
-                format!("{base}?since={since}&bucket={bucket}"),
+                format!("{base}?since={since}&bucket={bucket}{top}"),
                 None,
                 &[],
             )
@@ -892,7 +909,10 @@ fn print_stats(v: &Value) {
         &["consumer", "model", "calls", "tokens", "cost_usd"],
     );
     println!("\ncalls by node: {}", v["calls_by_node"]);
-    println!("call log writer: {}", v["call_log"]);
+    // Only super admins see the writer's counters.
+    if !v["call_log"].is_null() {
+        println!("call log writer: {}", v["call_log"]);
+    }
 }
 
 /// `GET /admin/calllog`: what is stored, the writer's counters and the cache's state.
@@ -901,7 +921,17 @@ fn print_calllog(v: &Value) {
     println!("\ncall log writer:");
     print_table(
         &v["writer"],
-        &["queued", "written", "overflow", "write_failures", "pruned"],
+        &[
+            "queued",
+            "written",
+            "overflow",
+            "write_failures",
+            "pruned",
+            "backlog",
+            "backlog_ms",
+            "last_write_ms",
+            "behind",
+        ],
     );
     println!("\nmanagement cache:");
     print_table(
@@ -937,6 +967,8 @@ mod tests {
         assert_eq!(rfc3339_ms(-1000), "1969-12-31T23:59:59Z");
         assert_eq!(header("start_ms"), "START");
         assert_eq!(header("p50_ms"), "P50_MS");
+        // An empty stats bucket has null percentiles: a dash, not 0.
+        assert_eq!(column_cell("p50_ms", &Value::Null), "-");
         assert_eq!(
             column_cell("cost_usd", &json!(0.0006000000000000001)),
             "0.0006"

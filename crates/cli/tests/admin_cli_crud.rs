@@ -67,6 +67,27 @@ fn admin_cli_updates_and_deletes() {
     assert_eq!(v["require_approval"], true, "{v}");
     let v = json(&["service", "show", "pay"]);
     assert_eq!(v["name"], "pay");
+    assert_eq!(
+        v["versions"],
+        serde_json::json!([{"version": "v1", "state": "published"}]),
+        "the default first version"
+    );
+    // A service can start as a draft (not callable until published).
+    let v = json(&[
+        "service",
+        "create",
+        "beta",
+        "--version",
+        "v0",
+        "--state",
+        "draft",
+    ]);
+    assert_eq!(
+        v["versions"],
+        serde_json::json!([{"version": "v0", "state": "draft"}]),
+        "{v}"
+    );
+    run(&["service", "delete", "beta"]);
 
     run(&["consumer", "create", "c1"]);
     let v = json(&["consumer", "update", "c1", "--tokens-per-day", "1000"]);

@@ -3,6 +3,7 @@
 //! for SQLite they become `?1`.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
@@ -103,14 +104,36 @@ impl ToSql for Value {
 
 enum Backend {
     Sqlite(Arc<Mutex<rusqlite::Connection>>),
-    Postgres(PgShared),
+    Postgres(Box<PgShared>),
 }
 
-/// How long one connection attempt to PostgreSQL may take.
-const PG_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long one connection attempt to PostgreSQL may take (TCP, TLS, startup and login).
+const PG_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Wait after the first failed reconnect; doubled per failure up to [`PG_BACKOFF_MAX`].
-const PG_BACKOFF_MIN: std::time::Duration = std::time::Duration::from_millis(100);
-const PG_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+const PG_BACKOFF_MIN: Duration = Duration::from_millis(100);
+const PG_BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// How long a use waits for a reconnect attempt under way (it goes on in the background
+/// meanwhile, up to [`PG_CONNECT_TIMEOUT`]); past that the use fails at once (a 503).
+const PG_RECONNECT_WAIT: Duration = Duration::from_secs(1);
+/// A statement, transaction or call-log batch still unanswered after this has its server
+/// checked ([`Liveness`]): one that does not answer a new connection either is hung (stopped,
+/// frozen, cut off without a reset), and the connection is dropped as lost.
+const PG_SLOW_AFTER: Duration = Duration::from_secs(3);
+/// How long that check may take: connect and `SELECT 1`.
+const PG_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// A server that answered a check this recently is taken to be up without another one.
+const PG_CHECK_FRESH: Duration = Duration::from_secs(1);
+/// No statement waits longer than this, even while the server answers checks (a connection
+/// cut off on its own, with the server fine): it is then dropped as lost too.
+const PG_STATEMENT_MAX: Duration = Duration::from_secs(300);
+
+/// The message of an error, without the `store unavailable: ` of [`StoreError::Unavailable`].
+fn reason(e: &StoreError) -> String {
+    match e {
+        StoreError::Unavailable(m) => m.clone(),
+        e => e.to_string(),
+    }
+}
 
 /// Reconnect attempts to a database that does not answer: the first one at once, then
 /// 100 ms, 200 ms, ... up to 2 s apart. Between attempts, uses fail at once with
@@ -138,19 +161,16 @@ impl Backoff {
         }
     }
 
-    fn failed(&mut self, e: &StoreError) {
+    /// Count a failure (a failed connection attempt, or a connection that stopped answering);
+    /// returns the wait before the next attempt.
+    fn failed(&mut self, e: &StoreError) -> Duration {
         self.failures = self.failures.saturating_add(1);
         let delay = PG_BACKOFF_MIN
             .saturating_mul(1u32 << (self.failures - 1).min(16))
             .min(PG_BACKOFF_MAX);
         self.retry_at = Some(tokio::time::Instant::now() + delay);
-        self.last_error = e.to_string();
-        tracing::warn!(
-            error = %e,
-            failures = self.failures,
-            retry_in_ms = delay.as_millis() as u64,
-            "postgres: reconnect failed"
-        );
+        self.last_error = reason(e);
+        delay
     }
 
     fn succeeded(&mut self, what: &str) {
@@ -161,31 +181,208 @@ impl Backoff {
     }
 }
 
-/// Connect once, bounded by [`PG_CONNECT_TIMEOUT`], under the backoff of `backoff`.
-async fn reconnect(
-    url: &str,
-    backoff: &mut Backoff,
-    what: &str,
-) -> Result<tokio_postgres::Client, StoreError> {
-    backoff.check()?;
-    let result = match tokio::time::timeout(PG_CONNECT_TIMEOUT, connect_postgres(url)).await {
+/// A PostgreSQL client and the task driving its connection.
+struct PgClient {
+    client: tokio_postgres::Client,
+    connection: tokio::task::AbortHandle,
+}
+
+impl std::ops::Deref for PgClient {
+    type Target = tokio_postgres::Client;
+    fn deref(&self) -> &tokio_postgres::Client {
+        &self.client
+    }
+}
+
+impl std::ops::DerefMut for PgClient {
+    fn deref_mut(&mut self) -> &mut tokio_postgres::Client {
+        &mut self.client
+    }
+}
+
+impl PgClient {
+    /// Drop the connection now (its socket closes; every statement waiting on it fails at
+    /// once). For a connection that stopped answering: dropping the client alone would leave
+    /// its task waiting on the socket for as long as the server stays silent.
+    fn kill(&self) {
+        self.connection.abort();
+    }
+}
+
+/// Connect once, bounded by [`PG_CONNECT_TIMEOUT`].
+async fn connect_bounded(url: &str) -> Result<PgClient, StoreError> {
+    match tokio::time::timeout(PG_CONNECT_TIMEOUT, connect_postgres(url)).await {
         Ok(r) => r,
         Err(_) => Err(StoreError::Unavailable(format!(
             "no answer from PostgreSQL within {} s",
             PG_CONNECT_TIMEOUT.as_secs()
         ))),
-    };
-    match result {
-        Ok(client) => {
-            backoff.succeeded(what);
-            Ok(client)
+    }
+}
+
+/// One connection attempt at a time, under a [`Backoff`]. The attempt runs in a task of its
+/// own: a use waits for it up to [`PG_RECONNECT_WAIT`] from its start, and fails at once after
+/// that while the attempt goes on (a server that does not answer costs each admin call at most
+/// that wait, not the whole connect timeout).
+#[derive(Default)]
+struct Reconnector {
+    backoff: Backoff,
+    attempt: Option<(
+        tokio::time::Instant,
+        tokio::task::JoinHandle<Result<PgClient, StoreError>>,
+    )>,
+}
+
+impl Reconnector {
+    async fn connect(&mut self, url: &Arc<str>, what: &str) -> Result<PgClient, StoreError> {
+        let (started, attempt) = match &mut self.attempt {
+            Some((started, attempt)) => (*started, attempt),
+            slot @ None => {
+                self.backoff.check()?;
+                let url = url.clone();
+                let attempt = tokio::spawn(async move { connect_bounded(&url).await });
+                let (started, attempt) = slot.insert((tokio::time::Instant::now(), attempt));
+                (*started, attempt)
+            }
+        };
+        let wait = PG_RECONNECT_WAIT.saturating_sub(started.elapsed());
+        let joined = match tokio::time::timeout(wait, attempt).await {
+            Ok(joined) => joined,
+            Err(_) => {
+                let mut why = format!(
+                    "a connection attempt has had no answer for {} ms",
+                    started.elapsed().as_millis()
+                );
+                if !self.backoff.last_error.is_empty() {
+                    why = format!("{}; {why}", self.backoff.last_error);
+                }
+                return Err(StoreError::Unavailable(format!(
+                    "PostgreSQL is unreachable ({why}); reconnecting"
+                )));
+            }
+        };
+        self.attempt = None;
+        let result = joined.unwrap_or_else(|e| Err(StoreError::Task(e.to_string())));
+        match result {
+            Ok(client) => {
+                self.backoff.succeeded(what);
+                Ok(client)
+            }
+            Err(e) => {
+                let delay = self.backoff.failed(&e);
+                tracing::warn!(
+                    error = %e,
+                    connection = what,
+                    failures = self.backoff.failures,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "postgres: reconnect failed"
+                );
+                Err(match e {
+                    e @ StoreError::Unavailable(_) => e,
+                    e => StoreError::Unavailable(format!("cannot reconnect to PostgreSQL: {e}")),
+                })
+            }
         }
-        Err(e) => {
-            backoff.failed(&e);
-            Err(match e {
-                e @ StoreError::Unavailable(_) => e,
-                e => StoreError::Unavailable(format!("cannot reconnect to PostgreSQL: {e}")),
-            })
+    }
+
+    /// The connection `what` stopped answering (see [`answered`]): count it as a failure, so
+    /// uses back off as after a failed reconnect.
+    fn hung(&mut self, what: &str, e: &StoreError) {
+        let delay = self.backoff.failed(e);
+        tracing::warn!(
+            error = %e,
+            connection = what,
+            retry_in_ms = delay.as_millis() as u64,
+            "postgres: no answer; the connection is dropped and will be reopened"
+        );
+    }
+}
+
+/// Whether the server still answers: a new connection and `SELECT 1`, at most one check at
+/// a time; its outcome holds for [`PG_CHECK_FRESH`] (every statement waiting on a silent
+/// server learns it from the same check).
+struct Liveness {
+    url: Arc<str>,
+    /// When the last check ended, and whether the server answered it.
+    last: Mutex<Option<(tokio::time::Instant, bool)>>,
+    checking: tokio::sync::Mutex<()>,
+}
+
+impl Liveness {
+    fn new(url: &Arc<str>) -> Liveness {
+        Liveness {
+            url: url.clone(),
+            last: Mutex::new(None),
+            checking: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn recent(&self) -> Option<bool> {
+        let last = *self.last.lock().ok()?;
+        last.filter(|(at, _)| at.elapsed() < PG_CHECK_FRESH)
+            .map(|(_, answered)| answered)
+    }
+
+    async fn server_answers(&self) -> bool {
+        if let Some(answered) = self.recent() {
+            return answered;
+        }
+        let _one = self.checking.lock().await;
+        if let Some(answered) = self.recent() {
+            return answered;
+        }
+        let check = async {
+            let client = connect_postgres(&self.url).await?;
+            client.batch_execute("SELECT 1").await?;
+            Ok::<_, StoreError>(())
+        };
+        let answered = match tokio::time::timeout(PG_CHECK_TIMEOUT, check).await {
+            Ok(Ok(())) => true,
+            // An error from the server itself (too many connections, ...) is an answer.
+            Ok(Err(StoreError::Postgres(e))) => e.as_db_error().is_some(),
+            Ok(Err(_)) | Err(_) => false,
+        };
+        if let Ok(mut last) = self.last.lock() {
+            *last = Some((tokio::time::Instant::now(), answered));
+        }
+        answered
+    }
+}
+
+/// Wait for `work` on a connection: as long as it takes while the server answers, but once
+/// it has been unanswered for [`PG_SLOW_AFTER`] the server is checked, and `Err` (an
+/// [`StoreError::Unavailable`] to answer) when it does not answer the check either, or after
+/// [`PG_STATEMENT_MAX`] in any case. The caller then drops the connection as lost.
+async fn answered<F: std::future::Future>(
+    live: &Liveness,
+    work: F,
+) -> Result<F::Output, StoreError> {
+    let started = tokio::time::Instant::now();
+    let mut work = std::pin::pin!(work);
+    loop {
+        if let Ok(done) = tokio::time::timeout(PG_SLOW_AFTER, work.as_mut()).await {
+            return Ok(done);
+        }
+        let waited = started.elapsed();
+        let answers = waited < PG_STATEMENT_MAX
+            && tokio::select! {
+                done = work.as_mut() => return Ok(done),
+                answers = live.server_answers() => answers,
+            };
+        if !answers {
+            let waited = started.elapsed();
+            return Err(StoreError::Unavailable(if waited >= PG_STATEMENT_MAX {
+                format!(
+                    "PostgreSQL has not answered a statement in {} s",
+                    waited.as_secs()
+                )
+            } else {
+                format!(
+                    "PostgreSQL did not answer for {} ms, nor a new connection within {} s",
+                    waited.as_millis(),
+                    PG_CHECK_TIMEOUT.as_secs()
+                )
+            }));
         }
     }
 }
@@ -196,75 +393,109 @@ fn connection_lost(e: &tokio_postgres::Error, client: &tokio_postgres::Client) -
     e.is_closed() || client.is_closed() || connection_lost_code(e)
 }
 
-/// The connection every query shares: replaced on the next use once it has closed.
+/// The connection every query shares: replaced on the next use once it has closed, or once
+/// it stopped answering (see [`answered`]).
 struct PgShared {
     url: Arc<str>,
-    current: Mutex<Option<Arc<tokio_postgres::Client>>>,
-    /// Held while reconnecting, so one task reconnects and the others wait for it.
-    connecting: tokio::sync::Mutex<Backoff>,
+    current: Mutex<Option<Arc<PgClient>>>,
+    /// Locked while waiting for a reconnect attempt (at most [`PG_RECONNECT_WAIT`]).
+    reconnect: tokio::sync::Mutex<Reconnector>,
+    live: Liveness,
 }
 
 impl PgShared {
-    fn new(url: &str, client: tokio_postgres::Client) -> PgShared {
+    fn new(url: &str, client: PgClient) -> PgShared {
+        let url: Arc<str> = url.into();
         PgShared {
-            url: url.into(),
+            live: Liveness::new(&url),
+            url,
             current: Mutex::new(Some(Arc::new(client))),
-            connecting: tokio::sync::Mutex::new(Backoff::default()),
+            reconnect: tokio::sync::Mutex::new(Reconnector::default()),
         }
     }
 
-    fn open_client(&self) -> Option<Arc<tokio_postgres::Client>> {
+    fn open_client(&self) -> Option<Arc<PgClient>> {
         let current = self.current.lock().ok()?;
         current.as_ref().filter(|c| !c.is_closed()).cloned()
     }
 
     /// The open connection, reconnecting (under the backoff) if it has closed.
-    async fn client(&self) -> Result<Arc<tokio_postgres::Client>, StoreError> {
+    async fn client(&self) -> Result<Arc<PgClient>, StoreError> {
         if let Some(c) = self.open_client() {
             return Ok(c);
         }
-        let mut backoff = self.connecting.lock().await;
+        let Ok(mut reconnect) =
+            tokio::time::timeout(PG_RECONNECT_WAIT, self.reconnect.lock()).await
+        else {
+            return Err(StoreError::Unavailable(
+                "PostgreSQL is unreachable; a reconnect attempt is under way".into(),
+            ));
+        };
         // Another task may have reconnected while this one waited.
         if let Some(c) = self.open_client() {
             return Ok(c);
         }
-        let client = Arc::new(reconnect(&self.url, &mut backoff, "store").await?);
+        let client = Arc::new(reconnect.connect(&self.url, "store").await?);
         if let Ok(mut current) = self.current.lock() {
             *current = Some(client.clone());
         }
         Ok(client)
     }
 
-    /// Stop using `client` (its connection was lost), so the next use reconnects.
-    fn forget(&self, client: &Arc<tokio_postgres::Client>) {
+    /// Stop using `client` (its connection was lost), so the next use reconnects. True when
+    /// it was the current connection.
+    fn forget(&self, client: &Arc<PgClient>) -> bool {
         if let Ok(mut current) = self.current.lock() {
             if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, client)) {
                 *current = None;
+                return true;
+            }
+        }
+        false
+    }
+
+    /// `client` stopped answering: drop its connection and back off as after a failed
+    /// reconnect (the first use to notice counts it).
+    fn hung(&self, client: &Arc<PgClient>, e: &StoreError) {
+        client.kill();
+        if self.forget(client) {
+            if let Ok(mut reconnect) = self.reconnect.try_lock() {
+                reconnect.hung("store", e);
             }
         }
     }
 }
 
-/// A connection of its own for transactions, reconnected on the next use once it has closed.
+/// A connection of its own for transactions, reconnected on the next use once it has closed
+/// or stopped answering.
 #[derive(Default)]
 struct PgOwned {
-    client: Option<tokio_postgres::Client>,
-    backoff: Backoff,
+    client: Option<PgClient>,
+    reconnect: Reconnector,
 }
 
 impl PgOwned {
-    async fn client(
-        &mut self,
-        url: &str,
-        what: &str,
-    ) -> Result<&mut tokio_postgres::Client, StoreError> {
+    async fn client(&mut self, url: &Arc<str>, what: &str) -> Result<&mut PgClient, StoreError> {
         if self.client.as_ref().is_none_or(|c| c.is_closed()) {
             self.client = None;
-            self.client = Some(reconnect(url, &mut self.backoff, what).await?);
+            self.client = Some(self.reconnect.connect(url, what).await?);
         }
         self.client
             .as_mut()
             .ok_or_else(|| StoreError::Task("no PostgreSQL connection".into()))
+    }
+
+    /// The connection was lost: the next use reconnects.
+    fn lost(&mut self) {
+        self.client = None;
+    }
+
+    /// The connection stopped answering: drop it and back off.
+    fn hung(&mut self, what: &str, e: &StoreError) {
+        if let Some(c) = self.client.take() {
+            c.kill();
+        }
+        self.reconnect.hung(what, e);
     }
 }
 
@@ -361,9 +592,9 @@ impl SqlStore {
     /// Connect to PostgreSQL and run the migrations. TLS follows the URL's `sslmode` and
     /// `sslrootcert` (see [`crate::pg_tls`]).
     pub async fn open_postgres(url: &str, secret: &[u8]) -> Result<SqlStore, StoreError> {
-        let client = connect_postgres(url).await?;
+        let client = connect_bounded(url).await?;
         let store = SqlStore {
-            backend: Arc::new(Backend::Postgres(PgShared::new(url, client))),
+            backend: Arc::new(Backend::Postgres(Box::new(PgShared::new(url, client)))),
             secret: secret.into(),
             pg_url: Some(url.into()),
             tx_client: Arc::default(),
@@ -399,27 +630,45 @@ impl SqlStore {
         target.config.application_name(application_name);
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        let task = match target.tls {
-            Some(tls) => {
-                let (client, connection) = target.config.connect(tls).await?;
-                tokio::spawn(listen_on(client, connection, tx, ready_tx))
-            }
-            None => {
-                let (client, connection) = target.config.connect(tokio_postgres::NoTls).await?;
-                tokio::spawn(listen_on(client, connection, tx, ready_tx))
-            }
+        // Connecting and LISTEN together are bounded like any connection attempt (a server
+        // that does not answer would otherwise hold the listener's restart forever).
+        let deadline = tokio::time::Instant::now() + PG_CONNECT_TIMEOUT;
+        let no_answer = || {
+            StoreError::Unavailable(format!(
+                "no answer from PostgreSQL within {} s (change listener)",
+                PG_CONNECT_TIMEOUT.as_secs()
+            ))
         };
-        match ready_rx.await {
-            Ok(Ok(())) => Ok(Some(ChangeListener { rx, task })),
-            Ok(Err(e)) => {
+        let connect = async {
+            Ok::<_, StoreError>(match target.tls {
+                Some(tls) => {
+                    let (client, connection) = target.config.connect(tls).await?;
+                    tokio::spawn(listen_on(client, connection, tx, ready_tx))
+                }
+                None => {
+                    let (client, connection) = target.config.connect(tokio_postgres::NoTls).await?;
+                    tokio::spawn(listen_on(client, connection, tx, ready_tx))
+                }
+            })
+        };
+        let task = tokio::time::timeout_at(deadline, connect)
+            .await
+            .map_err(|_| no_answer())??;
+        match tokio::time::timeout_at(deadline, ready_rx).await {
+            Ok(Ok(Ok(()))) => Ok(Some(ChangeListener { rx, task })),
+            Ok(Ok(Err(e))) => {
                 task.abort();
                 Err(e.into())
             }
-            Err(_) => {
+            Ok(Err(_)) => {
                 task.abort();
                 Err(StoreError::Task(
                     "the change listener's connection ended before LISTEN".into(),
                 ))
+            }
+            Err(_) => {
+                task.abort();
+                Err(no_answer())
             }
         }
     }
@@ -509,72 +758,80 @@ impl SqlStore {
                 })
                 .await
             }
-            Backend::Postgres(_) => {
-                let url = self
-                    .pg_url
-                    .clone()
-                    .ok_or_else(|| StoreError::Task("no PostgreSQL URL".into()))?;
+            Backend::Postgres(pg) => {
                 let mut slot = self.tx_client.lock().await;
                 let mut stmts = stmts;
                 let mut retried = false;
                 loop {
-                    let client = slot.client(&url, "transactions").await?;
-                    match pg_transaction(client, &mut stmts).await {
-                        Ok(counts) => return Ok(counts),
-                        Err(TxError::Failed(e)) => return Err(e),
-                        // Lost before COMMIT was sent: the server rolled the transaction back,
-                        // so running it again on a new connection cannot apply it twice.
-                        Err(TxError::Lost {
+                    let client = slot.client(&pg.url, "transactions").await?;
+                    let mut committing = false;
+                    let outcome = answered(
+                        &pg.live,
+                        pg_transaction(client, &mut stmts, &mut committing),
+                    )
+                    .await;
+                    let (error, before_commit) = match outcome {
+                        Ok(Ok(counts)) => return Ok(counts),
+                        Ok(Err(TxError::Failed(e))) => return Err(e),
+                        Ok(Err(TxError::Lost {
                             error,
                             before_commit,
-                        }) => {
-                            slot.client = None;
-                            if !before_commit || retried {
-                                return Err(error);
-                            }
-                            tracing::info!(error = %error, "postgres: connection lost mid-transaction; retrying it on a new connection");
-                            retried = true;
+                        })) => {
+                            slot.lost();
+                            (error, before_commit)
                         }
+                        Err(hung) => {
+                            slot.hung("transactions", &hung);
+                            (hung, !committing)
+                        }
+                    };
+                    // Lost before COMMIT was sent: the server rolled the transaction back,
+                    // so running it again on a new connection cannot apply it twice.
+                    if !before_commit || retried {
+                        return Err(error);
                     }
+                    tracing::info!(error = %error, "postgres: connection lost mid-transaction; retrying it on a new connection");
+                    retried = true;
                 }
             }
         }
     }
 
-    /// Run `body` as one transaction on the call-log writer's own PostgreSQL connection.
-    /// `marker` is a statement that changes no row when the same work was committed before
-    /// (the batch's token is already stored): the transaction then rolls back and the answer
-    /// is `Ok(false)`. The transaction is run a second time, on a new connection, if the
-    /// connection was lost at any point (COMMIT included): the marker makes that safe.
-    pub(crate) async fn pg_log_transaction(
+    /// Run `marker` then the binary COPY `copy` as one transaction on the call-log writer's
+    /// own PostgreSQL connection. `marker` is a statement that changes no row when the same
+    /// work was committed before (the batch's token is already stored): the transaction then
+    /// rolls back and the answer is `Ok(false)`. The transaction is run a second time, on a
+    /// new connection, if the connection was lost (or stopped answering) at any point, COMMIT
+    /// included: the marker makes that safe.
+    pub(crate) async fn pg_log_copy(
         &self,
         marker: Stmt,
-        body: Vec<Stmt>,
+        copy: &dyn CopyIn,
     ) -> Result<bool, StoreError> {
-        let url = self
-            .pg_url
-            .clone()
-            .ok_or_else(|| StoreError::Task("no PostgreSQL URL".into()))?;
+        let Backend::Postgres(pg) = &*self.backend else {
+            return Err(StoreError::Task("not PostgreSQL".into()));
+        };
         let mut slot = self.log_client.lock().await;
-        let mut stmts = Vec::with_capacity(body.len() + 1);
-        stmts.push(marker.or_fail(StoreError::Conflict("already written".into())));
-        stmts.extend(body);
         let mut retried = false;
         loop {
-            let client = slot.client(&url, "call log").await?;
-            match pg_transaction(client, &mut stmts).await {
-                Ok(_) => return Ok(true),
-                Err(TxError::Failed(StoreError::Conflict(_))) => return Ok(false),
-                Err(TxError::Failed(e)) => return Err(e),
-                Err(TxError::Lost { error, .. }) => {
-                    slot.client = None;
-                    if retried {
-                        return Err(error);
-                    }
-                    tracing::info!(error = %error, "postgres: call-log connection lost; writing the batch again on a new connection");
-                    retried = true;
+            let client = slot.client(&pg.url, "call log").await?;
+            let error = match answered(&pg.live, pg_copy_transaction(client, &marker, copy)).await {
+                Ok(Ok(written)) => return Ok(written),
+                Ok(Err(TxError::Failed(e))) => return Err(e),
+                Ok(Err(TxError::Lost { error, .. })) => {
+                    slot.lost();
+                    error
                 }
+                Err(hung) => {
+                    slot.hung("call log", &hung);
+                    hung
+                }
+            };
+            if retried {
+                return Err(error);
             }
+            tracing::info!(error = %error, "postgres: call-log connection lost; writing the batch again on a new connection");
+            retried = true;
         }
     }
 
@@ -596,12 +853,19 @@ impl SqlStore {
             Backend::Postgres(pg) => {
                 // Not retried: a batch's statements may have run before the connection was lost.
                 let client = pg.client().await?;
-                client.batch_execute(sql).await.map_err(|e| {
-                    if connection_lost(&e, &client) {
-                        pg.forget(&client);
+                match answered(&pg.live, client.batch_execute(sql)).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => {
+                        if connection_lost(&e, &client) {
+                            pg.forget(&client);
+                        }
+                        Err(e.into())
                     }
-                    e.into()
-                })
+                    Err(hung) => {
+                        pg.hung(&client, &hung);
+                        Err(hung)
+                    }
+                }
             }
         }
     }
@@ -718,7 +982,8 @@ fn is_read(sql: &str) -> bool {
 /// Run one statement on the shared connection. The statement is prepared first: if the
 /// connection is lost while preparing, the statement never ran, and it is sent again once on
 /// a new connection. A connection lost after that is retried only for a read (`SELECT`); a
-/// write answers the error (it may or may not have been applied).
+/// write answers the error (it may or may not have been applied). A connection that stops
+/// answering ([`answered`]) counts as lost at the step it stopped in, and is dropped.
 async fn pg_run(
     pg: &PgShared,
     sql: &str,
@@ -729,30 +994,44 @@ async fn pg_run(
     let mut client = pg.client().await?;
     let mut retried = false;
     loop {
-        let lost = match client.prepare(sql).await {
-            Err(e) if connection_lost(&e, &client) => e,
-            Err(e) => return Err(e.into()),
-            Ok(stmt) => {
-                let result = match run {
-                    Run::Execute => client.execute(&stmt, params).await.map(Ran::Count),
-                    Run::Query => client.query(&stmt, params).await.map(Ran::Rows),
-                };
-                match result {
-                    Ok(done) => return Ok(done),
-                    Err(e) if connection_lost(&e, &client) => {
-                        if !read {
-                            pg.forget(&client);
-                            return Err(e.into());
-                        }
-                        e
+        let lost: StoreError = match answered(&pg.live, client.prepare(sql)).await {
+            Ok(Err(e)) if connection_lost(&e, &client) => {
+                pg.forget(&client);
+                e.into()
+            }
+            Ok(Err(e)) => return Err(e.into()),
+            Err(hung) => {
+                pg.hung(&client, &hung);
+                hung
+            }
+            Ok(Ok(stmt)) => {
+                let result = answered(&pg.live, async {
+                    match run {
+                        Run::Execute => client.execute(&stmt, params).await.map(Ran::Count),
+                        Run::Query => client.query(&stmt, params).await.map(Ran::Rows),
                     }
-                    Err(e) => return Err(e.into()),
+                })
+                .await;
+                let lost = match result {
+                    Ok(Ok(done)) => return Ok(done),
+                    Ok(Err(e)) if connection_lost(&e, &client) => {
+                        pg.forget(&client);
+                        e.into()
+                    }
+                    Ok(Err(e)) => return Err(e.into()),
+                    Err(hung) => {
+                        pg.hung(&client, &hung);
+                        hung
+                    }
+                };
+                if !read {
+                    return Err(lost);
                 }
+                lost
             }
         };
-        pg.forget(&client);
         if retried {
-            return Err(lost.into());
+            return Err(lost);
         }
         tracing::info!(error = %lost, "postgres: connection lost; running the statement again on a new connection");
         retried = true;
@@ -771,22 +1050,25 @@ enum TxError {
     },
 }
 
+/// Classify an error of a statement in a transaction.
+fn tx_error(e: tokio_postgres::Error, client_closed: bool, before_commit: bool) -> TxError {
+    if e.is_closed() || client_closed || connection_lost_code(&e) {
+        TxError::Lost {
+            error: e.into(),
+            before_commit,
+        }
+    } else {
+        TxError::Failed(e.into())
+    }
+}
+
 /// Run `stmts` in one transaction on `client`. A statement's `on_zero` error is taken out
-/// of it only when it is answered.
+/// of it only when it is answered. `committing` is set once COMMIT is sent.
 async fn pg_transaction(
     client: &mut tokio_postgres::Client,
     stmts: &mut [Stmt],
+    committing: &mut bool,
 ) -> Result<Vec<u64>, TxError> {
-    let lost = |e: tokio_postgres::Error, client_closed: bool, before_commit: bool| {
-        if e.is_closed() || client_closed || connection_lost_code(&e) {
-            TxError::Lost {
-                error: e.into(),
-                before_commit,
-            }
-        } else {
-            TxError::Failed(e.into())
-        }
-    };
     if client.is_closed() {
         return Err(TxError::Lost {
             error: StoreError::Unavailable("the PostgreSQL connection is closed".into()),
@@ -796,7 +1078,7 @@ async fn pg_transaction(
     let tx = match client.transaction().await {
         Ok(tx) => tx,
         // BEGIN failed: nothing of the transaction ran.
-        Err(e) => return Err(lost(e, false, true)),
+        Err(e) => return Err(tx_error(e, false, true)),
     };
     let mut counts = Vec::with_capacity(stmts.len());
     for st in stmts.iter_mut() {
@@ -812,14 +1094,74 @@ async fn pg_transaction(
             }
             Err(e) => {
                 let closed = tx.client().is_closed();
-                return Err(lost(e, closed, true));
+                return Err(tx_error(e, closed, true));
             }
         }
     }
+    *committing = true;
     match tx.commit().await {
         Ok(()) => Ok(counts),
-        Err(e) => Err(lost(e, false, false)),
+        Err(e) => Err(tx_error(e, false, false)),
     }
+}
+
+/// Rows written by a binary `COPY ... FROM STDIN (FORMAT binary)` ([`SqlStore::pg_log_copy`]).
+/// `write_rows` may be called twice (the transaction is run again after a lost connection).
+#[async_trait::async_trait]
+pub(crate) trait CopyIn: Sync {
+    /// The `COPY` statement.
+    fn statement(&self) -> &str;
+    /// The column types, in the statement's order (binary COPY takes exact types).
+    fn types(&self) -> &[Type];
+    /// Write every row.
+    async fn write_rows(
+        &self,
+        writer: std::pin::Pin<&mut tokio_postgres::binary_copy::BinaryCopyInWriter>,
+    ) -> Result<(), tokio_postgres::Error>;
+}
+
+/// `marker` then `copy` in one transaction on `client`; `Ok(false)` (rolled back) when the
+/// marker changed no row.
+async fn pg_copy_transaction(
+    client: &mut tokio_postgres::Client,
+    marker: &Stmt,
+    copy: &dyn CopyIn,
+) -> Result<bool, TxError> {
+    if client.is_closed() {
+        return Err(TxError::Lost {
+            error: StoreError::Unavailable("the PostgreSQL connection is closed".into()),
+            before_commit: true,
+        });
+    }
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| tx_error(e, false, true))?;
+    let refs: Vec<&(dyn ToSql + Sync)> = marker.params.iter().map(|p| p as _).collect();
+    let failed = |e: tokio_postgres::Error, tx: &tokio_postgres::Transaction<'_>| {
+        let closed = tx.client().is_closed();
+        tx_error(e, closed, true)
+    };
+    match tx.execute(marker.sql.as_str(), &refs).await {
+        Ok(0) => return Ok(false), // dropping `tx` rolls back
+        Ok(_) => {}
+        Err(e) => return Err(failed(e, &tx)),
+    }
+    let sink = match tx.copy_in(copy.statement()).await {
+        Ok(sink) => sink,
+        Err(e) => return Err(failed(e, &tx)),
+    };
+    let writer = tokio_postgres::binary_copy::BinaryCopyInWriter::new(sink, copy.types());
+    let mut writer = std::pin::pin!(writer);
+    let copied = match copy.write_rows(writer.as_mut()).await {
+        Ok(()) => writer.as_mut().finish().await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = copied {
+        return Err(failed(e, &tx));
+    }
+    tx.commit().await.map_err(|e| tx_error(e, false, false))?;
+    Ok(true)
 }
 
 /// The SQLSTATE part of [`connection_lost`]: 57P01 admin_shutdown, 57P02 crash_shutdown,
@@ -834,24 +1176,29 @@ fn connection_lost_code(e: &tokio_postgres::Error) -> bool {
 }
 
 /// Connect to PostgreSQL (TLS as the URL says) and drive the connection in the background.
-async fn connect_postgres(url: &str) -> Result<tokio_postgres::Client, StoreError> {
+/// Not bounded in time: see [`connect_bounded`].
+async fn connect_postgres(url: &str) -> Result<PgClient, StoreError> {
     let target = pg_tls::target(url)?;
     Ok(match target.tls {
         Some(tls) => {
             let (client, connection) = target.config.connect(tls).await?;
-            spawn_connection(connection);
-            client
+            PgClient {
+                client,
+                connection: spawn_connection(connection),
+            }
         }
         None => {
             let (client, connection) = target.config.connect(tokio_postgres::NoTls).await?;
-            spawn_connection(connection);
-            client
+            PgClient {
+                client,
+                connection: spawn_connection(connection),
+            }
         }
     })
 }
 
 /// Drive a PostgreSQL connection in the background, logging how it ended.
-fn spawn_connection<S, T>(connection: tokio_postgres::Connection<S, T>)
+fn spawn_connection<S, T>(connection: tokio_postgres::Connection<S, T>) -> tokio::task::AbortHandle
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -860,7 +1207,8 @@ where
         if let Err(e) = connection.await {
             tracing::warn!("postgres connection ended: {e}");
         }
-    });
+    })
+    .abort_handle()
 }
 
 /// `LISTEN` for changes on `client`'s connection; each notification is a wake-up on `tx`.

@@ -19,7 +19,10 @@ mod model;
 mod pg_tls;
 mod redis_counters;
 
-pub use analytics::{analyse, Analytics, Bucket, CallRow, StatsQuery, TopEntry, UsageEntry};
+pub use analytics::{
+    analyse, analyse_until, Analytics, Bucket, CallRow, StatsQuery, TopEntry, UsageEntry,
+    MAX_BUCKETS,
+};
 pub use calllog::{CallBatch, CallLogStore};
 pub use db::{ChangeListener, SqlStore, CHANGES_CHANNEL};
 pub use entities::{ChangeFeed, EntityStore};

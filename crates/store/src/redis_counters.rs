@@ -41,8 +41,9 @@ pub struct GcraDecision {
     pub reset_ms: u64,
 }
 
-/// Wait after the first failed reconnect to Redis; doubled per failure up to
-/// [`BACKOFF_MAX`]. Meanwhile checks fail at once (callers fall back to local limits).
+/// Wait after the first failure (a failed reconnect, or a command with no answer within
+/// [`RESPONSE_TIMEOUT`]); doubled per failure up to [`BACKOFF_MAX`]. Meanwhile checks fail at
+/// once (callers fall back to local limits).
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -54,7 +55,7 @@ struct Link {
     config: AsyncConnectionConfig,
     state: Mutex<LinkState>,
     /// Held by the one task reconnecting; the others fail at once instead of queueing.
-    connecting: tokio::sync::Mutex<()>,
+    connecting: Arc<tokio::sync::Mutex<()>>,
 }
 
 #[derive(Default)]
@@ -62,9 +63,59 @@ struct LinkState {
     conn: Option<MultiplexedConnection>,
     /// Bumped per new connection, so a stale failure does not drop a newer connection.
     epoch: u64,
+    /// Failures since Redis last answered (0: up, or a connection just lost to a restart).
     failures: u32,
     retry_at: Option<tokio::time::Instant>,
     last_error: String,
+}
+
+impl LinkState {
+    /// Count a failure and start its backoff window; returns the window.
+    fn failed(&mut self, e: &redis::RedisError) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        let delay = BACKOFF_MIN
+            .saturating_mul(1u32 << (self.failures - 1).min(16))
+            .min(BACKOFF_MAX);
+        self.retry_at = Some(tokio::time::Instant::now() + delay);
+        self.last_error = e.to_string();
+        delay
+    }
+}
+
+impl Link {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LinkState> {
+        // A panic while holding this lock cannot leave the state inconsistent: take it back.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// One connection attempt (bounded by [`CONNECT_TIMEOUT`]); the caller holds `connecting`.
+    async fn reconnect(&self) -> Result<(MultiplexedConnection, u64), StoreError> {
+        let result = self
+            .client
+            .get_multiplexed_async_connection_with_config(&self.config)
+            .await;
+        let mut st = self.lock();
+        match result {
+            Ok(conn) => {
+                if st.failures > 0 || !st.last_error.is_empty() {
+                    tracing::info!("redis: reconnected");
+                }
+                st.conn = Some(conn.clone());
+                st.epoch += 1;
+                st.failures = 0;
+                st.retry_at = None;
+                st.last_error.clear();
+                Ok((conn, st.epoch))
+            }
+            Err(e) => {
+                let delay = st.failed(&e);
+                tracing::warn!(error = %e, failures = st.failures, retry_in_ms = delay.as_millis() as u64, "redis: reconnect failed");
+                Err(e.into())
+            }
+        }
+    }
 }
 
 /// Counters in Redis. Cheap to clone. The connection is replaced on the next use after it was
@@ -76,10 +127,26 @@ pub struct RedisCounters {
     namespace: String,
 }
 
-/// True when `e` means the connection is gone and a new one is needed.
-fn connection_lost(e: &redis::RedisError) -> bool {
-    !e.is_timeout()
-        && (e.is_connection_dropped() || e.is_connection_refusal() || e.is_unrecoverable_error())
+/// What a failed command says about the connection.
+#[derive(Debug, PartialEq, Eq)]
+enum Failure {
+    /// No answer within [`RESPONSE_TIMEOUT`]: Redis counts as down (hung, frozen, cut off
+    /// without a reset), the connection is dropped and checks back off.
+    NoAnswer,
+    /// The connection is gone (a restart, a reset): a new one is needed.
+    Lost,
+    /// An error answered by Redis; the connection is fine.
+    Other,
+}
+
+fn failure(e: &redis::RedisError) -> Failure {
+    if e.is_timeout() {
+        Failure::NoAnswer
+    } else if e.is_connection_dropped() || e.is_connection_refusal() || e.is_unrecoverable_error() {
+        Failure::Lost
+    } else {
+        Failure::Other
+    }
 }
 
 impl RedisCounters {
@@ -101,21 +168,23 @@ impl RedisCounters {
                     epoch: 1,
                     ..LinkState::default()
                 }),
-                connecting: tokio::sync::Mutex::new(()),
+                connecting: Arc::new(tokio::sync::Mutex::new(())),
             }),
             gcra: Arc::new(Script::new(GCRA)),
             namespace: namespace.to_string(),
         })
     }
 
-    /// The current connection, or a new one (one attempt, unless another task is making it or
-    /// the last attempt failed too recently).
+    /// The current connection, or a new one (one attempt at a time, none while the last
+    /// failure is too recent). The first attempt after a lost connection (a restart) is made
+    /// by this check, which then runs on it; while Redis keeps failing, attempts run in the
+    /// background and the check fails at once (its caller uses the local limiter).
     async fn conn(&self) -> Result<(MultiplexedConnection, u64), StoreError> {
         let unavailable = |st: &LinkState, why: &str| {
             StoreError::Unavailable(format!("redis is unreachable ({}); {why}", st.last_error))
         };
         {
-            let st = self.lock();
+            let st = self.link.lock();
             if let Some(c) = &st.conn {
                 return Ok((c.clone(), st.epoch));
             }
@@ -130,58 +199,32 @@ impl RedisCounters {
                 }
             }
         }
-        let Ok(_connecting) = self.link.connecting.try_lock() else {
-            return Err(unavailable(&self.lock(), "reconnecting"));
+        let Ok(connecting) = self.link.connecting.clone().try_lock_owned() else {
+            return Err(unavailable(&self.link.lock(), "reconnecting"));
         };
         {
             // Another task may have reconnected meanwhile.
-            let st = self.lock();
+            let st = self.link.lock();
             if let Some(c) = &st.conn {
                 return Ok((c.clone(), st.epoch));
             }
-        }
-        let result = self
-            .link
-            .client
-            .get_multiplexed_async_connection_with_config(&self.link.config)
-            .await;
-        let mut st = self.lock();
-        match result {
-            Ok(conn) => {
-                if st.failures > 0 || !st.last_error.is_empty() {
-                    tracing::info!("redis: reconnected");
-                }
-                st.conn = Some(conn.clone());
-                st.epoch += 1;
-                st.failures = 0;
-                st.retry_at = None;
-                st.last_error.clear();
-                Ok((conn, st.epoch))
-            }
-            Err(e) => {
-                st.failures = st.failures.saturating_add(1);
-                let delay = BACKOFF_MIN
-                    .saturating_mul(1u32 << (st.failures - 1).min(16))
-                    .min(BACKOFF_MAX);
-                st.retry_at = Some(tokio::time::Instant::now() + delay);
-                st.last_error = e.to_string();
-                tracing::warn!(error = %e, failures = st.failures, retry_in_ms = delay.as_millis() as u64, "redis: reconnect failed");
-                Err(e.into())
+            if st.failures > 0 {
+                let link = self.link.clone();
+                tokio::spawn(async move {
+                    let _connecting = connecting;
+                    let _ = link.reconnect().await;
+                });
+                return Err(unavailable(&st, "reconnecting"));
             }
         }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, LinkState> {
-        // A panic while holding this lock cannot leave the state inconsistent: take it back.
-        self.link
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        let result = self.link.reconnect().await;
+        drop(connecting);
+        result
     }
 
     /// Forget the connection of `epoch` after it was lost: the next use reconnects at once.
     fn forget(&self, epoch: u64, e: &redis::RedisError) {
-        let mut st = self.lock();
+        let mut st = self.link.lock();
         if st.epoch == epoch && st.conn.is_some() {
             tracing::warn!(error = %e, "redis: connection lost; reconnecting");
             st.conn = None;
@@ -189,9 +232,37 @@ impl RedisCounters {
         }
     }
 
+    /// The connection of `epoch` did not answer in time: drop it and back off, so checks
+    /// fail at once (to the local limiter) until a reconnect succeeds.
+    fn no_answer(&self, epoch: u64, e: &redis::RedisError) {
+        let mut st = self.link.lock();
+        if st.epoch == epoch && st.conn.is_some() {
+            st.conn = None;
+            let delay = st.failed(e);
+            tracing::warn!(
+                error = %e,
+                retry_in_ms = delay.as_millis() as u64,
+                "redis: no answer within {} ms; checks use the local limiter until it answers again",
+                RESPONSE_TIMEOUT.as_millis()
+            );
+        }
+    }
+
+    /// Note how a command on the connection of `epoch` failed; returns its [`Failure`].
+    fn failed(&self, epoch: u64, e: &redis::RedisError) -> Failure {
+        let f = failure(e);
+        match f {
+            Failure::NoAnswer => self.no_answer(epoch, e),
+            Failure::Lost => self.forget(epoch, e),
+            Failure::Other => {}
+        }
+        f
+    }
+
     /// Run `op` on the connection. On a lost connection it is run once more on a new one if
     /// `retry` (checks whose second run cannot let more through: at worst a GCRA retry after
-    /// a lost answer takes one more token from the bucket).
+    /// a lost answer takes one more token from the bucket). A command without an answer is
+    /// not run again: Redis counts as down (see [`Failure::NoAnswer`]).
     async fn run<T, F, Fut>(&self, retry: bool, op: F) -> Result<T, StoreError>
     where
         F: Fn(MultiplexedConnection) -> Fut,
@@ -200,15 +271,16 @@ impl RedisCounters {
         let (conn, epoch) = self.conn().await?;
         match op(conn).await {
             Ok(v) => Ok(v),
-            Err(e) if connection_lost(&e) => {
-                self.forget(epoch, &e);
-                if !retry {
+            Err(e) => {
+                if self.failed(epoch, &e) != Failure::Lost || !retry {
                     return Err(e.into());
                 }
-                let (conn, _) = self.conn().await?;
-                Ok(op(conn).await?)
+                let (conn, epoch) = self.conn().await?;
+                op(conn).await.map_err(|e| {
+                    self.failed(epoch, &e);
+                    e.into()
+                })
             }
-            Err(e) => Err(e.into()),
         }
     }
 

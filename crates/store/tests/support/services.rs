@@ -142,10 +142,32 @@ impl PrivatePg {
         self.down();
         self.up();
     }
+
+    /// The postmaster and every process it started (backends, background workers).
+    fn pids(&self) -> Vec<u32> {
+        let Some(pm) = std::fs::read_to_string(self.data().join("postmaster.pid"))
+            .ok()
+            .and_then(|s| s.lines().next().and_then(|l| l.trim().parse::<u32>().ok()))
+        else {
+            return Vec::new();
+        };
+        let mut pids = vec![pm];
+        pids.extend(children(pm));
+        pids
+    }
+
+    /// Stop the server with SIGSTOP (postmaster and children): a server that neither answers
+    /// nor refuses, like a frozen VM or a black-holed network. Thawed (SIGCONT) when the guard
+    /// drops, a failing test included.
+    pub fn freeze(&self) -> Frozen {
+        Frozen::new(self.pids())
+    }
 }
 
 impl Drop for PrivatePg {
     fn drop(&mut self) {
+        // A frozen server cannot stop: thaw it first.
+        signal("-CONT", &self.pids());
         let _ = self
             .cmd("pg_ctl")
             .arg("-D")
@@ -218,6 +240,11 @@ impl PrivateRedis {
         self.down();
         self.up();
     }
+
+    /// Stop the server with SIGSTOP (see [`PrivatePg::freeze`]); thawed when the guard drops.
+    pub fn freeze(&self) -> Frozen {
+        Frozen::new(self.child.iter().map(Child::id).collect())
+    }
 }
 
 impl Drop for PrivateRedis {
@@ -235,5 +262,57 @@ fn wait_for_port(port: u16, what: &Path) {
             what.display()
         );
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The pids whose parent is `parent` (from `/proc`).
+fn children(parent: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            // `pid (comm) state ppid ...`: the command may hold spaces, so split after `)`.
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let rest = stat.rsplit_once(')')?.1;
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(parent)
+        })
+        .collect()
+}
+
+fn signal(sig: &str, pids: &[u32]) {
+    if pids.is_empty() {
+        return;
+    }
+    let _ = Command::new("kill")
+        .arg(sig)
+        .args(pids.iter().map(u32::to_string))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Processes stopped with SIGSTOP; SIGCONT when dropped (or at [`Frozen::thaw`]).
+pub struct Frozen {
+    pids: Vec<u32>,
+}
+
+impl Frozen {
+    fn new(pids: Vec<u32>) -> Frozen {
+        assert!(!pids.is_empty(), "no server process to freeze");
+        signal("-STOP", &pids);
+        Frozen { pids }
+    }
+
+    pub fn thaw(self) {}
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        signal("-CONT", &self.pids);
     }
 }

@@ -1,0 +1,89 @@
+//! Call-log write throughput on PostgreSQL (rows/s), for `docs/MANAGEMENT.md`. Ignored by
+//! default (it is a measurement, not a check); run it in release on the test PostgreSQL:
+//!
+//! ```sh
+//! source scripts/test-services
+//! cargo test --release -p holdfast-store --test calllog_throughput -- --ignored --nocapture
+//! ```
+//!
+//! `HOLDFAST_BENCH_ROWS` (default 200 000) records are written in batches of
+//! `HOLDFAST_BENCH_BATCH` (default 20 000: one second of calls at 20k req/s), the way the
+//! call-log writer writes them.
+
+use std::time::Instant;
+
+use holdfast_core::{CallExtra, CallRecord};
+use holdfast_store::{CallBatch, CallLogStore, SqlStore};
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[tokio::test]
+#[ignore = "a measurement: run with --ignored --nocapture, in release"]
+async fn postgres_call_log_rows_per_second() {
+    let Ok(url) = std::env::var("HOLDFAST_TEST_PG_URL") else {
+        eprintln!("skipped: HOLDFAST_TEST_PG_URL unset (source scripts/test-services)");
+        return;
+    };
+    let rows = env_usize("HOLDFAST_BENCH_ROWS", 200_000);
+    let per_batch = env_usize("HOLDFAST_BENCH_BATCH", 20_000).max(1);
+    let store = SqlStore::open_postgres(&url, b"bench-secret-0123456789abcdef")
+        .await
+        .expect("open");
+    let tenant = format!("bench-{}-{}", std::process::id(), holdfast_store::now_ms());
+    let record = CallRecord {
+        ts_ms: holdfast_store::now_ms(),
+        route: "bench".into(),
+        method: "GET".into(),
+        path: "/pay/a".into(),
+        status: 200,
+        total_ms: 0.4,
+        upstream_ms: Some(0.3),
+        bytes_out: 104,
+        extra: CallExtra {
+            tenant: Some(tenant.clone()),
+            service: Some("pay".into()),
+            service_version: Some("v1".into()),
+            consumer: Some("c1".into()),
+            key_prefix: Some("hf_eaadb9ed".into()),
+            ..CallExtra::default()
+        },
+        ..CallRecord::default()
+    };
+    let mut batch = CallBatch::new();
+    let mut written = 0;
+    let mut slowest = 0f64;
+    let started = Instant::now();
+    while written < rows {
+        let n = per_batch.min(rows - written);
+        for i in 0..n {
+            let mut r = record.clone();
+            r.ts_ms += ((written + i) / 20) as i64;
+            batch.push(&r);
+        }
+        let t = Instant::now();
+        let (back, result) = store.insert_call_batch("bench-node", batch).await;
+        slowest = slowest.max(t.elapsed().as_secs_f64());
+        result.expect("insert");
+        batch = back;
+        written += n;
+    }
+    let took = started.elapsed().as_secs_f64();
+    println!(
+        "postgres call log: {rows} rows in batches of {per_batch}: {took:.3} s, {:.0} rows/s, slowest batch {:.0} ms",
+        rows as f64 / took,
+        slowest * 1000.0
+    );
+    assert_eq!(
+        store.count_calls(Some(&tenant)).await.expect("count"),
+        rows as u64
+    );
+    store
+        .execute("DELETE FROM calls WHERE tenant = $1", vec![tenant.into()])
+        .await
+        .expect("clean up");
+}
