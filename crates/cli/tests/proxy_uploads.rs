@@ -147,3 +147,33 @@ fn a_body_over_the_limit_gets_413_declared_or_streamed() {
     // Nothing whole reached the upstream.
     assert_eq!(echo.requests(), 0);
 }
+
+#[test]
+fn an_upload_still_under_way_after_an_early_413_is_read_to_its_end() {
+    // Like nginx's lingering close: after the 413 the gateway keeps reading what the client
+    // sends (up to 30 s, or until it pauses for 5 s), so a slow uploader is not reset after
+    // a few seconds and still reads its answer.
+    let up = Misbehaving::start(Behavior::Healthy).unwrap();
+    let hf = Holdfast::start(&config(&[up.url()], "max_body_bytes = 1000"));
+    let mut s = TcpStream::connect(hf.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let chunks = 70;
+    s.write_all(
+        format!(
+            "POST /slow HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n",
+            chunks * 4096
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let chunk = vec![b'x'; 4096];
+    for i in 0..chunks {
+        // 7 s in all, more than the 5 s a closing connection used to get.
+        std::thread::sleep(Duration::from_millis(100));
+        s.write_all(&chunk)
+            .unwrap_or_else(|e| panic!("chunk {i}: the gateway cut the upload: {e}"));
+    }
+    let mut reader = BufReader::new(s);
+    let answer = read_answer(&mut reader, false).expect("the 413, never a reset");
+    assert_eq!(answer.status, 413);
+}

@@ -230,12 +230,14 @@ pub async fn serve(
                 .serve_connection_with_upgrades(io, service)
                 .into_owned();
             let _ = watcher.watch(conn).await;
-            drop(count);
             if tunnel_check.upgraded.load(Ordering::Acquire) {
                 // A tunnel owns the socket now; it closes it when either side is done.
                 return;
             }
+            // A lingering socket still counts toward `max_connections`: clients that trickle
+            // bytes after an early answer cannot hold more sockets than that.
             linger(lingerer).await;
+            drop(count);
         });
     }
     // Stop: accept loops are ending; let in-flight requests finish, close idle connections.
@@ -287,12 +289,16 @@ fn split_for_linger(stream: TcpStream) -> std::io::Result<(TcpStream, std::net::
 /// After a drain timeout, how long the `503`s to requests still waiting may take to go out.
 const GIVE_UP_GRACE: Duration = Duration::from_secs(2);
 
-/// How long a closing connection may keep sending before it is closed anyway.
-const LINGER_TOTAL: Duration = Duration::from_secs(5);
+/// How long a closing connection may keep sending before it is closed anyway (nginx's
+/// `lingering_time`): an upload still under way after an early answer has this long to end.
+const LINGER_TOTAL: Duration = Duration::from_secs(30);
+
+/// The longest pause in what a closing connection sends (nginx's `lingering_timeout`).
+const LINGER_GAP: Duration = Duration::from_secs(5);
 
 /// Close a connection hyper is done with without a reset: send a FIN (if hyper did not), then
 /// read and discard what the client still sends (an unread upload after an early 413, 401 or
-/// 404, or the rest of a stalled head) until it closes or `LINGER_TOTAL` passes. Closing a
+/// 404, or the rest of a stalled head) until it closes, pauses for `LINGER_GAP` or `LINGER_TOTAL` passes. Closing a
 /// socket with unread bytes makes the kernel send an RST, which can destroy the answer the
 /// client has not read yet (nginx's `lingering_close` for the same reason).
 async fn linger(socket: std::net::TcpStream) {
@@ -302,7 +308,7 @@ async fn linger(socket: std::net::TcpStream) {
     let _ = stream.shutdown().await;
     let _ = tokio::time::timeout(LINGER_TOTAL, async {
         let mut sink = [0u8; 16 * 1024];
-        while let Ok(n) = stream.read(&mut sink).await {
+        while let Ok(Ok(n)) = tokio::time::timeout(LINGER_GAP, stream.read(&mut sink)).await {
             if n == 0 {
                 break;
             }
