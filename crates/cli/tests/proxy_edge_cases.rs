@@ -348,6 +348,25 @@ fn an_http1_client_that_leaves_before_its_answer_is_logged_as_client_aborted() {
 }
 
 #[test]
+fn a_malformed_first_chunk_from_the_upstream_is_a_502_not_an_empty_reply() {
+    // Head and a broken chunk-size line in one write: the client used to get the connection
+    // closed with nothing on it ("Empty reply from server").
+    let up = Scripted::start(|_, _, _| {
+        Some(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\nabc\r\n".to_vec())
+    });
+    let hf = Holdfast::start(&config(&format!("http://{}", up.addr), ""));
+    let out = raw(
+        hf.addr,
+        b"GET /badchunk HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    );
+    assert!(out.starts_with("HTTP/1.1 502"), "{out:?}");
+    assert!(out.contains("malformed"), "{out}");
+    let r = record_of(&hf, "/badchunk");
+    assert_eq!(r["status"], 502, "{r}");
+    assert_eq!(r["reset_class"], "upstream_reset_before_response", "{r}");
+}
+
+#[test]
 fn a_malformed_chunk_is_a_bad_request_and_a_client_leaving_mid_upload_an_abort() {
     let up = holdfast_testkit::Misbehaving::start(holdfast_testkit::Behavior::Healthy).unwrap();
     let hf = Holdfast::start(&config(&up.url(), ""));

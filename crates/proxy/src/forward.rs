@@ -404,7 +404,12 @@ async fn attempt_h1(
             trace.first_byte_ms = Some(ms(started.elapsed()));
             up.conns.learn_keep_alive(i, head.headers.get("keep-alive"));
             let home: Arc<dyn h1::body::Return> = up.clone();
-            Ok(h1::body::into_response(head, conn, home))
+            h1::body::into_response(head, conn, home).map_err(|e| {
+                AttemptError::MaybeProcessed(
+                    ResetClass::UpstreamResetBeforeResponse,
+                    format!("the response body is malformed: {e} ({authority})"),
+                )
+            })
         }
         Ok(Err(e)) => {
             let msg = format!("{e} ({authority})");

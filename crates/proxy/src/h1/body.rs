@@ -70,11 +70,15 @@ pub struct UpstreamBody {
 /// Turn a parsed head into the response for the gateway. A body already in the buffer is
 /// taken whole and the connection returned at once. How the body ends is reported to `home`
 /// ([`crate::body::BodyOutcome`]) unless the status is a `5xx`.
+///
+/// A chunked body whose first chunk-size line is already in the buffer and malformed is an
+/// error here, before the head goes to the client: the gateway can still answer `502` (or
+/// retry), where a body failing right after the head would leave the client an empty reply.
 pub fn into_response(
     head: ResponseHead,
     mut conn: H1Conn,
     home: Arc<dyn Return>,
-) -> http::Response<Body> {
+) -> Result<http::Response<Body>, BodyError> {
     use http_body_util::BodyExt;
     let ResponseHead {
         status,
@@ -85,6 +89,9 @@ pub fn into_response(
         reusable,
     } = head;
     let decoder = Decoder::new(framing);
+    if decoder.state == State::ChunkSize && !conn.buf.is_empty() {
+        parse_chunk_size(&conn.buf)?;
+    }
     let report = !status.is_server_error();
     let target = conn.target;
     let body: Body = match decoder.state {
@@ -124,7 +131,7 @@ pub fn into_response(
     if let Some(reason) = reason.and_then(|r| hyper::ext::ReasonPhrase::try_from(r).ok()) {
         response.extensions_mut().insert(reason);
     }
-    response
+    Ok(response)
 }
 
 impl UpstreamBody {
