@@ -137,8 +137,10 @@ async fn nodes_recover_after_postgres_and_redis_restart() {
 
     // Graceful stop with the database down: what cannot be written is reported, not dropped
     // silently.
-    push(&n1, &rec, 7);
+    // Down first: with a 100 ms flush interval the records would otherwise be written while
+    // `pg_ctl stop` is still under way.
     pg.down();
+    push(&n1, &rec, 7);
     // Meanwhile the admin API answers 503 at once (reconnecting with backoff), not a hang.
     for _ in 0..3 {
         let started = Instant::now();
