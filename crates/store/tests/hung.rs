@@ -3,33 +3,18 @@
 //! the server stays silent, and work goes on once it answers again. Each test freezes a
 //! server of its own (`support/services.rs`); a failing test thaws it on the way out.
 
+#[path = "support/records.rs"]
+mod records;
 #[path = "support/services.rs"]
 mod services;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use holdfast_core::{CallExtra, CallRecord};
+use holdfast_core::CallRecord;
 use holdfast_store::*;
+use records::{call, SECRET};
 use services::{PrivatePg, PrivateRedis};
-
-const SECRET: &[u8] = b"test-secret-0123456789";
-
-fn call(i: i64) -> CallRecord {
-    CallRecord {
-        ts_ms: now_ms() - i,
-        route: "r".into(),
-        method: "GET".into(),
-        path: format!("/{i}"),
-        status: 200,
-        total_ms: 1.0,
-        extra: CallExtra {
-            tenant: Some("t1".into()),
-            ..CallExtra::default()
-        },
-        ..CallRecord::default()
-    }
-}
 
 fn service(name: &str) -> Service {
     Service {

@@ -2,32 +2,17 @@
 //! use reconnects (with backoff while the server is down) and work goes on. Each test runs
 //! its own server (`support/services.rs`), so restarting it disturbs no other test.
 
+#[path = "support/records.rs"]
+mod records;
 #[path = "support/services.rs"]
 mod services;
 
 use std::time::{Duration, Instant};
 
-use holdfast_core::{CallExtra, CallRecord};
+use holdfast_core::CallRecord;
 use holdfast_store::*;
+use records::{call, SECRET};
 use services::{PrivatePg, PrivateRedis};
-
-const SECRET: &[u8] = b"test-secret-0123456789";
-
-fn call(i: i64) -> CallRecord {
-    CallRecord {
-        ts_ms: now_ms() - i,
-        route: "r".into(),
-        method: "GET".into(),
-        path: format!("/{i}"),
-        status: 200,
-        total_ms: 1.0,
-        extra: CallExtra {
-            tenant: Some("t1".into()),
-            ..CallExtra::default()
-        },
-        ..CallRecord::default()
-    }
-}
 
 #[tokio::test]
 async fn postgres_restart_reconnects_reads_writes_and_the_call_log() {
