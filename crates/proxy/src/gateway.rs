@@ -434,22 +434,26 @@ impl Gateway {
                     );
                     return self.finish(resp, pending, Outcome::plain(None));
                 };
-                // Count the body as the handler reads it (the call record's `bytes_in`).
+                // The handler reads the body itself, under the server's limits: its size
+                // (`413`), its stalls (`408`), and counted for the call record's `bytes_in`.
+                let limits = body_limits(&state.config);
+                if declared_length(parts.headers.get(header::CONTENT_LENGTH))
+                    .is_some_and(|n| n > limits.limit)
+                {
+                    let problem = BodyProblem::TooLarge;
+                    let outcome = Outcome::plain(Some(problem.class()));
+                    return self.finish(problem.answer(&limits), pending, outcome);
+                }
                 let stats = Arc::new(UploadStats::default());
                 pending.upload = Some(stats.clone());
-                let counted = body
-                    .map_frame(move |frame| {
-                        if let Some(data) = frame.data_ref() {
-                            stats
-                                .bytes
-                                .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                        }
-                        frame
-                    })
-                    .map_err(|e| Box::new(e) as crate::plugin::BoxError)
-                    .boxed();
-                let req = Request::from_parts(parts, counted);
+                let limited =
+                    Upload::new(Vec::new(), body, limits.limit, limits.stall, stats.clone());
+                let req = Request::from_parts(parts, limited.boxed());
                 let resp = handler.handle(req, ctx).await;
+                if let Some(problem) = upload_failure(&stats) {
+                    let outcome = Outcome::plain(Some(problem.class()));
+                    return self.finish(problem.answer(&limits), pending, outcome);
+                }
                 return self.finish(resp, pending, Outcome::plain(None));
             }
             RouteTarget::Upstream(pool) => pool,
@@ -462,15 +466,7 @@ impl Gateway {
             );
             return self.finish(resp, pending, Outcome::plain(None));
         };
-        let limits = BodyLimits {
-            limit: state.config.server.max_body_bytes,
-            keep: state
-                .config
-                .server
-                .retry_buffer_bytes
-                .min(state.config.server.max_body_bytes),
-            stall: state.config.server.body_timeout,
-        };
+        let limits = body_limits(&state.config);
         let body = match read_body(body, parts.headers.get(header::CONTENT_LENGTH), &limits).await {
             Ok(b) => b,
             Err(problem) => {
@@ -909,6 +905,25 @@ impl BodyProblem {
     }
 }
 
+/// The `[server]` body limits.
+fn body_limits(config: &Config) -> BodyLimits {
+    let server = &config.server;
+    BodyLimits {
+        limit: server.max_body_bytes,
+        keep: server.retry_buffer_bytes.min(server.max_body_bytes),
+        stall: server.body_timeout,
+    }
+}
+
+/// A `Content-Length` of only digits (too large for u64: `u64::MAX`, over any limit).
+fn declared_length(declared: Option<&header::HeaderValue>) -> Option<u64> {
+    declared
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+        .map(|v| v.parse::<u64>().unwrap_or(u64::MAX))
+}
+
 /// Read the body into memory up to `keep` bytes; past that, stream it (up to `limit`), each
 /// wait for more bytes bounded by `stall`.
 async fn read_body(
@@ -919,12 +934,7 @@ async fn read_body(
     if body.is_end_stream() {
         return Ok(ReadBody::Whole(Bytes::new()));
     }
-    // All digits but too large for u64: over any limit.
-    let declared = declared
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-        .map(|v| v.parse::<u64>().unwrap_or(u64::MAX));
+    let declared = declared_length(declared);
     if declared.is_some_and(|n| n > limits.limit) {
         return Err(BodyProblem::TooLarge);
     }
