@@ -34,6 +34,9 @@ pub struct Gateway {
 pub struct Attempts {
     pub count: u32,
     pub deployment: Option<Arc<DeploymentState>>,
+    /// The model the provider's answer names (e.g. Azure's `gpt-4o-2024-08-06` behind a
+    /// deployment name): what the call is priced by, see [`Attempts::cost`].
+    pub served_model: Option<String>,
     progress: Option<Arc<Mutex<CallExtra>>>,
 }
 
@@ -45,6 +48,20 @@ impl Attempts {
         Attempts {
             progress: Some(extra),
             ..Attempts::default()
+        }
+    }
+
+    /// Cost in USD of `usage` on the deployment that answered, priced by the model its
+    /// answer named, else by the deployment's configured model (0 when neither is priced).
+    pub fn cost(&self, config: &AiConfig, usage: Usage) -> f64 {
+        match &self.deployment {
+            Some(d) => crate::usage::deployment_cost(
+                config,
+                &d.config,
+                self.served_model.as_deref(),
+                usage,
+            ),
+            None => 0.0,
         }
     }
 
@@ -216,13 +233,16 @@ impl Gateway {
         req: &Value,
         attempts: &mut Attempts,
     ) -> Result<Completed, AiError> {
-        self.unary(
-            model,
-            attempts,
-            |d| adapters::chat_request(d, req, false),
-            adapters::parse_chat,
-        )
-        .await
+        let done = self
+            .unary(
+                model,
+                attempts,
+                |d| adapters::chat_request(d, req, false),
+                adapters::parse_chat,
+            )
+            .await?;
+        attempts.served_model = done.body["model"].as_str().map(String::from);
+        Ok(done)
     }
 
     /// Start a stream: fails over until the first frame with content arrives.
@@ -232,67 +252,71 @@ impl Gateway {
         req: &Value,
         attempts: &mut Attempts,
     ) -> Result<OpenStream, AiError> {
-        self.run(model, attempts, |dep| async move {
-            let guard = dep.begin();
-            let attempt_start = Instant::now();
-            let d = &dep.config;
-            let upstream_req = adapters::chat_request(d, req, true)?;
-            let ttft = self.config.ttft_timeout;
-            let resp = self.upstream.send(&d.name, &upstream_req, ttft).await?;
-            let status = resp.status();
-            if !status.is_success() {
-                let headers = resp.headers().clone();
-                let body = client::read_body(&d.name, resp.into_body(), ttft)
-                    .await
-                    .unwrap_or_else(|_| Bytes::new());
-                return Err(AiError::upstream_status(
-                    &d.name,
-                    status.as_u16(),
-                    &adapters::error_message(&body),
-                    retry_after::from_response(&headers, &body),
-                ));
-            }
-            let mut frames = client::frames(resp.into_body(), adapters::framing(d.provider));
-            let mut decoder = adapters::decoder(d);
-            let deadline = attempt_start + ttft;
-            // Read until the first delta (content, tool call or finish).
-            loop {
-                let left = deadline.saturating_duration_since(Instant::now());
-                let next =
-                    tokio::time::timeout(left, futures_util::StreamExt::next(&mut frames)).await;
-                match next {
-                    Err(_) => return Err(AiError::timeout(&d.name, "the first token", ttft)),
-                    Ok(None) => {
-                        let first = decoder.end()?;
-                        return Ok(OpenStream {
-                            first,
-                            frames,
-                            decoder,
-                            deployment: dep.clone(),
-                            attempt_start,
-                            guard,
-                            ended: true,
-                        });
-                    }
-                    Ok(Some(Err(e))) => return Err(AiError::reset(&d.name, e, true)),
-                    Ok(Some(Ok((event, data)))) => {
-                        let deltas = decoder.feed(&event, &data)?;
-                        if !deltas.is_empty() {
+        let open = self
+            .run(model, attempts, |dep| async move {
+                let guard = dep.begin();
+                let attempt_start = Instant::now();
+                let d = &dep.config;
+                let upstream_req = adapters::chat_request(d, req, true)?;
+                let ttft = self.config.ttft_timeout;
+                let resp = self.upstream.send(&d.name, &upstream_req, ttft).await?;
+                let status = resp.status();
+                if !status.is_success() {
+                    let headers = resp.headers().clone();
+                    let body = client::read_body(&d.name, resp.into_body(), ttft)
+                        .await
+                        .unwrap_or_else(|_| Bytes::new());
+                    return Err(adapters::upstream_error(
+                        d,
+                        status.as_u16(),
+                        &body,
+                        retry_after::from_response(&headers, &body),
+                    ));
+                }
+                let mut frames = client::frames(resp.into_body(), adapters::framing(d.provider));
+                let mut decoder = adapters::decoder(d);
+                let deadline = attempt_start + ttft;
+                // Read until the first delta (content, tool call or finish).
+                loop {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let next =
+                        tokio::time::timeout(left, futures_util::StreamExt::next(&mut frames))
+                            .await;
+                    match next {
+                        Err(_) => return Err(AiError::timeout(&d.name, "the first token", ttft)),
+                        Ok(None) => {
+                            let first = decoder.end()?;
                             return Ok(OpenStream {
-                                first: deltas,
+                                first,
                                 frames,
                                 decoder,
                                 deployment: dep.clone(),
                                 attempt_start,
                                 guard,
-                                ended: false,
+                                ended: true,
                             });
+                        }
+                        Ok(Some(Err(e))) => return Err(AiError::reset(&d.name, e, true)),
+                        Ok(Some(Ok((event, data)))) => {
+                            let deltas = decoder.feed(&event, &data)?;
+                            if !deltas.is_empty() {
+                                return Ok(OpenStream {
+                                    first: deltas,
+                                    frames,
+                                    decoder,
+                                    deployment: dep.clone(),
+                                    attempt_start,
+                                    guard,
+                                    ended: false,
+                                });
+                            }
                         }
                     }
                 }
-            }
-        })
-        .await
+            })
+            .await?;
+        attempts.served_model = open.decoder.model().map(String::from);
+        Ok(open)
     }
 
     /// Embeddings.
@@ -337,10 +361,10 @@ impl Gateway {
             )
             .await?;
             if let Some(headers) = headers {
-                return Err(AiError::upstream_status(
-                    &d.name,
+                return Err(adapters::upstream_error(
+                    d,
                     status.as_u16(),
-                    &adapters::error_message(&body),
+                    &body,
                     retry_after::from_response(&headers, &body),
                 ));
             }

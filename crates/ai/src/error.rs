@@ -11,13 +11,15 @@ use serde_json::json;
 pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// One failed request (or one failed attempt, before the retry logic decides).
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{message}")]
+///
+/// `message` is what the client reads: it never names the internal deployment. The
+/// deployment (when the error is about one) is kept in `deployment`, and `Display` (used
+/// in logs) names it.
+#[derive(Debug, Clone)]
 pub struct AiError {
     pub status: u16,
     /// OpenAI error `type` (`invalid_request_error`, `rate_limit_error`, `api_error`…).
     pub kind: &'static str,
-    pub code: Option<&'static str>,
     pub message: String,
     /// The request field the error is about (OpenAI's `param`, e.g. `messages[0].role`).
     pub param: Option<String>,
@@ -31,7 +33,37 @@ pub struct AiError {
     pub reset_class: Option<ResetClass>,
     /// Short outcome name for the call log (`upstream_429`, `timeout`, …).
     pub outcome: &'static str,
+    /// What the provider said and which deployment it is about (boxed: errors travel in
+    /// every `Result`).
+    pub detail: Option<Box<ErrorDetail>>,
 }
+
+/// The parts of an [`AiError`] only provider errors have.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ErrorDetail {
+    /// The gateway's OpenAI error `code` (`upstream_timeout`, `model_not_found`…).
+    pub code: Option<&'static str>,
+    /// The provider's own error `code` (e.g. `context_length_exceeded`, `content_filter`),
+    /// sent to the client instead of `code` when set.
+    pub provider_code: Option<String>,
+    /// The provider's own error `type`, sent to the client instead of `kind` when set.
+    pub provider_type: Option<String>,
+    /// The deployment the error is about: for logs, never in the client's message.
+    pub deployment: Option<String>,
+}
+
+impl std::fmt::Display for AiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.deployment() {
+            Some(d) if !self.message.contains(d) => {
+                write!(f, "deployment {d}: {}", self.message)
+            }
+            _ => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for AiError {}
 
 impl AiError {
     /// The client's request is wrong (400), not retried.
@@ -39,7 +71,6 @@ impl AiError {
         AiError {
             status: 400,
             kind: "invalid_request_error",
-            code: None,
             message: message.into(),
             param: None,
             retry_after: None,
@@ -47,13 +78,17 @@ impl AiError {
             failover: false,
             reset_class: Some(ResetClass::BadRequest),
             outcome: "bad_request",
+            detail: None,
         }
     }
 
     pub fn not_found(message: impl Into<String>, code: &'static str) -> AiError {
         AiError {
             status: 404,
-            code: Some(code),
+            detail: Some(Box::new(ErrorDetail {
+                code: Some(code),
+                ..ErrorDetail::default()
+            })),
             ..AiError::bad_request(message)
         }
     }
@@ -63,7 +98,6 @@ impl AiError {
         AiError {
             status: 502,
             kind: "api_error",
-            code: Some("upstream_connect_failed"),
             message: format!("cannot reach deployment {deployment}: {detail}"),
             param: None,
             retry_after: None,
@@ -71,6 +105,11 @@ impl AiError {
             failover: true,
             reset_class: Some(ResetClass::UpstreamRefused),
             outcome: "connect_error",
+            detail: Some(Box::new(ErrorDetail {
+                code: Some("upstream_connect_failed"),
+                deployment: Some(deployment.to_string()),
+                ..ErrorDetail::default()
+            })),
         }
     }
 
@@ -79,7 +118,6 @@ impl AiError {
         AiError {
             status: 502,
             kind: "api_error",
-            code: Some("upstream_reset"),
             message: format!("deployment {deployment} broke the connection: {detail}"),
             param: None,
             retry_after: None,
@@ -91,6 +129,11 @@ impl AiError {
                 ResetClass::UpstreamResetBeforeResponse
             }),
             outcome: "upstream_reset",
+            detail: Some(Box::new(ErrorDetail {
+                code: Some("upstream_reset"),
+                deployment: Some(deployment.to_string()),
+                ..ErrorDetail::default()
+            })),
         }
     }
 
@@ -98,7 +141,6 @@ impl AiError {
         AiError {
             status: 504,
             kind: "api_error",
-            code: Some("upstream_timeout"),
             message: format!(
                 "deployment {deployment}: {what} took longer than {} ms",
                 after.as_millis()
@@ -109,6 +151,11 @@ impl AiError {
             failover: true,
             reset_class: Some(ResetClass::UpstreamTimeout),
             outcome: "timeout",
+            detail: Some(Box::new(ErrorDetail {
+                code: Some("upstream_timeout"),
+                deployment: Some(deployment.to_string()),
+                ..ErrorDetail::default()
+            })),
         }
     }
 
@@ -117,7 +164,6 @@ impl AiError {
         AiError {
             status: 502,
             kind: "api_error",
-            code: Some("bad_upstream_response"),
             message: format!("deployment {deployment} sent an unreadable answer: {detail}"),
             param: None,
             retry_after: None,
@@ -125,6 +171,11 @@ impl AiError {
             failover: true,
             reset_class: None,
             outcome: "bad_upstream_response",
+            detail: Some(Box::new(ErrorDetail {
+                code: Some("bad_upstream_response"),
+                deployment: Some(deployment.to_string()),
+                ..ErrorDetail::default()
+            })),
         }
     }
 
@@ -157,14 +208,17 @@ impl AiError {
         AiError {
             status: client_status,
             kind,
-            code: None,
-            message: format!("deployment {deployment} answered {status}: {message}"),
+            message: message.to_string(),
             param: None,
             retry_after,
             retryable,
             failover,
             reset_class: None,
             outcome,
+            detail: Some(Box::new(ErrorDetail {
+                deployment: Some(deployment.to_string()),
+                ..ErrorDetail::default()
+            })),
         }
     }
 
@@ -173,7 +227,6 @@ impl AiError {
         AiError {
             status: 503,
             kind: "api_error",
-            code: Some("no_healthy_deployment"),
             message: format!(
                 "every deployment of model `{model}` (and its fallbacks) is cooling down after failures"
             ),
@@ -183,6 +236,10 @@ impl AiError {
             failover: false,
             reset_class: Some(ResetClass::NoHealthyUpstream),
             outcome: "no_healthy_deployment",
+            detail: Some(Box::new(ErrorDetail {
+                code: Some("no_healthy_deployment"),
+                ..ErrorDetail::default()
+            })),
         }
     }
 
@@ -192,7 +249,6 @@ impl AiError {
         AiError {
             status: 429,
             kind: "rate_limit_error",
-            code: Some("rate_limit_exceeded"),
             message: format!(
                 "every deployment of model `{model}` (and its fallbacks) is rate limited by its provider"
             ),
@@ -202,6 +258,10 @@ impl AiError {
             failover: false,
             reset_class: None,
             outcome: "upstream_429",
+            detail: Some(Box::new(ErrorDetail {
+                code: Some("rate_limit_exceeded"),
+                ..ErrorDetail::default()
+            })),
         }
     }
 
@@ -212,7 +272,10 @@ impl AiError {
         message: impl Into<String>,
     ) -> AiError {
         AiError {
-            code: Some(code),
+            detail: Some(Box::new(ErrorDetail {
+                code: Some(code),
+                ..ErrorDetail::default()
+            })),
             param: Some(param.into()),
             ..AiError::bad_request(message)
         }
@@ -223,20 +286,60 @@ impl AiError {
         AiError {
             status: 400,
             kind: "invalid_request_error",
-            code: Some("content_filter"),
-            message: format!("deployment {deployment} blocked the request: {reason}"),
+            message: format!("the provider blocked the request: {reason}"),
             param: None,
             retry_after: None,
             retryable: false,
             failover: false,
             reset_class: None,
             outcome: "content_filter",
+            detail: Some(Box::new(ErrorDetail {
+                code: Some("content_filter"),
+                deployment: Some(deployment.to_string()),
+                ..ErrorDetail::default()
+            })),
         }
+    }
+
+    /// The provider's own `code`, `param` and `type` (each when it gave one), passed on to
+    /// the client instead of the gateway's.
+    pub fn with_provider_detail(
+        mut self,
+        code: Option<String>,
+        param: Option<String>,
+        kind: Option<String>,
+    ) -> AiError {
+        let detail = self.detail.get_or_insert_with(Box::default);
+        detail.provider_code = code.or(detail.provider_code.take());
+        detail.provider_type = kind.or(detail.provider_type.take());
+        self.param = param.or(self.param);
+        self
+    }
+
+    /// The error `code` the client gets: the provider's, else the gateway's.
+    pub fn code(&self) -> Option<&str> {
+        self.provider_code().or(self.detail.as_ref()?.code)
+    }
+
+    /// The provider's own error `code`, when it gave one.
+    pub fn provider_code(&self) -> Option<&str> {
+        self.detail.as_ref()?.provider_code.as_deref()
+    }
+
+    /// The deployment the error is about (for logs).
+    pub fn deployment(&self) -> Option<&str> {
+        self.detail.as_ref()?.deployment.as_deref()
     }
 
     /// The OpenAI error body.
     pub fn body(&self) -> serde_json::Value {
-        json!({"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}})
+        let code = self.code();
+        let kind = self
+            .detail
+            .as_ref()
+            .and_then(|d| d.provider_type.as_deref())
+            .unwrap_or(self.kind);
+        json!({"error": {"message": self.message, "type": kind, "param": self.param, "code": code}})
     }
 
     /// The Anthropic error body (for `/v1/messages`).

@@ -299,11 +299,11 @@ pub fn finish_call(gateway: &Gateway, ctx: &RequestContext, attempts: &Attempts,
     let ai = extra.ai.get_or_insert_with(AiUsage::default);
     ai.attempts = attempts.count;
     ai.deployment = attempts.deployment.as_ref().map(|d| d.config.name.clone());
-    if let (Some(u), Some(d)) = (end.usage, attempts.deployment.as_ref()) {
+    if let (Some(u), Some(_)) = (end.usage, attempts.deployment.as_ref()) {
         ai.input_tokens = u.input;
         ai.output_tokens = u.output;
         ai.tokens_estimated = end.estimated;
-        ai.cost_usd = usage::cost(&gateway.config, &d.config.model, u);
+        ai.cost_usd = attempts.cost(&gateway.config, u);
     }
     ai.ttft_ms = end.ttft.map(|t| t.as_secs_f64() * 1000.0);
     ai.outcome = end.outcome.to_string();
@@ -525,14 +525,14 @@ async fn chat(
         .unwrap_or(&open.deployment.config.model)
         .to_string();
     let writer: Box<dyn StreamWriter> = match format {
-        ClientFormat::OpenAi => Box::new(OpenAiWriter {
-            id: crate::new_id("chatcmpl-"),
-            model: served,
-            created: crate::now_secs(),
-            include_usage: req["stream_options"]["include_usage"]
+        ClientFormat::OpenAi => Box::new(OpenAiWriter::new(
+            crate::new_id("chatcmpl-"),
+            served,
+            crate::now_secs(),
+            req["stream_options"]["include_usage"]
                 .as_bool()
                 .unwrap_or(false),
-        }),
+        )),
         ClientFormat::Anthropic => Box::new(AnthropicWriter::new(crate::new_id("msg_"), served)),
     };
     let deployment = open.deployment.config.name.clone();

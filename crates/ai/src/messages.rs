@@ -15,7 +15,7 @@ fn block_text(content: &Value) -> String {
             .iter()
             .filter_map(|b| b["text"].as_str())
             .collect::<Vec<_>>()
-            .join(""),
+            .join("\n"),
         _ => String::new(),
     }
 }

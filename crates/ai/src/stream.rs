@@ -119,6 +119,21 @@ impl Progress {
             Delta::ToolStart { name, .. } => name.as_str(),
             Delta::ToolArgs { args, .. } => args.as_str(),
             Delta::Finish(_) => return,
+            Delta::Chunk(c) => {
+                // Choice 0 also comes as canonical deltas; count the other choices here.
+                for choice in c["choices"].as_array().into_iter().flatten() {
+                    if choice["index"].as_u64().unwrap_or(0) == 0 {
+                        continue;
+                    }
+                    for key in ["content", "refusal"] {
+                        if let Some(t) = choice["delta"][key].as_str() {
+                            self.text.push_str(t);
+                            self.output_estimate += usage::count_tokens(&self.model, t);
+                        }
+                    }
+                }
+                return;
+            }
         };
         self.text.push_str(piece);
         self.output_estimate += usage::count_tokens(&self.model, piece);
@@ -162,7 +177,7 @@ pub async fn forward(
         output_estimate: 0,
     };
 
-    let mut first = BytesMut::from(&writer.start()[..]);
+    let mut first = BytesMut::from(&writer.start(&open.first)[..]);
     for d in &open.first {
         progress.note(d);
         if let Some(b) = writer.delta(d) {

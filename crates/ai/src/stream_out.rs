@@ -11,8 +11,9 @@ use crate::usage::Usage;
 
 /// Encodes deltas for the client.
 pub trait StreamWriter: Send {
-    /// The first bytes (sent when the stream is committed).
-    fn start(&mut self) -> Bytes;
+    /// The first bytes (sent when the stream is committed), given the first deltas (which
+    /// [`StreamWriter::delta`] gets next).
+    fn start(&mut self, first: &[Delta]) -> Bytes;
     fn delta(&mut self, d: &Delta) -> Option<Bytes>;
     /// The normal end, with the final usage (`estimated` when counted locally).
     fn finish(&mut self, usage: Usage, estimated: bool) -> Bytes;
@@ -51,14 +52,73 @@ fn sse_event(name: &str, v: &Value) -> Bytes {
 }
 
 /// OpenAI chat completion chunks.
+///
+/// From an OpenAI-compatible provider (the deltas carry [`Delta::Chunk`]) the provider's
+/// chunks pass through as they are: every choice `index` of `n > 1`, `refusal`, `logprobs`,
+/// `system_fingerprint`, usage details and the provider's id. Only the usage chunk is dropped
+/// when the client did not ask for it (the gateway always asks the provider). From any other
+/// provider the chunks are written from the canonical deltas, as one choice.
 pub struct OpenAiWriter {
     pub id: String,
     pub model: String,
     pub created: u64,
     pub include_usage: bool,
+    passthrough: bool,
+    /// The provider's own usage chunk went out (passthrough).
+    usage_sent: bool,
 }
 
 impl OpenAiWriter {
+    pub fn new(id: String, model: String, created: u64, include_usage: bool) -> Self {
+        OpenAiWriter {
+            id,
+            model,
+            created,
+            include_usage,
+            passthrough: false,
+            usage_sent: false,
+        }
+    }
+
+    /// A provider chunk for the client, or `None` when nothing of it is for the client.
+    fn pass(&mut self, chunk: &Value) -> Option<Bytes> {
+        let mut c = chunk.clone();
+        let o = c.as_object_mut()?;
+        if o.get("id")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            o.insert("id".into(), json!(self.id));
+        }
+        if !o.get("object").is_some_and(Value::is_string) {
+            o.insert("object".into(), json!("chat.completion.chunk"));
+        }
+        if !o.get("created").is_some_and(Value::is_u64) {
+            o.insert("created".into(), json!(self.created));
+        }
+        if o.get("model")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            o.insert("model".into(), json!(self.model));
+        }
+        if !o.contains_key("choices") {
+            o.insert("choices".into(), json!([]));
+        }
+        let no_choices = o["choices"].as_array().is_some_and(Vec::is_empty);
+        if self.include_usage {
+            if o.get("usage").is_some_and(Value::is_object) {
+                self.usage_sent = true;
+            }
+        } else {
+            o.remove("usage");
+            if no_choices {
+                return None;
+            }
+        }
+        Some(sse(&c))
+    }
+
     fn chunk(&self, delta: Value, finish: Value) -> Value {
         json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
             "model": self.model,
@@ -67,11 +127,33 @@ impl OpenAiWriter {
 }
 
 impl StreamWriter for OpenAiWriter {
-    fn start(&mut self) -> Bytes {
+    fn start(&mut self, first: &[Delta]) -> Bytes {
+        let upstream = first.iter().find_map(|d| match d {
+            Delta::Chunk(c) => Some(c),
+            _ => None,
+        });
+        if let Some(c) = upstream {
+            // The provider's chunks (its role chunk first) go out as they are, and its id
+            // is the stream's (also for a usage chunk the gateway has to add).
+            self.passthrough = true;
+            if let Some(id) = c["id"].as_str().filter(|id| !id.is_empty()) {
+                self.id = id.to_string();
+            }
+            if let Some(created) = c["created"].as_u64() {
+                self.created = created;
+            }
+            return Bytes::new();
+        }
         sse(&self.chunk(json!({"role": "assistant", "content": ""}), Value::Null))
     }
 
     fn delta(&mut self, d: &Delta) -> Option<Bytes> {
+        if self.passthrough {
+            return match d {
+                Delta::Chunk(c) => self.pass(c),
+                _ => None,
+            };
+        }
         let v = match d {
             Delta::Text(t) => self.chunk(json!({"content": t}), Value::Null),
             Delta::ToolStart { index, id, name } => self.chunk(
@@ -84,14 +166,14 @@ impl StreamWriter for OpenAiWriter {
                 Value::Null,
             ),
             Delta::Finish(reason) => self.chunk(json!({}), json!(reason)),
-            Delta::Usage(_) => return None,
+            Delta::Usage(_) | Delta::Chunk(_) => return None,
         };
         Some(sse(&v))
     }
 
     fn finish(&mut self, usage: Usage, estimated: bool) -> Bytes {
         let mut out = String::new();
-        if self.include_usage {
+        if self.include_usage && !self.usage_sent {
             let v = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
                 "model": self.model, "choices": [],
                 "usage": openai_usage(usage, estimated)});
@@ -160,7 +242,7 @@ pub fn stop_reason(finish: &str) -> &'static str {
 }
 
 impl StreamWriter for AnthropicWriter {
-    fn start(&mut self) -> Bytes {
+    fn start(&mut self, _first: &[Delta]) -> Bytes {
         sse_event(
             "message_start",
             &json!({"type": "message_start", "message": {"id": self.id, "type": "message",
@@ -211,7 +293,7 @@ impl StreamWriter for AnthropicWriter {
                 ));
             }
             Delta::Finish(reason) => self.stop_reason = stop_reason(reason),
-            Delta::Usage(_) => {}
+            Delta::Usage(_) | Delta::Chunk(_) => {}
         }
         (!out.is_empty()).then(|| Bytes::from(out))
     }

@@ -1,7 +1,10 @@
 //! Token accounting: usage from the provider when it reports it, else counted locally with
 //! `tiktoken-rs` (marked as estimated); cost from the configured price table.
 
-use holdfast_core::config::ai::AiConfig;
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use holdfast_core::config::ai::{AiConfig, Deployment, Price};
 use serde_json::Value;
 
 /// Input and output tokens of one call.
@@ -67,14 +70,58 @@ fn body_messages(body: &Value) -> usize {
     body["messages"].as_array().map(Vec::len).unwrap_or(0)
 }
 
-/// Cost in USD of `usage` on the provider model `model`, 0 when the price is unknown.
+/// Cost in USD of `usage` on the provider model `model`; 0 when the price is unknown (with
+/// a one-time warning for that model, so a missing price is not silent).
 pub fn cost(config: &AiConfig, model: &str, usage: Usage) -> f64 {
     match config.price(model) {
-        Some(p) => {
-            (usage.input as f64 * p.input_per_mtok + usage.output as f64 * p.output_per_mtok)
-                / 1_000_000.0
+        Some(p) => priced(p, usage),
+        None => {
+            warn_unpriced(model, model);
+            0.0
         }
-        None => 0.0,
+    }
+}
+
+/// Cost in USD of a call served by deployment `d`: priced by the model the provider's
+/// answer names (`served`, e.g. Azure's `gpt-4o-2024-08-06`), else by the deployment's
+/// configured `model` (for Azure that is the Azure deployment name, which rarely has a
+/// price). 0, with a one-time warning per deployment, when neither has a price.
+pub fn deployment_cost(
+    config: &AiConfig,
+    d: &Deployment,
+    served: Option<&str>,
+    usage: Usage,
+) -> f64 {
+    let price = served
+        .filter(|m| !m.is_empty())
+        .and_then(|m| config.price(m))
+        .or_else(|| config.price(&d.model));
+    match price {
+        Some(p) => priced(p, usage),
+        None => {
+            warn_unpriced(&d.name, served.unwrap_or(&d.model));
+            0.0
+        }
+    }
+}
+
+fn priced(p: Price, usage: Usage) -> f64 {
+    (usage.input as f64 * p.input_per_mtok + usage.output as f64 * p.output_per_mtok) / 1_000_000.0
+}
+
+/// Warn once per `key` (a model or deployment) that its calls are counted as $0.
+fn warn_unpriced(key: &str, model: &str) {
+    static WARNED: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+    let mut warned = WARNED.lock().unwrap_or_else(|p| p.into_inner());
+    if warned
+        .get_or_insert_with(HashSet::new)
+        .insert(key.to_string())
+    {
+        tracing::warn!(
+            key,
+            model,
+            "no price for this model: its calls are recorded with cost 0; add it to [ai.prices]"
+        );
     }
 }
 

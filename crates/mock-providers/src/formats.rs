@@ -455,6 +455,70 @@ pub fn chat_stream(kind: Kind, model: &str, a: &Answer, usage: bool, body: &Valu
     out
 }
 
+/// JSON Schema keywords Gemini's OpenAPI-subset `Schema` (`functionDeclarations[].parameters`)
+/// does not know: the real API answers 400 `Invalid JSON payload received. Unknown name`.
+const GEMINI_SCHEMA_UNKNOWN: &[&str] = &[
+    "additionalProperties",
+    "$schema",
+    "$ref",
+    "$defs",
+    "const",
+    "propertyNames",
+    "patternProperties",
+    "unevaluatedProperties",
+];
+
+/// Why the real Gemini API would refuse this `generateContent` body (as the mock checks
+/// it): a function declaration with both `parameters` and `parametersJsonSchema` (they are
+/// exclusive), or a JSON Schema keyword inside `parameters`. `parametersJsonSchema` takes
+/// full JSON Schema.
+pub fn gemini_request_error(body: &Value) -> Option<String> {
+    fn unknown_in(v: &Value, path: &str) -> Option<String> {
+        match v {
+            Value::Object(m) => m.iter().find_map(|(k, v)| {
+                if GEMINI_SCHEMA_UNKNOWN.contains(&k.as_str()) {
+                    return Some(format!(
+                        "Invalid JSON payload received. Unknown name \"{k}\" at '{path}': Cannot find field."
+                    ));
+                }
+                // Under `properties` the keys are parameter names, not keywords.
+                let child = format!("{path}.{k}");
+                if k == "properties" {
+                    return v.as_object().and_then(|props| {
+                        props
+                            .iter()
+                            .find_map(|(name, s)| unknown_in(s, &format!("{child}[{name:?}]")))
+                    });
+                }
+                unknown_in(v, &child)
+            }),
+            Value::Array(a) => a
+                .iter()
+                .enumerate()
+                .find_map(|(i, v)| unknown_in(v, &format!("{path}[{i}]"))),
+            _ => None,
+        }
+    }
+    for (t, tool) in body["tools"].as_array().into_iter().flatten().enumerate() {
+        let decls = tool["functionDeclarations"]
+            .as_array()
+            .into_iter()
+            .flatten();
+        for (i, decl) in decls.enumerate() {
+            let path = format!("tools[{t}].function_declarations[{i}]");
+            if decl.get("parameters").is_some() && decl.get("parametersJsonSchema").is_some() {
+                return Some(format!(
+                    "{path}: parameters and parameters_json_schema are mutually exclusive"
+                ));
+            }
+            if let Some(e) = unknown_in(&decl["parameters"], &format!("{path}.parameters")) {
+                return Some(e);
+            }
+        }
+    }
+    None
+}
+
 /// A Gemini answer blocked by its safety filter.
 pub fn gemini_blocked() -> Value {
     json!({"promptFeedback": {"blockReason": "SAFETY", "safetyRatings": [

@@ -45,6 +45,9 @@ pub enum Behavior {
     SafetyBlock,
     /// Answer normally (usage included) with exactly this text.
     Text(String),
+    /// Answer with this status and exactly this JSON error body (e.g. OpenAI's
+    /// `context_length_exceeded` or Azure's `content_filter` with their `code` and `param`).
+    ErrorBody { status: u16, body: Value },
 }
 
 /// Settings for a whole mock server.
@@ -56,6 +59,10 @@ pub struct MockOptions {
     pub chunk_delay: Duration,
     /// When set, requests must carry this key in the provider's header (else 401).
     pub require_key: Option<String>,
+    /// The model Azure answers name. Real Azure names the model behind the deployment
+    /// (`gpt-4o-2024-08-06`), not the deployment; unset, the mock answers with the
+    /// deployment name.
+    pub azure_model: Option<String>,
 }
 
 /// One request the mock received.
@@ -280,6 +287,18 @@ async fn answer(
             return Ok(Next::KeepAlive);
         }
     }
+    if kind == formats::Kind::Gemini && matches!(op, Op::Chat { .. }) {
+        if let Some(message) = formats::gemini_request_error(body) {
+            let b =
+                json!({"error": {"code": 400, "message": message, "status": "INVALID_ARGUMENT"}});
+            http1::write_full(stream, 400, json_ct, &[], b.to_string().as_bytes()).await?;
+            return Ok(Next::KeepAlive);
+        }
+    }
+    let model = match (&options.azure_model, kind) {
+        (Some(m), formats::Kind::Azure) => m.clone(),
+        _ => model,
+    };
     if !options.delay.is_zero() {
         tokio::time::sleep(options.delay).await;
     }
@@ -321,6 +340,10 @@ async fn answer(
         Behavior::Status(code) => {
             let b = formats::error_body(kind, code, &format!("mock: status {code}"));
             http1::write_full(stream, code, json_ct, &[], b.to_string().as_bytes()).await?;
+            return Ok(Next::KeepAlive);
+        }
+        Behavior::ErrorBody { status, body } => {
+            http1::write_full(stream, status, json_ct, &[], body.to_string().as_bytes()).await?;
             return Ok(Next::KeepAlive);
         }
         Behavior::ResetBeforeResponse => return Ok(Next::Reset),

@@ -9,8 +9,8 @@ use serde_json::{json, Value};
 
 use super::{
     completion, content_text, json_mode, max_tokens, parse_args, parse_data_url, push_turn,
-    stop_list, system_text, tool_call_id, turns_json, unknown_role, unsupported_part, Decoder,
-    Delta, UpstreamRequest,
+    stop_list, tool_call_id, turns_json, unknown_role, unsupported_part, Decoder, Delta,
+    UpstreamRequest,
 };
 use crate::error::AiError;
 use crate::usage::Usage;
@@ -25,8 +25,9 @@ fn headers(d: &Deployment) -> Vec<(&'static str, String)> {
 
 pub fn chat_request(d: &Deployment, req: &Value, stream: bool) -> Result<UpstreamRequest, AiError> {
     let mut body = json!({"contents": contents(req)?});
-    if let Some(system) = system_text(req, false) {
-        body["systemInstruction"] = json!({"parts": [{"text": system}]});
+    let system = system_parts(req);
+    if !system.is_empty() {
+        body["systemInstruction"] = json!({ "parts": system });
     }
     let mut gen = serde_json::Map::new();
     if let Some(t) = req.get("temperature").filter(|v| !v.is_null()) {
@@ -59,8 +60,11 @@ pub fn chat_request(d: &Deployment, req: &Value, stream: bool) -> Result<Upstrea
                 if let Some(desc) = f["description"].as_str() {
                     decl["description"] = json!(desc);
                 }
+                // Full JSON Schema (`additionalProperties`, `$schema`, `const`…) goes in
+                // `parametersJsonSchema`: `parameters` takes only Gemini's OpenAPI-subset
+                // `Schema` and refuses those keywords with a 400 (the two are exclusive).
                 if f["parameters"].is_object() {
-                    decl["parameters"] = f["parameters"].clone();
+                    decl["parametersJsonSchema"] = f["parameters"].clone();
                 }
                 decl
             })
@@ -92,6 +96,27 @@ pub fn chat_request(d: &Deployment, req: &Value, stream: bool) -> Result<Upstrea
         headers: headers(d),
         body,
     })
+}
+
+/// System and developer messages as `systemInstruction` parts: each text part of each
+/// message stays its own part (Gemini takes several), so none run together.
+fn system_parts(req: &Value) -> Vec<Value> {
+    req["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["role"] == "system" || m["role"] == "developer")
+        .flat_map(|m| match &m["content"] {
+            Value::Array(parts) => parts
+                .iter()
+                .filter_map(|p| p["text"].as_str())
+                .map(String::from)
+                .collect(),
+            other => vec![content_text(other)],
+        })
+        .filter(|t| !t.is_empty())
+        .map(|t| json!({ "text": t }))
+        .collect()
 }
 
 fn parts_of_user(content: &Value) -> Result<Vec<Value>, AiError> {
@@ -312,10 +337,11 @@ impl Decoder for StreamDecoder {
             serde_json::from_str(data).map_err(|e| AiError::bad_upstream(&self.deployment, e))?;
         if v.get("error").is_some() {
             let status = v["error"]["code"].as_u64().unwrap_or(500) as u16;
-            return Err(AiError::upstream_status(
+            return Err(super::provider_error(
+                holdfast_core::config::ai::Provider::Gemini,
                 &self.deployment,
                 status,
-                &super::error_message(data.as_bytes()),
+                data.as_bytes(),
                 None,
             ));
         }

@@ -34,6 +34,10 @@ pub enum Delta {
     /// OpenAI finish reason: `stop`, `length`, `tool_calls`, `content_filter`.
     Finish(String),
     Usage(Usage),
+    /// OpenAI-compatible providers only: one upstream chunk as it came (every choice `index`,
+    /// `refusal`, `logprobs`, `system_fingerprint`, usage details, the id). OpenAI clients get
+    /// it passed through; the canonical deltas above (choice 0) serve every other format.
+    Chunk(Box<Value>),
 }
 
 /// Decodes one provider's stream frames into [`Delta`]s.
@@ -174,6 +178,101 @@ pub fn error_message(body: &[u8]) -> String {
         .unwrap_or_else(|| v.to_string().chars().take(300).collect())
 }
 
+/// The error for a provider's error status, with the provider's own `code`, `param` and
+/// `type` when it gave them (mapped to OpenAI's terms for Anthropic and Gemini). Those are
+/// passed on only for errors that reach the client as the provider's status (4xx but the
+/// provider refusing the gateway's key): for 401/403 and 5xx the client gets the gateway's
+/// 502, and a provider code like `invalid_api_key` would mislead it.
+pub fn upstream_error(
+    d: &Deployment,
+    status: u16,
+    body: &[u8],
+    retry_after: Option<std::time::Duration>,
+) -> AiError {
+    provider_error(d.provider, &d.name, status, body, retry_after)
+}
+
+/// [`upstream_error`] for a provider and deployment name (stream decoders know no more).
+pub(crate) fn provider_error(
+    provider: Provider,
+    deployment: &str,
+    status: u16,
+    body: &[u8],
+    retry_after: Option<std::time::Duration>,
+) -> AiError {
+    let e = AiError::upstream_status(deployment, status, &error_message(body), retry_after);
+    if matches!(status, 401 | 403 | 500..=599) {
+        return e;
+    }
+    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        return e;
+    };
+    let (code, param, kind) = provider_detail(provider, &v["error"], &e.message);
+    let mut e = e.with_provider_detail(code, param, kind);
+    if e.provider_code() == Some("content_filter") {
+        e.outcome = "content_filter";
+    }
+    e
+}
+
+/// `(code, param, type)` of a provider's `error` object.
+fn provider_detail(
+    provider: Provider,
+    err: &Value,
+    message: &str,
+) -> (Option<String>, Option<String>, Option<String>) {
+    let text = |v: &Value| match v {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    };
+    let too_long = |m: &str| {
+        let m = m.to_ascii_lowercase();
+        m.contains("prompt is too long")
+            || m.contains("exceeds the maximum number of tokens")
+            || m.contains("context length")
+            || m.contains("context window")
+    };
+    match provider {
+        Provider::OpenAi | Provider::Azure => {
+            (text(&err["code"]), text(&err["param"]), text(&err["type"]))
+        }
+        Provider::Anthropic => {
+            let code = match err["type"].as_str() {
+                _ if too_long(message) => Some("context_length_exceeded".to_string()),
+                Some("request_too_large") => Some("request_too_large".to_string()),
+                Some("not_found_error") => Some("model_not_found".to_string()),
+                _ => None,
+            };
+            let kind = match err["type"].as_str() {
+                Some("rate_limit_error") => Some("rate_limit_error"),
+                Some("invalid_request_error" | "request_too_large" | "not_found_error") => {
+                    Some("invalid_request_error")
+                }
+                Some(_) => Some("api_error"),
+                None => None,
+            };
+            (code, None, kind.map(String::from))
+        }
+        Provider::Gemini => {
+            // `{"code": 400, "message", "status": "INVALID_ARGUMENT", "details": [...]}`.
+            let code = if too_long(message) {
+                Some("context_length_exceeded".to_string())
+            } else {
+                err["status"].as_str().map(str::to_ascii_lowercase)
+            };
+            let param = err["details"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find_map(|d| d["fieldViolations"][0]["field"].as_str())
+                .map(String::from);
+            (code, param, None)
+        }
+        Provider::Ollama => (None, None, None),
+    }
+}
+
 /// `data:image/png;base64,AAAA` → (`image/png`, `AAAA`).
 pub(crate) fn parse_data_url(url: &str) -> Option<(String, String)> {
     let rest = url.strip_prefix("data:")?;
@@ -182,7 +281,8 @@ pub(crate) fn parse_data_url(url: &str) -> Option<(String, String)> {
     Some((mime.to_string(), data.to_string()))
 }
 
-/// The text of an OpenAI message content (string, or the text parts of an array).
+/// The text of an OpenAI message content (string, or the text parts of an array joined
+/// with `\n`, so words at part boundaries do not run together).
 pub(crate) fn content_text(content: &Value) -> String {
     match content {
         Value::String(s) => s.clone(),
@@ -190,7 +290,7 @@ pub(crate) fn content_text(content: &Value) -> String {
             .iter()
             .filter_map(|p| p["text"].as_str())
             .collect::<Vec<_>>()
-            .join(""),
+            .join("\n"),
         _ => String::new(),
     }
 }

@@ -82,11 +82,22 @@ fn usage_of(u: &Value) -> Option<Usage> {
 }
 
 /// `data: {chunk}` frames, ended by `data: [DONE]`.
+///
+/// Every chunk is also handed on whole ([`Delta::Chunk`]), so an OpenAI client gets the
+/// provider's stream as it is: each choice of `n > 1` keeps its `index`, and `refusal`,
+/// `logprobs`, `system_fingerprint`, usage details and the id survive. The canonical deltas
+/// (for other client formats and the accounting) describe choice 0 only.
 pub struct StreamDecoder {
     deployment: String,
     done: bool,
     finished: bool,
     model: Option<String>,
+    /// Chunks without content (the role chunk) held back until the first chunk with content,
+    /// so the stream still commits (and stops failing over) only once content arrived.
+    pending: Vec<Value>,
+    started: bool,
+    /// Choice 0 refused: its finish is `content_filter` for other client formats.
+    refused: bool,
 }
 
 impl StreamDecoder {
@@ -96,8 +107,29 @@ impl StreamDecoder {
             done: false,
             finished: false,
             model: None,
+            pending: Vec::new(),
+            started: false,
+            refused: false,
         }
     }
+
+    /// The held-back chunks, then `v`, as [`Delta::Chunk`]s.
+    fn chunks(&mut self, v: Option<Value>) -> Vec<Delta> {
+        self.pending
+            .drain(..)
+            .chain(v)
+            .map(|c| Delta::Chunk(Box::new(c)))
+            .collect()
+    }
+}
+
+/// True when a chunk's choice carries anything beyond its role.
+fn has_content(choice: &Value) -> bool {
+    let delta = &choice["delta"];
+    delta["content"].as_str().is_some_and(|t| !t.is_empty())
+        || delta["refusal"].as_str().is_some_and(|t| !t.is_empty())
+        || delta["tool_calls"].is_array()
+        || choice["finish_reason"].is_string()
 }
 
 impl Decoder for StreamDecoder {
@@ -126,10 +158,30 @@ impl Decoder for StreamDecoder {
             }
         }
         let mut out = Vec::new();
-        if let Some(choice) = v["choices"].get(0) {
+        let choices = v["choices"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let content = choices.iter().any(has_content) || v["usage"].is_object();
+        // Any choice's finish counts as the provider's end marker.
+        if choices.iter().any(|c| c["finish_reason"].is_string()) {
+            self.finished = true;
+        }
+        let first = choices
+            .iter()
+            .find(|c| c["index"].as_u64().unwrap_or(0) == 0);
+        if let Some(choice) = first {
             let delta = &choice["delta"];
             if let Some(t) = delta["content"].as_str() {
                 if !t.is_empty() {
+                    out.push(Delta::Text(t.to_string()));
+                }
+            }
+            // A refusal is text for formats without a refusal field (and ends as
+            // `content_filter`, Anthropic's `refusal` stop reason).
+            if let Some(t) = delta["refusal"].as_str() {
+                if !t.is_empty() {
+                    self.refused = true;
                     out.push(Delta::Text(t.to_string()));
                 }
             }
@@ -152,14 +204,25 @@ impl Decoder for StreamDecoder {
                 }
             }
             if let Some(f) = choice["finish_reason"].as_str() {
-                self.finished = true;
+                let f = if self.refused && f == "stop" {
+                    "content_filter"
+                } else {
+                    f
+                };
                 out.push(Delta::Finish(f.to_string()));
             }
         }
         if let Some(u) = usage_of(&v["usage"]) {
             out.push(Delta::Usage(u));
         }
-        Ok(out)
+        if !(content || self.started) {
+            self.pending.push(v);
+            return Ok(Vec::new());
+        }
+        self.started = true;
+        let mut all = self.chunks(Some(v));
+        all.append(&mut out);
+        Ok(all)
     }
 
     fn model(&self) -> Option<&str> {
@@ -168,7 +231,7 @@ impl Decoder for StreamDecoder {
 
     fn end(&mut self) -> Result<Vec<Delta>, AiError> {
         if self.done || self.finished {
-            Ok(Vec::new())
+            Ok(self.chunks(None))
         } else {
             Err(AiError::reset(
                 &self.deployment,
