@@ -377,6 +377,160 @@ fn syn_answers_are_refused_or_rejected_by_ttl_and_unknown_when_it_fits_neither()
 }
 
 #[test]
+fn hop_counts_not_raw_ttls_are_compared_across_initial_ttls() {
+    // A Windows-like (initial 128) or router-like (initial 255) server behind a Linux
+    // firewall (initial 64) one hop away: REJECT of a SYN, with a working connection earlier.
+    for (server_ttl, server_hop) in [(127u8, 2u8), (253, 3)] {
+        let mut ok = Conversation::new("192.0.2.10:39999", "198.51.100.7:80");
+        ok.server_ttl = server_ttl;
+        ok.handshake()
+            .send(true, FIN | ACK, b"")
+            .send(false, FIN | ACK, b"");
+        let mut c = Conversation::new("192.0.2.10:40000", "198.51.100.7:443");
+        c.server_ttl = server_ttl;
+        c.packets = ok.packets;
+        c.send(true, SYN, b"");
+        let tcp = Tcp {
+            src: c.server.0,
+            dst: c.client.0,
+            sport: 443,
+            dport: 40000,
+            seq: 0,
+            ack: c.client_seq,
+            flags: RST | ACK,
+            ttl: 64,
+            ip_id: 0,
+            df: true,
+            window: 0,
+            payload: vec![],
+        };
+        c.push(tcp);
+        let report = one_verdict(synth::pcap(
+            Link::Ethernet,
+            &c.records(Link::Ethernet),
+            false,
+            false,
+            65535,
+        ));
+        let human = report.human();
+        assert_eq!(report.verdict.resetter, Resetter::Middlebox, "{human}");
+        assert_eq!(report.verdict.cause, Cause::FirewallReject, "{human}");
+        assert_eq!(report.verdict.hop, Some(1), "{human}");
+        let closer = format!(
+            "sent {} {} closer",
+            server_hop - 1,
+            if server_hop == 2 { "hop" } else { "hops" }
+        );
+        assert!(
+            report
+                .verdict
+                .evidence
+                .iter()
+                .any(|e| e.text.contains(&closer)),
+            "{human}"
+        );
+        assert!(!human.contains("farther"), "{human}");
+    }
+
+    // A content filter at hop 1 in front of a TTL-128 server: right verdict, and evidence
+    // that speaks of hops, not of raw TTL differences.
+    let mut c = Conversation::new("192.0.2.10:40002", "198.51.100.7:80");
+    c.server_ttl = 127;
+    c.handshake()
+        .send(true, PSH | ACK, b"GET /blocked HTTP/1.1\r\n\r\n");
+    c.server_rst(64, true, 0);
+    let report = one_verdict(synth::pcap(
+        Link::Ethernet,
+        &c.records(Link::Ethernet),
+        false,
+        false,
+        65535,
+    ));
+    let human = report.human();
+    assert_eq!(report.verdict.resetter, Resetter::Middlebox, "{human}");
+    assert_eq!(report.verdict.hop, Some(1), "{human}");
+    assert!(!human.contains("63 hops"), "{human}");
+    assert!(human.contains("sent 1 hop closer"), "{human}");
+}
+
+#[test]
+fn a_reset_after_more_than_ten_minutes_of_idle_is_still_an_idle_reset() {
+    // A complete exchange, a long silence, a new request, then a reset: from a middlebox
+    // (foreign TTL) or from the server itself. Past the table's idle eviction (10 minutes)
+    // the verdict must stay what it is for a shorter silence.
+    let capture = |idle_ms: i64, rst_ttl: Option<u8>| {
+        let mut c = Conversation::new("192.0.2.10:40003", "198.51.100.7:80");
+        c.handshake()
+            .send(true, PSH | ACK, b"GET /1 HTTP/1.1\r\n\r\n")
+            .send(false, PSH | ACK, b"HTTP/1.1 200 OK\r\n\r\n")
+            .send(true, ACK, b"")
+            .wait_ms(idle_ms)
+            .send(true, PSH | ACK, b"GET /2 HTTP/1.1\r\n\r\n")
+            .wait_ms(1);
+        let ttl = rst_ttl.unwrap_or(c.server_ttl);
+        c.server_rst(ttl, true, 0);
+        one_verdict(synth::pcap(
+            Link::Ethernet,
+            &c.records(Link::Ethernet),
+            false,
+            false,
+            65535,
+        ))
+    };
+    for rst_ttl in [Some(64), None] {
+        let short = capture(400_000, rst_ttl);
+        let long = capture(700_000, rst_ttl);
+        let long_human = long.human();
+        assert!(!long.roles_inferred, "{long_human}");
+        assert_eq!(
+            (long.verdict.resetter, long.verdict.cause, long.verdict.hop),
+            (
+                short.verdict.resetter,
+                short.verdict.cause,
+                short.verdict.hop
+            ),
+            "{long_human}\n---\n{}",
+            short.human()
+        );
+        assert!(
+            rst_ttl.is_none()
+                || matches!(
+                    long.verdict.cause,
+                    Cause::IdleTimeoutMiddlebox | Cause::IdleKeepaliveClose
+                ),
+            "{long_human}"
+        );
+    }
+}
+
+#[test]
+fn times_count_from_the_first_frame_of_the_capture() {
+    // A UDP frame at 0 s, the TCP connection from 5 s on.
+    let conv = app_abort();
+    let mut records = conv.records(Link::Ethernet);
+    let first = records[0].time_ns;
+    for record in &mut records {
+        record.time_ns += 5_000_000_000;
+    }
+    let rst_offset = records.last().unwrap().time_ns - first;
+    records.insert(
+        0,
+        Record {
+            time_ns: first,
+            data: Link::Ethernet.wrap(&synth::udp_v4()),
+            orig_len: 42,
+        },
+    );
+    let report = one_verdict(synth::pcap(Link::Ethernet, &records, false, false, 65535));
+    let expected = rst_offset as f64 / 1e9;
+    assert!(
+        (report.time - expected).abs() < 1e-6,
+        "time {} != {expected}",
+        report.time
+    );
+}
+
+#[test]
 fn keepalive_race_accept_overflow_and_idle_middlebox_from_synthetic_packets() {
     // Server FIN, then a client request crossing it, then a bare RST.
     let mut c = Conversation::new("192.0.2.10:40000", "198.51.100.7:80");

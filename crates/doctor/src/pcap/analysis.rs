@@ -2,6 +2,7 @@
 //! 4-tuple and is evicted when a connection has ended (a few seconds after its first reset or
 //! its second FIN) or idled, so memory stays flat however long the capture is.
 
+use std::collections::VecDeque;
 use std::io::Read;
 use std::net::IpAddr;
 use std::time::Instant;
@@ -23,6 +24,13 @@ const RST_GRACE_NS: i64 = 5_000_000_000;
 const CLOSED_GRACE_NS: i64 = 1_000_000_000;
 /// A connection silent this long is forgotten (ns).
 const IDLE_EVICT_NS: i64 = 600_000_000_000;
+/// At most this many connections evicted for idleness are parked (kept aside) so that a
+/// packet after a longer silence resumes them instead of starting a connection of unknown
+/// roles and history: idle timeouts above [`IDLE_EVICT_NS`] are common (conntrack and
+/// firewall idle timeouts of 15 to 60 minutes).
+const MAX_PARKED: usize = 4096;
+/// A parked connection is forgotten this long after its last packet (ns).
+const PARKED_NS: i64 = 7_200_000_000_000;
 /// A half-open connection (SYNs only, no answer) silent this long is forgotten (ns): Linux
 /// gives up a connect after its sixth SYN retransmission, 64 s after the fifth.
 const HALF_OPEN_EVICT_NS: i64 = 75_000_000_000;
@@ -107,6 +115,9 @@ where
     let mut unsupported: Vec<(i32, u64)> = Vec::new();
     let outcome = reader::read_frames(input, |frame: &Frame<'_>| {
         summary.packets += 1;
+        // Times count from the capture's first frame, whatever it holds (as tshark's
+        // relative times do).
+        tracker.capture_start.get_or_insert(frame.time_ns);
         if !decode::supported_linktype(frame.linktype) {
             match unsupported.iter().position(|(lt, _)| *lt == frame.linktype) {
                 Some(at) => unsupported[at].1 += 1,
@@ -127,7 +138,6 @@ where
                 // Filters choose which connections are reported, not which packets teach
                 // each address's usual TTL.
                 summary.skipped_packets += 1;
-                tracker.capture_start.get_or_insert(frame.time_ns);
                 tracker.observe(frame.number, &segment);
             }
             Decoded::OtherIp => summary.skipped_packets += 1,
@@ -264,6 +274,11 @@ impl Slot {
 #[derive(Default)]
 struct Tracker {
     flows: FxHashMap<FlowKey, Slot>,
+    /// Connections evicted for idleness, without a reset, bounded by [`MAX_PARKED`] and
+    /// [`PARKED_NS`]; resumed by their next packet.
+    parked: FxHashMap<FlowKey, Box<Flow>>,
+    /// The parked 4-tuples in eviction order, with their last packet's time.
+    parked_order: VecDeque<(FlowKey, i64)>,
     /// The highest TTL seen from each address (in any connection, filtered or not).
     host_ttl: FxHashMap<IpAddr, (u8, u64)>,
     capture_start: Option<i64>,
@@ -319,6 +334,17 @@ impl Tracker {
                     self.untracked_connections.insert(&key);
                     self.observe(frame, segment);
                     return;
+                }
+                if let Some(flow) = self.parked.remove(&key) {
+                    if !flow.is_reused_by(side, segment) {
+                        // A packet after a long silence: the same connection goes on.
+                        let mut flow = flow;
+                        flow.add(frame, time_ns, side, segment, host_ttl);
+                        self.flows.insert(key, Slot::Open(flow));
+                        self.work.peak_flows = self.work.peak_flows.max(self.flows.len() as u64);
+                        self.observe(frame, segment);
+                        return;
+                    }
                 }
                 self.connections += 1;
                 let slot = if segment.has(flags::RST) {
@@ -376,6 +402,7 @@ impl Tracker {
         let now = self.now;
         let mut done = Vec::new();
         let mut half_open = 0;
+        let mut idle = Vec::new();
         self.work.sweeps += 1;
         self.work.flows_examined += self.flows.len() as u64;
         self.flows.retain(|_, slot| {
@@ -395,7 +422,13 @@ impl Tracker {
                     half_open += u64::from(!keep);
                     keep
                 }
-                None => now - flow.last_ns < IDLE_EVICT_NS,
+                None => {
+                    let keep = now - flow.last_ns < IDLE_EVICT_NS;
+                    if !keep {
+                        idle.push(std::mem::replace(flow, Box::new(Flow::new(flow.key, 0))));
+                    }
+                    keep
+                }
             };
             if !keep && flow.first_rst.is_some() {
                 done.push(std::mem::replace(flow, Box::new(Flow::new(flow.key, 0))));
@@ -403,10 +436,28 @@ impl Tracker {
             keep
         });
         self.work.half_open_evicted += half_open;
+        for flow in idle {
+            self.park(flow);
+        }
+        while let Some(&(key, last_ns)) = self.parked_order.front() {
+            if now - last_ns < PARKED_NS && self.parked_order.len() <= MAX_PARKED {
+                break;
+            }
+            self.parked_order.pop_front();
+            if self.parked.get(&key).is_some_and(|f| f.last_ns == last_ns) {
+                self.parked.remove(&key);
+            }
+        }
         if self.flows.capacity() > 4 * self.flows.len().max(1024) {
             self.flows.shrink_to_fit();
         }
         self.report_all(done, emit);
+    }
+
+    /// Keeps a connection evicted for idleness aside, in case it resumes.
+    fn park(&mut self, flow: Box<Flow>) {
+        self.parked_order.push_back((flow.key, flow.last_ns));
+        self.parked.insert(flow.key, flow);
     }
 
     /// Reports every remaining reset connection (end of input).

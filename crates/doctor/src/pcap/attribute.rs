@@ -291,20 +291,35 @@ impl<'a> Facts<'a> {
                 vec![self.frame, frame],
             )),
             TtlCheck::Differs { baseline, frame } => {
-                let closer = self.rst.segment.ttl > baseline;
+                let rst_ttl = self.rst.segment.ttl;
+                let (hop, base_hop) = (ttl::hop_distance(rst_ttl), ttl::hop_distance(baseline));
+                let comparison = match hop.cmp(&base_hop) {
+                    std::cmp::Ordering::Equal => format!(
+                        "the RST comes from the {who}'s hop distance but with another initial TTL \
+                         ({} against {}): another stack at that distance",
+                        ttl::initial(rst_ttl),
+                        ttl::initial(baseline)
+                    ),
+                    order => {
+                        let diff = hop.abs_diff(base_hop);
+                        format!(
+                            "the RST was sent {diff} {} {} than the {who}",
+                            if diff == 1 { "hop" } else { "hops" },
+                            if order == std::cmp::Ordering::Less {
+                                "closer"
+                            } else {
+                                "farther"
+                            }
+                        )
+                    }
+                };
                 Some(Evidence::new(
                     format!(
-                        "frame {}: TTL {} but {whose} arrive with TTL {baseline} (frame {frame}): \
-                         the RST was sent {} {} {} than the {who}",
+                        "frame {}: TTL {rst_ttl} (initial {}, hop {hop}) but {whose} arrive with \
+                         TTL {baseline} (initial {}, hop {base_hop}; frame {frame}): {comparison}",
                         self.frame,
-                        self.rst.segment.ttl,
-                        self.rst.segment.ttl.abs_diff(baseline),
-                        if self.rst.segment.ttl.abs_diff(baseline) == 1 {
-                            "hop"
-                        } else {
-                            "hops"
-                        },
-                        if closer { "closer" } else { "farther" }
+                        ttl::initial(rst_ttl),
+                        ttl::initial(baseline),
                     ),
                     vec![self.frame, frame],
                 ))
@@ -599,17 +614,26 @@ impl<'a> Facts<'a> {
                 confidence: 0.9,
                 evidence,
             },
-            TtlCheck::Differs { baseline, .. } if s.ttl > baseline => Verdict {
-                resetter: Resetter::Middlebox,
-                cause: Cause::FirewallReject,
-                hop: self.middlebox_hop(),
-                confidence: 0.85,
-                evidence,
-            },
-            TtlCheck::Differs { .. } => {
+            TtlCheck::Differs { baseline, .. }
+                if ttl::hop_distance(s.ttl) < ttl::hop_distance(baseline) =>
+            {
+                Verdict {
+                    resetter: Resetter::Middlebox,
+                    cause: Cause::FirewallReject,
+                    hop: self.middlebox_hop(),
+                    confidence: 0.85,
+                    evidence,
+                }
+            }
+            TtlCheck::Differs { baseline, .. } => {
                 evidence.push(Evidence::new(
-                    "a reset from farther away than the server itself fits neither the server nor a \
-                     firewall in front of it",
+                    if ttl::hop_distance(s.ttl) == ttl::hop_distance(baseline) {
+                        "a reset from the server's distance with another initial TTL fits neither \
+                         the server's own stack nor a firewall in front of it"
+                    } else {
+                        "a reset from farther away than the server itself fits neither the server \
+                         nor a firewall in front of it"
+                    },
                     vec![self.frame],
                 ));
                 Verdict {
