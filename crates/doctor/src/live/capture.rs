@@ -125,9 +125,15 @@ fn now_ns() -> u128 {
         .unwrap_or(0)
 }
 
-/// The TCP endpoints (source, destination) of an IP packet.
+/// The TCP endpoints (source, destination) of an IP packet. For an ICMP destination
+/// unreachable, those of the TCP packet it quotes, reversed (as if the answer came from its
+/// destination), so that an ICMP reject of a probe's SYN is kept with the probe's packets.
 fn tcp_endpoints(data: &[u8]) -> Option<((IpAddr, u16), (IpAddr, u16))> {
     let sliced = SlicedPacket::from_ip(data).ok()?;
+    if let Some((_, quoted)) = unreachable_quote(&sliced) {
+        let (src, dst) = quoted_tcp_endpoints(quoted)?;
+        return Some((dst, src));
+    }
     let Some(TransportSlice::Tcp(tcp)) = &sliced.transport else {
         return None;
     };
@@ -143,6 +149,85 @@ fn tcp_endpoints(data: &[u8]) -> Option<((IpAddr, u16), (IpAddr, u16))> {
         _ => return None,
     };
     Some(((src, tcp.source_port()), (dst, tcp.destination_port())))
+}
+
+/// The ICMP type and quoted packet of an ICMP destination unreachable (ICMPv4 type 3,
+/// ICMPv6 type 1).
+fn unreachable_quote<'a>(sliced: &SlicedPacket<'a>) -> Option<(u8, &'a [u8])> {
+    match &sliced.transport {
+        Some(TransportSlice::Icmpv4(icmp)) if icmp.type_u8() == 3 => Some((3, icmp.payload())),
+        Some(TransportSlice::Icmpv6(icmp)) if icmp.type_u8() == 1 => Some((1, icmp.payload())),
+        _ => None,
+    }
+}
+
+/// The endpoints of the (truncated) TCP packet an ICMP error quotes.
+fn quoted_tcp_endpoints(q: &[u8]) -> Option<((IpAddr, u16), (IpAddr, u16))> {
+    let port = |at: usize| Some(u16::from_be_bytes([*q.get(at)?, *q.get(at + 1)?]));
+    match q.first()? >> 4 {
+        4 => {
+            let ihl = usize::from(q[0] & 0x0f) * 4;
+            if q.len() < ihl + 4 || ihl < 20 || q[9] != 6 {
+                return None;
+            }
+            let src: [u8; 4] = q[12..16].try_into().ok()?;
+            let dst: [u8; 4] = q[16..20].try_into().ok()?;
+            Some((
+                (IpAddr::from(src), port(ihl)?),
+                (IpAddr::from(dst), port(ihl + 2)?),
+            ))
+        }
+        6 => {
+            if q.len() < 44 || q[6] != 6 {
+                return None;
+            }
+            let src: [u8; 16] = q[8..24].try_into().ok()?;
+            let dst: [u8; 16] = q[24..40].try_into().ok()?;
+            Some((
+                (IpAddr::from(src), port(40)?),
+                (IpAddr::from(dst), port(42)?),
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// An ICMP destination unreachable that answered a probe to a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeenUnreachable {
+    /// Who sent it.
+    pub source: IpAddr,
+    /// Its TTL or hop limit.
+    pub ttl: u8,
+    /// The hop distance of its sender, from the TTL.
+    pub hop: u8,
+}
+
+/// ICMP destination unreachables about connections to a server address, with their senders.
+pub fn unreachables(packets: &[Packet], servers: &[IpAddr]) -> Vec<SeenUnreachable> {
+    packets
+        .iter()
+        .filter_map(|packet| {
+            let sliced = SlicedPacket::from_ip(&packet.data).ok()?;
+            let (_, quoted) = unreachable_quote(&sliced)?;
+            let (_, (dst, _)) = quoted_tcp_endpoints(quoted)?;
+            if !servers.contains(&dst) {
+                return None;
+            }
+            let (source, ttl): (IpAddr, u8) = match &sliced.net {
+                Some(NetSlice::Ipv4(v4)) => (v4.header().source_addr().into(), v4.header().ttl()),
+                Some(NetSlice::Ipv6(v6)) => {
+                    (v6.header().source_addr().into(), v6.header().hop_limit())
+                }
+                _ => return None,
+            };
+            Some(SeenUnreachable {
+                source,
+                ttl,
+                hop: hop_of(ttl),
+            })
+        })
+        .collect()
 }
 
 /// A running capture.

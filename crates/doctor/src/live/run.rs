@@ -320,6 +320,15 @@ impl Run<'_> {
             .min_by_key(|r| r.hop)
     }
 
+    /// The captured ICMP destination unreachable from nearest the client, if any.
+    fn captured_unreachable(&self) -> Option<capture::SeenUnreachable> {
+        let capture = self.capture.as_ref()?;
+        std::thread::sleep(Duration::from_millis(300));
+        capture::unreachables(&capture.snapshot(), &self.servers)
+            .into_iter()
+            .min_by_key(|u| u.hop)
+    }
+
     /// The captured reset as evidence: " (captured RST: TTL 64, IP ID 0)".
     fn reset_evidence(&self) -> String {
         match self.captured_reset() {
@@ -330,7 +339,9 @@ impl Run<'_> {
                 format!(" (captured RST: hop limit {})", r.ttl)
             }
             Some(r) => format!(" (captured RST: TTL {}, IP ID {})", r.ttl, r.ip_id),
-            None if self.capture.is_some() => " (no RST captured)".to_string(),
+            None if self.capture.is_some() => {
+                " (no RST in the running capture: the refusal was an ICMP unreachable)".to_string()
+            }
             None if self.servers.iter().all(|s| s.is_ipv6()) && !self.servers.is_empty() => {
                 " (no capture: the RST's hop limit is lacking)".to_string()
             }
@@ -438,15 +449,10 @@ impl Run<'_> {
                 None,
                 format!("{addr} refuses the connection: nothing listens on the port (the reset comes from hop {hop}, the server's distance{at})"),
             ),
-            (None, _) => LiveVerdict::new(
-                LiveResetter::Server,
-                LiveCause::Refused,
-                None,
-                format!(
-                    "{addr} refuses the connection{at}: nothing listens on the port, or a firewall at the same distance answers for it ({} to compare the reset's TTL)",
-                    capture_hint()
-                ),
-            ),
+            (None, _) => {
+                let icmp = self.captured_unreachable();
+                refused_without_rst(addr, distance, self.capture.is_some(), icmp)
+            }
         }
     }
 }
@@ -868,13 +874,16 @@ impl Run<'_> {
             (None, _) => "no Keep-Alive header".to_string(),
         };
         let (status, detail, problem) = match end {
-            IdleEnd::Open(t) => (Status::Pass, format!("still open after {:.1}s idle ({adv})", t.as_secs_f64()), None),
+            IdleEnd::Open(t) => (
+                Status::Pass,
+                format!("still open after {:.1}s idle ({adv})", t.as_secs_f64()),
+                None,
+            ),
             IdleEnd::Fin(t) => {
                 let secs = t.as_secs_f64();
                 // Announced (Keep-Alive: timeout=N, N no longer than measured), or a close
                 // right after the response, which a client sees before reusing.
-                let honest =
-                    secs < 0.1 || advertised.is_some_and(|a| a <= secs * 1.05 + 0.5);
+                let honest = secs < 0.1 || advertised.is_some_and(|a| a <= secs * 1.05 + 0.5);
                 let detail = format!("closed with FIN after {secs:.2}s idle ({adv})");
                 if honest {
                     (Status::Pass, detail, None)
@@ -886,17 +895,55 @@ impl Run<'_> {
             }
             IdleEnd::Rst(t) => {
                 let secs = t.as_secs_f64();
-                (Status::Warn, format!("reset after {secs:.2}s idle ({adv})"), Some(format!(
-                    "idle keep-alive connections to {addr} are reset after {secs:.2}s ({adv})"
-                )))
+                (
+                    Status::Warn,
+                    format!("reset after {secs:.2}s idle ({adv})"),
+                    Some(format!(
+                        "idle keep-alive connections to {addr} are reset after {secs:.2}s ({adv})"
+                    )),
+                )
             }
-            IdleEnd::Dropped { low, high } => (Status::Warn, format!(
-                "silently dropped: a request after {:.1}s idle worked, after {:.1}s it failed ({adv})",
-                low.as_secs_f64(), high.as_secs_f64()
-            ), Some(format!(
-                "idle connections to {addr} are dropped without notice between {:.1}s and {:.1}s",
-                low.as_secs_f64(), high.as_secs_f64()
-            ))),
+            IdleEnd::Dropped { low, high, reset } => {
+                let (lo, hi) = (low.as_secs_f64(), high.as_secs_f64());
+                let how = if reset {
+                    "reset on reuse"
+                } else {
+                    "silently dropped"
+                };
+                let worked = if low.is_zero() {
+                    "a second request right away worked".to_string()
+                } else {
+                    format!("a request after {lo:.1}s idle worked")
+                };
+                let detail = format!("{how}: {worked}, after {hi:.1}s it failed ({adv})");
+                let rst_hop = if reset {
+                    self.captured_reset_hop()
+                } else {
+                    None
+                };
+                self.rec.finish(Status::Warn, detail);
+                return Some(idle_verdict(addr, lo, hi, reset, rst_hop, self.distance));
+            }
+            IdleEnd::NoSecondRequest { reset } => {
+                let how = if reset { "reset" } else { "not answered" };
+                self.rec.finish(
+                    Status::Warn,
+                    format!(
+                        "a second request on a connection, with no idle time, was {how} ({adv})"
+                    ),
+                );
+                let mut verdict = LiveVerdict::new(
+                    LiveResetter::Server,
+                    LiveCause::Unknown,
+                    None,
+                    format!("{addr} does not serve a second request on a keep-alive connection (it was {how} with no idle time): not an idle timeout"),
+                );
+                verdict.advice = vec![
+                    "the server (or a proxy in front of it) handles one request per connection: fix its keep-alive support, or have it send `Connection: close`".to_string(),
+                    "until then, make clients (pools, proxies) not reuse connections to it".to_string(),
+                ];
+                return Some(verdict);
+            }
         };
         self.rec.finish(status, detail);
         problem.map(|summary| {
@@ -938,6 +985,104 @@ impl Run<'_> {
             None,
             format!("{failed} of {n} requests to {addr} failed intermittently ({pattern})"),
         ))
+    }
+}
+
+/// A refused connect with no RST captured. With the capture running, the refusal was not an
+/// RST: it was an ICMP unreachable (iptables' default `REJECT`), which a closed port never
+/// sends for TCP, so a firewall answers for the server at the hop where refusals start.
+/// Without a capture the RST's TTL is lacking, and the server is the likeliest sender.
+fn refused_without_rst(
+    addr: SocketAddr,
+    distance: Option<u8>,
+    capturing: bool,
+    icmp: Option<capture::SeenUnreachable>,
+) -> LiveVerdict {
+    let at = distance.map(|d| format!(" at TTL {d}")).unwrap_or_default();
+    if let Some(u) = icmp.filter(|u| u.source != addr.ip()) {
+        return LiveVerdict::new(
+            LiveResetter::Middlebox,
+            LiveCause::FirewallReject,
+            Some(u.hop),
+            format!(
+                "a firewall at hop {} ({}) rejects connections to {addr} for the server with an ICMP destination unreachable (TTL {}; no RST came back): a `REJECT` rule, not a closed port",
+                u.hop, u.source, u.ttl
+            ),
+        );
+    }
+    if let Some(u) = icmp {
+        return LiveVerdict::new(
+            LiveResetter::Server,
+            LiveCause::FirewallReject,
+            None,
+            format!(
+                "the server's host {} rejects connections to {addr} with an ICMP destination unreachable (no RST came back): a `REJECT` rule in its own firewall, not a closed port",
+                u.source
+            ),
+        );
+    }
+    if capturing {
+        return LiveVerdict::new(
+            LiveResetter::Unknown,
+            LiveCause::FirewallReject,
+            None,
+            format!(
+                "{addr} refuses the connection{at} without an RST in the running capture: an ICMP unreachable from a firewall (`REJECT`), whose sender was not captured"
+            ),
+        );
+    }
+    LiveVerdict::new(
+        LiveResetter::Server,
+        LiveCause::Refused,
+        None,
+        format!(
+            "{addr} refuses the connection{at}: nothing listens on the port, or a firewall at the same distance answers for it ({} to compare the reset's TTL)",
+            capture_hint()
+        ),
+    )
+}
+
+/// The verdict for an idle connection whose reuse failed between `lo` and `hi` seconds of
+/// idle time. With a reset (`reset`), the captured RST's hop (`rst_hop`) against the server's
+/// distance says who sent it: from before the server, a device's idle timeout; from the
+/// server, its idle close; without the TTL, nobody is blamed. Without a reset the state was
+/// dropped silently.
+fn idle_verdict(
+    addr: SocketAddr,
+    lo: f64,
+    hi: f64,
+    reset: bool,
+    rst_hop: Option<u8>,
+    distance: Option<u8>,
+) -> LiveVerdict {
+    let between = format!("between {lo:.1}s and {hi:.1}s");
+    if !reset {
+        return LiveVerdict::new(
+            LiveResetter::Server,
+            LiveCause::IdleKeepaliveClose,
+            None,
+            format!("idle connections to {addr} are dropped without notice {between}"),
+        );
+    }
+    match (rst_hop, distance) {
+        (Some(hop), Some(d)) if hop < d => LiveVerdict::new(
+            LiveResetter::Middlebox,
+            LiveCause::IdleTimeoutMiddlebox,
+            Some(hop),
+            format!("a device at hop {hop} forgets idle connections to {addr} {between} and resets them when they are used again (the RST has the TTL of hop {hop}, the server is at hop {d})"),
+        ),
+        (Some(hop), Some(d)) if hop == d => LiveVerdict::new(
+            LiveResetter::Server,
+            LiveCause::IdleKeepaliveClose,
+            None,
+            format!("{addr} resets idle keep-alive connections reused after {between} (the RST comes from hop {hop}, the server's distance)"),
+        ),
+        _ => LiveVerdict::new(
+            LiveResetter::Unknown,
+            LiveCause::Unknown,
+            None,
+            format!("idle connections to {addr} are reset when reused after {between}: the server or a device's idle timeout; the RST's TTL that would tell them apart is lacking"),
+        ),
     }
 }
 
@@ -983,5 +1128,81 @@ fn open_conn(
             .map(|s| Conn::Tls(Box::new(s)))
     } else {
         Some(Conn::Plain(stream))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr() -> SocketAddr {
+        "10.91.2.2:26019".parse().unwrap()
+    }
+
+    /// Audit D1: an RST after the idle wait from hop 1, the server at hop 2, is a device's
+    /// idle timeout, not the server's silent drop.
+    #[test]
+    fn a_reset_on_reuse_from_before_the_server_is_a_middlebox_idle_timeout() {
+        let v = idle_verdict(addr(), 1.9, 2.2, true, Some(1), Some(2));
+        assert_eq!(v.resetter, LiveResetter::Middlebox);
+        assert_eq!(v.cause, LiveCause::IdleTimeoutMiddlebox);
+        assert_eq!(v.hop, Some(1));
+        assert!(!v.summary.contains("without notice"), "{}", v.summary);
+        assert!(
+            v.advice.iter().any(|a| a.contains("conntrack")),
+            "{:?}",
+            v.advice
+        );
+        // A reset without its TTL blames nobody.
+        let v = idle_verdict(addr(), 1.9, 2.2, true, None, Some(2));
+        assert_eq!(
+            (v.resetter, v.cause),
+            (LiveResetter::Unknown, LiveCause::Unknown)
+        );
+        // The server's own RST, and a silent drop, stay the server's idle close.
+        let v = idle_verdict(addr(), 1.9, 2.2, true, Some(2), Some(2));
+        assert_eq!(
+            (v.resetter, v.cause),
+            (LiveResetter::Server, LiveCause::IdleKeepaliveClose)
+        );
+        let v = idle_verdict(addr(), 1.9, 2.2, false, None, Some(2));
+        assert_eq!(
+            (v.resetter, v.cause),
+            (LiveResetter::Server, LiveCause::IdleKeepaliveClose)
+        );
+    }
+
+    /// Audit D2: a refusal with the capture running and no RST in it is an ICMP reject by a
+    /// firewall, not the server's RST.
+    #[test]
+    fn a_refusal_without_a_captured_rst_is_an_icmp_firewall_reject() {
+        let router = capture::SeenUnreachable {
+            source: "10.91.1.1".parse().unwrap(),
+            ttl: 64,
+            hop: 1,
+        };
+        let v = refused_without_rst(addr(), Some(2), true, Some(router));
+        assert_eq!(v.resetter, LiveResetter::Middlebox);
+        assert_eq!(v.cause, LiveCause::FirewallReject);
+        assert_eq!(v.hop, Some(1));
+        assert!(
+            v.summary.contains("ICMP") && v.summary.contains("10.91.1.1"),
+            "{}",
+            v.summary
+        );
+        assert!(!v.summary.contains("no-capture"), "{}", v.summary);
+        // Captured, but the ICMP's sender was not: still no RST claimed, no server blamed.
+        let v = refused_without_rst(addr(), Some(2), true, None);
+        assert_eq!(
+            (v.resetter, v.cause),
+            (LiveResetter::Unknown, LiveCause::FirewallReject)
+        );
+        assert!(!v.summary.contains("no-capture"), "{}", v.summary);
+        // Without a capture the TTL is lacking: the server is the likeliest sender.
+        let v = refused_without_rst(addr(), Some(2), false, None);
+        assert_eq!(
+            (v.resetter, v.cause),
+            (LiveResetter::Server, LiveCause::Refused)
+        );
     }
 }

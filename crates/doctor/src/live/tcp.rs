@@ -23,7 +23,9 @@ pub enum ConnectFailure {
 impl std::fmt::Display for ConnectFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ConnectFailure::Refused => f.write_str("refused (reset answering the SYN)"),
+            ConnectFailure::Refused => {
+                f.write_str("refused (an RST or an ICMP unreachable answered the SYN)")
+            }
             ConnectFailure::Timeout => f.write_str("timed out (no answer)"),
             ConnectFailure::Unreachable(e) => write!(f, "unreachable ({e})"),
             ConnectFailure::Other(e) => write!(f, "failed ({e})"),

@@ -40,6 +40,9 @@ pub enum LiveCause {
     IdleKeepaliveClose,
     /// The server's accept queue overflowed.
     AcceptQueueOverflow,
+    /// A device on the path (NAT, firewall, load balancer) forgets idle connections and
+    /// resets them when they are used again.
+    IdleTimeoutMiddlebox,
     /// A device on the path resets this request (path, Host or content).
     ContentFilter,
     /// A device resets the TLS handshake for this server name.
@@ -83,7 +86,8 @@ impl From<Cause> for LiveCause {
             Cause::AcceptQueueOverflow => LiveCause::AcceptQueueOverflow,
             Cause::ContentFilter => LiveCause::ContentFilter,
             Cause::Injected => LiveCause::Injected,
-            Cause::IdleTimeoutMiddlebox | Cause::ClientAbort | Cause::Unknown => LiveCause::Unknown,
+            Cause::IdleTimeoutMiddlebox => LiveCause::IdleTimeoutMiddlebox,
+            Cause::ClientAbort | Cause::Unknown => LiveCause::Unknown,
         }
     }
 }
@@ -112,6 +116,10 @@ impl LiveCause {
             LiveCause::AcceptQueueOverflow => vec![
                 "raise the listen backlog and net.core.somaxconn on the server; accept faster",
                 "run `holdfast audit` on the server to see ListenOverflows",
+            ],
+            LiveCause::IdleTimeoutMiddlebox => vec![
+                "a NAT, firewall or load balancer on the path drops idle connections from its state table and resets them on reuse: raise its idle (conntrack) timeout",
+                "or keep connections busy with TCP keep-alive or shorter client idle timeouts (pools, proxies) than the device's",
             ],
             LiveCause::ContentFilter => vec![
                 "a device on the path resets this request: try another network or a VPN to confirm",
