@@ -1,5 +1,6 @@
-//! Call-log write throughput on PostgreSQL (rows/s), for `docs/MANAGEMENT.md`. Ignored by
-//! default (it is a measurement, not a check); run it in release on the test PostgreSQL:
+//! Call-log write throughput (rows/s) on PostgreSQL and on a SQLite file, for
+//! `docs/BENCHMARKS.md`. Ignored by default (they are measurements, not checks); run them in
+//! release (PostgreSQL: the test server):
 //!
 //! ```sh
 //! source scripts/test-services
@@ -29,11 +30,28 @@ async fn postgres_call_log_rows_per_second() {
         eprintln!("skipped: HOLDFAST_TEST_PG_URL unset (source scripts/test-services)");
         return;
     };
-    let rows = env_usize("HOLDFAST_BENCH_ROWS", 200_000);
-    let per_batch = env_usize("HOLDFAST_BENCH_BATCH", 20_000).max(1);
     let store = SqlStore::open_postgres(&url, b"bench-secret-0123456789abcdef")
         .await
         .expect("open");
+    measure(&store, "postgres").await;
+}
+
+#[tokio::test]
+#[ignore = "a measurement: run with --ignored --nocapture, in release"]
+async fn sqlite_call_log_rows_per_second() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("bench.db");
+    let store = SqlStore::open_sqlite(&path.to_string_lossy(), b"bench-secret-0123456789abcdef")
+        .await
+        .expect("open");
+    measure(&store, "sqlite").await;
+}
+
+/// Write the configured number of rows in batches, print rows/s, check they all landed and
+/// delete them.
+async fn measure(store: &SqlStore, label: &str) {
+    let rows = env_usize("HOLDFAST_BENCH_ROWS", 200_000);
+    let per_batch = env_usize("HOLDFAST_BENCH_BATCH", 20_000).max(1);
     let tenant = format!("bench-{}-{}", std::process::id(), holdfast_store::now_ms());
     let record = CallRecord {
         ts_ms: holdfast_store::now_ms(),
@@ -74,7 +92,7 @@ async fn postgres_call_log_rows_per_second() {
     }
     let took = started.elapsed().as_secs_f64();
     println!(
-        "postgres call log: {rows} rows in batches of {per_batch}: {took:.3} s, {:.0} rows/s, slowest batch {:.0} ms",
+        "{label} call log: {rows} rows in batches of {per_batch}: {took:.3} s, {:.0} rows/s, slowest batch {:.0} ms",
         rows as f64 / took,
         slowest * 1000.0
     );
