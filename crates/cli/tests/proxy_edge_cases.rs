@@ -612,6 +612,79 @@ async fn http2_clients_get_the_configured_header_limit() {
 }
 
 #[test]
+fn a_request_sent_with_its_fin_is_logged() {
+    // `nc -N` style: the request and the client's FIN in one go. Whether hyper drops the
+    // request before or after it starts, the call is logged as the client's abort.
+    let up = Scripted::start(|_, _, _| {
+        std::thread::sleep(Duration::from_millis(200));
+        Some(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec())
+    });
+    let hf = Holdfast::start(&config(&up.url(), ""));
+    for i in 0..5 {
+        let path = format!("/with-fin-{i}");
+        let mut s = TcpStream::connect(hf.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
+            .unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        let r = record_of(&hf, &path);
+        assert_eq!(r["status"], 499, "{r}");
+        assert_eq!(r["reset_class"], "client_aborted", "{r}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_requests_with_a_bad_or_conflicting_host_get_a_400() {
+    let up =
+        Scripted::start(|_, _, _| Some(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec()));
+    let hf = Holdfast::start(&config(&up.url(), ""));
+    let tcp = tokio::net::TcpStream::connect(hf.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let authority = hf.addr.to_string();
+    let cases: Vec<(Vec<String>, u16)> = vec![
+        (vec![], 200),
+        (vec![authority.clone()], 200),
+        (vec![authority.to_ascii_uppercase()], 200),
+        (vec!["a b".into()], 400),
+        (vec!["exa<mple>.com".into()], 400),
+        (vec!["other.example".into()], 400),
+        (vec![authority.clone(), authority.clone()], 400),
+    ];
+    for (hosts, want) in cases {
+        let mut req = hyper::Request::get(format!("http://{authority}/h2host"));
+        for h in &hosts {
+            req = req.header("host", h.as_str());
+        }
+        let req = req
+            .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+            .unwrap();
+        let resp = sender.send_request(req).await.expect("an answer");
+        let status = resp.status().as_u16();
+        let body = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        assert_eq!(
+            status,
+            want,
+            "Host {hosts:?}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        if want == 400 {
+            assert!(String::from_utf8_lossy(&body).contains("Host"), "{hosts:?}");
+        }
+    }
+}
+
+#[test]
 fn a_stalled_request_body_gets_a_408_and_frees_its_slot() {
     let up =
         Scripted::start(|_, _, _| Some(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec()));

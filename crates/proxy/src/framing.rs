@@ -408,7 +408,7 @@ fn judge(req: &httparse::Request<'_, '_>, head: &[u8]) -> Verdict {
 /// section 3.2.2): a bracketed IP literal, or a reg-name (an IPv4 address is one too) of
 /// unreserved characters, sub-delims and percent-encodings; the port all digits. An empty
 /// value is allowed (RFC 9112 section 3.2: a target URI without an authority).
-fn valid_host(value: &[u8]) -> bool {
+pub(crate) fn valid_host(value: &[u8]) -> bool {
     let v = value.trim_ascii();
     let sub_delim = |b: u8| b"!$&'()*+,;=".contains(&b);
     let unreserved = |b: u8| b.is_ascii_alphanumeric() || b"-._~".contains(&b);

@@ -118,7 +118,7 @@ pub struct Gateway {
 }
 
 /// What the call record needs, carried to the end of the response body.
-struct Pending {
+pub struct Pending {
     state: Arc<State>,
     ts_ms: i64,
     start: Instant,
@@ -250,15 +250,14 @@ impl Gateway {
     }
 
     /// Handle one client request; never fails (errors become responses).
-    pub async fn handle(
-        self: &Arc<Self>,
-        mut req: Request<Incoming>,
-        client: &Arc<Peer>,
-    ) -> Response<Body> {
+    /// Start the call record of a request, before its future is first polled: a request
+    /// that hyper drops unpolled (its client closed the connection right after sending it)
+    /// is still logged, as `client_aborted` with status 499.
+    pub fn begin(self: &Arc<Self>, req: &Request<Incoming>, client: &Arc<Peer>) -> Pending {
         let start = Instant::now();
         let state = self.state.load_full();
-        let host = request_host(&req);
-        let mut pending = Pending {
+        let host = request_host(req);
+        Pending {
             ts_ms: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_millis() as i64)
@@ -276,7 +275,19 @@ impl Gateway {
             gateway: self.clone(),
             recorded: false,
             trace: Trace::default(),
-        };
+        }
+    }
+
+    /// Answer a request whose call record [`Gateway::begin`] started.
+    pub async fn handle(
+        self: &Arc<Self>,
+        mut req: Request<Incoming>,
+        mut pending: Pending,
+    ) -> Response<Body> {
+        let start = pending.start;
+        let state = pending.state.clone();
+        let client = pending.client.clone();
+        let client = &client;
         if let Some(mark) = req.headers().get(MARK_HEADER) {
             // Set by the framing watcher (a client may send it too; it only hurts itself).
             let (status, code, message) = framing_refusal(mark.as_bytes());
@@ -316,6 +327,15 @@ impl Gateway {
                 "the request headers are larger than the gateway accepts",
             );
             return self.finish(resp, pending, Outcome::plain(Some(ResetClass::BadRequest)));
+        }
+        // HTTP/1 Host headers were checked by the framing watcher; HTTP/2 ones are checked
+        // here (RFC 9113 section 8.3.1: a Host that names another entity than `:authority`
+        // makes the request malformed).
+        if req.version() == http::Version::HTTP_2 {
+            if let Some(problem) = http2_host_problem(&req) {
+                let resp = responses::error(StatusCode::BAD_REQUEST, "bad_request", problem);
+                return self.finish(resp, pending, Outcome::plain(Some(ResetClass::BadRequest)));
+            }
         }
         // Routes see (and upstreams get) the path with its dot segments resolved.
         match paths::resolve_dots(req.uri().path()) {
@@ -803,6 +823,30 @@ fn with_path(uri: &http::Uri, path: &str) -> Option<http::Uri> {
     let mut parts = uri.clone().into_parts();
     parts.path_and_query = Some(path_and_query.parse().ok()?);
     http::Uri::from_parts(parts).ok()
+}
+
+/// Why an HTTP/2 request's `Host` header is unacceptable, if it is: more than one, a value
+/// that is not a host with an optional port, or one that differs from `:authority`.
+fn http2_host_problem<B>(req: &Request<B>) -> Option<&'static str> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let host = hosts.next()?;
+    if hosts.next().is_some() {
+        return Some("the request has more than one Host header");
+    }
+    if !crate::framing::valid_host(host.as_bytes()) {
+        return Some("the Host header is not a host name or IP address with an optional port");
+    }
+    match req.uri().authority() {
+        Some(authority)
+            if !authority
+                .as_str()
+                .as_bytes()
+                .eq_ignore_ascii_case(host.as_bytes().trim_ascii()) =>
+        {
+            Some("the Host header names another host than the :authority pseudo-header")
+        }
+        _ => None,
+    }
 }
 
 fn request_host(req: &Request<Incoming>) -> Option<String> {

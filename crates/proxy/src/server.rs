@@ -223,8 +223,9 @@ pub async fn serve(
             let tunnel_check = peer.clone();
             let service = service_fn(move |req| {
                 let gateway = gateway.clone();
-                let peer = peer.clone();
-                async move { Ok::<_, std::convert::Infallible>(gateway.handle(req, &peer).await) }
+                // Started now, so a request dropped before its first poll is logged.
+                let pending = gateway.begin(&req, &peer);
+                async move { Ok::<_, std::convert::Infallible>(gateway.handle(req, pending).await) }
             });
             let conn = builder
                 .serve_connection_with_upgrades(io, service)
