@@ -611,6 +611,81 @@ async fn http2_clients_get_the_configured_header_limit() {
     assert!(body.contains("headers_too_large"), "{body}");
 }
 
+/// An upstream that answers every request with a response head promising 100 bytes, then
+/// resets the connection (SO_LINGER 0) without sending any of them.
+fn resets_after_head() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let mut seen = Vec::new();
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n");
+                let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn an_upstream_reset_right_after_its_head_never_leaves_an_empty_reply() {
+    let bad = resets_after_head();
+    let hf = Holdfast::start(&config(&format!("http://{bad}"), ""));
+    for i in 0..20 {
+        let out = raw(
+            hf.addr,
+            format!("GET /head-then-reset-{i} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+                .as_bytes(),
+        );
+        // Either the gateway caught the reset before the head went out (an honest 502 with
+        // a body), or the client got the head and a body that is visibly short. Never
+        // nothing at all.
+        assert!(out.starts_with("HTTP/1.1 "), "request {i}: an empty reply");
+        if out.starts_with("HTTP/1.1 502") || out.starts_with("HTTP/1.1 503") {
+            // Caught in time (or the target was ejected after such failures): a body that
+            // says why.
+            assert!(
+                out.contains("\"error\":\"upstream_reset_before_response\"")
+                    || out.contains("\"error\":\"no_healthy_upstream\""),
+                "{out}"
+            );
+            assert!(out.contains("right after its response head"), "{out}");
+        } else {
+            assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+            let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+            assert!(body.len() < 100, "{out}");
+        }
+    }
+    // With a healthy target beside it, GETs are retried there: every one succeeds.
+    let good =
+        Scripted::start(|_, _, _| Some(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec()));
+    let hf = Holdfast::start(&format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\n\n[upstreams.pool]\ntargets = [\"http://{bad}\", \"{}\"]\n\n[[routes]]\nname = \"main\"\nupstream = \"pool\"\n",
+        good.url()
+    ));
+    let mut ok = 0;
+    for i in 0..20 {
+        let out = raw(
+            hf.addr,
+            format!("GET /retry-{i} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes(),
+        );
+        assert!(out.starts_with("HTTP/1.1 "), "request {i}: an empty reply");
+        if out.starts_with("HTTP/1.1 200") && out.ends_with("ok") {
+            ok += 1;
+        }
+    }
+    assert!(ok >= 18, "{ok} of 20 GETs succeeded");
+}
+
 #[test]
 fn a_request_sent_with_its_fin_is_logged() {
     // `nc -N` style: the request and the client's FIN in one go. Whether hyper drops the

@@ -407,7 +407,9 @@ async fn attempt_h1(
             h1::body::into_response(head, conn, home).map_err(|e| {
                 AttemptError::MaybeProcessed(
                     ResetClass::UpstreamResetBeforeResponse,
-                    format!("the response body is malformed: {e} ({authority})"),
+                    format!(
+                        "the response broke off right after its response head: {e} ({authority})"
+                    ),
                 )
             })
         }

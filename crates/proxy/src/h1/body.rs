@@ -65,6 +65,10 @@ pub struct UpstreamBody {
     target: usize,
     /// How the body ends is reported (not for a `5xx`, counted as a failure at its head).
     report: bool,
+    /// A frame (or a deferred error) went to the client side already.
+    started: bool,
+    /// A failure at the very first poll, handed on at the next one (see `poll_frame`).
+    deferred: Option<BodyError>,
 }
 
 /// Turn a parsed head into the response for the gateway. A body already in the buffer is
@@ -91,6 +95,14 @@ pub fn into_response(
     let decoder = Decoder::new(framing);
     if decoder.state == State::ChunkSize && !conn.buf.is_empty() {
         parse_chunk_size(&conn.buf)?;
+    }
+    let streams = match decoder.state {
+        State::Done => false,
+        State::Length(n) => (conn.buf.len() as u64) < n,
+        _ => true,
+    };
+    if streams && conn.buf.is_empty() {
+        peek_body(&mut conn, decoder.state)?;
     }
     let report = !status.is_server_error();
     let target = conn.target;
@@ -121,6 +133,8 @@ pub fn into_response(
             home: Some(home),
             target,
             report,
+            started: false,
+            deferred: None,
         }
         .boxed(),
     };
@@ -132,6 +146,29 @@ pub fn into_response(
         response.extensions_mut().insert(reason);
     }
     Ok(response)
+}
+
+/// A head came without body bytes behind it: read what the socket already holds, without
+/// waiting. An upstream that reset (or closed) right after its head is then caught while the
+/// gateway can still answer `502` or retry, instead of the client getting the head and a
+/// broken body, or nothing at all when hyper had not written the head yet.
+fn peek_body(conn: &mut H1Conn, state: State) -> Result<(), BodyError> {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    conn.buf.reserve(READ_CHUNK);
+    match tokio_util::io::poll_read_buf(Pin::new(&mut conn.io), &mut cx, &mut conn.buf) {
+        Poll::Ready(Err(e)) => Err(BodyError::Read(e)),
+        Poll::Ready(Ok(0)) => match state {
+            // An empty close-delimited body; its first poll sees the close again.
+            State::UntilClose => Ok(()),
+            State::Length(n) => Err(BodyError::Short(n)),
+            _ => Err(BodyError::ChunkedCutShort),
+        },
+        Poll::Ready(Ok(_)) => match state {
+            State::ChunkSize => parse_chunk_size(&conn.buf).map(|_| ()),
+            _ => Ok(()),
+        },
+        Poll::Pending => Ok(()),
+    }
 }
 
 impl UpstreamBody {
@@ -386,6 +423,9 @@ impl HttpBody for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
+        if let Some(e) = this.deferred.take() {
+            return Poll::Ready(Some(Err(Box::new(e))));
+        }
         match ready!(this.step(cx)) {
             Some(Err(e)) => {
                 // The connection is in an unknown state: it is closed, never reused. The
@@ -395,9 +435,21 @@ impl HttpBody for UpstreamBody {
                 if let Some(home) = this.home.take().filter(|_| this.report) {
                     home.body_ended(this.target, false);
                 }
+                if !this.started {
+                    // hyper drops a head it has not written yet when the body fails at its
+                    // first poll: the client would get nothing at all. One `Pending` first
+                    // lets it write the head, so the client sees a response that breaks off.
+                    this.started = true;
+                    this.deferred = Some(e);
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
                 Poll::Ready(Some(Err(Box::new(e))))
             }
-            other => Poll::Ready(other.map(|r| r.map_err(|e| Box::new(e) as BoxError))),
+            other => {
+                this.started = true;
+                Poll::Ready(other.map(|r| r.map_err(|e| Box::new(e) as BoxError)))
+            }
         }
     }
 
