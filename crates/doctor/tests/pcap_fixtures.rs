@@ -147,6 +147,12 @@ fn cli_prints_verdict_timeline_evidence_and_summary() {
     let v6 = v6[0].human();
     assert!(v6.contains(" hlim="), "{v6}");
     assert!(!v6.contains(" ttl="), "{v6}");
+    // ... in the evidence sentences too.
+    assert!(
+        v6.contains("frame 11: hop limit 63 matches the server's own packets"),
+        "{v6}"
+    );
+    assert!(!v6.contains("TTL"), "{v6}");
     assert!(text.contains(" ttl=64 id="), "{text}");
     let json = serde_json::to_value(reports[0].json()).unwrap();
     for key in [

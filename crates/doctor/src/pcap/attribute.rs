@@ -113,6 +113,8 @@ struct Facts<'a> {
     ttl: TtlCheck,
     /// Both ends on one host (loopback or the same address): never a middlebox.
     loopback: bool,
+    /// The IP header field the hop count is read from, as sentences name it.
+    field: ttl::Field,
     /// Frames of data or FIN from the sender after its reset, with the sender's usual TTL.
     race: Vec<u64>,
     /// A later reset from the same sender with another sequence number.
@@ -183,6 +185,7 @@ impl<'a> Facts<'a> {
             frame: rst.entry.frame,
             ttl,
             loopback,
+            field: ttl::Field::of(a.is_ipv6()),
             race,
             seq_change,
             ack_change,
@@ -215,12 +218,13 @@ impl<'a> Facts<'a> {
             .unwrap_or_default();
         Evidence::new(
             format!(
-                "frame {}: RST from the {}'s address {} (seq {}, {}, TTL {}{}, window {}, {})",
+                "frame {}: RST from the {}'s address {} (seq {}, {}, {} {}{}, window {}, {})",
                 self.frame,
                 self.role_name(self.sender),
                 self.flow.key.addr(self.sender),
                 s.seq,
                 ack,
+                self.field.name(),
                 s.ttl,
                 id,
                 s.window,
@@ -236,6 +240,7 @@ impl<'a> Facts<'a> {
 
     fn ttl_evidence(&self) -> Option<Evidence> {
         let who = self.role_name(self.sender);
+        let field = self.field.name();
         let own = self.rst.sides[self.sender].max_ttl.is_some();
         let whose = if own {
             format!("the {who}'s own packets in this connection")
@@ -249,12 +254,12 @@ impl<'a> Facts<'a> {
             } => Some(Evidence::new(
                 format!(
                     "frame {}: a loopback connection (both ends on one host): no device sits \
-                     between them, so its TTL {}{} does not point at a middlebox",
+                     between them, so its {field} {}{} does not point at a middlebox",
                     self.frame,
                     self.rst.segment.ttl,
                     baseline
                         .filter(|(t, _)| *t != self.rst.segment.ttl)
-                        .map(|(t, f)| format!(" (against TTL {t} in frame {f})"))
+                        .map(|(t, f)| format!(" (against {field} {t} in frame {f})"))
                         .unwrap_or_default()
                 ),
                 vec![self.frame],
@@ -266,26 +271,29 @@ impl<'a> Facts<'a> {
                 let (base, frame) = baseline.unwrap_or((0, 0));
                 Some(Evidence::new(
                     format!(
-                        "frame {}: TTL {} is an initial TTL (no router passed) and higher than \
-                         {whose} (TTL {base}, frame {frame}): the {who} is at the capture point \
-                         and its other packets had their TTL lowered on purpose (TTL-limited \
+                        "frame {}: {field} {} is an initial {field} (no router passed) and higher \
+                         than {whose} ({field} {base}, frame {frame}): the {who} is at the capture \
+                         point and its other packets had their {field} lowered on purpose ({} \
                          probes); nothing is closer than the capture point, so this is the \
                          {who}'s own stack",
-                        self.frame, self.rst.segment.ttl
+                        self.frame,
+                        self.rst.segment.ttl,
+                        self.field.limited()
                     ),
                     vec![self.frame, frame],
                 ))
             }
             TtlCheck::Unknown => Some(Evidence::new(
                 format!(
-                    "frame {}: no other packet from the {who}'s address to compare its TTL {} with",
+                    "frame {}: no other packet from the {who}'s address to compare its {field} {} \
+                     with",
                     self.frame, self.rst.segment.ttl
                 ),
                 vec![self.frame],
             )),
             TtlCheck::Same { frame } => Some(Evidence::new(
                 format!(
-                    "frame {}: TTL {} matches {whose} (frame {frame})",
+                    "frame {}: {field} {} matches {whose} (frame {frame})",
                     self.frame, self.rst.segment.ttl
                 ),
                 vec![self.frame, frame],
@@ -295,8 +303,8 @@ impl<'a> Facts<'a> {
                 let (hop, base_hop) = (ttl::hop_distance(rst_ttl), ttl::hop_distance(baseline));
                 let comparison = match hop.cmp(&base_hop) {
                     std::cmp::Ordering::Equal => format!(
-                        "the RST comes from the {who}'s hop distance but with another initial TTL \
-                         ({} against {}): another stack at that distance",
+                        "the RST comes from the {who}'s hop distance but with another initial \
+                         {field} ({} against {}): another stack at that distance",
                         ttl::initial(rst_ttl),
                         ttl::initial(baseline)
                     ),
@@ -315,8 +323,9 @@ impl<'a> Facts<'a> {
                 };
                 Some(Evidence::new(
                     format!(
-                        "frame {}: TTL {rst_ttl} (initial {}, hop {hop}) but {whose} arrive with \
-                         TTL {baseline} (initial {}, hop {base_hop}; frame {frame}): {comparison}",
+                        "frame {}: {field} {rst_ttl} (initial {}, hop {hop}) but {whose} arrive \
+                         with {field} {baseline} (initial {}, hop {base_hop}; frame {frame}): \
+                         {comparison}",
                         self.frame,
                         ttl::initial(rst_ttl),
                         ttl::initial(baseline),
@@ -410,15 +419,16 @@ impl<'a> Facts<'a> {
                 let mut evidence = verdict.evidence;
                 evidence.truncate(shared);
                 let list = found.join(", ");
+                let field = self.field.name();
                 match answered {
                     Some((data, answer)) => {
                         evidence.push(Evidence::new(
                             format!(
                                 "frame {}: {n} independent signals say the server's stack did not \
-                                 send this RST ({list}), although its TTL matches; frame {answer}: \
-                                 the server acknowledged or answered the client's data (frame \
-                                 {data}): a device forged the RST with the server's TTL, so its \
-                                 hop cannot be told",
+                                 send this RST ({list}), although its {field} matches; frame \
+                                 {answer}: the server acknowledged or answered the client's data \
+                                 (frame {data}): a device forged the RST with the server's \
+                                 {field}, so its hop cannot be told",
                                 self.frame
                             ),
                             vec![self.frame, data, answer],
@@ -435,8 +445,8 @@ impl<'a> Facts<'a> {
                         evidence.push(Evidence::new(
                             format!(
                                 "frame {}: {n} independent signals say the server's stack did not \
-                                 send this RST ({list}), although its TTL matches: the sender \
-                                 cannot be named",
+                                 send this RST ({list}), although its {field} matches: the \
+                                 sender cannot be named",
                                 self.frame
                             ),
                             vec![self.frame],
@@ -492,8 +502,9 @@ impl<'a> Facts<'a> {
             evidence.push(Evidence::new(
                 format!(
                     "frame {first}: the {who}'s address sent data after its own RST (frame {}), \
-                     with its usual TTL: the RST raced genuine traffic{}",
+                     with its usual {}: the RST raced genuine traffic{}",
                     self.frame,
+                    self.field.name(),
                     if self.race.len() > 1 {
                         format!(" ({} such packets)", self.race.len())
                     } else {
@@ -628,11 +639,15 @@ impl<'a> Facts<'a> {
             TtlCheck::Differs { baseline, .. } => {
                 evidence.push(Evidence::new(
                     if ttl::hop_distance(s.ttl) == ttl::hop_distance(baseline) {
-                        "a reset from the server's distance with another initial TTL fits neither \
-                         the server's own stack nor a firewall in front of it"
+                        format!(
+                            "a reset from the server's distance with another initial {} fits \
+                             neither the server's own stack nor a firewall in front of it",
+                            self.field.name()
+                        )
                     } else {
                         "a reset from farther away than the server itself fits neither the server \
                          nor a firewall in front of it"
+                            .to_string()
                     },
                     vec![self.frame],
                 ));
@@ -868,9 +883,10 @@ impl<'a> Facts<'a> {
         if silence.is_some_and(|s| s >= IDLE_NS) && !sure {
             evidence.push(Evidence::new(
                 format!(
-                    "frame {}: an unprovoked reset after a long silence, and no TTL to tell the \
+                    "frame {}: an unprovoked reset after a long silence, and no {} to tell the \
                      server from a middlebox",
-                    self.frame
+                    self.frame,
+                    self.field.name()
                 ),
                 vec![self.frame],
             ));

@@ -1,11 +1,12 @@
 //! Streaming capture reader: pcap (both byte orders, µs and ns) and pcapng (several sections
-//! and interfaces), optionally gzip-compressed. Calls back once per packet with a borrowed
-//! slice; memory stays bounded by the read buffer.
+//! and interfaces, each with its own timestamp resolution, power of ten or of two; enhanced,
+//! simple and obsolete Packet Blocks), optionally gzip-compressed. Calls back once per packet
+//! with a borrowed slice; memory stays bounded by the read buffer.
 
 use std::io::{self, BufRead, BufReader, Read};
 use std::sync::{Arc, Mutex};
 
-use pcap_parser::pcapng::Block;
+use pcap_parser::pcapng::{Block, InterfaceDescriptionBlock, OptionCode, UnknownBlock};
 use pcap_parser::traits::{PcapNGPacketBlock, PcapReaderIterator};
 use pcap_parser::{create_reader, Linktype, PcapBlockOwned, PcapError as ParserError};
 
@@ -51,15 +52,54 @@ enum Step {
     CutShort,
     Incomplete(usize),
     ReadFailed(String),
+    /// A block that does not parse (skipped when its two length fields agree).
     Damaged(String),
+    /// Damage that ends reading even when the block could be skipped.
+    Fatal(String),
 }
 
 /// Per-interface facts of a pcapng section.
 #[derive(Debug, Clone, Copy)]
 struct Interface {
     linktype: i32,
-    units_per_second: u64,
+    /// Timestamp units per second (`if_tsresol`), or the raw `if_tsresol` byte when it
+    /// declares a resolution no 64-bit timestamp can use.
+    units_per_second: Result<u64, u8>,
     offset_seconds: i64,
+}
+
+impl Interface {
+    fn of(idb: &InterfaceDescriptionBlock<'_>, big_endian: bool) -> Self {
+        Self {
+            linktype: idb.linktype.0,
+            units_per_second: units_per_second(idb.if_tsresol).ok_or(idb.if_tsresol),
+            offset_seconds: ts_offset(idb, big_endian),
+        }
+    }
+
+    /// The capture time of `ticks` in nanoseconds since the epoch, or why it cannot be told.
+    fn time_ns(&self, ticks: u64, id: u32) -> Result<i64, String> {
+        match self.units_per_second {
+            Ok(units) => Ok(ticks_to_ns(ticks, units, self.offset_seconds)),
+            Err(raw) => Err(absurd_resolution(id, raw)),
+        }
+    }
+}
+
+/// The pcapng block type of the obsolete Packet Block (pcap-parser reads it as unknown).
+const PACKET_BLOCK: u32 = 0x0000_0002;
+
+/// Bytes of a Packet Block's fixed fields between its length fields: interface ID (16 bits),
+/// drops count (16 bits), timestamp high and low, captured and packet lengths.
+const PACKET_BLOCK_FIELDS: usize = 20;
+
+/// One obsolete Packet Block's fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PacketBlock<'a> {
+    if_id: u16,
+    ticks: u64,
+    data: &'a [u8],
+    orig_len: u32,
 }
 
 /// Reads every frame of `input` and calls `visit` for each. Returns an error only when the
@@ -142,6 +182,10 @@ where
         }
         let step = match reader.next() {
             Ok((length, block)) => {
+                // A block that parsed but whose contents are wrong, and damage that ends
+                // reading.
+                let mut damaged: Option<String> = None;
+                let mut fatal: Option<String> = None;
                 let frame = match &block {
                     PcapBlockOwned::LegacyHeader(header) => {
                         let units = if header.is_nanosecond_precision() {
@@ -169,23 +213,25 @@ where
                         None
                     }
                     PcapBlockOwned::NG(Block::InterfaceDescription(idb)) => {
-                        interfaces.push(Interface {
-                            linktype: idb.linktype.0,
-                            units_per_second: idb.ts_resolution().unwrap_or(1_000_000).max(1),
-                            offset_seconds: idb.ts_offset(),
-                        });
+                        interfaces.push(Interface::of(idb, ng_big_endian.unwrap_or(false)));
                         None
                     }
                     PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => {
                         match interfaces.get(epb.if_id as usize) {
                             Some(iface) => {
                                 let ticks = (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
-                                Some((
-                                    iface.linktype,
-                                    ticks_to_ns(ticks, iface),
-                                    epb.packet_data(),
-                                    epb.origlen,
-                                ))
+                                match iface.time_ns(ticks, epb.if_id) {
+                                    Ok(time_ns) => Some((
+                                        iface.linktype,
+                                        time_ns,
+                                        epb.packet_data(),
+                                        epb.origlen,
+                                    )),
+                                    Err(detail) => {
+                                        fatal = Some(detail);
+                                        None
+                                    }
+                                }
                             }
                             None => {
                                 outcome.warnings.push(format!(
@@ -194,6 +240,35 @@ where
                                 ));
                                 None
                             }
+                        }
+                    }
+                    PcapBlockOwned::NG(Block::Unknown(block))
+                        if block_type(block, ng_big_endian.unwrap_or(false)) == PACKET_BLOCK =>
+                    {
+                        match packet_block(block, ng_big_endian.unwrap_or(false)) {
+                            Err(detail) => {
+                                damaged = Some(detail);
+                                None
+                            }
+                            Ok(pb) => match interfaces.get(usize::from(pb.if_id)) {
+                                Some(iface) => match iface.time_ns(pb.ticks, pb.if_id.into()) {
+                                    Ok(time_ns) => {
+                                        Some((iface.linktype, time_ns, pb.data, pb.orig_len))
+                                    }
+                                    Err(detail) => {
+                                        fatal = Some(detail);
+                                        None
+                                    }
+                                },
+                                None => {
+                                    outcome.warnings.push(format!(
+                                        "byte offset {offset}: packet for undeclared interface {} \
+                                         skipped",
+                                        pb.if_id
+                                    ));
+                                    None
+                                }
+                            },
                         }
                     }
                     PcapBlockOwned::NG(Block::SimplePacket(spb)) => {
@@ -214,7 +289,11 @@ where
                         orig_len,
                     });
                 }
-                Step::Consume(length)
+                match (fatal, damaged) {
+                    (Some(detail), _) => Step::Fatal(detail),
+                    (None, Some(detail)) => Step::Damaged(detail),
+                    (None, None) => Step::Consume(length),
+                }
             }
             Err(ParserError::Eof) => Step::Eof,
             Err(ParserError::UnexpectedEof) => Step::CutShort,
@@ -250,6 +329,10 @@ where
                     outcome.damage = Some(PcapError::Damaged { offset, detail });
                     break;
                 }
+            }
+            Step::Fatal(detail) => {
+                outcome.damage = Some(PcapError::Damaged { offset, detail });
+                break;
             }
             Step::Incomplete(needed) => {
                 if reader.reader_exhausted() {
@@ -442,12 +525,127 @@ fn cut_short(offset: u64, left_over: usize) -> String {
     )
 }
 
+/// Timestamp units per second from an `if_tsresol` byte: with the high bit clear the rest is
+/// a negative power of ten (6 = µs, 9 = ns), with it set a negative power of two (0x8A =
+/// 2^-10 s). None when the resolution is finer than a 64-bit count of units per second
+/// can hold (above 10^19 or 2^63, where libpcap refuses the file too): such a 64-bit
+/// timestamp spans less than two seconds.
+fn units_per_second(if_tsresol: u8) -> Option<u64> {
+    let exponent = u32::from(if_tsresol & 0x7f);
+    if if_tsresol & 0x80 == 0 {
+        10u64.checked_pow(exponent)
+    } else {
+        1u64.checked_shl(exponent)
+    }
+}
+
+/// The resolution an `if_tsresol` byte declares, in words ("10^-6 s", "2^-10 s").
+fn resolution_words(if_tsresol: u8) -> String {
+    let base = if if_tsresol & 0x80 == 0 { 10 } else { 2 };
+    format!("{base}^-{} s", if_tsresol & 0x7f)
+}
+
+/// Why packets of interface `id` cannot be given a time.
+fn absurd_resolution(id: u32, if_tsresol: u8) -> String {
+    format!(
+        "a packet on interface {id}, whose description declares a timestamp resolution of {} \
+         (if_tsresol {if_tsresol:#04x}): finer than a 64-bit timestamp can count (at most \
+         10^-19 or 2^-63 s), so its times cannot be read; the if_tsresol option is corrupt",
+        resolution_words(if_tsresol)
+    )
+}
+
+/// The interface's `if_tsoffset` (seconds added to every timestamp), in the section's byte
+/// order (pcap-parser 0.17 reads it as little-endian whatever the section's order). The last
+/// one counts, as for `if_tsresol`; a malformed one is 0.
+fn ts_offset(idb: &InterfaceDescriptionBlock<'_>, big_endian: bool) -> i64 {
+    idb.options
+        .iter()
+        .rfind(|option| option.code == OptionCode::IfTsoffset)
+        .and_then(|option| option.as_bytes().ok()?.get(..8)?.try_into().ok())
+        .map(|bytes: [u8; 8]| {
+            if big_endian {
+                i64::from_be_bytes(bytes)
+            } else {
+                i64::from_le_bytes(bytes)
+            }
+        })
+        .unwrap_or(0)
+}
+
 /// Nanoseconds since the epoch from pcapng ticks, without overflow.
-fn ticks_to_ns(ticks: u64, iface: &Interface) -> i64 {
-    let units = u128::from(iface.units_per_second);
+fn ticks_to_ns(ticks: u64, units_per_second: u64, offset_seconds: i64) -> i64 {
+    let units = u128::from(units_per_second.max(1));
     let ns = u128::from(ticks) * 1_000_000_000 / units;
     let ns = i64::try_from(ns).unwrap_or(i64::MAX);
-    ns.saturating_add(iface.offset_seconds.saturating_mul(1_000_000_000))
+    ns.saturating_add(offset_seconds.saturating_mul(1_000_000_000))
+}
+
+/// The block type of a block pcap-parser did not recognise, in the section's byte order (it
+/// keeps the type's bytes as a little-endian number).
+fn block_type(block: &UnknownBlock<'_>, big_endian: bool) -> u32 {
+    if big_endian {
+        block.block_type.swap_bytes()
+    } else {
+        block.block_type
+    }
+}
+
+/// Decodes an obsolete pcapng Packet Block (type 2): the fields of an Enhanced Packet Block,
+/// with a 16-bit interface ID followed by a 16-bit drops count. Bounds are checked; the
+/// error says what is wrong.
+fn packet_block<'a>(block: &UnknownBlock<'a>, big_endian: bool) -> Result<PacketBlock<'a>, String> {
+    if block.block_len1 != block.block_len2 {
+        return Err(format!(
+            "a Packet Block's two length fields disagree ({} and {})",
+            block.block_len1, block.block_len2
+        ));
+    }
+    let body = block.data;
+    let u16_at = |at: usize| -> Option<u16> {
+        let bytes: [u8; 2] = body.get(at..at + 2)?.try_into().ok()?;
+        Some(if big_endian {
+            u16::from_be_bytes(bytes)
+        } else {
+            u16::from_le_bytes(bytes)
+        })
+    };
+    let u32_at = |at: usize| -> Option<u32> {
+        let bytes: [u8; 4] = body.get(at..at + 4)?.try_into().ok()?;
+        Some(if big_endian {
+            u32::from_be_bytes(bytes)
+        } else {
+            u32::from_le_bytes(bytes)
+        })
+    };
+    let short = || {
+        format!(
+            "a Packet Block of {} bytes is shorter than its {}-byte header",
+            body.len() + 12,
+            PACKET_BLOCK_FIELDS + 12
+        )
+    };
+    let (Some(if_id), Some(high), Some(low), Some(captured), Some(orig_len)) =
+        (u16_at(0), u32_at(4), u32_at(8), u32_at(12), u32_at(16))
+    else {
+        return Err(short());
+    };
+    let room = body.len().saturating_sub(PACKET_BLOCK_FIELDS);
+    let data = usize::try_from(captured)
+        .ok()
+        .and_then(|len| body.get(PACKET_BLOCK_FIELDS..PACKET_BLOCK_FIELDS.checked_add(len)?))
+        .ok_or_else(|| {
+            format!(
+                "a Packet Block claims {captured} captured bytes but holds only {room}: its \
+                 captured length is corrupt"
+            )
+        })?;
+    Ok(PacketBlock {
+        if_id,
+        ticks: (u64::from(high) << 32) | u64::from(low),
+        data,
+        orig_len,
+    })
 }
 
 /// Wraps gzip input in a decoder; passes anything else through. A gzip stream that ends early
@@ -528,5 +726,98 @@ impl<R: Read> Read for ErrorKeeping<R> {
                 *slot = Some(err.to_string());
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn if_tsresol_is_a_power_of_ten_or_of_two() {
+        assert_eq!(units_per_second(6), Some(1_000_000));
+        assert_eq!(units_per_second(9), Some(1_000_000_000));
+        assert_eq!(units_per_second(0), Some(1));
+        assert_eq!(units_per_second(19), Some(10_000_000_000_000_000_000));
+        assert_eq!(units_per_second(0x8A), Some(1024));
+        assert_eq!(units_per_second(0x80), Some(1));
+        assert_eq!(units_per_second(0x80 | 63), Some(1 << 63));
+        for absurd in [20, 0x7f, 0x80 | 64, 0xC8, 0xff] {
+            assert_eq!(units_per_second(absurd), None, "{absurd:#x}");
+        }
+        assert_eq!(resolution_words(0x8A), "2^-10 s");
+        assert_eq!(resolution_words(0x7f), "10^-127 s");
+    }
+
+    #[test]
+    fn ticks_convert_at_any_resolution() {
+        // 1.5 s at 2^-10 s, 10^-9 s and 10^-19 s; an offset in whole seconds.
+        assert_eq!(ticks_to_ns(1536, 1024, 0), 1_500_000_000);
+        assert_eq!(
+            ticks_to_ns(1_500_000_000, 1_000_000_000, 10),
+            11_500_000_000
+        );
+        assert_eq!(ticks_to_ns(15 << 59, 1 << 63, 0), 937_500_000);
+        assert_eq!(ticks_to_ns(u64::MAX, 1, i64::MAX), i64::MAX);
+        assert_eq!(ticks_to_ns(5, 0, 0), 5_000_000_000);
+    }
+
+    fn block(body: &[u8], len2_delta: u32) -> UnknownBlock<'_> {
+        let len = body.len() as u32 + 12;
+        UnknownBlock {
+            block_type: PACKET_BLOCK,
+            block_len1: len,
+            data: body,
+            block_len2: len + len2_delta,
+        }
+    }
+
+    #[test]
+    fn packet_blocks_are_bounds_checked() {
+        let mut body = Vec::new();
+        body.extend_from_slice(&3u16.to_be_bytes());
+        body.extend_from_slice(&0xffffu16.to_be_bytes());
+        body.extend_from_slice(&1u32.to_be_bytes());
+        body.extend_from_slice(&2u32.to_be_bytes());
+        body.extend_from_slice(&5u32.to_be_bytes());
+        body.extend_from_slice(&60u32.to_be_bytes());
+        body.extend_from_slice(&[1, 2, 3, 4, 5, 0, 0, 0]);
+        assert_eq!(
+            packet_block(&block(&body, 0), true),
+            Ok(PacketBlock {
+                if_id: 3,
+                ticks: (1 << 32) | 2,
+                data: &[1, 2, 3, 4, 5],
+                orig_len: 60,
+            })
+        );
+        // Read in the other byte order the captured length is huge: refused, not a panic.
+        let err = packet_block(&block(&body, 0), false).unwrap_err();
+        assert!(
+            err.contains("claims 83886080 captured bytes but holds only 8"),
+            "{err}"
+        );
+        let err = packet_block(&block(&body, 4), true).unwrap_err();
+        assert!(err.contains("disagree"), "{err}");
+        for cut in 0..20 {
+            let err = packet_block(&block(&body[..cut], 0), true).unwrap_err();
+            assert!(
+                err.contains("shorter than its 32-byte header"),
+                "{cut}: {err}"
+            );
+        }
+        let mut huge = body.clone();
+        huge[12..16].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(packet_block(&block(&huge, 0), true).is_err());
+        assert_eq!(
+            block_type(
+                &UnknownBlock {
+                    block_type: 0x0200_0000,
+                    ..block(&body, 0)
+                },
+                true
+            ),
+            PACKET_BLOCK
+        );
     }
 }

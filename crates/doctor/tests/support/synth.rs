@@ -233,6 +233,127 @@ pub fn ng_packet(out: &mut Vec<u8>, iface: u32, tsresol: u8, record: &Record) {
     ng_block(out, 6, &body);
 }
 
+/// Ticks of `time_ns` at an `if_tsresol` resolution: a negative power of ten, or with the
+/// high bit set a negative power of two (0x8A = 2^-10 s).
+pub fn ticks(time_ns: i64, tsresol: u8) -> u64 {
+    let exponent = u32::from(tsresol & 0x7f);
+    let units = if tsresol & 0x80 == 0 {
+        10u128.pow(exponent)
+    } else {
+        1u128 << exponent
+    };
+    (time_ns as u128 * units / 1_000_000_000) as u64
+}
+
+/// A pcapng writer in either byte order, for the blocks and options the little-endian
+/// `ng_*` helpers above do not write (if_tsoffset, the obsolete Packet Block).
+#[derive(Debug, Clone, Default)]
+pub struct Ng {
+    pub big_endian: bool,
+    pub bytes: Vec<u8>,
+}
+
+impl Ng {
+    pub fn new(big_endian: bool) -> Self {
+        Self {
+            big_endian,
+            bytes: Vec::new(),
+        }
+    }
+
+    pub fn u16(&self, v: u16) -> [u8; 2] {
+        if self.big_endian {
+            v.to_be_bytes()
+        } else {
+            v.to_le_bytes()
+        }
+    }
+
+    pub fn u32(&self, v: u32) -> [u8; 4] {
+        if self.big_endian {
+            v.to_be_bytes()
+        } else {
+            v.to_le_bytes()
+        }
+    }
+
+    /// A block of any type, padded to 4 bytes.
+    pub fn block(&mut self, kind: u32, body: &[u8]) -> &mut Self {
+        let padded = body.len().div_ceil(4) * 4;
+        let total = self.u32((12 + padded) as u32);
+        let kind = self.u32(kind);
+        self.bytes.extend_from_slice(&kind);
+        self.bytes.extend_from_slice(&total);
+        self.bytes.extend_from_slice(body);
+        self.bytes.resize(self.bytes.len() + padded - body.len(), 0);
+        self.bytes.extend_from_slice(&total);
+        self
+    }
+
+    pub fn section(&mut self) -> &mut Self {
+        let mut body = Vec::new();
+        body.extend_from_slice(&self.u32(0x1A2B_3C4D));
+        body.extend_from_slice(&self.u16(1));
+        body.extend_from_slice(&self.u16(0));
+        body.extend_from_slice(&[0xff; 8]);
+        self.block(0x0A0D_0D0A, &body)
+    }
+
+    /// An interface with an if_tsresol byte and, when given, an if_tsoffset (seconds).
+    pub fn interface(&mut self, link: Link, tsresol: u8, tsoffset: Option<i64>) -> &mut Self {
+        let mut body = Vec::new();
+        body.extend_from_slice(&self.u16(link.linktype() as u16));
+        body.extend_from_slice(&self.u16(0));
+        body.extend_from_slice(&self.u32(0));
+        body.extend_from_slice(&self.u16(9));
+        body.extend_from_slice(&self.u16(1));
+        body.extend_from_slice(&[tsresol, 0, 0, 0]);
+        if let Some(offset) = tsoffset {
+            body.extend_from_slice(&self.u16(14));
+            body.extend_from_slice(&self.u16(8));
+            body.extend_from_slice(&if self.big_endian {
+                offset.to_be_bytes()
+            } else {
+                offset.to_le_bytes()
+            });
+        }
+        body.extend_from_slice(&[0, 0, 0, 0]);
+        self.block(1, &body)
+    }
+
+    /// An Enhanced Packet Block (type 6) with a timestamp of `ticks`.
+    pub fn enhanced_packet(&mut self, iface: u32, ticks: u64, record: &Record) -> &mut Self {
+        let mut body = Vec::new();
+        body.extend_from_slice(&self.u32(iface));
+        body.extend_from_slice(&self.u32((ticks >> 32) as u32));
+        body.extend_from_slice(&self.u32(ticks as u32));
+        body.extend_from_slice(&self.u32(record.data.len() as u32));
+        body.extend_from_slice(&self.u32(record.orig_len));
+        body.extend_from_slice(&record.data);
+        self.block(6, &body)
+    }
+
+    /// The obsolete Packet Block (type 2): a 16-bit interface ID, a 16-bit drops count, then
+    /// as an Enhanced Packet Block.
+    pub fn packet_block(
+        &mut self,
+        iface: u16,
+        drops: u16,
+        ticks: u64,
+        record: &Record,
+    ) -> &mut Self {
+        let mut body = Vec::new();
+        body.extend_from_slice(&self.u16(iface));
+        body.extend_from_slice(&self.u16(drops));
+        body.extend_from_slice(&self.u32((ticks >> 32) as u32));
+        body.extend_from_slice(&self.u32(ticks as u32));
+        body.extend_from_slice(&self.u32(record.data.len() as u32));
+        body.extend_from_slice(&self.u32(record.orig_len));
+        body.extend_from_slice(&record.data);
+        self.block(2, &body)
+    }
+}
+
 /// Gzip-compresses a capture.
 pub fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
