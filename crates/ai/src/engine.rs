@@ -84,6 +84,9 @@ pub struct Completed {
     pub body: Value,
     pub usage: Option<Usage>,
     pub deployment: Arc<DeploymentState>,
+    /// The provider's own answer when it is already an Anthropic message (an Anthropic
+    /// deployment): what `/v1/messages` clients get, thinking blocks and all.
+    pub native: Option<Value>,
 }
 
 /// A stream whose first frames arrived: from here on it is committed to this deployment.
@@ -238,7 +241,7 @@ impl Gateway {
                 model,
                 attempts,
                 |d| adapters::chat_request(d, req, false),
-                adapters::parse_chat,
+                adapters::parse_chat_native,
             )
             .await?;
         attempts.served_model = done.body["model"].as_str().map(String::from);
@@ -330,7 +333,7 @@ impl Gateway {
             model,
             attempts,
             |d| adapters::embed_request(d, req),
-            adapters::parse_embed,
+            |d, body| adapters::parse_embed(d, body).map(|(v, u)| (v, u, None)),
         )
         .await
     }
@@ -368,11 +371,12 @@ impl Gateway {
                     retry_after::from_response(&headers, &body),
                 ));
             }
-            let (body, usage) = parse(d, &body)?;
+            let (body, usage, native) = parse(d, &body)?;
             Ok(Completed {
                 body,
                 usage,
                 deployment: dep.clone(),
+                native,
             })
         })
         .await
@@ -402,5 +406,6 @@ impl Cooling {
     }
 }
 
-/// Parses a whole upstream answer into the client's body and the usage it reported.
-type ParseWhole = fn(&Deployment, &[u8]) -> Result<(Value, Option<Usage>), AiError>;
+/// Parses a whole upstream answer into the client's body, the usage it reported, and the
+/// provider's own answer when `/v1/messages` clients take it as it is.
+type ParseWhole = fn(&Deployment, &[u8]) -> Result<(Value, Option<Usage>, Option<Value>), AiError>;

@@ -48,6 +48,10 @@ pub struct ErrorDetail {
     pub provider_code: Option<String>,
     /// The provider's own error `type`, sent to the client instead of `kind` when set.
     pub provider_type: Option<String>,
+    /// The error `type` in Anthropic's terms (`overloaded_error`, `not_found_error`…) when an
+    /// Anthropic deployment gave it: what `/v1/messages` clients get instead of the type the
+    /// gateway derives from the status.
+    pub anthropic_type: Option<String>,
     /// The deployment the error is about: for logs, never in the client's message.
     pub deployment: Option<String>,
 }
@@ -316,6 +320,15 @@ impl AiError {
         self
     }
 
+    /// The Anthropic error `type` an Anthropic deployment gave, passed on to `/v1/messages`
+    /// clients as it is.
+    pub fn with_anthropic_type(mut self, ty: Option<String>) -> AiError {
+        if ty.is_some() {
+            self.detail.get_or_insert_with(Box::default).anthropic_type = ty;
+        }
+        self
+    }
+
     /// The error `code` the client gets: the provider's, else the gateway's.
     pub fn code(&self) -> Option<&str> {
         self.provider_code().or(self.detail.as_ref()?.code)
@@ -342,7 +355,10 @@ impl AiError {
         json!({"error": {"message": self.message, "type": kind, "param": self.param, "code": code}})
     }
 
-    /// The Anthropic error body (for `/v1/messages`).
+    /// The Anthropic error body (for `/v1/messages`): Anthropic's `type` (the provider's own
+    /// when an Anthropic deployment gave one, else derived from the status), the message, and
+    /// the same `code` (and `param`) an OpenAI client gets, when there is one. Anthropic's
+    /// SDKs read `type` and `message` and keep the rest.
     pub fn anthropic_body(&self) -> serde_json::Value {
         let ty = match self.status {
             400 | 404 => "invalid_request_error",
@@ -351,7 +367,19 @@ impl AiError {
             503 => "overloaded_error",
             _ => "api_error",
         };
-        json!({"type": "error", "error": {"type": ty, "message": self.message}})
+        let ty = self
+            .detail
+            .as_ref()
+            .and_then(|d| d.anthropic_type.as_deref())
+            .unwrap_or(ty);
+        let mut error = json!({"type": ty, "message": self.message});
+        if let Some(code) = self.code() {
+            error["code"] = json!(code);
+        }
+        if let Some(param) = &self.param {
+            error["param"] = json!(param);
+        }
+        json!({"type": "error", "error": error})
     }
 
     /// Seconds for a `Retry-After` header, rounded up. A 429 or 503 always carries one:

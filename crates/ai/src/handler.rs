@@ -467,7 +467,14 @@ async fn chat(
     ctx: &RequestContext,
 ) -> Result<Response<Body>, AiError> {
     let req = match format {
-        ClientFormat::OpenAi => client_req,
+        ClientFormat::OpenAi => {
+            let mut req = client_req;
+            // Only `/v1/messages` may carry a native Anthropic request.
+            if let Some(o) = req.as_object_mut() {
+                o.remove(crate::adapters::NATIVE_ANTHROPIC);
+            }
+            req
+        }
         ClientFormat::Anthropic => messages::to_openai(&client_req)?,
     };
     let model = begin_call(gateway, &req, ctx)?;
@@ -497,9 +504,12 @@ async fn chat(
         if estimated {
             body["usage"] = openai_usage(usage, true);
         }
-        let body = match format {
-            ClientFormat::OpenAi => body,
-            ClientFormat::Anthropic => {
+        let body = match (format, done.native) {
+            (ClientFormat::OpenAi, _) => body,
+            // An Anthropic deployment's own message, unchanged (thinking blocks, citations,
+            // cache usage).
+            (ClientFormat::Anthropic, Some(native)) => messages::native_message(native),
+            (ClientFormat::Anthropic, None) => {
                 let served = served_model(&body, &done.deployment.config.model);
                 messages::from_openai(&body, &served)
             }

@@ -62,8 +62,18 @@ pub async fn call(
     let prompt = fill(&api.template, &api.variables, &vars).map_err(|missing| {
         AiError::bad_request(format!("missing variables: {}", missing.join(", ")))
     })?;
+    let mut system = api.system.clone();
+    // OpenAI (and Azure) refuse JSON mode (400) unless a message says "json": say it in the
+    // system message when neither it nor the prompt does.
+    if api.json && !mentions_json(system.as_deref().unwrap_or_default()) && !mentions_json(&prompt)
+    {
+        system = Some(match system {
+            Some(s) if !s.trim().is_empty() => format!("{s}\n\n{JSON_INSTRUCTION}"),
+            _ => JSON_INSTRUCTION.to_string(),
+        });
+    }
     let mut messages = Vec::new();
-    if let Some(system) = &api.system {
+    if let Some(system) = &system {
         messages.push(json!({"role": "system", "content": system}));
     }
     messages.push(json!({"role": "user", "content": prompt}));
@@ -128,6 +138,14 @@ pub async fn call(
         &out,
         Some(&done.deployment.config.name),
     ))
+}
+
+/// The system instruction a JSON prompt API gets when none of its messages says "json".
+pub const JSON_INSTRUCTION: &str = "Answer with a single JSON object.";
+
+/// True when `text` has the word "json" in some form (any case), as OpenAI's JSON mode wants.
+fn mentions_json(text: &str) -> bool {
+    text.to_ascii_lowercase().contains("json")
 }
 
 /// Models often wrap JSON in ```json fences.

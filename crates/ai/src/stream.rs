@@ -119,6 +119,14 @@ impl Progress {
             Delta::ToolStart { name, .. } => name.as_str(),
             Delta::ToolArgs { args, .. } => args.as_str(),
             Delta::Finish(_) => return,
+            Delta::Event(e) => {
+                // Thinking comes only as events (the canonical deltas have no thinking).
+                if let Some(t) = e["delta"]["thinking"].as_str() {
+                    self.text.push_str(t);
+                    self.output_estimate += usage::count_tokens(&self.model, t);
+                }
+                return;
+            }
             Delta::Chunk(c) => {
                 // Choice 0 also comes as canonical deltas; count the other choices here.
                 for choice in c["choices"].as_array().into_iter().flatten() {
@@ -177,6 +185,13 @@ pub async fn forward(
         output_estimate: 0,
     };
 
+    // A writer that reports input tokens at the start (Anthropic's `message_start`, when the
+    // provider's own figure is not known yet) gets the estimate before the first bytes.
+    let early_estimate = writer.wants_input_estimate(&open.first);
+    if early_estimate {
+        progress.input_estimate = usage::estimate_input(&progress.model, &job.request);
+        writer.set_input_estimate(progress.input_estimate);
+    }
     let mut first = BytesMut::from(&writer.start(&open.first)[..]);
     for d in &open.first {
         progress.note(d);
@@ -194,7 +209,9 @@ pub async fn forward(
     } else {
         // Counted once, after the first bytes are out: the input estimate is only needed if
         // the provider reports no usage, or the client leaves before it does.
-        progress.input_estimate = usage::estimate_input(&progress.model, &job.request);
+        if !early_estimate {
+            progress.input_estimate = usage::estimate_input(&progress.model, &job.request);
+        }
         provisional(&job, &progress);
         if open.ended {
             End::Done
@@ -216,7 +233,8 @@ pub async fn forward(
         ),
     };
     if let End::Done = end {
-        if tx.send(writer.finish(u, estimated)).await.is_err() {
+        let last = writer.finish(u, estimated);
+        if !last.is_empty() && tx.send(last).await.is_err() {
             end = End::ClientGone;
         }
     }

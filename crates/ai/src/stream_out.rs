@@ -22,6 +22,13 @@ pub trait StreamWriter: Send {
     /// Sent while the provider is silent: clients ignore it, and writing it is how the data
     /// plane notices a client that went away.
     fn heartbeat(&self) -> Bytes;
+    /// True when [`StreamWriter::start`] reports input tokens that only an estimate can give
+    /// yet (the provider tells its figure at the end): the estimate then comes first through
+    /// [`StreamWriter::set_input_estimate`].
+    fn wants_input_estimate(&self, _first: &[Delta]) -> bool {
+        false
+    }
+    fn set_input_estimate(&mut self, _tokens: u64) {}
 }
 
 /// OpenAI's `usage` object; `estimated: true` marks tokens counted by the gateway.
@@ -166,7 +173,7 @@ impl StreamWriter for OpenAiWriter {
                 Value::Null,
             ),
             Delta::Finish(reason) => self.chunk(json!({}), json!(reason)),
-            Delta::Usage(_) | Delta::Chunk(_) => return None,
+            Delta::Usage(_) | Delta::Chunk(_) | Delta::Event(_) => return None,
         };
         Some(sse(&v))
     }
@@ -201,12 +208,24 @@ enum Block {
 }
 
 /// Anthropic Messages stream events.
+///
+/// From an Anthropic provider (the deltas carry [`Delta::Event`]) the provider's events pass
+/// through as they are: its `message_start` with the real input tokens, `thinking` blocks
+/// with their signatures, citations, and its own `message_delta` and `message_stop`. From any
+/// other provider the events are written from the canonical deltas: `message_start` reports
+/// the gateway's estimate of the input tokens (marked `estimated`), and the final
+/// `message_delta` the provider's figures for input and output (Anthropic's `message_delta`
+/// usage is cumulative and may carry `input_tokens`).
 pub struct AnthropicWriter {
     pub id: String,
     pub model: String,
     block: Block,
     index: i64,
     stop_reason: &'static str,
+    passthrough: bool,
+    /// The provider's `message_stop` went out (passthrough).
+    stopped: bool,
+    input_estimate: Option<u64>,
 }
 
 impl AnthropicWriter {
@@ -217,6 +236,9 @@ impl AnthropicWriter {
             block: Block::None,
             index: -1,
             stop_reason: "end_turn",
+            passthrough: false,
+            stopped: false,
+            input_estimate: None,
         }
     }
 
@@ -241,17 +263,48 @@ pub fn stop_reason(finish: &str) -> &'static str {
     }
 }
 
+fn is_event(d: &Delta) -> bool {
+    matches!(d, Delta::Event(_))
+}
+
 impl StreamWriter for AnthropicWriter {
-    fn start(&mut self, _first: &[Delta]) -> Bytes {
+    fn start(&mut self, first: &[Delta]) -> Bytes {
+        if first.iter().any(is_event) {
+            // The provider's own events follow, its `message_start` first.
+            self.passthrough = true;
+            return Bytes::new();
+        }
+        let usage = match self.input_estimate {
+            Some(n) => json!({"input_tokens": n, "output_tokens": 0, "estimated": true}),
+            None => json!({"input_tokens": 0, "output_tokens": 0}),
+        };
         sse_event(
             "message_start",
             &json!({"type": "message_start", "message": {"id": self.id, "type": "message",
                 "role": "assistant", "model": self.model, "content": [], "stop_reason": null,
-                "stop_sequence": null, "usage": {"input_tokens": 0, "output_tokens": 0}}}),
+                "stop_sequence": null, "usage": usage}}),
         )
     }
 
+    fn wants_input_estimate(&self, first: &[Delta]) -> bool {
+        !first.iter().any(is_event)
+    }
+
+    fn set_input_estimate(&mut self, tokens: u64) {
+        self.input_estimate = Some(tokens);
+    }
+
     fn delta(&mut self, d: &Delta) -> Option<Bytes> {
+        if self.passthrough {
+            let Delta::Event(e) = d else {
+                return None;
+            };
+            let name = e["type"].as_str()?;
+            if name == "message_stop" {
+                self.stopped = true;
+            }
+            return Some(sse_event(name, e));
+        }
         let mut out = Vec::new();
         match d {
             Delta::Text(t) => {
@@ -293,12 +346,20 @@ impl StreamWriter for AnthropicWriter {
                 ));
             }
             Delta::Finish(reason) => self.stop_reason = stop_reason(reason),
-            Delta::Usage(_) | Delta::Chunk(_) => {}
+            Delta::Usage(_) | Delta::Chunk(_) | Delta::Event(_) => {}
         }
         (!out.is_empty()).then(|| Bytes::from(out))
     }
 
     fn finish(&mut self, usage: Usage, estimated: bool) -> Bytes {
+        if self.passthrough {
+            // The provider's `message_delta` and `message_stop` went out as they came.
+            return if self.stopped {
+                Bytes::new()
+            } else {
+                sse_event("message_stop", &json!({"type": "message_stop"}))
+            };
+        }
         let mut out = Vec::new();
         self.close_block(&mut out);
         out.extend_from_slice(&sse_event(

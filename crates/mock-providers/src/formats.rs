@@ -101,7 +101,14 @@ pub struct Answer {
     /// Name of the tool to call instead of answering with text.
     pub tool: Option<String>,
     pub prompt_tokens: u64,
+    /// Anthropic with `thinking` enabled: the thinking block's text (before the answer).
+    pub thinking: Option<String>,
+    /// OpenAI and Azure: the model refuses with this text instead of answering.
+    pub refusal: Option<String>,
 }
+
+/// The signature the mock gives its Anthropic thinking blocks.
+pub const THINKING_SIGNATURE: &str = "mock-signature-EqQBCgIYAhIM";
 
 pub const TOOL_ARGS: &str = r#"{"location":"Paris"}"#;
 
@@ -216,10 +223,75 @@ pub fn answer(kind: Kind, body: &Value) -> Answer {
     if let Some(last) = words.last_mut() {
         *last = last.trim_end().to_string();
     }
+    let thinking = (kind == Kind::Anthropic && body["thinking"]["type"] == "enabled")
+        .then(|| format!("The user said: {}", last_user.trim()));
     Answer {
         words,
         tool: if last_is_user { tool } else { None },
         prompt_tokens: last_user.split_whitespace().count() as u64 + 5,
+        thinking,
+        refusal: None,
+    }
+}
+
+/// Why the real OpenAI (or Azure) API would refuse this chat body: JSON mode
+/// (`response_format: {"type": "json_object"}`) when no message says "json" in any case.
+/// The error body is OpenAI's.
+pub fn openai_request_error(body: &Value) -> Option<Value> {
+    if body["response_format"]["type"] != "json_object" {
+        return None;
+    }
+    let says_json = body["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|m| text_of(&m["content"]).to_ascii_lowercase().contains("json"));
+    (!says_json).then(|| {
+        json!({"error": {"message": "'messages' must contain the word 'json' in some form, to use 'response_format' of type 'json_object'.",
+            "type": "invalid_request_error", "param": "messages", "code": null}})
+    })
+}
+
+/// Why the real Anthropic API would refuse this Messages body: `thinking` enabled with a
+/// `budget_tokens` under 1024 or not under `max_tokens`. The error body is Anthropic's.
+pub fn anthropic_request_error(body: &Value) -> Option<Value> {
+    let thinking = &body["thinking"];
+    if thinking["type"] != "enabled" {
+        return None;
+    }
+    let budget = thinking["budget_tokens"].as_u64().unwrap_or(0);
+    let max = body["max_tokens"].as_u64().unwrap_or(0);
+    let message = if budget < 1024 {
+        "thinking.enabled.budget_tokens: Input should be greater than or equal to 1024"
+    } else if budget >= max {
+        "`max_tokens` must be greater than `thinking.budget_tokens`"
+    } else {
+        return None;
+    };
+    Some(json!({"type": "error", "error": {"type": "invalid_request_error", "message": message}}))
+}
+
+/// An error event in the middle of a stream, framed for the wire in `kind`'s format.
+pub fn stream_error_frame(kind: Kind, body: Option<&Value>) -> String {
+    let default = match kind {
+        Kind::OpenAi | Kind::Azure => json!({"error": {
+            "message": "The server had an error while processing your request. Sorry about that!",
+            "type": "server_error", "param": null, "code": "server_error"}}),
+        Kind::Anthropic => {
+            json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
+        }
+        Kind::Gemini => {
+            json!({"error": {"code": 503, "message": "The model is overloaded. Please try again later.",
+            "status": "UNAVAILABLE"}})
+        }
+        Kind::Ollama => json!({"error": "an error was encountered while running the model"}),
+    };
+    let v = body.cloned().unwrap_or(default);
+    match kind {
+        Kind::Anthropic => format!("event: error\ndata: {v}\n\n"),
+        Kind::Ollama => format!("{v}\n"),
+        Kind::Gemini => format!("data: {v}\r\n\r\n"),
+        Kind::OpenAi | Kind::Azure => format!("data: {v}\n\n"),
     }
 }
 
@@ -228,11 +300,12 @@ pub fn chat_response(kind: Kind, model: &str, a: &Answer, usage: bool) -> Value 
     let (p, c) = (a.prompt_tokens, a.completion_tokens());
     match kind {
         Kind::OpenAi | Kind::Azure => {
-            let message = match &a.tool {
-                Some(name) => json!({"role": "assistant", "content": null, "tool_calls": [
+            let message = match (&a.refusal, &a.tool) {
+                (Some(r), _) => json!({"role": "assistant", "content": null, "refusal": r}),
+                (None, Some(name)) => json!({"role": "assistant", "content": null, "tool_calls": [
                     {"id": "call_mock1", "type": "function",
                      "function": {"name": name, "arguments": TOOL_ARGS}}]}),
-                None => json!({"role": "assistant", "content": a.text()}),
+                (None, None) => json!({"role": "assistant", "content": a.text(), "refusal": null}),
             };
             let mut v = json!({
                 "id": "chatcmpl-mock", "object": "chat.completion", "created": 1_700_000_000,
@@ -247,11 +320,17 @@ pub fn chat_response(kind: Kind, model: &str, a: &Answer, usage: bool) -> Value 
             v
         }
         Kind::Anthropic => {
-            let content = match &a.tool {
+            let mut content = match &a.tool {
                 Some(name) => json!([{"type": "tool_use", "id": "toolu_mock1", "name": name,
                     "input": serde_json::from_str::<Value>(TOOL_ARGS).unwrap_or_default()}]),
                 None => json!([{"type": "text", "text": a.text()}]),
             };
+            if let (Some(t), Some(blocks)) = (&a.thinking, content.as_array_mut()) {
+                blocks.insert(
+                    0,
+                    json!({"type": "thinking", "thinking": t, "signature": THINKING_SIGNATURE}),
+                );
+            }
             json!({
                 "id": "msg_mock", "type": "message", "role": "assistant", "model": model,
                 "content": content,
@@ -314,6 +393,13 @@ pub fn chat_stream(kind: Kind, model: &str, a: &Answer, usage: bool, body: &Valu
                 Value::Null,
             )));
             match &a.tool {
+                _ if a.refusal.is_some() => {
+                    let r = a.refusal.clone().unwrap_or_default();
+                    for w in r.split_inclusive(' ') {
+                        out.push(sse(chunk(json!({"refusal": w}), Value::Null)));
+                    }
+                    out.push(sse(chunk(json!({}), json!("stop"))));
+                }
                 Some(name) => {
                     out.push(sse(chunk(
                         json!({"tool_calls": [{"index": 0, "id": "call_mock1",
@@ -357,15 +443,40 @@ pub fn chat_stream(kind: Kind, model: &str, a: &Answer, usage: bool, body: &Valu
                 "content": [], "stop_reason": null, "stop_sequence": null,
                 "usage": {"input_tokens": p, "output_tokens": 1}}}),
             ));
+            // With `thinking` on, block 0 is the thinking block and the answer is block 1.
+            let first = u64::from(a.thinking.is_some());
+            if let Some(t) = &a.thinking {
+                out.push(ev(
+                    "content_block_start",
+                    json!({"type": "content_block_start", "index": 0,
+                    "content_block": {"type": "thinking", "thinking": "", "signature": ""}}),
+                ));
+                for piece in t.split_inclusive(' ') {
+                    out.push(ev(
+                        "content_block_delta",
+                        json!({"type": "content_block_delta", "index": 0,
+                        "delta": {"type": "thinking_delta", "thinking": piece}}),
+                    ));
+                }
+                out.push(ev(
+                    "content_block_delta",
+                    json!({"type": "content_block_delta", "index": 0,
+                    "delta": {"type": "signature_delta", "signature": THINKING_SIGNATURE}}),
+                ));
+                out.push(ev(
+                    "content_block_stop",
+                    json!({"type": "content_block_stop", "index": 0}),
+                ));
+            }
             match &a.tool {
                 Some(name) => {
-                    out.push(ev("content_block_start", json!({"type": "content_block_start", "index": 0,
+                    out.push(ev("content_block_start", json!({"type": "content_block_start", "index": first,
                         "content_block": {"type": "tool_use", "id": "toolu_mock1", "name": name, "input": {}}})));
                     let (x, y) = TOOL_ARGS.split_at(TOOL_ARGS.len() / 2);
                     for part in [x, y] {
                         out.push(ev(
                             "content_block_delta",
-                            json!({"type": "content_block_delta", "index": 0,
+                            json!({"type": "content_block_delta", "index": first,
                             "delta": {"type": "input_json_delta", "partial_json": part}}),
                         ));
                     }
@@ -373,14 +484,14 @@ pub fn chat_stream(kind: Kind, model: &str, a: &Answer, usage: bool, body: &Valu
                 None => {
                     out.push(ev(
                         "content_block_start",
-                        json!({"type": "content_block_start", "index": 0,
+                        json!({"type": "content_block_start", "index": first,
                         "content_block": {"type": "text", "text": ""}}),
                     ));
                     out.push(ev("ping", json!({"type": "ping"})));
                     for w in &a.words {
                         out.push(ev(
                             "content_block_delta",
-                            json!({"type": "content_block_delta", "index": 0,
+                            json!({"type": "content_block_delta", "index": first,
                             "delta": {"type": "text_delta", "text": w}}),
                         ));
                     }
@@ -388,7 +499,7 @@ pub fn chat_stream(kind: Kind, model: &str, a: &Answer, usage: bool, body: &Valu
             }
             out.push(ev(
                 "content_block_stop",
-                json!({"type": "content_block_stop", "index": 0}),
+                json!({"type": "content_block_stop", "index": first}),
             ));
             let stop = if a.tool.is_some() {
                 "tool_use"

@@ -48,6 +48,16 @@ pub enum Behavior {
     /// Answer with this status and exactly this JSON error body (e.g. OpenAI's
     /// `context_length_exceeded` or Azure's `content_filter` with their `code` and `param`).
     ErrorBody { status: u16, body: Value },
+    /// OpenAI and Azure: refuse with this text (`message.refusal`, or `delta.refusal`
+    /// chunks when streaming) and no content. Other providers answer normally.
+    Refusal(String),
+    /// Stream this many frames, then the provider's error event (its own default, or exactly
+    /// `body`: OpenAI `data: {"error": …}`, Anthropic `event: error`, Gemini `data:
+    /// {"error": …}`, Ollama `{"error": …}`), then end the body.
+    ErrorMidStream {
+        after_chunks: usize,
+        body: Option<Value>,
+    },
 }
 
 /// Settings for a whole mock server.
@@ -287,6 +297,16 @@ async fn answer(
             return Ok(Next::KeepAlive);
         }
     }
+    let chat = matches!(op, Op::Chat { .. });
+    let refused = match kind {
+        Kind::OpenAi | Kind::Azure if chat => formats::openai_request_error(body),
+        Kind::Anthropic if chat => formats::anthropic_request_error(body),
+        _ => None,
+    };
+    if let Some(b) = refused {
+        http1::write_full(stream, 400, json_ct, &[], b.to_string().as_bytes()).await?;
+        return Ok(Next::KeepAlive);
+    }
     if kind == formats::Kind::Gemini && matches!(op, Op::Chat { .. }) {
         if let Some(message) = formats::gemini_request_error(body) {
             let b =
@@ -307,9 +327,13 @@ async fn answer(
         Behavior::Text(t) => Some(t.clone()),
         _ => None,
     };
+    let refusal = match &behavior {
+        Behavior::Refusal(r) if matches!(kind, Kind::OpenAi | Kind::Azure) => Some(r.clone()),
+        _ => None,
+    };
     match behavior.clone() {
         Behavior::Ok | Behavior::Stall { .. } | Behavior::ResetMidStream { .. } => {}
-        Behavior::Text(_) => {}
+        Behavior::Text(_) | Behavior::Refusal(_) | Behavior::ErrorMidStream { .. } => {}
         Behavior::NoUsage => usage = false,
         Behavior::SlowFirstToken(d) => tokio::time::sleep(d).await,
         Behavior::RateLimited { retry_after_secs } => {
@@ -353,6 +377,10 @@ async fn answer(
             return Ok(Next::KeepAlive);
         }
     }
+    let error_event = match &behavior {
+        Behavior::ErrorMidStream { after_chunks, body } => Some((*after_chunks, body.clone())),
+        _ => None,
+    };
     let cut = match behavior {
         Behavior::ResetMidStream { after_chunks } => Some((after_chunks, Next::Reset)),
         Behavior::Stall { after_chunks } => Some((after_chunks, Next::Stall)),
@@ -376,6 +404,10 @@ async fn answer(
                 a.words = vec![t];
                 a.tool = None;
             }
+            if refusal.is_some() {
+                a.refusal = refusal;
+                a.tool = None;
+            }
             let b = formats::chat_response(kind, &model, &a, usage).to_string();
             write_maybe_cut(stream, b.as_bytes(), cut).await
         }
@@ -385,7 +417,15 @@ async fn answer(
                 a.words = vec![t];
                 a.tool = None;
             }
-            let frames = formats::chat_stream(kind, &model, &a, usage, body);
+            if refusal.is_some() {
+                a.refusal = refusal;
+                a.tool = None;
+            }
+            let mut frames = formats::chat_stream(kind, &model, &a, usage, body);
+            if let Some((after, error_body)) = error_event {
+                frames.truncate(after);
+                frames.push(formats::stream_error_frame(kind, error_body.as_ref()));
+            }
             let ct = if kind == Kind::Ollama {
                 "application/x-ndjson"
             } else {

@@ -27,7 +27,11 @@ pub fn chat_request(d: &Deployment, req: &Value, stream: bool) -> Result<Upstrea
     if let Some(system) = system_text(req, true) {
         body["system"] = json!(system);
     }
-    for (from, to) in [("temperature", "temperature"), ("top_p", "top_p")] {
+    for (from, to) in [
+        ("temperature", "temperature"),
+        ("top_p", "top_p"),
+        ("top_k", "top_k"),
+    ] {
         if let Some(v) = req.get(from).filter(|v| !v.is_null()) {
             body[to] = v.clone();
         }
@@ -66,15 +70,63 @@ pub fn chat_request(d: &Deployment, req: &Value, stream: bool) -> Result<Upstrea
     if stream {
         body["stream"] = json!(true);
     }
+    Ok(UpstreamRequest {
+        url: format!("{}/v1/messages", d.base_url),
+        headers: headers(d),
+        body,
+    })
+}
+
+/// The client's own Anthropic request (from `/v1/messages`), sent unchanged but for the
+/// deployment's `model` and the stream flag: `document` blocks, `thinking` (and the
+/// thinking blocks of earlier turns, with their signatures), `cache_control`, `top_k`,
+/// `metadata`, `stop_sequences`, server tools and whatever else Anthropic takes.
+pub fn native_request(d: &Deployment, native: &Value, stream: bool) -> UpstreamRequest {
+    let mut body = native.clone();
+    body["model"] = json!(d.model);
+    if body.get("max_tokens").is_none_or(Value::is_null) {
+        body["max_tokens"] = json!(DEFAULT_MAX_TOKENS);
+    }
+    if stream {
+        body["stream"] = json!(true);
+    } else if let Some(o) = body.as_object_mut() {
+        o.remove("stream");
+    }
+    UpstreamRequest {
+        url: format!("{}/v1/messages", d.base_url),
+        headers: headers(d),
+        body,
+    }
+}
+
+fn headers(d: &Deployment) -> Vec<(&'static str, String)> {
     let mut headers = vec![("anthropic-version", "2023-06-01".to_string())];
     if !d.api_key.is_empty() {
         headers.push(("x-api-key", d.api_key.clone()));
     }
-    Ok(UpstreamRequest {
-        url: format!("{}/v1/messages", d.base_url),
-        headers,
-        body,
-    })
+    headers
+}
+
+/// An OpenAI `file` part (a PDF as a `data:` URL) as an Anthropic `document` block.
+fn document_block(p: &Value) -> Result<Value, AiError> {
+    let file = &p["file"];
+    let Some(url) = file["file_data"].as_str() else {
+        return Err(AiError::bad_request(
+            "a `file` part needs `file_data` (a base64 data: URL) for Anthropic deployments; \
+             `file_id` refers to OpenAI's file store",
+        ));
+    };
+    let Some((mime, data)) = parse_data_url(url) else {
+        return Err(AiError::bad_request(
+            "a `file` part's `file_data` must be a base64 data: URL",
+        ));
+    };
+    let mut block =
+        json!({"type": "document", "source": {"type": "base64", "media_type": mime, "data": data}});
+    if let Some(name) = file["filename"].as_str() {
+        block["title"] = json!(name);
+    }
+    Ok(block)
 }
 
 fn image_block(url: &str) -> Value {
@@ -100,6 +152,7 @@ fn user_blocks(content: &Value) -> Result<Vec<Value>, AiError> {
                     url.map(image_block)
                         .ok_or_else(|| AiError::bad_request("an image_url part has no url"))
                 }
+                Some("file") => document_block(p),
                 other => Err(unsupported_part(other, "Anthropic")),
             })
             .collect(),
@@ -192,6 +245,12 @@ pub fn parse_chat(d: &Deployment, v: Value) -> Result<(Value, Option<Usage>), Ai
 }
 
 /// Anthropic stream events → deltas.
+///
+/// Every event is also handed on whole ([`Delta::Event`]), so a `/v1/messages` client gets
+/// the provider's stream as it is: `message_start` with the real usage, `thinking` blocks
+/// with their `signature_delta`, citations, cache usage. Events without content
+/// (`message_start`, `ping`, an empty text block's start) are held back until the first
+/// event with content, so the stream still commits (and stops failing over) only then.
 pub struct StreamDecoder {
     deployment: String,
     input: u64,
@@ -200,6 +259,8 @@ pub struct StreamDecoder {
     tools: HashMap<u64, u32>,
     stopped: bool,
     model: Option<String>,
+    pending: Vec<Value>,
+    started: bool,
 }
 
 impl StreamDecoder {
@@ -211,7 +272,35 @@ impl StreamDecoder {
             tools: HashMap::new(),
             stopped: false,
             model: None,
+            pending: Vec::new(),
+            started: false,
         }
+    }
+
+    /// The held-back events, then `v`, as [`Delta::Event`]s.
+    fn events(&mut self, v: Option<Value>) -> Vec<Delta> {
+        self.pending
+            .drain(..)
+            .chain(v)
+            .map(|e| Delta::Event(Box::new(e)))
+            .collect()
+    }
+}
+
+/// True when an event carries content for the client (anything but the message's start,
+/// pings, and the start or end of a block that has no content yet).
+fn has_content(v: &Value) -> bool {
+    match v["type"].as_str() {
+        Some("message_start") | Some("ping") | Some("content_block_stop") => false,
+        Some("content_block_start") => {
+            let block = &v["content_block"];
+            match block["type"].as_str() {
+                Some("text") => block["text"].as_str().is_some_and(|t| !t.is_empty()),
+                Some("thinking") => block["thinking"].as_str().is_some_and(|t| !t.is_empty()),
+                _ => true,
+            }
+        }
+        _ => true,
     }
 }
 
@@ -243,8 +332,10 @@ impl Decoder for StreamDecoder {
                         id: block["id"].as_str().unwrap_or_default().to_string(),
                         name: block["name"].as_str().unwrap_or_default().to_string(),
                     });
-                } else if let Some(t) = block["text"].as_str().filter(|t| !t.is_empty()) {
-                    out.push(Delta::Text(t.to_string()));
+                } else if block["type"] == "text" {
+                    if let Some(t) = block["text"].as_str().filter(|t| !t.is_empty()) {
+                        out.push(Delta::Text(t.to_string()));
+                    }
                 }
             }
             Some("content_block_delta") => {
@@ -268,7 +359,14 @@ impl Decoder for StreamDecoder {
                 }
             }
             Some("message_delta") => {
-                if let Some(o) = v["usage"]["output_tokens"].as_u64() {
+                // Cumulative counts; the current API also sends `input_tokens` here.
+                let u = &v["usage"];
+                if u["input_tokens"].is_u64() {
+                    if let Some(u) = usage_of(u) {
+                        self.input = u.input;
+                    }
+                }
+                if let Some(o) = u["output_tokens"].as_u64() {
                     self.output = o;
                 }
                 if let Some(stop) = v["delta"]["stop_reason"].as_str() {
@@ -283,23 +381,26 @@ impl Decoder for StreamDecoder {
                 }));
             }
             Some("error") => {
-                let ty = v["error"]["type"].as_str().unwrap_or("api_error");
-                let status = match ty {
-                    "rate_limit_error" => 429,
-                    "overloaded_error" => 529,
-                    _ => 500,
-                };
-                let msg = v["error"]["message"].as_str().unwrap_or(ty);
-                return Err(AiError::upstream_status(
+                return Err(super::stream_error(
+                    holdfast_core::config::ai::Provider::Anthropic,
                     &self.deployment,
-                    status,
-                    msg,
-                    None,
+                    &v,
                 ));
             }
             _ => {}
         }
-        Ok(out)
+        if !v["type"].is_string() {
+            // Not an Anthropic event: nothing to pass on.
+            return Ok(out);
+        }
+        if !(self.started || has_content(&v)) {
+            self.pending.push(v);
+            return Ok(Vec::new());
+        }
+        self.started = true;
+        let mut all = self.events(Some(v));
+        all.append(&mut out);
+        Ok(all)
     }
 
     fn model(&self) -> Option<&str> {
@@ -308,7 +409,7 @@ impl Decoder for StreamDecoder {
 
     fn end(&mut self) -> Result<Vec<Delta>, AiError> {
         if self.stopped {
-            Ok(Vec::new())
+            Ok(self.events(None))
         } else {
             Err(AiError::reset(
                 &self.deployment,
@@ -316,5 +417,70 @@ impl Decoder for StreamDecoder {
                 true,
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed(d: &mut StreamDecoder, v: Value) -> Vec<Delta> {
+        d.feed("", &v.to_string()).unwrap()
+    }
+
+    #[test]
+    fn events_are_held_back_until_content() {
+        let mut d = StreamDecoder::new("a");
+        let start = json!({"type": "message_start", "message": {"model": "claude",
+            "usage": {"input_tokens": 10, "output_tokens": 1}}});
+        assert!(feed(&mut d, start.clone()).is_empty());
+        assert!(feed(&mut d, json!({"type": "ping"})).is_empty());
+        let thinking = json!({"type": "content_block_start", "index": 0,
+            "content_block": {"type": "thinking", "thinking": "", "signature": ""}});
+        assert!(feed(&mut d, thinking).is_empty());
+        let delta = json!({"type": "content_block_delta", "index": 0,
+            "delta": {"type": "thinking_delta", "thinking": "hmm"}});
+        let out = feed(&mut d, delta);
+        // The held-back events come first, in order, then the one with content.
+        let names: Vec<String> = out
+            .iter()
+            .filter_map(|d| match d {
+                Delta::Event(e) => e["type"].as_str().map(String::from),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "message_start",
+                "ping",
+                "content_block_start",
+                "content_block_delta"
+            ]
+        );
+        assert_eq!(out[0], Delta::Event(Box::new(start)));
+    }
+
+    #[test]
+    fn message_delta_input_tokens_count() {
+        let mut d = StreamDecoder::new("a");
+        let start = json!({"type": "message_start", "message": {"model": "claude",
+            "usage": {"input_tokens": 10, "output_tokens": 1}}});
+        feed(&mut d, start);
+        let text = json!({"type": "content_block_delta", "index": 0,
+            "delta": {"type": "text_delta", "text": "hi"}});
+        feed(&mut d, text);
+        // The current API's message_delta carries cumulative input tokens too.
+        feed(
+            &mut d,
+            json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"},
+                "usage": {"input_tokens": 12, "cache_read_input_tokens": 3, "output_tokens": 4}}),
+        );
+        let out = feed(&mut d, json!({"type": "message_stop"}));
+        assert!(out.contains(&Delta::Usage(Usage {
+            input: 15,
+            output: 4
+        })));
+        assert!(d.end().is_ok());
     }
 }

@@ -36,6 +36,9 @@ pub fn chat_request(d: &Deployment, req: &Value, stream: bool) -> Result<Upstrea
     if let Some(t) = req.get("top_p").filter(|v| !v.is_null()) {
         gen.insert("topP".into(), t.clone());
     }
+    if let Some(k) = req.get("top_k").filter(|v| !v.is_null()) {
+        gen.insert("topK".into(), k.clone());
+    }
     if let Some(n) = max_tokens(req) {
         gen.insert("maxOutputTokens".into(), json!(n));
     }
@@ -136,6 +139,17 @@ fn parts_of_user(content: &Value) -> Result<Vec<Value>, AiError> {
                         }
                         None => json!({"fileData": {"mimeType": guess_mime(url), "fileUri": url}}),
                     })
+                }
+                Some("file") => {
+                    // OpenAI's file part (a PDF as a data: URL) is inline data for Gemini.
+                    let parsed = p["file"]["file_data"].as_str().and_then(parse_data_url);
+                    match parsed {
+                        Some((mime, data)) => Ok(json!({"inlineData": {"mimeType": mime, "data": data}})),
+                        None => Err(AiError::bad_request(
+                            "a `file` part needs `file_data` (a base64 data: URL) for Gemini deployments; \
+                             `file_id` refers to OpenAI's file store",
+                        )),
+                    }
                 }
                 other => Err(unsupported_part(other, "Gemini")),
             })
@@ -335,14 +349,11 @@ impl Decoder for StreamDecoder {
         }
         let v: Value =
             serde_json::from_str(data).map_err(|e| AiError::bad_upstream(&self.deployment, e))?;
-        if v.get("error").is_some() {
-            let status = v["error"]["code"].as_u64().unwrap_or(500) as u16;
-            return Err(super::provider_error(
+        if v.get("error").is_some_and(|e| !e.is_null()) {
+            return Err(super::stream_error(
                 holdfast_core::config::ai::Provider::Gemini,
                 &self.deployment,
-                status,
-                data.as_bytes(),
-                None,
+                &v,
             ));
         }
         if let Some(reason) = blocked(&v) {

@@ -38,6 +38,33 @@ pub enum Delta {
     /// `refusal`, `logprobs`, `system_fingerprint`, usage details, the id). OpenAI clients get
     /// it passed through; the canonical deltas above (choice 0) serve every other format.
     Chunk(Box<Value>),
+    /// Anthropic providers only: one stream event as it came (`message_start` with the real
+    /// usage, `thinking` blocks with their `signature_delta`, citations…). `/v1/messages`
+    /// clients get it passed through; the canonical deltas serve OpenAI clients.
+    Event(Box<Value>),
+}
+
+/// Where a `/v1/messages` request keeps the client's own Anthropic request inside the
+/// canonical one: an Anthropic deployment is sent that request unchanged (`document`
+/// blocks, `thinking`, `cache_control`, `top_k`, `metadata`…), other providers get the
+/// canonical translation, and a 400 for what they cannot honour. Removed from every
+/// request a client sends to `/v1/chat/completions`, and never sent to a provider.
+pub(crate) const NATIVE_ANTHROPIC: &str = "__holdfast_anthropic_request";
+
+/// The client's own Anthropic request, when the canonical request came from `/v1/messages`.
+pub(crate) fn native_anthropic(req: &Value) -> Option<&Value> {
+    req.get(NATIVE_ANTHROPIC).filter(|v| v.is_object())
+}
+
+/// The provider's name in error messages.
+pub(crate) fn provider_name(p: Provider) -> &'static str {
+    match p {
+        Provider::OpenAi => "OpenAI",
+        Provider::Azure => "Azure OpenAI",
+        Provider::Anthropic => "Anthropic",
+        Provider::Gemini => "Gemini",
+        Provider::Ollama => "Ollama",
+    }
 }
 
 /// Decodes one provider's stream frames into [`Delta`]s.
@@ -68,6 +95,12 @@ pub struct UpstreamRequest {
 
 /// Build the provider request for a canonical chat request.
 pub fn chat_request(d: &Deployment, req: &Value, stream: bool) -> Result<UpstreamRequest, AiError> {
+    if let Some(native) = native_anthropic(req) {
+        if d.provider == Provider::Anthropic {
+            return Ok(anthropic::native_request(d, native, stream));
+        }
+        crate::messages::check_native(native, d.provider)?;
+    }
     match d.provider {
         Provider::OpenAi | Provider::Azure => Ok(openai::chat_request(d, req, stream)),
         Provider::Anthropic => anthropic::chat_request(d, req, stream),
@@ -84,6 +117,26 @@ pub fn parse_chat(d: &Deployment, body: &[u8]) -> Result<(Value, Option<Usage>),
         Provider::Anthropic => anthropic::parse_chat(d, v),
         Provider::Gemini => gemini::parse_chat(d, v),
         Provider::Ollama => ollama::parse_chat(d, v),
+    }
+}
+
+/// [`parse_chat`], plus the provider's own answer when it is already an Anthropic message
+/// (an Anthropic deployment), which `/v1/messages` clients get unchanged (thinking blocks,
+/// citations, cache usage).
+pub(crate) fn parse_chat_native(
+    d: &Deployment,
+    body: &[u8],
+) -> Result<(Value, Option<Usage>, Option<Value>), AiError> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| AiError::bad_upstream(&d.name, e))?;
+    match d.provider {
+        Provider::Anthropic => {
+            let native = v.clone();
+            let (canonical, usage) = anthropic::parse_chat(d, v)?;
+            Ok((canonical, usage, Some(native)))
+        }
+        Provider::OpenAi | Provider::Azure => openai::parse_chat(d, v).map(|(c, u)| (c, u, None)),
+        Provider::Gemini => gemini::parse_chat(d, v).map(|(c, u)| (c, u, None)),
+        Provider::Ollama => ollama::parse_chat(d, v).map(|(c, u)| (c, u, None)),
     }
 }
 
@@ -207,10 +260,82 @@ pub(crate) fn provider_error(
     let Ok(v) = serde_json::from_slice::<Value>(body) else {
         return e;
     };
+    with_detail(provider, e, &v)
+}
+
+/// `e` with the provider's `code`, `param` and `type` from its error body `v`.
+fn with_detail(provider: Provider, e: AiError, v: &Value) -> AiError {
     let (code, param, kind) = provider_detail(provider, &v["error"], &e.message);
-    let mut e = e.with_provider_detail(code, param, kind);
+    let anthropic_type = match provider {
+        Provider::Anthropic => v["error"]["type"].as_str().map(String::from),
+        _ => None,
+    };
+    let mut e = e
+        .with_provider_detail(code, param, kind)
+        .with_anthropic_type(anthropic_type);
     if e.provider_code() == Some("content_filter") {
         e.outcome = "content_filter";
+    }
+    e
+}
+
+/// An error event inside a provider's stream, after its 200 (`data: {"error": …}` from
+/// OpenAI-compatible servers and Gemini, Anthropic's `event: error`). The client reads this
+/// error in an SSE `error` event, not in a status, so the provider's `code`, `param` and
+/// `type` always pass on (for 5xx-like errors too), as a 4xx's do on the non-stream path.
+/// The status follows the error's kind: 429 for rate limits (retried before the stream is
+/// committed), 400 for the request's own fault (not retried), else a 5xx (the client sees 502).
+pub(crate) fn stream_error(provider: Provider, deployment: &str, v: &Value) -> AiError {
+    let err = &v["error"];
+    let message = err["message"]
+        .as_str()
+        .or_else(|| err.as_str())
+        .unwrap_or("the provider sent an error event")
+        .to_string();
+    let kind = |k: &str| err["type"].as_str() == Some(k) || err["code"].as_str() == Some(k);
+    let status = match provider {
+        Provider::OpenAi | Provider::Azure => {
+            // Some compatible servers (vLLM) give the HTTP status as a numeric `code`.
+            let numeric = err["code"]
+                .as_u64()
+                .and_then(|c| u16::try_from(c).ok())
+                .filter(|c| (400..=599).contains(c));
+            if let Some(status) = numeric {
+                status
+            } else if kind("rate_limit_exceeded")
+                || kind("rate_limit_error")
+                || kind("insufficient_quota")
+            {
+                429
+            } else if kind("invalid_request_error") || kind("content_filter") {
+                400
+            } else {
+                500
+            }
+        }
+        Provider::Anthropic => match err["type"].as_str() {
+            Some("rate_limit_error") => 429,
+            Some("overloaded_error") => 529,
+            Some("invalid_request_error") | Some("request_too_large") => 400,
+            Some("not_found_error") => 404,
+            _ => 500,
+        },
+        Provider::Gemini => err["code"]
+            .as_u64()
+            .and_then(|c| u16::try_from(c).ok())
+            .filter(|c| (400..=599).contains(c))
+            .unwrap_or(500),
+        Provider::Ollama => 500,
+    };
+    let e = AiError::upstream_status(deployment, status, &message, None);
+    if provider == Provider::Ollama {
+        return e;
+    }
+    let mut e = with_detail(provider, e, v);
+    if provider == Provider::Anthropic && e.provider_code().is_none() {
+        // OpenAI clients get Anthropic's own type (`overloaded_error`…) as the code.
+        let ty = err["type"].as_str().map(String::from);
+        e = e.with_provider_detail(ty, None, None);
     }
     e
 }

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use super::{
     completion, content_text, json_mode, max_tokens, parse_args, parse_data_url, stop_list,
-    tool_call_id, Decoder, Delta, UpstreamRequest,
+    tool_call_id, unsupported_part, Decoder, Delta, UpstreamRequest,
 };
 use crate::error::AiError;
 use crate::usage::Usage;
@@ -31,16 +31,27 @@ pub fn chat_request(d: &Deployment, req: &Value, stream: bool) -> Result<Upstrea
         let mut msg = json!({"role": role, "content": content_text(&m["content"])});
         let mut images = Vec::new();
         for p in m["content"].as_array().into_iter().flatten() {
-            if p["type"] == "image_url" {
-                let url = p["image_url"]["url"].as_str().unwrap_or_default();
-                match parse_data_url(url) {
-                    Some((_, data)) => images.push(json!(data)),
-                    None => {
-                        return Err(AiError::bad_request(
-                            "Ollama deployments take images only as data: URLs (base64)",
-                        ))
+            match p["type"].as_str() {
+                Some("text") => {}
+                // An assistant turn OpenAI refused: its text is the turn's content.
+                Some("refusal") if role == "assistant" => {}
+                Some("image_url") => {
+                    let url = p["image_url"]["url"]
+                        .as_str()
+                        .or_else(|| p["image_url"].as_str())
+                        .unwrap_or_default();
+                    match parse_data_url(url) {
+                        Some((_, data)) => images.push(json!(data)),
+                        None => {
+                            return Err(AiError::bad_request(
+                                "Ollama deployments take images only as data: URLs (base64)",
+                            ))
+                        }
                     }
                 }
+                // `/api/chat` takes text and images only: a file (PDF) or audio part would
+                // vanish from the prompt, so it is refused instead.
+                other => return Err(unsupported_part(other, "Ollama")),
             }
         }
         if !images.is_empty() {
@@ -71,6 +82,7 @@ pub fn chat_request(d: &Deployment, req: &Value, stream: bool) -> Result<Upstrea
     for (from, to) in [
         ("temperature", "temperature"),
         ("top_p", "top_p"),
+        ("top_k", "top_k"),
         ("seed", "seed"),
     ] {
         if let Some(v) = req.get(from).filter(|v| !v.is_null()) {

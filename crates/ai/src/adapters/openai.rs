@@ -31,6 +31,9 @@ fn headers(d: &Deployment) -> Vec<(&'static str, String)> {
 pub fn chat_request(d: &Deployment, req: &Value, stream: bool) -> UpstreamRequest {
     let mut body = req.clone();
     body["model"] = json!(d.model);
+    if let Some(o) = body.as_object_mut() {
+        o.remove(super::NATIVE_ANTHROPIC);
+    }
     if stream {
         body["stream"] = json!(true);
         // Always ask for usage; the gateway drops the usage chunk if the client did not ask.
@@ -144,13 +147,8 @@ impl Decoder for StreamDecoder {
         }
         let v: Value =
             serde_json::from_str(data).map_err(|e| AiError::bad_upstream(&self.deployment, e))?;
-        if v.get("error").is_some() {
-            return Err(AiError::upstream_status(
-                &self.deployment,
-                502,
-                &super::error_message(data.as_bytes()),
-                None,
-            ));
+        if v.get("error").is_some_and(|e| !e.is_null()) {
+            return Err(super::stream_error(Provider::OpenAi, &self.deployment, &v));
         }
         if self.model.is_none() {
             if let Some(m) = v["model"].as_str().filter(|m| !m.is_empty()) {
