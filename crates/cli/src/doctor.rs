@@ -35,7 +35,9 @@ pub struct DoctorArgs {
     /// Verify the server with this PEM CA file instead of the web roots.
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
-    /// Connect and read timeout of each probe, in seconds (above 0, at most 3600).
+    /// Deadline of each probe step as a whole, in seconds (above 0, at most 3600): one TCP
+    /// connect, one TLS handshake, one HTTP exchange (request written to the last byte of the
+    /// answer), however slowly the server sends. Not the keep-alive idle wait (--max-idle).
     #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = parse_seconds)]
     pub timeout: Duration,
     /// Highest TTL of the hop probes (1 to 64).

@@ -1,6 +1,7 @@
 //! `holdfast doctor` against servers on 127.0.0.1 (no namespaces needed): a healthy TLS
 //! server verified with a private CA file, a server that resets handshakes carrying one
-//! server name (SNI filtering), a closed port, a dead proxy, and bad input.
+//! server name (its own TLS rejection, not SNI filtering), a closed port, a dead proxy, and
+//! bad input.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -46,7 +47,8 @@ fn cert(tag: &str) -> Cert {
 }
 
 /// A TLS server on 127.0.0.1 answering `Connection: close`. When `blocked_sni` is set, a
-/// ClientHello carrying that name is answered with a reset, as an SNI filter would.
+/// ClientHello carrying that name is answered with a reset, as a server that rejects an
+/// unknown SNI by aborting does.
 fn tls_server(config: Arc<ServerConfig>, blocked_sni: Option<&'static str>) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -138,17 +140,30 @@ fn untrusted_certificate_is_a_tls_failure() {
     );
 }
 
+/// A loopback server that resets the handshake for one server name (as a server does for an
+/// unknown SNI) is the server rejecting the name: nothing sits between on loopback, so it is
+/// no middlebox's SNI filter.
 #[test]
-fn reset_only_with_the_real_server_name_is_sni_filtering() {
+fn a_loopback_server_resetting_one_server_name_rejects_it_itself() {
     let cert = cert("sni");
     let port = tls_server(cert.config.clone(), Some("localhost"));
     let report = doctor(&format!("https://localhost:{port}/"), |o| o.insecure = true);
     assert_eq!(
         verdict(&report),
-        (LiveResetter::Middlebox, LiveCause::SniFilter),
+        (LiveResetter::Server, LiveCause::Tls),
         "{}",
         report.verdict.summary
     );
+    assert_eq!(report.verdict.hop, None);
+    let summary = &report.verdict.summary;
+    assert!(summary.contains("itself resets"), "{summary}");
+    assert!(summary.contains("runs on this machine"), "{summary}");
+    let advice = report.verdict.advice.join(" | ");
+    assert!(
+        advice.contains("configure the server for localhost"),
+        "{advice}"
+    );
+    assert!(!advice.contains("VPN"), "{advice}");
     let tls = report.checks.iter().find(|c| c.name == "tls").unwrap();
     assert!(
         tls.detail

@@ -30,6 +30,10 @@ pub struct Packet {
     pub data: Vec<u8>,
     /// Its length on the wire.
     pub len: usize,
+    /// True when it came from the server's side (the server, or a device on the path
+    /// answering for it); false when the doctor's own socket sent it. On loopback both
+    /// sides have the same address, so this is told from the ports.
+    pub from_server: bool,
 }
 
 /// One of the doctor's own probe sockets: its local port, the address it connects to, and
@@ -94,17 +98,28 @@ impl Probes {
     /// 4-tuple is a probe's (the server's address and port at one end, the probe's local
     /// port at the other) and it came after the probe was made.
     pub fn owns(&self, data: &[u8], ts_ns: u128) -> bool {
-        let Some(((src, sport), (dst, dport))) = tcp_endpoints(data) else {
-            return false;
-        };
-        let Ok(probes) = self.0.lock() else {
-            return false;
-        };
-        probes.iter().any(|probe| {
-            let to = probe.remote == SocketAddr::new(dst, dport) && probe.local_port == sport;
-            let from = probe.remote == SocketAddr::new(src, sport) && probe.local_port == dport;
-            (to || from) && ts_ns >= probe.since_ns
-        })
+        self.direction(data, ts_ns).is_some()
+    }
+
+    /// For a packet of one of the probe connections ([`Probes::owns`]): `Some(true)` when it
+    /// came from the server's side (source = the server's address and port, destination =
+    /// the probe's local port), `Some(false)` when the doctor's socket sent it; None when it
+    /// is not a probe's.
+    pub fn direction(&self, data: &[u8], ts_ns: u128) -> Option<bool> {
+        let ((src, sport), (dst, dport)) = tcp_endpoints(data)?;
+        let probes = self.0.lock().ok()?;
+        probes
+            .iter()
+            .filter(|p| ts_ns >= p.since_ns)
+            .find_map(|probe| {
+                if probe.remote == SocketAddr::new(src, sport) && probe.local_port == dport {
+                    Some(true)
+                } else if probe.remote == SocketAddr::new(dst, dport) && probe.local_port == sport {
+                    Some(false)
+                } else {
+                    None
+                }
+            })
     }
 }
 
@@ -366,15 +381,16 @@ fn record(
         let ts_ns = now_ns();
         // Only the doctor's own probe connections: other traffic to the same server (another
         // application, an earlier run's last packets) is not evidence about these probes.
-        if !probes.owns(data, ts_ns) {
+        let Some(from_server) = probes.direction(data, ts_ns) else {
             continue;
-        }
+        };
         count += 1;
         if let Ok(mut packets) = sink.lock() {
             packets.push(Packet {
                 ts_ns,
                 data: data[..data.len().min(SNAPLEN)].to_vec(),
                 len: data.len(),
+                from_server,
             });
         }
     }
@@ -405,10 +421,12 @@ impl Capture {
     }
 }
 
-/// Resets sent from a server address, with their TTLs.
+/// Resets that came from the server's side (the server, or a device answering for it), with
+/// their TTLs. The doctor's own resets (its aborts and closes) are not among them, on
+/// loopback too, where both sides share the address.
 pub fn resets(packets: &[Packet], servers: &[IpAddr]) -> Vec<SeenReset> {
     let mut seen = Vec::new();
-    for packet in packets {
+    for packet in packets.iter().filter(|p| p.from_server) {
         let Ok(sliced) = SlicedPacket::from_ip(&packet.data) else {
             continue;
         };
@@ -441,9 +459,26 @@ pub fn resets(packets: &[Packet], servers: &[IpAddr]) -> Vec<SeenReset> {
     seen
 }
 
+/// The local ports of the probe connections the doctor's own socket reset (an abort with
+/// `SO_LINGER` 0, a close with unread data, an answer to data after its close), each once.
+pub fn own_resets(packets: &[Packet]) -> Vec<u16> {
+    let mut ports = Vec::new();
+    for packet in packets.iter().filter(|p| !p.from_server) {
+        let Ok(sliced) = SlicedPacket::from_ip(&packet.data) else {
+            continue;
+        };
+        if let Some(TransportSlice::Tcp(tcp)) = &sliced.transport {
+            if tcp.rst() && !ports.contains(&tcp.source_port()) {
+                ports.push(tcp.source_port());
+            }
+        }
+    }
+    ports
+}
+
 /// The hop distance of the server itself, from its SYN-ACKs (None when none was seen).
 pub fn server_hop(packets: &[Packet], servers: &[IpAddr]) -> Option<u8> {
-    packets.iter().find_map(|packet| {
+    packets.iter().filter(|p| p.from_server).find_map(|packet| {
         let sliced = SlicedPacket::from_ip(&packet.data).ok()?;
         let Some(TransportSlice::Tcp(tcp)) = &sliced.transport else {
             return None;

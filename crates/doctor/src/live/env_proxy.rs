@@ -153,7 +153,7 @@ pub fn test(proxy: &ProxySetting, target: &Target, timeout: Duration) -> Result<
         .ok_or_else(|| format!("proxy host {} has no address", parsed.host))?;
     let stream = tcp::connect(addr, None, timeout)
         .map_err(|e| format!("connect to the proxy {addr}: {e}"))?;
-    let mut conn = Conn::Plain(stream);
+    let mut conn = Conn::plain(stream);
     let authority = if target.host.contains(':') {
         format!("[{}]:{}", target.host, target.port)
     } else {

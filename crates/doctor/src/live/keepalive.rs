@@ -144,7 +144,7 @@ mod tests {
         let open = || {
             std::net::TcpStream::connect(addr)
                 .ok()
-                .map(crate::live::http::Conn::Plain)
+                .map(crate::live::http::Conn::plain)
         };
         let request = http::request("/", &addr.to_string());
         let mut conn = open().unwrap();

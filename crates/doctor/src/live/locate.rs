@@ -91,11 +91,12 @@ fn probe(
     if tcp::set_stream_ttl(conn.tcp(), u32::from(ttl)).is_err() {
         return Answer::Failed;
     }
-    let _ = conn.tcp().set_read_timeout(Some(wait));
+    let deadline = std::time::Instant::now() + wait;
+    conn.set_deadline(Some(deadline));
     let answer = match conn.write_all(request).and_then(|_| conn.flush()) {
         Err(e) if http::is_reset(&e) => Answer::Reset,
         Err(_) => Answer::Failed,
-        Ok(()) => match http::read_response(&mut conn) {
+        Ok(()) => match http::read_response(&mut conn, deadline) {
             Outcome::Reset(_) => Answer::Reset,
             Outcome::Response(_) => Answer::Server,
             Outcome::Closed(n) | Outcome::Timeout(n) if n > 0 => Answer::Server,

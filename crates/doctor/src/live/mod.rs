@@ -14,6 +14,7 @@ pub mod dns;
 pub mod env_proxy;
 pub mod http;
 pub mod keepalive;
+pub mod listen;
 pub mod locate;
 mod run;
 pub mod target;
@@ -83,7 +84,9 @@ pub struct DoctorOptions {
     pub insecure: bool,
     /// A PEM CA file to verify the server with.
     pub ca_file: Option<PathBuf>,
-    /// Connect and read timeout of each probe.
+    /// Deadline of each step of a probe, as a whole: one TCP connect, one TLS handshake, one
+    /// HTTP exchange (the request written and the whole answer read). A server that
+    /// trickles bytes cannot stretch a step beyond it.
     pub timeout: Duration,
     /// Highest TTL of the hop probes.
     pub max_hops: u8,

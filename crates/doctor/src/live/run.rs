@@ -10,6 +10,7 @@ use super::capture::{self, Capture};
 use super::check::{Progress, Recorder, Status};
 use super::http::{self, Conn, Outcome};
 use super::keepalive::{self, IdleEnd};
+use super::listen;
 use super::locate;
 use super::tcp::{self, ConnectFailure};
 use super::tls::{self, TlsFailure};
@@ -282,21 +283,36 @@ impl Run<'_> {
                 let distance = self
                     .distance
                     .or_else(|| capture::server_hop(&packets, &self.servers));
+                // Resets from the server's side only: those the doctor's own socket sent
+                // (its aborts, a close with unread data) are its own doing, not evidence.
                 let seen = capture::resets(&packets, &self.servers);
+                let own = capture::own_resets(&packets).len();
                 let lines: Vec<String> = reports
                     .iter()
-                    .map(|r| {
+                    .filter_map(|r| {
                         let rst = seen
                             .iter()
-                            .filter(|s| s.local_port == r.client.port())
-                            .min_by_key(|s| s.hop);
-                        connection_line(r, rst, distance)
+                            .filter(|s| {
+                                s.local_port == r.client.port() || s.local_port == r.server.port()
+                            })
+                            .min_by_key(|s| s.hop)?;
+                        Some(connection_line(r, Some(rst), distance))
                     })
                     .collect();
-                self.rec.finish(
-                    Status::Pass,
-                    format!("{} packets, analyser: {}", packets.len(), lines.join("; ")),
-                );
+                let own = own_resets_note(own);
+                let detail = if lines.is_empty() {
+                    format!(
+                        "{} packets, no reset from the server or the path{own}",
+                        packets.len()
+                    )
+                } else {
+                    format!(
+                        "{} packets, analyser: {}{own}",
+                        packets.len(),
+                        lines.join("; ")
+                    )
+                };
+                self.rec.finish(Status::Pass, detail);
             }
             Err(e) => self
                 .rec
@@ -351,6 +367,7 @@ impl Run<'_> {
 
     fn tcp(&mut self, addrs: &[SocketAddr]) -> Result<(SocketAddr, Option<u8>), LiveVerdict> {
         self.rec.start("tcp", "connect to every address");
+        let overflows = listen::Overflows::read();
         let mut results = Vec::new();
         for &addr in addrs {
             let started = Instant::now();
@@ -394,14 +411,23 @@ impl Run<'_> {
                 ));
             }
         };
+        // The captured RST's TTL is evidence for a refusal only (a timeout has no reset).
+        let refused = failure == ConnectFailure::Refused;
         let verdict = match failure {
             ConnectFailure::Refused => self.refused(addr, budget),
-            ConnectFailure::Timeout => LiveVerdict::new(
-                LiveResetter::None,
-                LiveCause::Timeout,
-                None,
-                format!("connecting to {addr} timed out: SYNs are dropped on the way or by the server"),
-            ),
+            ConnectFailure::Timeout => match self.full_accept_queue(addr, overflows) {
+                Some(evidence) => accept_queue_verdict(
+                    addr,
+                    "its SYNs go unanswered",
+                    &evidence,
+                ),
+                None => LiveVerdict::new(
+                    LiveResetter::None,
+                    LiveCause::Timeout,
+                    None,
+                    format!("connecting to {addr} timed out: SYNs are dropped on the way, by a firewall, or by the server's kernel when its accept queue is full (listen backlog)"),
+                ),
+            },
             ConnectFailure::Unreachable(e) => LiveVerdict::new(
                 LiveResetter::None,
                 LiveCause::Unknown,
@@ -415,14 +441,14 @@ impl Run<'_> {
                 format!("connecting to {addr} failed on this machine: {e}"),
             ),
         };
+        let evidence = if refused {
+            self.reset_evidence()
+        } else {
+            String::new()
+        };
         self.rec.finish(
             Status::Fail,
-            format!(
-                "{}; {}{}",
-                detail.join("; "),
-                verdict.summary,
-                self.reset_evidence()
-            ),
+            format!("{}; {}{evidence}", detail.join("; "), verdict.summary),
         );
         Err(verdict)
     }
@@ -455,13 +481,98 @@ impl Run<'_> {
             }
         }
     }
+
+    /// Evidence that the accept queue of `addr` is full, when its listener is on this host:
+    /// the queue is longer than its backlog, or (backlog unknown) connections wait in it
+    /// while the kernel's overflow counter grew since `before`.
+    fn full_accept_queue(
+        &self,
+        addr: SocketAddr,
+        before: Option<listen::Overflows>,
+    ) -> Option<String> {
+        let queue = listen::queue(addr)?;
+        let grown = before
+            .zip(listen::Overflows::read())
+            .map(|(before, now)| now.since(&before));
+        let proven = queue.is_full()
+            || (queue.backlog.is_none()
+                && queue.queued > 0
+                && grown.is_some_and(|g| g.overflows > 0));
+        if !proven {
+            return None;
+        }
+        let mut text = queue.describe();
+        if let Some(g) = grown.filter(|g| g.overflows > 0 || g.drops > 0) {
+            text.push_str(&format!(
+                "; this host's ListenOverflows counter rose by {} and ListenDrops by {} during the probe",
+                g.overflows, g.drops
+            ));
+        }
+        Some(text)
+    }
+
+    /// A connect that failed after the tcp check had connected to the same address. A
+    /// timeout then is the mark of a full accept queue (its kernel drops new SYNs); proven
+    /// when the listener is on this host, likely otherwise.
+    fn connect_failed(
+        &mut self,
+        addr: SocketAddr,
+        failure: &ConnectFailure,
+        overflows: Option<listen::Overflows>,
+    ) -> LiveVerdict {
+        if *failure == ConnectFailure::Timeout {
+            if let Some(evidence) = self.full_accept_queue(addr, overflows) {
+                return accept_queue_verdict(
+                    addr,
+                    "the tcp check connected, then new SYNs went unanswered",
+                    &evidence,
+                );
+            }
+            return LiveVerdict::new(
+                LiveResetter::Unknown,
+                LiveCause::AcceptQueueOverflow,
+                None,
+                format!(
+                    "{addr} completed a handshake a moment ago (the tcp check) but now leaves SYNs unanswered: most likely its accept queue is full (listen backlog overflow) and its kernel drops new SYNs; a firewall that limits new connections would look the same (run `holdfast audit` on the server: ListenOverflows, accept queues)"
+                ),
+            );
+        }
+        LiveVerdict::new(
+            LiveResetter::Unknown,
+            LiveCause::Unknown,
+            None,
+            format!("the connection to {addr} failed on retry ({failure}) although the tcp check connected; run again"),
+        )
+    }
+}
+
+/// The verdict for a full accept queue on the server, with what the probe saw (`what`) and
+/// the evidence.
+fn accept_queue_verdict(addr: SocketAddr, what: &str, evidence: &str) -> LiveVerdict {
+    LiveVerdict::new(
+        LiveResetter::Server,
+        LiveCause::AcceptQueueOverflow,
+        None,
+        format!(
+            "the accept queue of {addr} is full (listen backlog overflow): {what}; {evidence}. Its kernel drops new SYNs and handshakes until the application accepts the connections waiting: the server's cause, not the network's"
+        ),
+    )
+}
+
+/// The end capture check's note on the resets the doctor itself sent.
+fn own_resets_note(count: usize) -> String {
+    match count {
+        0 => String::new(),
+        1 => "; 1 RST sent by holdfast doctor (expected: it closed or aborted its own probe connection), not evidence".to_string(),
+        n => format!("; {n} RSTs sent by holdfast doctor (expected: it closed or aborted its own probe connections), not evidence"),
+    }
 }
 
 /// The application layers: TLS, HTTP (with controls and the device location), keep-alive
 /// and stability.
 impl Run<'_> {
     /// A fresh connection ready for HTTP (TLS done for https).
-    fn open(&self, addr: SocketAddr) -> Option<Conn> {
+    fn open(&self, addr: SocketAddr) -> Result<Conn, TlsFailure> {
         open_conn(addr, &self.target, &self.tls_config, self.options.timeout)
     }
 
@@ -497,8 +608,9 @@ impl Run<'_> {
         let sni = self.target.host.clone();
         self.rec.start("tls", &format!("handshake with SNI {sni}"));
         let timeout = self.options.timeout;
+        let overflows = listen::Overflows::read();
         let real = tcp::connect(addr, None, timeout)
-            .map_err(|e| TlsFailure::Refused(format!("connect: {e}")))
+            .map_err(TlsFailure::Connect)
             .and_then(|s| tls::handshake(s, &sni, self.tls_config.clone(), timeout));
         let failure = match real {
             Ok(stream) => {
@@ -515,6 +627,14 @@ impl Run<'_> {
             }
             Err(f) => f,
         };
+        if let TlsFailure::Connect(e) = &failure {
+            let verdict = self.connect_failed(addr, e, overflows);
+            self.rec.finish(
+                Status::Fail,
+                format!("connect before the handshake: {e}; {}", verdict.summary),
+            );
+            return Some(verdict);
+        }
         if let TlsFailure::Refused(e) = &failure {
             self.rec.finish(Status::Fail, format!("SNI {sni}: {e}"));
             let mut verdict = LiveVerdict::new(
@@ -531,12 +651,15 @@ impl Run<'_> {
             .map_err(|e| TlsFailure::Refused(e.to_string()))
             .and_then(|config| {
                 tcp::connect(addr, None, timeout)
-                    .map_err(|e| TlsFailure::Refused(format!("connect: {e}")))
+                    .map_err(TlsFailure::Connect)
                     .and_then(|s| tls::handshake(s, &control_sni, config, timeout))
             });
         let control_answered = !matches!(
             control,
-            Err(TlsFailure::Reset | TlsFailure::Closed | TlsFailure::Timeout)
+            Err(TlsFailure::Reset
+                | TlsFailure::Closed
+                | TlsFailure::Timeout
+                | TlsFailure::Connect(_))
         );
         let control_text = match &control {
             Ok(_) => "handshake completed".to_string(),
@@ -560,14 +683,7 @@ impl Run<'_> {
             None
         };
         if failure == TlsFailure::Reset && control_answered {
-            return Some(LiveVerdict::new(
-                LiveResetter::Middlebox,
-                LiveCause::SniFilter,
-                before_server,
-                format!(
-                    "the handshake is reset only with the server name {sni}: a device filters by SNI (control {control_sni} passes)"
-                ),
-            ));
+            return Some(self.reset_for_the_name(addr, &sni, &control_sni, distance));
         }
         if let (Some(h), Some(d)) = (before_server, distance) {
             return Some(LiveVerdict::new(
@@ -584,7 +700,7 @@ impl Run<'_> {
                 LiveResetter::None,
                 LiveCause::Timeout,
                 None,
-                format!("the ClientHello with {sni} gets no answer in {timeout:?}: it is dropped on the way or the server does not speak TLS on this port"),
+                format!("the ClientHello with {sni} gets no complete answer within {timeout:?} (--timeout bounds the whole handshake): it is dropped on the way, the server does not speak TLS on this port, or it answers too slowly"),
             ));
         }
         if failure == TlsFailure::Reset {
@@ -610,6 +726,31 @@ impl Run<'_> {
         )))
     }
 
+    /// The handshake is reset with the real server name while the control name completes:
+    /// the verdict from who sent the reset ([`name_reset_verdict`]).
+    fn reset_for_the_name(
+        &mut self,
+        addr: SocketAddr,
+        sni: &str,
+        control_sni: &str,
+        distance: Option<u8>,
+    ) -> LiveVerdict {
+        let rst_hop = self.captured_reset_hop();
+        let server_hop = self
+            .capture
+            .as_ref()
+            .and_then(|c| capture::server_hop(&c.snapshot(), &self.servers))
+            .or(distance);
+        name_reset_verdict(
+            addr,
+            (sni, control_sni),
+            listen::is_local(addr),
+            rst_hop,
+            server_hop,
+            self.capture.is_some(),
+        )
+    }
+
     /// A TLS failure that is not about certificates (a reset or a closed handshake): with
     /// --insecure, certificates are not checked, so the advice leaves them out.
     fn tls_failure(&self, mut verdict: LiveVerdict) -> LiveVerdict {
@@ -628,15 +769,27 @@ impl Run<'_> {
     ) -> Result<(Conn, http::Response), LiveVerdict> {
         let request = http::request(&self.target.path, &self.target.host_header());
         self.rec.start("http", &format!("GET {}", self.target.path));
-        let Some(mut conn) = self.open(addr) else {
-            self.rec
-                .finish(Status::Fail, "the connection failed on retry");
-            return Err(LiveVerdict::new(
-                LiveResetter::Unknown,
-                LiveCause::Unknown,
-                None,
-                "the connection failed on retry; run again",
-            ));
+        let overflows = listen::Overflows::read();
+        let mut conn = match self.open(addr) {
+            Ok(conn) => conn,
+            Err(TlsFailure::Connect(e)) => {
+                let verdict = self.connect_failed(addr, &e, overflows);
+                self.rec
+                    .finish(Status::Fail, format!("connect: {e}; {}", verdict.summary));
+                return Err(verdict);
+            }
+            Err(e) => {
+                self.rec.finish(
+                    Status::Fail,
+                    format!("the TLS handshake failed on retry: {e}"),
+                );
+                return Err(LiveVerdict::new(
+                    LiveResetter::Unknown,
+                    LiveCause::Unknown,
+                    None,
+                    format!("the TLS handshake with {addr} failed on retry ({e}) although the tls check passed; run again"),
+                ));
+            }
         };
         let outcome = http::exchange(&mut conn, &request, self.options.timeout);
         let got = match outcome {
@@ -646,13 +799,8 @@ impl Run<'_> {
                 } else {
                     Status::Pass
                 };
-                self.rec.finish(
-                    status,
-                    format!(
-                        "{} answered {} ({} body bytes)",
-                        addr, response.status, response.body_len
-                    ),
-                );
+                self.rec
+                    .finish(status, format!("{} {}", addr, response.describe()));
                 return Ok((conn, response));
             }
             Outcome::Reset(n) => n,
@@ -682,27 +830,65 @@ impl Run<'_> {
                 ));
             }
             Outcome::Timeout(n) => {
-                self.rec.finish(
-                    Status::Fail,
-                    format!(
-                        "no complete answer in {:?} ({n} bytes)",
-                        self.options.timeout
-                    ),
-                );
-                // The connection is up (handshake done, TLS too for https) and the request was
-                // written: the server took it and did not answer in time.
                 let limit = self.options.timeout.as_secs_f64();
                 let got = if n == 0 {
                     "did not answer".to_string()
                 } else {
                     format!("sent {n} bytes but no complete answer")
                 };
+                // What the kernel knows: was the request acknowledged at all?
+                let info = listen::info(conn.tcp());
+                let unacked = info.filter(|i| i.bytes_acked == 0 && i.unacked > 0);
+                let tcp_info = match (info, unacked) {
+                    (_, Some(i)) => format!(
+                        "; the request was never acknowledged (TCP_INFO: {} retransmissions)",
+                        i.total_retrans
+                    ),
+                    (Some(i), None) => {
+                        format!(
+                            "; the server's kernel acknowledged all {} bytes sent",
+                            i.bytes_acked
+                        )
+                    }
+                    (None, None) => String::new(),
+                };
+                self.rec.finish(
+                    Status::Fail,
+                    format!(
+                        "no complete answer within the --timeout deadline of {limit} s for the whole exchange ({n} bytes){tcp_info}"
+                    ),
+                );
+                if let Some(evidence) = self.full_accept_queue(addr, overflows) {
+                    return Err(accept_queue_verdict(
+                        addr,
+                        &format!("the request's connection {got} within {limit} s: it waits in the queue, not accepted by the application"),
+                        &evidence,
+                    ));
+                }
+                if let Some(i) = unacked {
+                    let mut verdict = LiveVerdict::new(
+                        LiveResetter::None,
+                        LiveCause::Timeout,
+                        None,
+                        format!(
+                            "{addr} completed the handshake but never acknowledged the request (GET {}, {} retransmissions) within {limit} s: the server's kernel did not take it (a full accept queue drops the handshake's last ACK), or a device on the path drops it",
+                            self.target.path, i.total_retrans
+                        ),
+                    );
+                    verdict.advice = vec![
+                        "on the server, look for a full accept queue: `holdfast audit` (ListenOverflows, accept queues), or `ss -ltn` (Recv-Q above Send-Q)".to_string(),
+                        "if the server's queue is fine, a firewall on the path drops the request: compare from another network".to_string(),
+                    ];
+                    return Err(verdict);
+                }
+                // The connection is up (handshake done, TLS too for https) and the request was
+                // written: the server took it and did not answer in time.
                 let mut verdict = LiveVerdict::new(
                     LiveResetter::None,
                     LiveCause::Timeout,
                     None,
                     format!(
-                        "{addr} accepted the connection and the request (GET {}) but {got} within the timeout of {limit} s: the server or its application is slow, not the network",
+                        "{addr} accepted the connection and the request (GET {}) but {got} within the timeout of {limit} s (for the whole answer): the server or its application is slow, not the network",
                         self.target.path
                     ),
                 );
@@ -808,7 +994,7 @@ impl Run<'_> {
         let timeout = self.options.timeout;
         let wait = Duration::from_millis(1500).min(timeout);
         let trace = locate::replay(addr, request, max, wait, &|| {
-            open_conn(addr, &target, &config, timeout)
+            open_conn(addr, &target, &config, timeout).ok()
         });
         let rst_hop = self.captured_reset_hop();
         let path = &self.target.path;
@@ -848,6 +1034,16 @@ impl Run<'_> {
         conn: Conn,
         response: &http::Response,
     ) -> Option<LiveVerdict> {
+        if response.body_end != http::BodyEnd::Complete {
+            self.rec.skip(
+                "keepalive",
+                format!(
+                    "the body was not read to its end ({} bytes read), so the connection cannot be reused",
+                    response.body_len
+                ),
+            );
+            return None;
+        }
         if !response.keeps_alive() {
             self.rec.skip(
                 "keepalive",
@@ -867,7 +1063,7 @@ impl Run<'_> {
         let config = self.tls_config.clone();
         let timeout = self.options.timeout;
         let end = keepalive::measure(conn, &request, max_idle, timeout, &|| {
-            open_conn(addr, &target, &config, timeout)
+            open_conn(addr, &target, &config, timeout).ok()
         });
         let adv = match (&advertised_header, advertised) {
             (Some(h), _) => format!("advertised Keep-Alive: {h}"),
@@ -963,11 +1159,12 @@ impl Run<'_> {
             return None;
         }
         self.rec.start("stability", &format!("{n} requests"));
+        let overflows = listen::Overflows::read();
         let request = http::request(&self.target.path, &self.target.host_header());
         let words: Vec<&'static str> = (0..n)
             .map(|_| match self.open(addr) {
-                Some(mut c) => http::exchange(&mut c, &request, self.options.timeout).word(),
-                None => "connect",
+                Ok(mut c) => http::exchange(&mut c, &request, self.options.timeout).word(),
+                Err(_) => "connect",
             })
             .collect();
         let failed = words.iter().filter(|w| **w != "ok").count();
@@ -979,12 +1176,82 @@ impl Run<'_> {
         }
         self.rec
             .finish(Status::Warn, format!("{failed} of {n} failed: {pattern}"));
+        if words.iter().any(|w| *w == "connect" || *w == "timeout") {
+            if let Some(evidence) = self.full_accept_queue(addr, overflows) {
+                return Some(accept_queue_verdict(
+                    addr,
+                    &format!("{failed} of {n} requests failed ({pattern})"),
+                    &evidence,
+                ));
+            }
+        }
         Some(LiveVerdict::new(
             LiveResetter::Unknown,
             LiveCause::Unknown,
             None,
             format!("{failed} of {n} requests to {addr} failed intermittently ({pattern})"),
         ))
+    }
+}
+
+/// The TLS handshake is reset with the server name `names.0` while the control name
+/// `names.1` completes. Who sent the reset decides: the server itself (`local`: it runs on
+/// this machine; or its RST comes from `server_hop`, the hop of its own SYN-ACK) rejects the
+/// name; a device before the server filters by SNI; without the RST's hop, nobody is blamed.
+fn name_reset_verdict(
+    addr: SocketAddr,
+    names: (&str, &str),
+    local: bool,
+    rst_hop: Option<u8>,
+    server_hop: Option<u8>,
+    capturing: bool,
+) -> LiveVerdict {
+    let (sni, control_sni) = names;
+    let server = |why: String| {
+        let mut verdict = LiveVerdict::new(
+            LiveResetter::Server,
+            LiveCause::Tls,
+            None,
+            format!(
+                "{addr} itself resets the TLS handshake for the server name {sni} and completes one for {control_sni} ({why}): the server rejects this name (no certificate or virtual host for it, or an SNI allow-list), not a device on the path"
+            ),
+        );
+        verdict.advice = vec![
+            format!("configure the server for {sni} (a certificate and a virtual host / server block for that name), or use a name it serves"),
+            "look at the server's TLS or error log for the handshakes it aborts".to_string(),
+        ];
+        verdict
+    };
+    if local {
+        return server("the server runs on this machine, so no device sits between".into());
+    }
+    match (rst_hop, server_hop) {
+        (Some(h), Some(d)) if h < d => LiveVerdict::new(
+            LiveResetter::Middlebox,
+            LiveCause::SniFilter,
+            Some(h),
+            format!(
+                "a device at hop {h}, before the server at hop {d}, resets the handshake with the server name {sni} (the captured reset's TTL puts its sender there) while the control {control_sni} passes: it filters by SNI"
+            ),
+        ),
+        (Some(h), Some(d)) if h == d => server(format!(
+            "the reset comes from hop {h}, the hop of the server's own SYN-ACK"
+        )),
+        (rst, _) => {
+            let why = match rst {
+                Some(h) => format!("the reset comes from hop {h}, but the server's distance is not known"),
+                None if capturing => "no reset from the server's side in the running capture".to_string(),
+                None => format!("without the reset's TTL ({} to compare it with the server's), a device filtering by SNI cannot be told from the server rejecting the name", capture_hint()),
+            };
+            LiveVerdict::new(
+                LiveResetter::Unknown,
+                LiveCause::SniFilter,
+                None,
+                format!(
+                    "the handshake is reset only with the server name {sni} (control {control_sni} passes): a device filtering by SNI, or the server rejecting the name; {why}"
+                ),
+            )
+        }
     }
 }
 
@@ -1114,20 +1381,19 @@ fn connection_line(
     format!("{conn}: {} {}{hop}", v.resetter, v.cause)
 }
 
-/// A fresh connection ready for HTTP.
+/// A fresh connection ready for HTTP, or why it could not be made.
 fn open_conn(
     addr: SocketAddr,
     target: &Target,
     config: &Arc<ClientConfig>,
     timeout: Duration,
-) -> Option<Conn> {
-    let stream = tcp::connect(addr, None, timeout).ok()?;
+) -> Result<Conn, TlsFailure> {
+    let stream = tcp::connect(addr, None, timeout).map_err(TlsFailure::Connect)?;
     if target.tls {
         tls::handshake(stream, &target.host, config.clone(), timeout)
-            .ok()
             .map(|s| Conn::Tls(Box::new(s)))
     } else {
-        Some(Conn::Plain(stream))
+        Ok(Conn::plain(stream))
     }
 }
 
@@ -1169,6 +1435,36 @@ mod tests {
         assert_eq!(
             (v.resetter, v.cause),
             (LiveResetter::Server, LiveCause::IdleKeepaliveClose)
+        );
+    }
+
+    /// A TLS reset for one server name: the server's own (on this machine, or from the hop
+    /// of its SYN-ACK) is a server TLS rejection; only one from before the server is a
+    /// device's SNI filter; without the RST's hop nobody is blamed.
+    #[test]
+    fn a_tls_reset_from_the_server_itself_is_not_an_sni_filter() {
+        let names = ("blocked.example", "example.com");
+        let v = name_reset_verdict(addr(), names, true, None, None, false);
+        assert_eq!(
+            (v.resetter, v.cause),
+            (LiveResetter::Server, LiveCause::Tls)
+        );
+        assert!(!v.summary.contains("device filters"), "{}", v.summary);
+        let v = name_reset_verdict(addr(), names, false, Some(2), Some(2), true);
+        assert_eq!(
+            (v.resetter, v.cause),
+            (LiveResetter::Server, LiveCause::Tls)
+        );
+        assert!(v.summary.contains("SYN-ACK"), "{}", v.summary);
+        let v = name_reset_verdict(addr(), names, false, Some(1), Some(2), true);
+        assert_eq!(
+            (v.resetter, v.cause, v.hop),
+            (LiveResetter::Middlebox, LiveCause::SniFilter, Some(1))
+        );
+        let v = name_reset_verdict(addr(), names, false, None, Some(2), false);
+        assert_eq!(
+            (v.resetter, v.cause, v.hop),
+            (LiveResetter::Unknown, LiveCause::SniFilter, None)
         );
     }
 

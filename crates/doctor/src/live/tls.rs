@@ -5,7 +5,7 @@ use std::io;
 use std::net::TcpStream;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{verify_server_name, WebPkiServerVerifier};
@@ -16,7 +16,7 @@ use rustls::{AlertDescription, CertificateError};
 use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, StreamOwned};
 use rustls_pki_types::pem::PemObject;
 
-use crate::live::http::is_reset;
+use crate::live::http::{is_reset, Timed};
 use crate::live::DoctorError;
 
 /// How a handshake failed.
@@ -30,6 +30,8 @@ pub enum TlsFailure {
     Timeout,
     /// A certificate or protocol error (the handshake got an answer).
     Refused(String),
+    /// The TCP connect before the handshake failed.
+    Connect(crate::live::tcp::ConnectFailure),
 }
 
 impl std::fmt::Display for TlsFailure {
@@ -37,8 +39,9 @@ impl std::fmt::Display for TlsFailure {
         match self {
             TlsFailure::Reset => f.write_str("reset during the handshake"),
             TlsFailure::Closed => f.write_str("closed during the handshake"),
-            TlsFailure::Timeout => f.write_str("no answer to the ClientHello"),
+            TlsFailure::Timeout => f.write_str("no complete answer to the ClientHello in time"),
             TlsFailure::Refused(e) => write!(f, "handshake error: {e}"),
+            TlsFailure::Connect(e) => write!(f, "connect: {e}"),
         }
     }
 }
@@ -201,26 +204,27 @@ pub fn control_config() -> Result<Arc<ClientConfig>, DoctorError> {
     client_config(true, None)
 }
 
-/// Runs a handshake with `sni` over `tcp`.
+/// Runs a handshake with `sni` over `tcp`, all within `timeout` (one deadline for the whole
+/// handshake, however the server spreads its bytes).
 pub fn handshake(
     tcp: TcpStream,
     sni: &str,
     config: Arc<ClientConfig>,
     timeout: Duration,
-) -> Result<StreamOwned<ClientConnection, TcpStream>, TlsFailure> {
+) -> Result<StreamOwned<ClientConnection, Timed>, TlsFailure> {
     let name = ServerName::try_from(sni.to_string())
         .map_err(|e| TlsFailure::Refused(format!("bad server name {sni:?}: {e}")))?;
     let mut conn =
         ClientConnection::new(config, name).map_err(|e| TlsFailure::Refused(e.to_string()))?;
-    let mut tcp = tcp;
-    let _ = tcp.set_read_timeout(Some(timeout));
-    let _ = tcp.set_write_timeout(Some(timeout));
+    let mut io = Timed::new(tcp);
+    io.set_deadline(Some(Instant::now() + timeout));
     while conn.is_handshaking() {
-        if let Err(e) = conn.complete_io(&mut tcp) {
+        if let Err(e) = conn.complete_io(&mut io) {
             return Err(classify(&e));
         }
     }
-    Ok(StreamOwned::new(conn, tcp))
+    io.set_deadline(None);
+    Ok(StreamOwned::new(conn, io))
 }
 
 fn classify(err: &io::Error) -> TlsFailure {

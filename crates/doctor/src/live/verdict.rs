@@ -38,7 +38,8 @@ pub enum LiveCause {
     AppAbort,
     /// The server closes idle keep-alive connections in a way that races clients.
     IdleKeepaliveClose,
-    /// The server's accept queue overflowed.
+    /// The server's accept queue is full (listen backlog overflow): its kernel drops (or,
+    /// with `tcp_abort_on_overflow`, resets) new SYNs and handshakes.
     AcceptQueueOverflow,
     /// A device on the path (NAT, firewall, load balancer) forgets idle connections and
     /// resets them when they are used again.
@@ -55,7 +56,8 @@ pub enum LiveCause {
     Dns,
     /// No answer in time.
     Timeout,
-    /// The TLS handshake fails (not by a reset).
+    /// The TLS handshake fails: a certificate or protocol error, or the server itself
+    /// rejecting it (its own reset, e.g. for a server name it does not serve).
     Tls,
     /// The server closed the connection with a FIN (no reset) before a complete answer.
     EarlyClose,
@@ -114,8 +116,9 @@ impl LiveCause {
                 "retry idempotent requests once when a reused connection fails",
             ],
             LiveCause::AcceptQueueOverflow => vec![
-                "raise the listen backlog and net.core.somaxconn on the server; accept faster",
-                "run `holdfast audit` on the server to see ListenOverflows",
+                "raise the listen backlog on the server (the listen() backlog, e.g. nginx `listen ... backlog=N`) together with net.core.somaxconn, which caps it, and net.ipv4.tcp_max_syn_backlog",
+                "make the application accept faster: more workers or threads, nothing blocking its accept loop; a stuck or overloaded application leaves connections waiting",
+                "run `holdfast audit` on the server to see ListenOverflows and the full queue with its owner",
             ],
             LiveCause::IdleTimeoutMiddlebox => vec![
                 "a NAT, firewall or load balancer on the path drops idle connections from its state table and resets them on reuse: raise its idle (conntrack) timeout",
@@ -127,6 +130,7 @@ impl LiveCause {
             ],
             LiveCause::SniFilter => vec![
                 "a device filters by TLS server name: try another network, a VPN, or Encrypted Client Hello",
+                "if the server is yours, check that it serves this name (a certificate and a virtual host for it): a server that rejects an unknown name by resetting looks the same without the reset's TTL",
             ],
             LiveCause::Injected => vec![
                 "an on-path device forges resets: compare from another network, and capture with `holdfast pcap`",
