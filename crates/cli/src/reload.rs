@@ -151,6 +151,8 @@ pub async fn reload(
             return;
         }
     };
+    // Targets the checks marked down, or ejected, stay so across the reload.
+    state.inherit_health(&old);
     for up in state.upstreams.values() {
         health::spawn(up);
     }

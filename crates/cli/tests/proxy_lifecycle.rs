@@ -617,3 +617,107 @@ fn warnings_reach_stderr() {
     });
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A response still streaming when the drain (and its grace for waiting requests) runs out is
+/// cut while the process still runs, so it gets its access-log line (`upstream_timeout`: the
+/// drain's deadline ended it) and the client sees a short body ended by a FIN.
+#[test]
+fn a_stream_cut_by_the_drain_deadline_is_logged() {
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", upstream.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let (mut conn, _) = upstream.accept().unwrap();
+        let mut head = [0u8; 4096];
+        let _ = conn.read(&mut head);
+        let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n");
+        let chunk = vec![b'x'; 16 * 1024];
+        for _ in 0..400 {
+            if conn.write_all(&chunk).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    let mut hf = Holdfast::start(&config(&url, "drain_timeout_ms = 300", ""));
+    let mut client = TcpStream::connect(hf.addr).unwrap();
+    client
+        .write_all(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut got = 0usize;
+        let mut buf = [0u8; 65536];
+        loop {
+            match client.read(&mut buf) {
+                Ok(0) => return Ok(got),
+                Ok(n) => got += n,
+                Err(e) => return Err((got, e.kind())),
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    hf.signal("TERM");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while hf.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "holdfast did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let got = reader
+        .join()
+        .unwrap()
+        .expect("a FIN, not a reset or a hang");
+    assert!(got > 0 && got < 100_000_000, "{got} bytes");
+    let records = hf.records_eventually(1);
+    let record = records
+        .iter()
+        .find(|r| r["path"] == "/stream")
+        .unwrap_or_else(|| panic!("no access-log line for the cut stream: {records:?}"));
+    assert_eq!(record["reset_class"], "upstream_timeout", "{record}");
+}
+
+/// A reload keeps what the active checks learned: a target they marked down (it answers
+/// `503`, which a POST does not retry) gets no request right after a SIGHUP, instead of
+/// getting its share again until `unhealthy_threshold` new checks failed.
+#[test]
+fn a_reload_keeps_targets_the_health_checks_marked_down() {
+    let good = Misbehaving::start(Behavior::Healthy).unwrap();
+    let sick = Misbehaving::start(Behavior::Unavailable).unwrap();
+    let text = format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\n\n[upstreams.pool]\ntargets = [\"{}\", \"{}\"]\nhealth_check = {{ kind = \"http\", path = \"/\", interval_ms = 300, unhealthy_threshold = 3, healthy_threshold = 1 }}\n\n[[routes]]\nupstream = \"pool\"\n",
+        good.url(),
+        sick.url()
+    );
+    let hf = Holdfast::start(&text);
+    // Three failed checks, 300 ms apart, mark the sick target down.
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut client = hf.client();
+    let post = |client: &mut Client| client.request("POST", "/", &[], b"x").unwrap().status;
+    for _ in 0..10 {
+        assert_eq!(
+            post(&mut client),
+            200,
+            "the checks marked the 503 target down"
+        );
+    }
+    let reloads = || {
+        hf.stderr
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains("config reloaded"))
+            .count()
+    };
+    hf.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while reloads() == 0 {
+        assert!(Instant::now() < deadline, "no reload");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let statuses: Vec<u16> = (0..20).map(|_| post(&mut client)).collect();
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "a reload sent POSTs to the target the checks had marked down: {statuses:?}"
+    );
+}

@@ -156,6 +156,35 @@ impl Balancer {
         }
     }
 
+    /// Take over what `old` (the same pool before a reload) learned about each target that
+    /// is still in the pool (same `host:port`): its ejection (and the count that doubles the
+    /// next one), its consecutive failures, whether it is suspect and, when both pools run
+    /// active checks, the checks' verdict. Otherwise a reload would send requests again to
+    /// a target the checks had marked down or that was ejected, until they found out anew.
+    pub fn inherit(&self, old: &Balancer) {
+        let checked = self.upstream.health_check.is_some() && old.upstream.health_check.is_some();
+        for t in &self.targets {
+            let Some(o) = old.targets.iter().find(|o| o.authority == t.authority) else {
+                continue;
+            };
+            let copy = |to: &AtomicU64, from: &AtomicU64| {
+                to.store(from.load(Ordering::Relaxed), Ordering::Relaxed);
+            };
+            copy(&t.ejected_until, &o.ejected_until);
+            copy(&t.last_failure, &o.last_failure);
+            t.ejections
+                .store(o.ejections.load(Ordering::Relaxed), Ordering::Relaxed);
+            t.consecutive_failures.store(
+                o.consecutive_failures.load(Ordering::Relaxed),
+                Ordering::Relaxed,
+            );
+            if checked {
+                t.active_healthy
+                    .store(o.active_healthy.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Number of targets usable now.
     pub fn healthy_count(&self) -> usize {
         self.targets.iter().filter(|t| t.healthy()).count()
@@ -318,6 +347,46 @@ mod tests {
         up.balance = balance;
         up.outlier.consecutive_failures = 2;
         Balancer::new(up)
+    }
+
+    #[test]
+    fn a_reloaded_pool_keeps_what_the_old_one_learned_about_its_targets() {
+        let checked = |n: usize| {
+            let targets = (0..n)
+                .map(|i| Target::plain(&format!("10.0.0.{i}:80")))
+                .collect();
+            let mut up = Upstream::with_defaults("p", targets);
+            up.outlier.consecutive_failures = 1;
+            up.health_check = Some(holdfast_core::config::upstream::HealthCheck {
+                http_path: None,
+                interval: Duration::from_secs(5),
+                timeout: Duration::from_secs(1),
+                healthy_threshold: 2,
+                unhealthy_threshold: 3,
+            });
+            Balancer::new(up)
+        };
+        let old = checked(3);
+        old.targets[1]
+            .active_healthy
+            .store(false, Ordering::Relaxed);
+        assert!(old.on_failure(2), "ejected");
+        let new = checked(4);
+        new.inherit(&old);
+        assert!(new.targets[0].healthy());
+        assert!(
+            !new.targets[1].healthy(),
+            "the checks' verdict carries over"
+        );
+        assert!(!new.targets[2].healthy(), "the ejection carries over");
+        assert!(new.targets[3].healthy(), "a new target starts healthy");
+        // Without active checks in the new pool, nothing would ever mark it healthy again.
+        let mut up = new.upstream.clone();
+        up.health_check = None;
+        let unchecked = Balancer::new(up);
+        unchecked.inherit(&old);
+        assert!(unchecked.targets[1].healthy());
+        assert!(!unchecked.targets[2].healthy());
     }
 
     #[test]

@@ -95,6 +95,17 @@ impl State {
         })
     }
 
+    /// A reload: each pool takes over what the pool of the same name in `old` learned about
+    /// the targets they share (health-check verdicts, ejections; see
+    /// [`crate::balance::Balancer::inherit`]).
+    pub fn inherit_health(&self, old: &State) {
+        for (name, up) in &self.upstreams {
+            if let Some(before) = old.upstreams.get(name) {
+                up.balancer.inherit(&before.balancer);
+            }
+        }
+    }
+
     fn find_route(&self, host: Option<&str>, path: &str, method: &str) -> Option<usize> {
         self.routes.iter().position(|r| {
             r.route.host.as_deref().is_none_or(|h| host == Some(h))
@@ -115,6 +126,9 @@ pub struct Gateway {
     /// listener per request costs a lock on every request); hyper polls every in-flight
     /// request again when the drain starts, which is when they start listening.
     draining: std::sync::atomic::AtomicBool,
+    /// Set when the drain ran out and the connections still open are being cut: a response
+    /// body dropped from then on was ended by the gateway's deadline, not by its client.
+    cut: std::sync::atomic::AtomicBool,
 }
 
 /// What the call record needs, carried to the end of the response body.
@@ -206,7 +220,15 @@ impl Gateway {
             observers,
             give_up: tokio_util::sync::CancellationToken::new(),
             draining: std::sync::atomic::AtomicBool::new(false),
+            cut: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// The drain ran out of time after [`Gateway::give_up_waiting`] too: the connections still
+    /// open are cut, and a response still streaming on one is recorded as `upstream_timeout`
+    /// (the drain's deadline ended it) rather than `client_aborted`.
+    pub fn cut_streams(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// A drain started: requests waiting on an upstream listen for [`Gateway::give_up_waiting`]
@@ -644,6 +666,9 @@ impl Gateway {
             let class = class.or(extra.reset_class).or(match ending {
                 Ending::Complete => None,
                 Ending::Failed => Some(ResetClass::UpstreamResetMidResponse),
+                Ending::Dropped if me.cut.load(std::sync::atomic::Ordering::Acquire) => {
+                    Some(ResetClass::UpstreamTimeout)
+                }
                 Ending::Dropped => Some(ResetClass::ClientAborted),
             });
             let total_ms = ms(p.start.elapsed());

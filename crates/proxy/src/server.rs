@@ -144,6 +144,10 @@ pub async fn serve(
     drain: Duration,
 ) {
     let graceful = GracefulShutdown::new();
+    // Every connection task, and the signal that cuts them when the drain runs out (so that
+    // their responses still streaming end, and are logged, while the process still runs).
+    let tasks = tokio_util::task::TaskTracker::new();
+    let cut = tokio_util::sync::CancellationToken::new();
     let active = Arc::new(AtomicUsize::new(0));
     let (conn_tx, mut conn_rx) = tokio::sync::mpsc::channel::<(TcpStream, SocketAddr)>(1024);
     // Dropping an accept loop's sender stops it (its listener closes; accepted connections
@@ -206,7 +210,8 @@ pub async fn serve(
         let watcher = graceful.watcher();
         let active = active.clone();
         let limits = limits.clone();
-        tokio::spawn(async move {
+        let cut = cut.clone();
+        tasks.spawn(async move {
             let count = CountGuard(active);
             // A second handle on the socket outlives hyper's: when hyper is done, the socket is
             // drained before it closes (see `linger`).
@@ -230,7 +235,16 @@ pub async fn serve(
             let conn = builder
                 .serve_connection_with_upgrades(io, service)
                 .into_owned();
-            let _ = watcher.watch(conn).await;
+            tokio::select! {
+                _ = watcher.watch(conn) => {}
+                _ = cut.cancelled() => {
+                    // The drain ran out: the connection (and a response still streaming on
+                    // it, which is recorded as it drops) ends here, with a FIN.
+                    let _ = lingerer.shutdown(std::net::Shutdown::Write);
+                    drop(count);
+                    return;
+                }
+            }
             if tunnel_check.upgraded.load(Ordering::Acquire) {
                 // A tunnel owns the socket now; it closes it when either side is done.
                 return;
@@ -250,9 +264,23 @@ pub async fn serve(
         // Out of time: requests still waiting on an upstream get a 503 (with
         // `Connection: close`) instead of a cut connection; give those answers a moment.
         gateway.give_up_waiting();
-        let _ = tokio::time::timeout(GIVE_UP_GRACE, &mut shutdown).await;
+        if tokio::time::timeout(GIVE_UP_GRACE, &mut shutdown)
+            .await
+            .is_err()
+        {
+            // Responses still streaming (a long download) are cut now, while the process
+            // runs, so that each is logged and counted (`upstream_timeout`: the drain's
+            // deadline ended it) instead of vanishing with the runtime.
+            gateway.cut_streams();
+            cut.cancel();
+            tasks.close();
+            let _ = tokio::time::timeout(CUT_GRACE, tasks.wait()).await;
+        }
     }
 }
+
+/// After the drain's connections were cut, how long their tasks get to end and record.
+const CUT_GRACE: Duration = Duration::from_secs(1);
 
 /// hyper's connection settings for `limits`.
 fn connection_builder(limits: &Limits) -> Arc<auto::Builder<TokioExecutor>> {

@@ -685,3 +685,23 @@ fn a_short_upstream_keep_alive_gets_advice_that_validates() {
     );
     assert!(warnings(&parse(&fixed, "x.toml", env).unwrap()).is_empty());
 }
+
+#[test]
+fn zero_consecutive_failures_is_refused_not_read_as_one() {
+    let bad = GOOD.replace(
+        "hash_on = \"header:X-User\"",
+        "hash_on = \"header:X-User\"\noutlier = { consecutive_failures = 0 }",
+    );
+    let errs = parse(&bad, "x.toml", env).unwrap_err().0;
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].key, "upstreams.api.outlier.consecutive_failures");
+    assert_eq!(
+        errs[0].line,
+        Some(bad.lines().position(|l| l.contains("outlier")).unwrap() + 1)
+    );
+    assert!(
+        errs[0].fix.contains("consecutive_failures = 5"),
+        "{}",
+        errs[0]
+    );
+}

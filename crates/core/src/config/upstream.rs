@@ -432,6 +432,15 @@ pub fn validate(name: &str, raw: &RawUpstream, errors: &mut Vec<ConfigError>) ->
     if let Some(o) = &raw.outlier {
         let d = Outlier::default();
         let key = format!("{base}.outlier");
+        if o.consecutive_failures == Some(0) {
+            // 0 used to be read as 1 (eject at the first failure), the opposite of what a
+            // user writing 0 to turn ejection off would expect.
+            errors.push(ConfigError::new(
+                format!("{key}.consecutive_failures"),
+                "must be at least 1 (0 would eject a target at its first failure; ejection cannot be turned off)",
+                "give the failures in a row that eject a target, e.g. consecutive_failures = 5 (a large number makes ejection rare)",
+            ));
+        }
         up.outlier = Outlier {
             consecutive_failures: o
                 .consecutive_failures
