@@ -22,7 +22,9 @@ pub fn system(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
     Ok(addrs)
 }
 
-/// Resolves through the resolver at `server` (UDP, then TCP).
+/// Resolves through the resolver at `server` (UDP, then TCP). `timeout` is one deadline
+/// for the whole lookup (its A and AAAA queries, and a retry over TCP), as `--timeout` is
+/// for the other steps of a probe.
 pub fn with_resolver(
     host: &str,
     server: SocketAddr,
@@ -42,10 +44,13 @@ pub fn with_resolver(
         builder.options_mut().timeout = timeout;
         builder.options_mut().attempts = 1;
         let resolver = builder.build().map_err(|e| e.to_string())?;
-        let lookup = resolver
-            .lookup_ip(format!("{}.", host.trim_end_matches('.')))
-            .await
-            .map_err(|e| e.to_string())?;
+        let lookup = tokio::time::timeout(
+            timeout,
+            resolver.lookup_ip(format!("{}.", host.trim_end_matches('.'))),
+        )
+        .await
+        .map_err(|_| format!("no answer within the --timeout deadline of {timeout:?}"))?
+        .map_err(|e| e.to_string())?;
         Ok(lookup.iter().collect())
     })
 }

@@ -10,7 +10,18 @@
 //! the connection. From outside that looks like a firewall dropping packets.
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use netlink_packet_core::{
+    NetlinkBuffer, NetlinkHeader, NetlinkMessage, Parseable, NLMSG_ALIGNTO, NLMSG_DONE,
+    NLMSG_ERROR, NLM_F_DUMP, NLM_F_REQUEST,
+};
+use netlink_packet_sock_diag::inet::{
+    ExtensionFlags, InetRequest, InetResponseHeader, SocketId, StateFlags,
+};
+use netlink_packet_sock_diag::{self as sock_diag, SockDiagMessage};
+use netlink_sys::protocols::NETLINK_SOCK_DIAG;
 
 /// A listening socket of this host and its accept queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,133 +164,119 @@ fn proc_listeners() -> Vec<ListenQueue> {
     out
 }
 
-const SOCK_DIAG_BY_FAMILY: u16 = 20;
-const NLM_F_REQUEST: u16 = 1;
-const NLM_F_DUMP: u16 = 0x300;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const TCP_LISTEN: u32 = 10;
-/// `struct nlmsghdr`.
-const NLMSG_HDR: usize = 16;
-/// `struct inet_diag_msg`.
-const DIAG_MSG: usize = 72;
+/// The most datagrams one dump may take. A dump comes in several; a host has a bounded
+/// number of listeners, and a bounded number of reads keeps this from looping on a
+/// misbehaving kernel.
+const DIAG_READS: usize = 4096;
 
 /// Every TCP listener of this network namespace with its queue and backlog, as `ss -ltn`
 /// reads them (NETLINK_SOCK_DIAG). None when netlink cannot be used.
 fn diag_listeners() -> Option<Vec<ListenQueue>> {
-    let mut out = diag_dump(libc::AF_INET as u8)?;
+    let mut out = diag_dump(sock_diag::AF_INET)?;
     // IPv6 may be off; its listeners are then simply none.
-    out.extend(diag_dump(libc::AF_INET6 as u8).unwrap_or_default());
+    out.extend(diag_dump(sock_diag::AF_INET6).unwrap_or_default());
     Some(out)
+}
+
+/// The `SOCK_DIAG_BY_FAMILY` dump request for the TCP listeners of `family`.
+fn diag_request(family: u8) -> Vec<u8> {
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    header.sequence_number = 1;
+    let socket_id = if family == sock_diag::AF_INET6 {
+        SocketId::new_v6()
+    } else {
+        SocketId::new_v4()
+    };
+    let mut packet = NetlinkMessage::new(
+        header,
+        SockDiagMessage::InetRequest(InetRequest {
+            family,
+            protocol: sock_diag::IPPROTO_TCP,
+            extensions: ExtensionFlags::empty(),
+            states: StateFlags::LISTEN,
+            socket_id,
+        })
+        .into(),
+    );
+    packet.finalize();
+    // Sized by the packet itself, so `serialize` has the room it needs.
+    let mut buf = vec![0u8; packet.buffer_len()];
+    packet.serialize(&mut buf);
+    buf
 }
 
 fn diag_dump(family: u8) -> Option<Vec<ListenQueue>> {
-    // SAFETY: plain socket(2); the result is checked and owned below.
-    let raw = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-            libc::NETLINK_SOCK_DIAG,
-        )
-    };
-    if raw < 0 {
-        return None;
-    }
-    // SAFETY: `raw` is a fresh descriptor that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    let timeout = libc::timeval {
-        tv_sec: 1,
-        tv_usec: 0,
-    };
-    // SAFETY: setsockopt with a valid timeval of the given size.
-    unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&timeout as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    // nlmsghdr, then inet_diag_req_v2 (family, protocol, ext, pad, states, an empty
-    // inet_diag_sockid of 48 bytes).
-    let mut req = Vec::with_capacity(NLMSG_HDR + 56);
-    req.extend_from_slice(&((NLMSG_HDR + 56) as u32).to_ne_bytes());
-    req.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-    req.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-    req.extend_from_slice(&1u32.to_ne_bytes());
-    req.extend_from_slice(&0u32.to_ne_bytes());
-    req.extend_from_slice(&[family, libc::IPPROTO_TCP as u8, 0, 0]);
-    req.extend_from_slice(&(1u32 << TCP_LISTEN).to_ne_bytes());
-    req.extend_from_slice(&[0u8; 48]);
-    // SAFETY: sockaddr_nl is plain data; zeroed is valid, then the family is set.
-    let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-    kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-    // SAFETY: the buffer and address are valid for the lengths given.
-    let sent = unsafe {
-        libc::sendto(
-            fd.as_raw_fd(),
-            req.as_ptr().cast(),
-            req.len(),
-            0,
-            (&kernel as *const libc::sockaddr_nl).cast(),
-            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-        )
-    };
-    if sent < 0 {
-        return None;
-    }
+    let socket = netlink_sys::Socket::new(NETLINK_SOCK_DIAG).ok()?;
+    // Bounded time: a kernel that stops answering ends the dump after 1 s.
+    socket2::SockRef::from(&socket)
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .ok()?;
+    // To the kernel (port 0); the socket is bound by the kernel on this first send.
+    let kernel = netlink_sys::SocketAddr::new(0, 0);
+    socket.send_to(&diag_request(family), &kernel, 0).ok()?;
     let mut out = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
-    // A dump comes in several datagrams; a host has a bounded number of listeners, and a
-    // bounded number of reads keeps this from looping on a misbehaving kernel.
-    for _ in 0..4096 {
-        // SAFETY: buf is valid for its length.
-        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n <= 0 {
+    for _ in 0..DIAG_READS {
+        let n = socket.recv(&mut &mut buf[..], 0).ok()?;
+        if n == 0 {
             return None;
         }
-        let data = &buf[..n as usize];
-        let mut at = 0;
-        while at + NLMSG_HDR <= data.len() {
-            let len = u32::from_ne_bytes(data[at..at + 4].try_into().ok()?) as usize;
-            let kind = u16::from_ne_bytes(data[at + 4..at + 6].try_into().ok()?);
-            if len < NLMSG_HDR || at + len > data.len() {
-                break;
-            }
-            match kind {
-                NLMSG_DONE => return Some(out),
-                NLMSG_ERROR => return None,
-                _ => {
-                    if let Some(q) = parse_diag(&data[at + NLMSG_HDR..at + len]) {
-                        out.push(q);
-                    }
-                }
-            }
-            at += (len + 3) & !3;
+        match diag_datagram(&buf[..n.min(buf.len())], &mut out) {
+            Dump::More => {}
+            Dump::Done => return Some(out),
+            Dump::Failed => return None,
         }
     }
     Some(out)
 }
 
+/// Where a dump stands after one datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dump {
+    /// More datagrams follow.
+    More,
+    /// The dump is complete (`NLMSG_DONE`).
+    Done,
+    /// The kernel refused it (`NLMSG_ERROR`).
+    Failed,
+}
+
+/// The netlink messages of one datagram of a dump: the listeners go to `out`. A message
+/// that is not a TCP listener's is skipped; a truncated one ends the datagram.
+fn diag_datagram(data: &[u8], out: &mut Vec<ListenQueue>) -> Dump {
+    let mut at = 0;
+    while let Some(rest) = data.get(at..) {
+        let Ok(message) = NetlinkBuffer::new_checked(rest) else {
+            break;
+        };
+        match message.message_type() {
+            NLMSG_DONE => return Dump::Done,
+            NLMSG_ERROR => return Dump::Failed,
+            sock_diag::SOCK_DIAG_BY_FAMILY => out.extend(parse_diag(message.payload())),
+            _ => {}
+        }
+        let align = usize::from(NLMSG_ALIGNTO);
+        at += (message.length() as usize).div_ceil(align) * align;
+    }
+    Dump::More
+}
+
 /// One `inet_diag_msg`: for a listener, `idiag_rqueue` is the accept queue's length and
-/// `idiag_wqueue` its backlog.
-fn parse_diag(p: &[u8]) -> Option<ListenQueue> {
-    if p.len() < DIAG_MSG || u32::from(p[1]) != TCP_LISTEN {
+/// `idiag_wqueue` its backlog. Only its fixed part is read: the attributes after it are not
+/// asked for and not needed.
+fn parse_diag(payload: &[u8]) -> Option<ListenQueue> {
+    let header = InetResponseHeader::parse(payload).ok()?;
+    if header.state != sock_diag::TCP_LISTEN {
         return None;
     }
-    let port = u16::from_be_bytes([p[4], p[5]]);
-    let ip = match i32::from(p[0]) {
-        libc::AF_INET => IpAddr::from(<[u8; 4]>::try_from(&p[8..12]).ok()?),
-        libc::AF_INET6 => IpAddr::from(<[u8; 16]>::try_from(&p[8..24]).ok()?),
-        _ => return None,
-    };
-    let queued = u32::from_ne_bytes(p[56..60].try_into().ok()?);
-    let backlog = u32::from_ne_bytes(p[60..64].try_into().ok()?);
     Some(ListenQueue {
-        local: SocketAddr::new(ip, port),
-        queued,
-        backlog: Some(backlog),
+        local: SocketAddr::new(
+            header.socket_id.source_address,
+            header.socket_id.source_port,
+        ),
+        queued: header.recv_queue,
+        backlog: Some(header.send_queue),
     })
 }
 
@@ -319,6 +316,7 @@ pub fn info(socket: &impl AsRawFd) -> Option<Info> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use netlink_packet_core::{DoneMessage, ErrorMessage, NetlinkPayload};
 
     #[test]
     fn a_loopback_listener_s_queue_and_backlog_are_read() {
@@ -341,6 +339,21 @@ mod tests {
     }
 
     #[test]
+    fn an_ipv6_listener_s_backlog_is_read_when_ipv6_is_on() {
+        let Ok(listener) = std::net::TcpListener::bind("[::1]:0") else {
+            return; // no IPv6 here
+        };
+        let local = listener.local_addr().unwrap();
+        let q = diag_listeners()
+            .expect("netlink answers")
+            .into_iter()
+            .find(|l| l.local == local)
+            .expect("the [::1] listener is in the dump");
+        assert_eq!(q.queued, 0);
+        assert!(q.backlog.is_some_and(|b| b > 0), "{q:?}");
+    }
+
+    #[test]
     fn wildcards_serve_their_family_and_dual_stack() {
         let v4: IpAddr = "127.0.0.1".parse().unwrap();
         assert_eq!(serves(v4, v4), Some(3));
@@ -348,5 +361,110 @@ mod tests {
         assert_eq!(serves("::".parse().unwrap(), v4), Some(1));
         assert_eq!(serves("10.0.0.1".parse().unwrap(), v4), None);
         assert!(parse_diag(&[0u8; 10]).is_none());
+    }
+
+    /// A `SOCK_DIAG_BY_FAMILY` answer for one socket, as the kernel sends it.
+    fn diag_answer(local: SocketAddr, state: u8, rqueue: u32, wqueue: u32) -> Vec<u8> {
+        let mut socket_id = match local {
+            SocketAddr::V4(_) => SocketId::new_v4(),
+            SocketAddr::V6(_) => SocketId::new_v6(),
+        };
+        socket_id.source_address = local.ip();
+        socket_id.source_port = local.port();
+        let family = match local {
+            SocketAddr::V4(_) => sock_diag::AF_INET,
+            SocketAddr::V6(_) => sock_diag::AF_INET6,
+        };
+        let response = sock_diag::inet::InetResponse {
+            header: InetResponseHeader {
+                family,
+                state,
+                timer: None,
+                socket_id,
+                recv_queue: rqueue,
+                send_queue: wqueue,
+                uid: 0,
+                inode: 7,
+            },
+            nlas: Default::default(),
+        };
+        serialized(SockDiagMessage::InetResponse(Box::new(response)).into())
+    }
+
+    fn serialized(payload: NetlinkPayload<SockDiagMessage>) -> Vec<u8> {
+        let mut message = NetlinkMessage::new(NetlinkHeader::default(), payload);
+        message.finalize();
+        let mut buf = vec![0u8; message.buffer_len()];
+        message.serialize(&mut buf);
+        buf
+    }
+
+    #[test]
+    fn the_dump_request_is_the_kernel_s_inet_diag_req_v2() {
+        let req = diag_request(sock_diag::AF_INET6);
+        // nlmsghdr (16 bytes), then inet_diag_req_v2 (56 bytes).
+        assert_eq!(req.len(), 72);
+        assert_eq!(u32::from_ne_bytes(req[0..4].try_into().unwrap()), 72);
+        assert_eq!(u16::from_ne_bytes(req[4..6].try_into().unwrap()), 20);
+        assert_eq!(u16::from_ne_bytes(req[6..8].try_into().unwrap()), 0x301);
+        assert_eq!(u32::from_ne_bytes(req[8..12].try_into().unwrap()), 1);
+        assert_eq!(
+            &req[16..20],
+            &[libc::AF_INET6 as u8, libc::IPPROTO_TCP as u8, 0, 0]
+        );
+        assert_eq!(u32::from_ne_bytes(req[20..24].try_into().unwrap()), 1 << 10);
+        assert!(req[24..].iter().all(|b| *b == 0));
+    }
+
+    #[test]
+    fn a_dump_datagram_yields_its_listeners_and_ends_on_done_or_error() {
+        let v4 = SocketAddr::from(([127, 0, 0, 1], 8080));
+        let v6: SocketAddr = "[::]:443".parse().unwrap();
+        let mut data = diag_answer(v4, sock_diag::TCP_LISTEN, 2, 128);
+        // An established socket is not a listener.
+        data.extend(diag_answer(v4, sock_diag::TCP_ESTABLISHED, 9, 9));
+        data.extend(diag_answer(v6, sock_diag::TCP_LISTEN, 0, 4096));
+        let mut out = Vec::new();
+        assert_eq!(diag_datagram(&data, &mut out), Dump::More);
+        let want = vec![
+            ListenQueue {
+                local: v4,
+                queued: 2,
+                backlog: Some(128),
+            },
+            ListenQueue {
+                local: v6,
+                queued: 0,
+                backlog: Some(4096),
+            },
+        ];
+        assert_eq!(out, want);
+
+        // The end of the dump.
+        data.extend(serialized(NetlinkPayload::Done(DoneMessage::default())));
+        data.extend(diag_answer(v4, sock_diag::TCP_LISTEN, 5, 5));
+        out.clear();
+        assert_eq!(diag_datagram(&data, &mut out), Dump::Done);
+        assert_eq!(out, want);
+
+        // A refusal.
+        let mut error = ErrorMessage::default();
+        error.code = std::num::NonZeroI32::new(-libc::EPERM);
+        let refused = serialized(NetlinkPayload::Error(error));
+        assert_eq!(diag_datagram(&refused, &mut Vec::new()), Dump::Failed);
+
+        // A truncated message ends the datagram; nothing half-read is taken.
+        let whole = diag_answer(v4, sock_diag::TCP_LISTEN, 1, 1);
+        for cut in 0..whole.len() {
+            let mut out = Vec::new();
+            assert_eq!(diag_datagram(&whole[..cut], &mut out), Dump::More);
+            assert!(out.is_empty(), "cut at {cut}");
+        }
+        // A length field that lies.
+        let mut lying = whole.clone();
+        lying[0..4].copy_from_slice(&u32::MAX.to_ne_bytes());
+        assert_eq!(diag_datagram(&lying, &mut Vec::new()), Dump::More);
+        lying[0..4].copy_from_slice(&3u32.to_ne_bytes());
+        assert_eq!(diag_datagram(&lying, &mut Vec::new()), Dump::More);
     }
 }
