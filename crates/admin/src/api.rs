@@ -647,6 +647,22 @@ struct KeyPatch {
     expires_in_s: Option<Option<u64>>,
 }
 
+/// The key prefix of a `{prefix}` path parameter: the prefix, or a whole key given instead
+/// (`hf_XXXXXXXX_...`, what a user holding a leaked key has at hand): its first 11
+/// characters, so the secret part is never looked up nor echoed in an answer.
+fn key_prefix(given: &str) -> &str {
+    let b = given.as_bytes();
+    let whole_key = b.len() > 12
+        && given.starts_with("hf_")
+        && b[3..11].iter().all(u8::is_ascii_hexdigit)
+        && b[11] == b'_';
+    if whole_key {
+        &given[..11]
+    } else {
+        given
+    }
+}
+
 async fn update_key(
     State(m): S,
     h: HeaderMap,
@@ -665,7 +681,7 @@ async fn update_key(
     require_tenant(&m, &tenant).await?;
     let out = m
         .store
-        .update_key(&tenant, &prefix, b.limits.as_ref(), expires)
+        .update_key(&tenant, key_prefix(&prefix), b.limits.as_ref(), expires)
         .await?;
     m.refresh().await?;
     ok(StatusCode::OK, out)
@@ -682,7 +698,7 @@ async fn revoke_key(
     only_params(&q, &[])?;
     no_body(&body)?;
     require_tenant(&m, &tenant).await?;
-    let key = m.store.revoke_key(&tenant, &prefix).await?;
+    let key = m.store.revoke_key(&tenant, key_prefix(&prefix)).await?;
     // This node stops accepting the key at once; the others when notified (or polling).
     m.refresh().await?;
     ok(StatusCode::OK, key)

@@ -474,13 +474,30 @@ impl Management {
         };
         let Some(chosen) = chosen else {
             known(Some(&service.name), version);
-            let message = match version {
-                Some(v) => format!(
-                    "service `{service_name}` has no version `{v}` (the route pins `{spec}`)"
+            // Every version retired: the API is gone (410, as for a pinned retired version),
+            // not "not there yet" (404, no version published so far).
+            let all_retired = !service.versions.is_empty()
+                && service
+                    .versions
+                    .iter()
+                    .all(|sv| sv.state == Lifecycle::Retired);
+            let (status, message) = match version {
+                Some(v) => (
+                    StatusCode::NOT_FOUND,
+                    format!(
+                        "service `{service_name}` has no version `{v}` (the route pins `{spec}`)"
+                    ),
                 ),
-                None => format!("service `{spec}` has no published version"),
+                None if all_retired => (
+                    StatusCode::GONE,
+                    format!("every version of service `{service_name}` is retired"),
+                ),
+                None => (
+                    StatusCode::NOT_FOUND,
+                    format!("service `{spec}` has no published version"),
+                ),
             };
-            return Err(refuse(StatusCode::NOT_FOUND, &message));
+            return Err(refuse(status, &message));
         };
         known(Some(&service.name), Some(&chosen.version));
         match chosen.state {

@@ -12,13 +12,23 @@ pub struct AdminArgs {
     /// Base URL of the admin listener (`server.admin`).
     #[arg(
         long,
+        global = true,
         env = "HOLDFAST_ADMIN_URL",
         default_value = "http://127.0.0.1:9901"
     )]
     url: String,
     /// Admin token (from `[[management.admin_tokens]]`).
-    #[arg(long, env = "HOLDFAST_ADMIN_TOKEN", hide_env_values = true)]
-    token: String,
+    #[arg(
+        long,
+        global = true,
+        env = "HOLDFAST_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+    /// The tenant the command is about (`stats` without it: every tenant, super admin only).
+    /// Like `--url`, `--token` and `--json`, it may come before or after the command.
+    #[arg(long, global = true, env = "HOLDFAST_TENANT", value_parser = non_empty_tenant)]
+    tenant: Option<String>,
     /// Print the API's JSON instead of a table.
     #[arg(long, global = true)]
     json: bool,
@@ -112,35 +122,22 @@ enum AdminCommand {
     },
     /// Subscribe a consumer to a service (pending if the service requires approval).
     Subscribe {
-        #[arg(long, env = "HOLDFAST_TENANT", value_parser = non_empty_tenant)]
-        tenant: String,
         #[arg(long)]
         consumer: String,
         #[arg(long)]
         service: String,
     },
     /// List a tenant's subscriptions.
-    Subscriptions {
-        #[arg(long, env = "HOLDFAST_TENANT", value_parser = non_empty_tenant)]
-        tenant: String,
-    },
+    Subscriptions,
     /// Approve a pending subscription.
     Approve {
-        #[arg(long, env = "HOLDFAST_TENANT", value_parser = non_empty_tenant)]
-        tenant: String,
         /// Subscription id.
         id: i64,
     },
     /// Reject a pending subscription.
-    Reject {
-        #[arg(long, env = "HOLDFAST_TENANT", value_parser = non_empty_tenant)]
-        tenant: String,
-        id: i64,
-    },
+    Reject { id: i64 },
     /// Delete a subscription (the consumer may then subscribe again, e.g. after a rejection).
     Unsubscribe {
-        #[arg(long, env = "HOLDFAST_TENANT", value_parser = non_empty_tenant)]
-        tenant: String,
         /// Subscription id.
         id: i64,
     },
@@ -155,9 +152,6 @@ enum AdminCommand {
     },
     /// Analytics: calls, error rate, p50/p95/p99 per bucket; top lists; resets; tokens.
     Stats {
-        /// One tenant (default: all tenants; super admin only).
-        #[arg(long, env = "HOLDFAST_TENANT", value_parser = non_empty_tenant)]
-        tenant: Option<String>,
         #[arg(long, default_value = "1h")]
         since: String,
         #[arg(long, default_value = "1m")]
@@ -170,9 +164,9 @@ enum AdminCommand {
 
 #[derive(Subcommand)]
 enum TenantAction {
-    Create {
-        name: String,
-    },
+    /// Create a tenant (super admin).
+    Create { name: String },
+    /// List the tenants this token may see.
     List,
     /// Delete a tenant (super admin). With services or consumers left it is refused unless
     /// `--force`, which deletes them too (with their keys and subscriptions).
@@ -185,9 +179,8 @@ enum TenantAction {
 
 #[derive(Subcommand)]
 enum ServiceAction {
+    /// Create a service with its first version.
     Create {
-        #[arg(long, env = "HOLDFAST_TENANT", value_parser = non_empty_tenant)]
-        tenant: String,
         name: String,
         /// Subscriptions wait for a tenant admin's approval.
         #[arg(long)]
@@ -202,20 +195,12 @@ enum ServiceAction {
         #[command(flatten)]
         limits: Limits,
     },
-    List {
-        #[arg(long, env = "HOLDFAST_TENANT", value_parser = non_empty_tenant)]
-        tenant: String,
-    },
+    /// List the tenant's services.
+    List,
     /// Show one service.
-    Show {
-        #[arg(long, env = "HOLDFAST_TENANT", value_parser = non_empty_tenant)]
-        tenant: String,
-        name: String,
-    },
+    Show { name: String },
     /// Change `require_approval` and/or the limits (limit flags replace all the limits).
     Update {
-        #[arg(long, env = "HOLDFAST_TENANT", value_parser = non_empty_tenant)]
-        tenant: String,
         name: String,
         /// true or false (existing subscriptions keep their state).
         #[arg(long)]
@@ -227,15 +212,9 @@ enum ServiceAction {
         limits: Limits,
     },
     /// Delete a service with its versions and the subscriptions to it.
-    Delete {
-        #[arg(long, env = "HOLDFAST_TENANT", value_parser = non_empty_tenant)]
-        tenant: String,
-        name: String,
-    },
+    Delete { name: String },
     /// Add a version or set its state (draft, published, deprecated, retired).
     Version {
-        #[arg(long, env = "HOLDFAST_TENANT", value_parser = non_empty_tenant)]
-        tenant: String,
         service: String,
         version: String,
         state: String,
@@ -245,15 +224,9 @@ enum ServiceAction {
 #[derive(Subcommand)]
 enum ConsumerAction {
     /// Show one consumer.
-    Show {
-        #[arg(long, env = "HOLDFAST_TENANT", value_parser = non_empty_tenant)]
-        tenant: String,
-        name: String,
-    },
+    Show { name: String },
     /// Replace the consumer's limits.
     Update {
-        #[arg(long, env = "HOLDFAST_TENANT", value_parser = non_empty_tenant)]
-        tenant: String,
         name: String,
         /// Remove every limit.
         #[arg(long)]
@@ -262,30 +235,21 @@ enum ConsumerAction {
         limits: Limits,
     },
     /// Delete a consumer with its API keys and subscriptions.
-    Delete {
-        #[arg(long, env = "HOLDFAST_TENANT", value_parser = non_empty_tenant)]
-        tenant: String,
-        name: String,
-    },
+    Delete { name: String },
+    /// Create a consumer.
     Create {
-        #[arg(long, env = "HOLDFAST_TENANT", value_parser = non_empty_tenant)]
-        tenant: String,
         name: String,
         #[command(flatten)]
         limits: Limits,
     },
-    List {
-        #[arg(long, env = "HOLDFAST_TENANT", value_parser = non_empty_tenant)]
-        tenant: String,
-    },
+    /// List the tenant's consumers.
+    List,
 }
 
 #[derive(Subcommand)]
 enum KeyAction {
     /// Issue a key; it is printed once and never again.
     Issue {
-        #[arg(long, env = "HOLDFAST_TENANT", value_parser = non_empty_tenant)]
-        tenant: String,
         #[arg(long)]
         consumer: String,
         #[arg(long)]
@@ -293,19 +257,12 @@ enum KeyAction {
         #[command(flatten)]
         limits: Limits,
     },
-    List {
-        #[arg(long, env = "HOLDFAST_TENANT", value_parser = non_empty_tenant)]
-        tenant: String,
-    },
-    Revoke {
-        #[arg(long, env = "HOLDFAST_TENANT", value_parser = non_empty_tenant)]
-        tenant: String,
-        prefix: String,
-    },
+    /// List the tenant's keys (prefixes, never the keys).
+    List,
+    /// Revoke a key (its prefix, e.g. `hf_1a2b3c4d`, or the whole key).
+    Revoke { prefix: String },
     /// Change a key's limits (flags replace all its limits) and/or its expiry.
     Update {
-        #[arg(long, env = "HOLDFAST_TENANT", value_parser = non_empty_tenant)]
-        tenant: String,
         prefix: String,
         /// Expire this many seconds from now.
         #[arg(long, conflicts_with = "no_expiry")]
@@ -352,8 +309,44 @@ fn query_value(s: &str) -> String {
     out
 }
 
+/// `s` percent-encoded as one URL path segment (a name with `/` or `?` stays one segment,
+/// and the API answers about that name).
+fn seg(s: &str) -> String {
+    query_value(s)
+}
+
+/// A key prefix from what the user gave: the prefix itself, or the whole key (its first 11
+/// characters; the secret part is never sent).
+fn key_prefix(given: &str) -> &str {
+    let b = given.as_bytes();
+    let is_key = b.len() > 12
+        && given.starts_with("hf_")
+        && b[3..11].iter().all(u8::is_ascii_hexdigit)
+        && b[11] == b'_';
+    if is_key {
+        &given[..11]
+    } else {
+        given
+    }
+}
+
 async fn run_async(args: AdminArgs) -> anyhow::Result<u8> {
     use AdminCommand as C;
+    let Some(token) = args.token.as_deref() else {
+        bail!("no admin token: pass --token TOKEN or set HOLDFAST_ADMIN_TOKEN");
+    };
+    // Every command but these is about one tenant.
+    let needs_tenant = !matches!(
+        args.command,
+        C::Tenant { .. } | C::Calllog | C::Prune { .. } | C::Stats { .. }
+    );
+    let tenant: &str = match args.tenant.as_deref() {
+        Some(t) => t,
+        None if needs_tenant => {
+            bail!("this command needs a tenant: pass --tenant NAME or set HOLDFAST_TENANT")
+        }
+        None => "",
+    };
     let (method, path, body, columns): (&str, String, Option<Value>, &[&str]) = match &args.command
     {
         C::Tenant {
@@ -372,7 +365,8 @@ async fn run_async(args: AdminArgs) -> anyhow::Result<u8> {
         } => (
             "DELETE",
             format!(
-                "/admin/tenants/{name}{}",
+                "/admin/tenants/{}{}",
+                seg(name),
                 if *force { "?force=true" } else { "" }
             ),
             None,
@@ -381,7 +375,6 @@ async fn run_async(args: AdminArgs) -> anyhow::Result<u8> {
         C::Service {
             action:
                 ServiceAction::Create {
-                    tenant,
                     name,
                     require_approval,
                     version,
@@ -390,7 +383,7 @@ async fn run_async(args: AdminArgs) -> anyhow::Result<u8> {
                 },
         } => (
             "POST",
-            format!("/admin/tenants/{tenant}/services"),
+            format!("/admin/tenants/{}/services", seg(tenant)),
             Some(json!({
                 "name": name,
                 "require_approval": require_approval,
@@ -400,25 +393,24 @@ async fn run_async(args: AdminArgs) -> anyhow::Result<u8> {
             &["name", "tenant", "require_approval", "limits", "versions"],
         ),
         C::Service {
-            action: ServiceAction::List { tenant },
+            action: ServiceAction::List,
         } => (
             "GET",
-            format!("/admin/tenants/{tenant}/services"),
+            format!("/admin/tenants/{}/services", seg(tenant)),
             None,
             &["name", "require_approval", "limits", "versions"],
         ),
         C::Service {
-            action: ServiceAction::Show { tenant, name },
+            action: ServiceAction::Show { name },
         } => (
             "GET",
-            format!("/admin/tenants/{tenant}/services/{name}"),
+            format!("/admin/tenants/{}/services/{}", seg(tenant), seg(name)),
             None,
             &["name", "require_approval", "limits", "versions"],
         ),
         C::Service {
             action:
                 ServiceAction::Update {
-                    tenant,
                     name,
                     require_approval,
                     no_limits,
@@ -432,58 +424,56 @@ async fn run_async(args: AdminArgs) -> anyhow::Result<u8> {
             limits.patch(*no_limits, &mut body)?;
             (
                 "PATCH",
-                format!("/admin/tenants/{tenant}/services/{name}"),
+                format!("/admin/tenants/{}/services/{}", seg(tenant), seg(name)),
                 Some(body),
                 &["name", "require_approval", "limits", "versions"],
             )
         }
         C::Service {
-            action: ServiceAction::Delete { tenant, name },
+            action: ServiceAction::Delete { name },
         } => (
             "DELETE",
-            format!("/admin/tenants/{tenant}/services/{name}"),
+            format!("/admin/tenants/{}/services/{}", seg(tenant), seg(name)),
             None,
             &["deleted"],
         ),
         C::Service {
             action:
                 ServiceAction::Version {
-                    tenant,
                     service,
                     version,
                     state,
                 },
         } => (
             "PUT",
-            format!("/admin/tenants/{tenant}/services/{service}/versions/{version}"),
+            format!(
+                "/admin/tenants/{}/services/{}/versions/{}",
+                seg(tenant),
+                seg(service),
+                seg(version)
+            ),
             Some(json!({ "state": state })),
             &["name", "versions"],
         ),
         C::Consumer {
-            action:
-                ConsumerAction::Create {
-                    tenant,
-                    name,
-                    limits,
-                },
+            action: ConsumerAction::Create { name, limits },
         } => (
             "POST",
-            format!("/admin/tenants/{tenant}/consumers"),
+            format!("/admin/tenants/{}/consumers", seg(tenant)),
             Some(json!({ "name": name, "limits": limits.to_json() })),
             &["tenant", "name", "limits"],
         ),
         C::Consumer {
-            action: ConsumerAction::Show { tenant, name },
+            action: ConsumerAction::Show { name },
         } => (
             "GET",
-            format!("/admin/tenants/{tenant}/consumers/{name}"),
+            format!("/admin/tenants/{}/consumers/{}", seg(tenant), seg(name)),
             None,
             &["name", "limits"],
         ),
         C::Consumer {
             action:
                 ConsumerAction::Update {
-                    tenant,
                     name,
                     no_limits,
                     limits,
@@ -493,31 +483,30 @@ async fn run_async(args: AdminArgs) -> anyhow::Result<u8> {
             limits.patch(*no_limits, &mut body)?;
             (
                 "PATCH",
-                format!("/admin/tenants/{tenant}/consumers/{name}"),
+                format!("/admin/tenants/{}/consumers/{}", seg(tenant), seg(name)),
                 Some(body),
                 &["name", "limits"],
             )
         }
         C::Consumer {
-            action: ConsumerAction::Delete { tenant, name },
+            action: ConsumerAction::Delete { name },
         } => (
             "DELETE",
-            format!("/admin/tenants/{tenant}/consumers/{name}"),
+            format!("/admin/tenants/{}/consumers/{}", seg(tenant), seg(name)),
             None,
             &["deleted"],
         ),
         C::Consumer {
-            action: ConsumerAction::List { tenant },
+            action: ConsumerAction::List,
         } => (
             "GET",
-            format!("/admin/tenants/{tenant}/consumers"),
+            format!("/admin/tenants/{}/consumers", seg(tenant)),
             None,
             &["name", "limits"],
         ),
         C::Key {
             action:
                 KeyAction::Issue {
-                    tenant,
                     consumer,
                     expires_in_s,
                     limits,
@@ -529,31 +518,38 @@ async fn run_async(args: AdminArgs) -> anyhow::Result<u8> {
             }
             (
                 "POST",
-                format!("/admin/tenants/{tenant}/consumers/{consumer}/keys"),
+                format!(
+                    "/admin/tenants/{}/consumers/{}/keys",
+                    seg(tenant),
+                    seg(consumer)
+                ),
                 Some(body),
                 &["key", "prefix", "consumer", "limits", "expires_ms"],
             )
         }
         C::Key {
-            action: KeyAction::List { tenant },
+            action: KeyAction::List,
         } => (
             "GET",
-            format!("/admin/tenants/{tenant}/keys"),
+            format!("/admin/tenants/{}/keys", seg(tenant)),
             None,
             &["prefix", "consumer", "limits", "expires_ms", "revoked_ms"],
         ),
         C::Key {
-            action: KeyAction::Revoke { tenant, prefix },
+            action: KeyAction::Revoke { prefix },
         } => (
             "POST",
-            format!("/admin/tenants/{tenant}/keys/{prefix}/revoke"),
+            format!(
+                "/admin/tenants/{}/keys/{}/revoke",
+                seg(tenant),
+                seg(key_prefix(prefix))
+            ),
             None,
             &["prefix", "consumer", "revoked_ms"],
         ),
         C::Key {
             action:
                 KeyAction::Update {
-                    tenant,
                     prefix,
                     expires_in_s,
                     no_expiry,
@@ -570,42 +566,42 @@ async fn run_async(args: AdminArgs) -> anyhow::Result<u8> {
             }
             (
                 "PATCH",
-                format!("/admin/tenants/{tenant}/keys/{prefix}"),
+                format!(
+                    "/admin/tenants/{}/keys/{}",
+                    seg(tenant),
+                    seg(key_prefix(prefix))
+                ),
                 Some(body),
                 &["prefix", "consumer", "limits", "expires_ms", "revoked_ms"],
             )
         }
-        C::Unsubscribe { tenant, id } => (
+        C::Unsubscribe { id } => (
             "DELETE",
-            format!("/admin/tenants/{tenant}/subscriptions/{id}"),
+            format!("/admin/tenants/{}/subscriptions/{id}", seg(tenant)),
             None,
             &["deleted"],
         ),
-        C::Subscribe {
-            tenant,
-            consumer,
-            service,
-        } => (
+        C::Subscribe { consumer, service } => (
             "POST",
-            format!("/admin/tenants/{tenant}/subscriptions"),
+            format!("/admin/tenants/{}/subscriptions", seg(tenant)),
             Some(json!({ "consumer": consumer, "service": service })),
             &["id", "consumer", "service", "state"],
         ),
-        C::Subscriptions { tenant } => (
+        C::Subscriptions => (
             "GET",
-            format!("/admin/tenants/{tenant}/subscriptions"),
+            format!("/admin/tenants/{}/subscriptions", seg(tenant)),
             None,
             &["id", "consumer", "service", "state"],
         ),
-        C::Approve { tenant, id } => (
+        C::Approve { id } => (
             "POST",
-            format!("/admin/tenants/{tenant}/subscriptions/{id}/approve"),
+            format!("/admin/tenants/{}/subscriptions/{id}/approve", seg(tenant)),
             None,
             &["id", "consumer", "service", "state"],
         ),
-        C::Reject { tenant, id } => (
+        C::Reject { id } => (
             "POST",
-            format!("/admin/tenants/{tenant}/subscriptions/{id}/reject"),
+            format!("/admin/tenants/{}/subscriptions/{id}/reject", seg(tenant)),
             None,
             &["id", "consumer", "service", "state"],
         ),
@@ -619,20 +615,19 @@ async fn run_async(args: AdminArgs) -> anyhow::Result<u8> {
             None,
             &["pruned", "before_ms"],
         ),
-        C::Stats {
-            tenant,
-            since,
-            bucket,
-            top,
-        } => {
-            let base = match tenant {
-                Some(t) => format!("/admin/tenants/{t}/stats"),
+        C::Stats { since, bucket, top } => {
+            let base = match args.tenant.as_deref() {
+                Some(t) => format!("/admin/tenants/{}/stats", seg(t)),
                 None => "/admin/stats".into(),
             };
             let top = top.map(|n| format!("&top={n}")).unwrap_or_default();
             (
                 "GET",
-                format!("{base}?since={since}&bucket={bucket}{top}"),
+                format!(
+                    "{base}?since={}&bucket={}{top}",
+                    query_value(since),
+                    query_value(bucket)
+                ),
                 None,
                 &[],
             )
@@ -642,7 +637,7 @@ async fn run_async(args: AdminArgs) -> anyhow::Result<u8> {
     let client = reqwest::Client::new();
     let mut req = client
         .request(reqwest::Method::from_bytes(method.as_bytes())?, &url)
-        .bearer_auth(&args.token);
+        .bearer_auth(token);
     if let Some(b) = &body {
         req = req.json(b);
     }
@@ -658,7 +653,7 @@ async fn run_async(args: AdminArgs) -> anyhow::Result<u8> {
                 let page_url = format!("{url}?limit={LIST_PAGE}&offset={}", items.len());
                 let resp = client
                     .get(&page_url)
-                    .bearer_auth(&args.token)
+                    .bearer_auth(token)
                     .send()
                     .await
                     .with_context(|| format!("cannot reach the admin API at {page_url}"))?;

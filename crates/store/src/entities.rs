@@ -146,6 +146,34 @@ fn conflict_or(e: StoreError, what: String) -> StoreError {
     }
 }
 
+/// Run the deletion transaction `stmts` builds, again (3 runs in all) when PostgreSQL refused
+/// it for a foreign key: a row naming what it deletes (a subscription or a version of the
+/// service, a service of the tenant) was added by a concurrent write between its statements,
+/// and the next run deletes that row too instead of failing the deletion.
+async fn delete_with_dependents(
+    store: &SqlStore,
+    stmts: impl Fn() -> Vec<Stmt>,
+) -> Result<(), StoreError> {
+    let mut runs = 0;
+    loop {
+        runs += 1;
+        match store.atomic(stmts()).await {
+            Err(e) if runs < 3 && e.is_foreign_key_violation() => continue,
+            result => return result.map(|_| ()),
+        }
+    }
+}
+
+/// A write refused because the service it names was deleted meanwhile (PostgreSQL's foreign
+/// key): the service is not found, as it would have been a moment later.
+fn service_gone_or(e: StoreError, service: &str, tenant: &str) -> StoreError {
+    if e.is_foreign_key_violation() {
+        StoreError::NotFound(format!("service `{service}` in tenant `{tenant}`"))
+    } else {
+        e
+    }
+}
+
 async fn require_tenant(store: &SqlStore, tenant: &str) -> Result<(), StoreError> {
     let rows = store
         .query(
@@ -296,7 +324,7 @@ impl EntityStore for SqlStore {
         }
         // Consumers first, as in `delete_consumer`: their rows are locked (PostgreSQL) before
         // the keys and subscriptions that name them are removed.
-        self.atomic(vec![
+        delete_with_dependents(self, || vec![
             Stmt::new("DELETE FROM consumers WHERE tenant = $1", t()),
             Stmt::new("DELETE FROM api_keys WHERE tenant = $1", t()),
             Stmt::new("DELETE FROM subscriptions WHERE tenant = $1", t()),
@@ -313,8 +341,7 @@ impl EntityStore for SqlStore {
                 .or_fail(StoreError::NotFound(format!("tenant {name}"))),
             self.bump_stmt(),
         ])
-        .await?;
-        Ok(())
+        .await
     }
 
     async fn create_service(&self, s: &Service) -> Result<Service, StoreError> {
@@ -395,7 +422,7 @@ impl EntityStore for SqlStore {
 
     async fn delete_service(&self, tenant: &str, name: &str) -> Result<(), StoreError> {
         let p = || vec![Value::from(tenant), Value::from(name)];
-        self.atomic(vec![
+        delete_with_dependents(self, || vec![
             Stmt::new(
                 "DELETE FROM subscriptions WHERE service = $2 AND EXISTS (SELECT 1 FROM services WHERE tenant = $1 AND name = $2)",
                 p(),
@@ -409,8 +436,7 @@ impl EntityStore for SqlStore {
             ),
             self.bump_stmt(),
         ])
-        .await?;
-        Ok(())
+        .await
     }
 
     async fn set_version_state(
@@ -433,7 +459,8 @@ impl EntityStore for SqlStore {
                 "INSERT INTO service_versions (service, version, state) VALUES ($1, $2, $3)",
                 vec![service.into(), version.into(), state.as_str().into()],
             )
-            .await?;
+            .await
+            .map_err(|e| service_gone_or(e, service, tenant))?;
         }
         self.bump().await?;
         self.get_service(tenant, service).await
@@ -560,7 +587,8 @@ impl EntityStore for SqlStore {
                 vec![tenant.into(), consumer_name.into(), service.into(), state.as_str().into(), now.into(), decided.into()],
             )
             .await
-            .map_err(|e| conflict_or(e, format!("`{consumer_name}` is already subscribed to `{service}`")))?;
+            .map_err(|e| conflict_or(e, format!("`{consumer_name}` is already subscribed to `{service}`")))
+            .map_err(|e| service_gone_or(e, service, tenant))?;
         let Some(row) = rows.first() else {
             return Err(StoreError::NotFound(format!(
                 "consumer `{consumer_name}` in tenant `{tenant}`"

@@ -40,6 +40,13 @@ impl StoreError {
             _ => false,
         }
     }
+
+    /// A row refused for a foreign key (PostgreSQL; SQLite does not enforce them here): it
+    /// names a row that is gone, or a deletion would leave rows naming it.
+    pub fn is_foreign_key_violation(&self) -> bool {
+        matches!(self, StoreError::Postgres(e)
+            if e.code() == Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION))
+    }
 }
 
 /// An error and its causes on one line (the driver's own message often stops at "error

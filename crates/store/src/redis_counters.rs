@@ -139,6 +139,12 @@ enum Failure {
     Other,
 }
 
+/// Whether a failed connection attempt means Redis is not reachable (down, cut off), rather
+/// than reachable and refusing us (authentication, protocol).
+fn unreachable(e: &redis::RedisError) -> bool {
+    e.is_connection_refusal() || e.is_timeout() || e.is_io_error() || e.is_connection_dropped()
+}
+
 fn failure(e: &redis::RedisError) -> Failure {
     if e.is_timeout() {
         Failure::NoAnswer
@@ -151,23 +157,41 @@ fn failure(e: &redis::RedisError) -> Failure {
 
 impl RedisCounters {
     /// Connect; `namespace` prefixes every key (so tests and deployments can share a server).
+    ///
+    /// A Redis that cannot be reached at all (refused, timed out, no route: an outage) is not
+    /// an error: the counters start down, exactly as after losing the connection later (checks
+    /// fail at once, so callers use their local limiter, and reconnects back off in the
+    /// background), so a node restarted during a Redis outage serves like the nodes that kept
+    /// running. A bad URL or a Redis that answers with an error (a wrong password) is an error.
     pub async fn connect(url: &str, namespace: &str) -> Result<RedisCounters, StoreError> {
         let client = redis::Client::open(url)?;
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT));
-        let conn = client
+        let mut state = LinkState::default();
+        match client
             .get_multiplexed_async_connection_with_config(&config)
-            .await?;
+            .await
+        {
+            Ok(conn) => {
+                state.conn = Some(conn);
+                state.epoch = 1;
+            }
+            Err(e) if unreachable(&e) => {
+                let delay = state.failed(&e);
+                tracing::warn!(
+                    error = %e,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "redis: unreachable at start; rate limits use the local limiter until it answers"
+                );
+            }
+            Err(e) => return Err(e.into()),
+        }
         Ok(RedisCounters {
             link: Arc::new(Link {
                 client,
                 config,
-                state: Mutex::new(LinkState {
-                    conn: Some(conn),
-                    epoch: 1,
-                    ..LinkState::default()
-                }),
+                state: Mutex::new(state),
                 connecting: Arc::new(tokio::sync::Mutex::new(())),
             }),
             gcra: Arc::new(Script::new(GCRA)),

@@ -193,3 +193,42 @@ async fn redis_restart_reconnects_and_the_shared_limit_holds_again() {
     }
     assert_eq!(allowed(&a, &b, "k5").await, 5);
 }
+
+#[tokio::test]
+async fn redis_down_at_start_is_an_outage_not_an_error() {
+    let Some(mut redis) = PrivateRedis::start() else {
+        eprintln!("skipped: redis-server not installed (scripts/install-deps)");
+        return;
+    };
+    redis.down();
+    // A node started during a Redis outage comes up like one that lost Redis later.
+    let a = RedisCounters::connect(&redis.url(), "rs")
+        .await
+        .expect("an unreachable Redis at start is not an error");
+    let started = Instant::now();
+    for _ in 0..20 {
+        assert!(a.gcra("k", 5, 60_000).await.is_err());
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "checks fail fast while Redis is down: {:?}",
+        started.elapsed()
+    );
+    redis.up();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while let Err(e) = a.gcra("k2", 5, 60_000).await {
+        assert!(Instant::now() < deadline, "never connected: {e}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let b = RedisCounters::connect(&redis.url(), "rs").await.expect("b");
+    let mut n = 1;
+    for i in 0..20 {
+        let c = if i % 2 == 0 { &a } else { &b };
+        if c.gcra("k2", 5, 60_000).await.expect("gcra").allowed {
+            n += 1;
+        }
+    }
+    assert_eq!(n, 5, "shared once Redis answers");
+    // A bad URL stays an error.
+    assert!(RedisCounters::connect("redis://[::1", "rs").await.is_err());
+}

@@ -585,3 +585,90 @@ async fn postgres_delete_races_leave_no_orphans() {
     let store = SqlStore::open_postgres(&url, SECRET).await.expect("open");
     delete_races_leave_no_orphans(store, &format!("{}", std::process::id())).await;
 }
+
+/// A subscription made and a version added while their service is being deleted: afterwards
+/// no subscription or version names a service that does not exist (a new service of the same
+/// name, of any tenant, would inherit them: an active subscription it never approved).
+async fn service_delete_races_leave_no_orphans(store: SqlStore, tag: &str) {
+    let t = format!("srace{tag}");
+    let svc = format!("sracesvc{tag}");
+    store.create_tenant(&t).await.expect("tenant");
+    store
+        .create_consumer(&Consumer {
+            tenant: t.clone(),
+            name: "sc".into(),
+            limits: Limits::default(),
+            created_ms: 0,
+        })
+        .await
+        .expect("consumer");
+    for _ in 0..400 {
+        store
+            .create_service(&Service {
+                name: svc.clone(),
+                tenant: t.clone(),
+                require_approval: false,
+                limits: Limits::default(),
+                versions: vec![ServiceVersion {
+                    version: "v1".into(),
+                    state: Lifecycle::Published,
+                }],
+                created_ms: 0,
+            })
+            .await
+            .expect("service");
+        let (a, b, c) = (store.clone(), store.clone(), store.clone());
+        let (ta, tb, tc) = (t.clone(), t.clone(), t.clone());
+        let (sa, sb, sc) = (svc.clone(), svc.clone(), svc.clone());
+        let subscribe = tokio::spawn(async move {
+            let _ = a.subscribe(&ta, "sc", &sa).await;
+        });
+        let version = tokio::spawn(async move {
+            let _ = b
+                .set_version_state(&tb, &sb, "v2", Lifecycle::Published)
+                .await;
+        });
+        let delete = tokio::spawn(async move { c.delete_service(&tc, &sc).await });
+        subscribe.await.unwrap();
+        version.await.unwrap();
+        delete.await.unwrap().expect("delete");
+        let subs = store.list_subscriptions(Some(&t)).await.expect("subs");
+        assert!(
+            subs.is_empty(),
+            "a deleted service kept a subscription: {subs:?}"
+        );
+        let versions = store
+            .query(
+                "SELECT version FROM service_versions WHERE service = $1",
+                vec![svc.as_str().into()],
+            )
+            .await
+            .expect("versions");
+        assert!(
+            versions.is_empty(),
+            "a deleted service kept {} version(s)",
+            versions.len()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_service_delete_races_leave_no_orphans() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("m.db");
+    let store = SqlStore::open_sqlite(path.to_str().expect("utf8"), SECRET)
+        .await
+        .expect("open");
+    service_delete_races_leave_no_orphans(store, "").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_service_delete_races_leave_no_orphans() {
+    let _turn = PG_TURN.lock().await;
+    let Ok(url) = std::env::var("HOLDFAST_TEST_PG_URL") else {
+        eprintln!("skipped: HOLDFAST_TEST_PG_URL is unset (scripts/test sets it via scripts/test-services)");
+        return;
+    };
+    let store = SqlStore::open_postgres(&url, SECRET).await.expect("open");
+    service_delete_races_leave_no_orphans(store, &format!("{}", std::process::id())).await;
+}

@@ -1,0 +1,114 @@
+//! A service whose every version is retired answers 410 on an unpinned route too (not the
+//! 404 of "nothing published yet"); a key revoked or updated by its whole key (what a user
+//! holding a leaked key has) is handled by its prefix, the secret never echoed.
+
+mod common;
+
+use common::*;
+
+async fn set_state(node: &Node, version: &str, state: &str) {
+    let (s, v) = node
+        .api(
+            "PUT",
+            &format!("/admin/tenants/acme/services/pay/versions/{version}"),
+            ADMIN_A,
+            Some(&format!(r#"{{"state":"{state}"}}"#)),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+}
+
+#[tokio::test]
+async fn every_version_retired_is_gone_not_missing() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let node = sqlite_node(&dir).await;
+    let key = provision(
+        &node,
+        ADMIN_A,
+        "acme",
+        "pay",
+        r#"{"name":"pay","versions":[{"version":"v1","state":"published"},{"version":"v2","state":"deprecated"}]}"#,
+    )
+    .await;
+    let (s, v) = node
+        .api(
+            "POST",
+            "/admin/tenants/acme/subscriptions",
+            ADMIN_A,
+            Some(r#"{"consumer":"c1","service":"pay"}"#),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    // The highest callable version, deprecated or not, takes unpinned calls.
+    let (s, _, body, extra) = node.call("acme/pay", Some(&key)).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(extra.service_version.as_deref(), Some("v2"));
+    set_state(&node, "v2", "retired").await;
+    let (s, _, _, extra) = node.call("acme/pay", Some(&key)).await;
+    assert_eq!((s, extra.service_version.as_deref()), (200, Some("v1")));
+    set_state(&node, "v1", "retired").await;
+    let (s, _, body, _) = node.call("acme/pay", Some(&key)).await;
+    assert_eq!(
+        s, 410,
+        "every version retired: gone, like a pinned retired version: {body}"
+    );
+    assert!(
+        body.contains("every version of service `pay` is retired"),
+        "{body}"
+    );
+    assert_eq!(node.call("acme/pay@v1", Some(&key)).await.0, 410);
+    // A draft beside the retired ones: not published yet, 404 as before.
+    set_state(&node, "v3", "draft").await;
+    let (s, _, body, _) = node.call("acme/pay", Some(&key)).await;
+    assert_eq!(s, 404, "{body}");
+    assert!(body.contains("has no published version"), "{body}");
+    set_state(&node, "v3", "published").await;
+    assert_eq!(node.call("acme/pay", Some(&key)).await.0, 200);
+}
+
+#[tokio::test]
+async fn a_whole_key_in_the_path_is_taken_as_its_prefix() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let node = sqlite_node(&dir).await;
+    let key = provision(&node, ADMIN_A, "acme", "pay", r#"{"name":"pay"}"#).await;
+    let prefix = &key[..11];
+    let (s, v) = node
+        .api(
+            "PATCH",
+            &format!("/admin/tenants/acme/keys/{key}"),
+            ADMIN_A,
+            Some(r#"{"expires_in_s":3600}"#),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["prefix"], prefix, "{v}");
+    assert!(v["expires_ms"].is_i64(), "{v}");
+    let (s, v) = node
+        .api(
+            "POST",
+            &format!("/admin/tenants/acme/keys/{key}/revoke"),
+            ADMIN_A,
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["prefix"], prefix, "{v}");
+    assert!(v["revoked_ms"].is_i64(), "{v}");
+    assert_eq!(node.call("acme/pay", Some(&key)).await.0, 401);
+    // A whole key of no key: 404 naming its prefix only, the secret part never echoed.
+    let other = format!("hf_00000000_{}", &key[12..]);
+    let (s, v) = node
+        .api(
+            "POST",
+            &format!("/admin/tenants/acme/keys/{other}/revoke"),
+            ADMIN_A,
+            None,
+        )
+        .await;
+    assert_eq!(s, 404, "{v}");
+    let text = v.to_string();
+    assert!(
+        text.contains("hf_00000000") && !text.contains(&key[12..]),
+        "{text}"
+    );
+}
