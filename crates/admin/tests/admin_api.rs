@@ -199,16 +199,7 @@ async fn roles_and_tenant_isolation() {
 
 #[tokio::test]
 async fn approval_workflow_end_to_end() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let node = sqlite_node(&dir).await;
-    let key = provision(
-        &node,
-        ADMIN_A,
-        "acme",
-        "pay",
-        r#"{"name":"pay","require_approval":true}"#,
-    )
-    .await;
+    let (_dir, node, key) = acme_pay_node(r#"{"name":"pay","require_approval":true}"#).await;
     // Missing key, unknown key.
     let (s, h, _, _) = node.call("pay", None).await;
     assert_eq!(s, 401);

@@ -149,15 +149,7 @@ async fn frozen_redis_rate_limited_requests_use_the_local_limiter_at_once() {
         r#"{"name":"hs-lim","limits":{"rpm":100000}}"#,
     )
     .await;
-    let (s, v) = node
-        .api(
-            "POST",
-            "/admin/tenants/acme/subscriptions",
-            ADMIN_A,
-            Some(r#"{"consumer":"c1","service":"hs-lim"}"#),
-        )
-        .await;
-    assert_eq!(s, 201, "{v}");
+    subscribe(&node, "c1", "hs-lim").await;
     assert_eq!(node.call(svc, Some(&key)).await.0, 200);
     let before = gcra_calls(&redis);
     assert_eq!(node.call(svc, Some(&key)).await.0, 200);

@@ -58,17 +58,9 @@ async fn node_with(dir: &tempfile::TempDir, jwt: Vec<JwtConfig>) -> Node {
     node
 }
 
+/// Subscribe `consumer` to `service`; an existing subscription (200) is fine too.
 async fn subscribe(node: &Node, consumer: &str, service: &str) {
-    let (s, v) = node
-        .api(
-            "POST",
-            "/admin/tenants/acme/subscriptions",
-            ADMIN_A,
-            Some(&format!(
-                r#"{{"consumer":"{consumer}","service":"{service}"}}"#
-            )),
-        )
-        .await;
+    let (s, v) = subscription(node, consumer, service).await;
     assert!(s == 201 || s == 200, "{s} {v}");
 }
 

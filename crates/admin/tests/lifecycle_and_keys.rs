@@ -7,38 +7,16 @@ mod common;
 use common::*;
 
 async fn set_state(node: &Node, version: &str, state: &str) {
-    let (s, v) = node
-        .api(
-            "PUT",
-            &format!("/admin/tenants/acme/services/pay/versions/{version}"),
-            ADMIN_A,
-            Some(&format!(r#"{{"state":"{state}"}}"#)),
-        )
-        .await;
-    assert_eq!(s, 200, "{v}");
+    set_version_state(node, "pay", version, state).await;
 }
 
 #[tokio::test]
 async fn every_version_retired_is_gone_not_missing() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let node = sqlite_node(&dir).await;
-    let key = provision(
-        &node,
-        ADMIN_A,
-        "acme",
-        "pay",
+    let (_dir, node, key) = acme_pay_node(
         r#"{"name":"pay","versions":[{"version":"v1","state":"published"},{"version":"v2","state":"deprecated"}]}"#,
     )
     .await;
-    let (s, v) = node
-        .api(
-            "POST",
-            "/admin/tenants/acme/subscriptions",
-            ADMIN_A,
-            Some(r#"{"consumer":"c1","service":"pay"}"#),
-        )
-        .await;
-    assert_eq!(s, 201, "{v}");
+    subscribe(&node, "c1", "pay").await;
     // The highest callable version, deprecated or not, takes unpinned calls.
     let (s, _, body, extra) = node.call("acme/pay", Some(&key)).await;
     assert_eq!(s, 200, "{body}");
@@ -68,9 +46,7 @@ async fn every_version_retired_is_gone_not_missing() {
 
 #[tokio::test]
 async fn a_whole_key_in_the_path_is_taken_as_its_prefix() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let node = sqlite_node(&dir).await;
-    let key = provision(&node, ADMIN_A, "acme", "pay", r#"{"name":"pay"}"#).await;
+    let (_dir, node, key) = acme_pay_node(r#"{"name":"pay"}"#).await;
     let prefix = &key[..11];
     let (s, v) = node
         .api(

@@ -14,21 +14,6 @@ use holdfast_core::CallRecord;
 use holdfast_proxy::plugin::PluginFactory;
 use serde_json::{json, Value};
 
-async fn subscribe(node: &Node, consumer: &str, service: &str) -> Value {
-    let (s, v) = node
-        .api(
-            "POST",
-            "/admin/tenants/acme/subscriptions",
-            ADMIN_A,
-            Some(&format!(
-                r#"{{"consumer":"{consumer}","service":"{service}"}}"#
-            )),
-        )
-        .await;
-    assert_eq!(s, 201, "{v}");
-    v
-}
-
 fn versions(v: &Value) -> Vec<String> {
     v["versions"]
         .as_array()
@@ -61,15 +46,7 @@ async fn highest_version_is_chosen_by_number_not_string_order() {
 
     // v1.10 beats v1.2; retiring v10 makes v9 the highest callable.
     for (ver, state) in [("v1.2", "published"), ("v1.10", "published")] {
-        let (s, v) = node
-            .api(
-                "PUT",
-                &format!("/admin/tenants/acme/services/pay/versions/{ver}"),
-                ADMIN_A,
-                Some(&format!(r#"{{"state":"{state}"}}"#)),
-            )
-            .await;
-        assert_eq!(s, 200, "{v}");
+        set_version_state(&node, "pay", ver, state).await;
     }
     let (_, v) = node
         .api("GET", "/admin/tenants/acme/services", VIEWER_A, None)

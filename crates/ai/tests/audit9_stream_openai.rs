@@ -301,30 +301,10 @@ async fn messages_stream_turns_a_refusal_into_text_with_the_refusal_stop_reason(
         "[DONE]".to_string(),
     ];
     let gw = gateway("openai", frames).await;
-    let r = post(
-        &gw,
-        "/v1/messages",
-        json!({"model": "m", "max_tokens": 100, "stream": true,
-            "messages": [{"role": "user", "content": "hi"}]}),
-    )
-    .await;
+    let r = stream_message(&gw, "hi").await;
     assert_eq!(r.status, 200, "{}", r.body);
-    let events = r.events();
-    let text: String = events
-        .iter()
-        .filter(|(e, _)| e == "content_block_delta")
-        .filter_map(|(_, d)| {
-            serde_json::from_str::<Value>(d).unwrap()["delta"]["text"]
-                .as_str()
-                .map(String::from)
-        })
-        .collect();
-    assert_eq!(text, "I can't help with that.", "{}", r.body);
-    let delta = events
-        .iter()
-        .find(|(e, _)| e == "message_delta")
-        .map(|(_, d)| serde_json::from_str::<Value>(d).unwrap())
-        .unwrap();
+    assert_eq!(r.message_text(), "I can't help with that.", "{}", r.body);
+    let delta = r.message_event("message_delta");
     assert_eq!(delta["delta"]["stop_reason"], "refusal", "{}", r.body);
     assert_eq!(delta["usage"]["output_tokens"], 6);
 }

@@ -256,26 +256,15 @@ async fn openai_clients_cannot_smuggle_a_native_request() {
 async fn stream_usage_over_other_providers() {
     for p in ["openai", "gemini", "ollama"] {
         let (_mock, gw) = setup(p).await;
-        let r = post(
-            &gw,
-            "/v1/messages",
-            json!({"model": "m", "max_tokens": 100, "stream": true,
-                "messages": [{"role": "user", "content": "hey there"}]}),
-        )
-        .await;
+        let r = stream_message(&gw, "hey there").await;
         assert_eq!(r.status, 200, "{p}: {}", r.body);
-        let events = r.events();
-        let data = |name: &str| -> Value {
-            let (_, d) = events.iter().find(|(e, _)| e == name).unwrap();
-            serde_json::from_str(d).unwrap()
-        };
         // The start can only estimate; it says so.
-        let start = data("message_start");
+        let start = r.message_event("message_start");
         let u = &start["message"]["usage"];
         assert!(u["input_tokens"].as_u64().unwrap() > 0, "{p}: {start}");
         assert_eq!(u["estimated"], true, "{p}: {start}");
         // The final message_delta has the provider's figures, input included.
-        let delta = data("message_delta");
+        let delta = r.message_event("message_delta");
         assert_eq!(
             delta["usage"],
             json!({"input_tokens": 7, "output_tokens": 5}),
@@ -306,31 +295,10 @@ async fn openai_refusal_becomes_a_refusal_message() {
 
     // Streamed, the same refusal reads the same.
     mock.push([Behavior::Refusal("I can't help with that.".to_string())]);
-    let r = post(
-        &gw,
-        "/v1/messages",
-        json!({"model": "m", "max_tokens": 100, "stream": true,
-            "messages": [{"role": "user", "content": "something bad"}]}),
-    )
-    .await;
-    let text: String = r
-        .events()
-        .iter()
-        .filter(|(e, _)| e == "content_block_delta")
-        .filter_map(|(_, d)| {
-            serde_json::from_str::<Value>(d).unwrap()["delta"]["text"]
-                .as_str()
-                .map(String::from)
-        })
-        .collect();
-    assert_eq!(text, "I can't help with that.");
-    let (_, d) = r
-        .events()
-        .into_iter()
-        .find(|(e, _)| e == "message_delta")
-        .unwrap();
+    let r = stream_message(&gw, "something bad").await;
+    assert_eq!(r.message_text(), "I can't help with that.");
     assert_eq!(
-        serde_json::from_str::<Value>(&d).unwrap()["delta"]["stop_reason"],
+        r.message_event("message_delta")["delta"]["stop_reason"],
         "refusal"
     );
 }

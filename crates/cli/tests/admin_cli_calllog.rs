@@ -27,15 +27,7 @@ fn admin_cli_call_log_prune_and_readable_tables() {
         ..admin_support::super_admin_config(&dir, TOKEN)
     };
     let (url, mgmt, plugins) = rt.block_on(async {
-        let m = holdfast_admin::Management::start(&cfg)
-            .await
-            .expect("start");
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = l.local_addr().expect("addr");
-        let router = m.router();
-        tokio::spawn(async move { axum::serve(l, router).await });
+        let (url, m) = admin_support::start_admin(&cfg).await;
         let config = Config {
             management: Some(cfg.clone()),
             ..Config::default()
@@ -43,7 +35,7 @@ fn admin_cli_call_log_prune_and_readable_tables() {
         let plugins = holdfast_admin::ManagementFactory(m.clone())
             .build(&config)
             .expect("plugins");
-        (format!("http://{addr}"), m, plugins)
+        (url, m, plugins)
     });
     let acme = [("HOLDFAST_TENANT", "acme")];
     let run = |args: &[&str]| {

@@ -4,30 +4,12 @@
 
 mod admin_support;
 
-use std::process::Command;
-
 use serde_json::Value;
 
 const TOKEN: &str = "cli-usability-super-token-0123456789";
 
-/// `holdfast admin ARGS` with exactly these arguments (no `--url`/`--token` added) and no
-/// inherited admin environment: (success, stdout, stderr).
 fn raw(env: &[(&str, &str)], args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_holdfast"))
-        .arg("admin")
-        .args(args)
-        .env_remove("HOLDFAST_TENANT")
-        .env_remove("HOLDFAST_ADMIN_URL")
-        .env_remove("HOLDFAST_ADMIN_TOKEN")
-        .env_remove("RUST_BACKTRACE")
-        .envs(env.iter().copied())
-        .output()
-        .expect("holdfast runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    admin_support::admin_raw(env, args)
 }
 
 #[test]
@@ -35,18 +17,7 @@ fn admin_cli_flags_anywhere_whole_keys_and_odd_names() {
     let dir = admin_support::TempDir::new("cli-usability");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let cfg = admin_support::super_admin_config(&dir, TOKEN);
-    let url = rt.block_on(async {
-        let m = holdfast_admin::Management::start(&cfg)
-            .await
-            .expect("start");
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = l.local_addr().expect("addr");
-        let router = m.router();
-        tokio::spawn(async move { axum::serve(l, router).await });
-        format!("http://{addr}")
-    });
+    let url = admin_support::serve_admin(&rt, &cfg);
     let ok = |args: &[&str]| -> String {
         let (ok, out, err) = raw(&[], args);
         assert!(ok, "holdfast admin {args:?} failed: {err}");

@@ -17,18 +17,7 @@ fn admin_cli_end_to_end() {
     let dir = admin_support::TempDir::new("mgmt-cli");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let cfg = admin_support::super_admin_config(&dir, TOKEN);
-    let url = rt.block_on(async {
-        let m = holdfast_admin::Management::start(&cfg)
-            .await
-            .expect("start");
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = l.local_addr().expect("addr");
-        let router = m.router();
-        tokio::spawn(async move { axum::serve(l, router).await });
-        format!("http://{addr}")
-    });
+    let url = admin_support::serve_admin(&rt, &cfg);
     let run = |args: &[&str]| {
         let (ok, out, err) = holdfast(&url, args);
         assert!(ok, "holdfast admin {args:?} failed: {err}");

@@ -576,19 +576,27 @@ async fn an_http2_pool_shares_one_connection_and_passes_trailers() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http2_clients_get_the_configured_header_limit() {
-    let up =
-        Scripted::start(|_, _, _| Some(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec()));
-    let hf = Holdfast::start(&config(&up.url(), "max_header_bytes = 65536"));
-    let tcp = tokio::net::TcpStream::connect(hf.addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+/// An HTTP/2 (prior knowledge) client connection to `addr`, driven on its own task.
+async fn h2_client(
+    addr: SocketAddr,
+) -> hyper::client::conn::http2::SendRequest<http_body_util::Empty<hyper::body::Bytes>> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
         hyper_util::rt::TokioIo::new(tcp),
     )
     .await
     .unwrap();
     tokio::spawn(conn);
+    sender
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_clients_get_the_configured_header_limit() {
+    let up =
+        Scripted::start(|_, _, _| Some(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec()));
+    let hf = Holdfast::start(&config(&up.url(), "max_header_bytes = 65536"));
+    let mut sender = h2_client(hf.addr).await;
     // 30 KB of headers: over hyper's 16 KiB default, under the configured 64 KiB.
     let req = hyper::Request::get(format!("http://{}/big", hf.addr))
         .header("x-big", "a".repeat(30_000))
@@ -715,14 +723,7 @@ async fn http2_requests_with_a_bad_or_conflicting_host_get_a_400() {
     let up =
         Scripted::start(|_, _, _| Some(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec()));
     let hf = Holdfast::start(&config(&up.url(), ""));
-    let tcp = tokio::net::TcpStream::connect(hf.addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tcp),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let mut sender = h2_client(hf.addr).await;
     let authority = hf.addr.to_string();
     let cases: Vec<(Vec<String>, u16)> = vec![
         (vec![], 200),

@@ -3,13 +3,14 @@
 //! doctor names the server's full queue, with the queue and backlog as evidence and the fix,
 //! instead of a plain timeout or "run again".
 
+mod support;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use holdfast_doctor::live::{
-    self, DoctorOptions, DoctorReport, LiveCause, LiveResetter, Silent, Status,
-};
+use holdfast_doctor::live::{DoctorReport, LiveCause, LiveResetter, Status};
 use socket2::{Domain, Socket, Type};
+use support::live::{check, quick_options, run_doctor};
 
 /// A listener on 127.0.0.1 with backlog 1 that never accepts.
 fn listener() -> (Socket, SocketAddr) {
@@ -40,16 +41,9 @@ fn fill(addr: SocketAddr, n: usize) -> Vec<Socket> {
 }
 
 fn doctor(url: &str) -> DoctorReport {
-    let mut options = DoctorOptions::new(url);
-    options.timeout = Duration::from_millis(1500);
-    options.max_idle = Duration::from_secs(1);
-    options.repeat = 1;
+    let mut options = quick_options(url, Duration::from_millis(1500));
     options.max_hops = 1;
-    options.capture = false;
-    options.proxy_env = Some(Vec::new());
-    let report = live::run(&options, &mut Silent).expect("the doctor runs");
-    eprintln!("{}", serde_json::to_string_pretty(&report).unwrap());
-    report
+    run_doctor(&options)
 }
 
 fn assert_full_queue(report: &DoctorReport) {
@@ -83,7 +77,7 @@ fn a_full_accept_queue_is_named_with_its_backlog() {
     let _held = fill(addr, 4);
     let report = doctor(&format!("http://{addr}/"));
     assert_full_queue(&report);
-    let tcp = report.checks.iter().find(|c| c.name == "tcp").unwrap();
+    let tcp = check(&report, "tcp");
     assert_eq!(tcp.status, Status::Fail, "{}", tcp.detail);
     assert!(tcp.detail.contains("backlog of 1"), "{}", tcp.detail);
 }
@@ -95,7 +89,7 @@ fn a_queue_the_probe_itself_fills_is_named_not_a_retry() {
     let held = fill(addr, 1);
     assert_eq!(held.len(), 1);
     let report = doctor(&format!("http://{addr}/"));
-    let tcp = report.checks.iter().find(|c| c.name == "tcp").unwrap();
+    let tcp = check(&report, "tcp");
     assert_ne!(tcp.status, Status::Fail, "{}", tcp.detail);
     assert_full_queue(&report);
     assert!(

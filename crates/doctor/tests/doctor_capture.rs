@@ -2,6 +2,8 @@
 //! application's connections to the same server, reset or not, are neither evidence for the
 //! verdict nor listed by the end `capture` check.
 
+mod support;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,31 +11,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use holdfast_doctor::live::capture::Probes;
-use holdfast_doctor::live::{self, DoctorOptions, LiveCause, LiveResetter, Silent, Status};
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
+use holdfast_doctor::live::{DoctorOptions, LiveCause, LiveResetter, Status};
+use support::live::{end_capture, is_root, run_doctor, serve_each};
 
 /// A server on 127.0.0.1 answering `200 OK` and closing.
 fn healthy_server() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for mut stream in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-                let mut buf = [0u8; 4096];
-                if matches!(stream.read(&mut buf), Ok(n) if n > 0) {
-                    let _ = stream.write_all(
-                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
-                    );
-                }
-            });
+    serve_each(|mut stream| {
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut buf = [0u8; 4096];
+        if matches!(stream.read(&mut buf), Ok(n) if n > 0) {
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
         }
-    });
-    port
+    })
 }
 
 /// A port on 127.0.0.1 where nothing listens.
@@ -89,19 +79,12 @@ fn other_connections_to_the_server_are_not_in_the_capture() {
     let closed = closed_port();
     let _noise = Background::hammer(closed);
     std::thread::sleep(Duration::from_millis(100));
-    let report = live::run(&options(&format!("http://127.0.0.1:{good}/")), &mut Silent)
-        .expect("the doctor runs");
-    eprintln!("{}", serde_json::to_string_pretty(&report).unwrap());
+    let report = run_doctor(&options(&format!("http://127.0.0.1:{good}/")));
     assert_eq!(
         (report.verdict.resetter, report.verdict.cause),
         (LiveResetter::None, LiveCause::None)
     );
-    let end = report
-        .checks
-        .iter()
-        .rev()
-        .find(|c| c.name == "capture")
-        .expect("the end capture check");
+    let end = end_capture(&report);
     assert_eq!(end.status, Status::Pass, "{}", end.detail);
     assert!(
         end.detail.contains("no reset"),
@@ -125,22 +108,12 @@ fn a_refused_probe_is_judged_on_its_own_reset() {
     let other = closed_port();
     let _noise = Background::hammer(other);
     std::thread::sleep(Duration::from_millis(100));
-    let report = live::run(
-        &options(&format!("http://127.0.0.1:{closed}/")),
-        &mut Silent,
-    )
-    .expect("the doctor runs");
-    eprintln!("{}", serde_json::to_string_pretty(&report).unwrap());
+    let report = run_doctor(&options(&format!("http://127.0.0.1:{closed}/")));
     assert_eq!(
         (report.verdict.resetter, report.verdict.cause),
         (LiveResetter::Server, LiveCause::Refused)
     );
-    let end = report
-        .checks
-        .iter()
-        .rev()
-        .find(|c| c.name == "capture")
-        .expect("the end capture check");
+    let end = end_capture(&report);
     assert!(!end.detail.contains(&format!(":{other}")), "{}", end.detail);
     assert!(end.detail.contains(&format!(":{closed}")), "{}", end.detail);
 }

@@ -3,52 +3,41 @@
 //! seen), and `--timeout` as one deadline for a whole step, so a server that trickles its
 //! answer (HTTP head, HTTP body or TLS handshake) cannot hold a probe.
 
+mod support;
+
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use holdfast_doctor::live::{
-    self, DoctorOptions, DoctorReport, LiveCause, LiveResetter, Silent, Status,
-};
+use holdfast_doctor::live::{self, DoctorReport, LiveCause, LiveResetter, Silent, Status};
+use support::live::{check, print_report, quick_options, send, serve_each, trickle};
 
 /// A server on 127.0.0.1: `answer` handles each connection after its request head.
 fn server(answer: fn(&mut TcpStream)) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for mut stream in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf) {
-                        Ok(n) if n > 0 => head.extend_from_slice(&buf[..n]),
-                        _ => return,
-                    }
-                }
-                answer(&mut stream);
-            });
+    serve_each(move |mut stream| {
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buf) {
+                Ok(n) if n > 0 => head.extend_from_slice(&buf[..n]),
+                _ => return,
+            }
         }
-    });
-    port
+        answer(&mut stream);
+    })
 }
 
-/// Runs the doctor on its own thread and fails (instead of hanging) when it takes longer
-/// than `limit`.
+/// Runs the doctor on `url` on its own thread and fails (instead of hanging) when it takes
+/// longer than `limit` seconds.
 fn doctor_within(
     url: &str,
-    limit: Duration,
-    tune: impl FnOnce(&mut DoctorOptions),
+    limit: u64,
+    tune: impl FnOnce(&mut live::DoctorOptions),
 ) -> DoctorReport {
-    let mut options = DoctorOptions::new(url);
-    options.timeout = Duration::from_secs(2);
-    options.max_idle = Duration::from_secs(1);
-    options.repeat = 1;
-    options.max_hops = 2;
-    options.capture = false;
-    options.proxy_env = Some(Vec::new());
+    let limit = Duration::from_secs(limit);
+    let mut options = quick_options(url, Duration::from_secs(2));
     tune(&mut options);
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -58,20 +47,38 @@ fn doctor_within(
         .recv_timeout(limit)
         .unwrap_or_else(|_| panic!("no verdict for {url} within {limit:?}"))
         .expect("the doctor runs");
-    eprintln!("{}", serde_json::to_string_pretty(&report).unwrap());
+    print_report(&report);
     report
 }
 
-fn check<'a>(report: &'a DoctorReport, name: &str) -> &'a live::Check {
-    report
-        .checks
-        .iter()
-        .find(|c| c.name == name)
-        .unwrap_or_else(|| panic!("no {name} check"))
+/// [`doctor_within`] on `path` of the server at `port` on 127.0.0.1.
+fn doctor_at(
+    port: u16,
+    path: &str,
+    limit: u64,
+    tune: impl FnOnce(&mut live::DoctorOptions),
+) -> DoctorReport {
+    doctor_within(&format!("http://127.0.0.1:{port}{path}"), limit, tune)
 }
 
-fn send(stream: &mut TcpStream, bytes: &[u8]) {
-    let _ = stream.write_all(bytes).and_then(|_| stream.flush());
+/// Asserts the verdict's cause, showing its summary when it is not `cause`.
+fn assert_cause(report: &DoctorReport, cause: LiveCause) {
+    assert_eq!(report.verdict.cause, cause, "{}", report.verdict.summary);
+}
+
+/// Asserts the verdict's resetter and cause, showing its summary when they differ.
+fn assert_verdict(report: &DoctorReport, resetter: LiveResetter, cause: LiveCause) {
+    assert_eq!(
+        (report.verdict.resetter, report.verdict.cause),
+        (resetter, cause),
+        "{}",
+        report.verdict.summary
+    );
+}
+
+/// Asserts that a check's detail contains `text`, showing the detail when it does not.
+fn assert_detail(check: &live::Check, text: &str) {
+    assert!(check.detail.contains(text), "{}", check.detail);
 }
 
 #[test]
@@ -90,26 +97,17 @@ fn interim_answers_are_skipped_for_the_final_one() {
             b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
         );
     });
-    let report = doctor_within(
-        &format!("http://127.0.0.1:{port}/"),
-        Duration::from_secs(20),
-        |_| {},
-    );
-    assert_eq!(
-        (report.verdict.resetter, report.verdict.cause),
-        (LiveResetter::None, LiveCause::None),
-        "{}",
-        report.verdict.summary
-    );
+    let report = doctor_at(port, "/", 20, |_| {});
+    assert_verdict(&report, LiveResetter::None, LiveCause::None);
     let http = check(&report, "http");
     assert_eq!(http.status, Status::Pass, "{}", http.detail);
-    assert!(http.detail.contains("answered 200"), "{}", http.detail);
+    assert_detail(http, "answered 200");
     assert!(
         http.detail.contains("100 Continue") && http.detail.contains("103 Early Hints"),
         "the interim answers are mentioned: {}",
         http.detail
     );
-    assert!(http.detail.contains("(5 body bytes)"), "{}", http.detail);
+    assert_detail(http, "(5 body bytes)");
     assert!(
         report.verdict.summary.contains("answered 200"),
         "{}",
@@ -124,11 +122,7 @@ fn interim_answers_are_skipped_for_the_final_one() {
             b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
         );
     });
-    let report = doctor_within(
-        &format!("http://127.0.0.1:{port}/"),
-        Duration::from_secs(20),
-        |_| {},
-    );
+    let report = doctor_at(port, "/", 20, |_| {});
     assert_eq!(check(&report, "http").status, Status::Warn);
     assert!(
         report.verdict.summary.contains("HTTP 503"),
@@ -150,24 +144,11 @@ fn a_large_body_is_read_and_counted_not_a_failure() {
         );
         send(s, &vec![b'x'; SIX_MIB]);
     });
-    let report = doctor_within(
-        &format!("http://127.0.0.1:{port}/big"),
-        Duration::from_secs(30),
-        |_| {},
-    );
-    assert_eq!(
-        report.verdict.cause,
-        LiveCause::None,
-        "{}",
-        report.verdict.summary
-    );
+    let report = doctor_at(port, "/big", 30, |_| {});
+    assert_cause(&report, LiveCause::None);
     let http = check(&report, "http");
     assert_eq!(http.status, Status::Pass, "{}", http.detail);
-    assert!(
-        http.detail.contains(&format!("({SIX_MIB} body bytes)")),
-        "{}",
-        http.detail
-    );
+    assert_detail(http, &format!("({SIX_MIB} body bytes)"));
 
     // The same body chunked, in 64 KiB chunks. The server keeps the connection open after
     // the last chunk: the body ends there, not at a close (which would miss the deadline).
@@ -185,23 +166,10 @@ fn a_large_body_is_read_and_counted_not_a_failure() {
         send(s, b"0\r\n\r\n");
         std::thread::sleep(Duration::from_secs(4));
     });
-    let report = doctor_within(
-        &format!("http://127.0.0.1:{port}/big"),
-        Duration::from_secs(30),
-        |_| {},
-    );
-    assert_eq!(
-        report.verdict.cause,
-        LiveCause::None,
-        "{}",
-        report.verdict.summary
-    );
+    let report = doctor_at(port, "/big", 30, |_| {});
+    assert_cause(&report, LiveCause::None);
     let http = check(&report, "http");
-    assert!(
-        http.detail.contains(&format!("({SIX_MIB} body bytes)")),
-        "{}",
-        http.detail
-    );
+    assert_detail(http, &format!("({SIX_MIB} body bytes)"));
 }
 
 #[test]
@@ -215,34 +183,16 @@ fn a_body_beyond_the_read_limit_is_enough_to_know_the_server_answers() {
         let block = vec![b'z'; 1 << 20];
         while s.write_all(&block).is_ok() {}
     });
-    let report = doctor_within(
-        &format!("http://127.0.0.1:{port}/huge"),
-        Duration::from_secs(60),
-        |o| o.timeout = Duration::from_secs(20),
-    );
-    assert_eq!(
-        report.verdict.cause,
-        LiveCause::None,
-        "{}",
-        report.verdict.summary
-    );
+    let report = doctor_at(port, "/huge", 60, |o| o.timeout = Duration::from_secs(20));
+    assert_cause(&report, LiveCause::None);
     let http = check(&report, "http");
     assert_eq!(http.status, Status::Pass, "{}", http.detail);
-    assert!(
-        // 64 MiB, the doctor's read limit.
-        http.detail
-            .contains("read 67108864 of 1073741824 body bytes, then stopped"),
-        "{}",
-        http.detail
-    );
+    // 64 MiB, the doctor's read limit.
+    assert_detail(http, "read 67108864 of 1073741824 body bytes, then stopped");
     // The connection holds the unread rest: it is not reused for the keep-alive check.
     let keepalive = check(&report, "keepalive");
     assert_eq!(keepalive.status, Status::Skip, "{}", keepalive.detail);
-    assert!(
-        keepalive.detail.contains("not read to its end"),
-        "{}",
-        keepalive.detail
-    );
+    assert_detail(keepalive, "not read to its end");
 }
 
 #[test]
@@ -255,31 +205,15 @@ fn a_large_body_still_arriving_at_the_deadline_is_answered_not_a_timeout() {
         );
         send(s, &vec![b'x'; 2 << 20]);
         let block = [b'x'; 4096];
-        loop {
-            std::thread::sleep(Duration::from_millis(100));
-            if s.write_all(&block).is_err() {
-                return;
-            }
-        }
+        trickle(s, &block, Duration::from_millis(100));
     });
-    let report = doctor_within(
-        &format!("http://127.0.0.1:{port}/download"),
-        Duration::from_secs(20),
-        |o| o.timeout = Duration::from_secs(1),
-    );
-    assert_eq!(
-        report.verdict.cause,
-        LiveCause::None,
-        "{}",
-        report.verdict.summary
-    );
+    let report = doctor_at(port, "/download", 20, |o| {
+        o.timeout = Duration::from_secs(1)
+    });
+    assert_cause(&report, LiveCause::None);
     let http = check(&report, "http");
     assert_eq!(http.status, Status::Pass, "{}", http.detail);
-    assert!(
-        http.detail.contains("before the --timeout deadline"),
-        "{}",
-        http.detail
-    );
+    assert_detail(http, "before the --timeout deadline");
     assert!(http.ms < 2500, "{} ms", http.ms);
 }
 
@@ -295,17 +229,8 @@ fn a_reset_in_the_middle_of_a_large_body_is_still_a_reset() {
         std::thread::sleep(Duration::from_millis(300));
         let _ = socket2::SockRef::from(&*s).set_linger(Some(Duration::ZERO));
     });
-    let report = doctor_within(
-        &format!("http://127.0.0.1:{port}/big"),
-        Duration::from_secs(30),
-        |_| {},
-    );
-    assert_eq!(
-        (report.verdict.resetter, report.verdict.cause),
-        (LiveResetter::Server, LiveCause::AppAbort),
-        "{}",
-        report.verdict.summary
-    );
+    let report = doctor_at(port, "/big", 30, |_| {});
+    assert_verdict(&report, LiveResetter::Server, LiveCause::AppAbort);
     let http = check(&report, "http");
     assert_eq!(http.status, Status::Fail, "{}", http.detail);
     let after: u64 = http
@@ -327,36 +252,18 @@ fn a_server_trickling_its_head_times_out_at_the_deadline() {
     // timeout, but the whole answer never comes.
     let port = server(|s| {
         send(s, b"HTTP/1.1 200 OK\r\nX-Slow: ");
-        loop {
-            std::thread::sleep(Duration::from_millis(200));
-            if s.write_all(b"a").is_err() {
-                return;
-            }
-        }
+        trickle(s, b"a", Duration::from_millis(200));
     });
     let started = Instant::now();
-    let report = doctor_within(
-        &format!("http://127.0.0.1:{port}/"),
-        Duration::from_secs(20),
-        |o| o.timeout = Duration::from_secs(1),
-    );
-    assert_eq!(
-        (report.verdict.resetter, report.verdict.cause),
-        (LiveResetter::None, LiveCause::Timeout),
-        "{}",
-        report.verdict.summary
-    );
+    let report = doctor_at(port, "/", 20, |o| o.timeout = Duration::from_secs(1));
+    assert_verdict(&report, LiveResetter::None, LiveCause::Timeout);
     let http = check(&report, "http");
     assert!(
         http.ms < 2500,
         "the exchange is bounded by --timeout as a whole: {} ms",
         http.ms
     );
-    assert!(
-        http.detail.contains("--timeout deadline"),
-        "{}",
-        http.detail
-    );
+    assert_detail(http, "--timeout deadline");
     assert!(started.elapsed() < Duration::from_secs(15));
 }
 
@@ -367,24 +274,10 @@ fn a_server_trickling_its_body_times_out_at_the_deadline() {
             s,
             b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n",
         );
-        loop {
-            std::thread::sleep(Duration::from_millis(200));
-            if s.write_all(b"b").is_err() {
-                return;
-            }
-        }
+        trickle(s, b"b", Duration::from_millis(200));
     });
-    let report = doctor_within(
-        &format!("http://127.0.0.1:{port}/"),
-        Duration::from_secs(20),
-        |o| o.timeout = Duration::from_secs(1),
-    );
-    assert_eq!(
-        report.verdict.cause,
-        LiveCause::Timeout,
-        "{}",
-        report.verdict.summary
-    );
+    let report = doctor_at(port, "/", 20, |o| o.timeout = Duration::from_secs(1));
+    assert_cause(&report, LiveCause::Timeout);
     assert!(check(&report, "http").ms < 2500);
 }
 
@@ -392,42 +285,19 @@ fn a_server_trickling_its_body_times_out_at_the_deadline() {
 fn a_tls_server_trickling_its_handshake_times_out_at_the_deadline() {
     // After the ClientHello: a handshake record header announcing 16 KiB, then its bytes
     // one every 200 ms.
-    let port = {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        std::thread::spawn(move || {
-            for mut stream in listener.incoming().flatten() {
-                std::thread::spawn(move || {
-                    let mut hello = [0u8; 4096];
-                    if !matches!(stream.read(&mut hello), Ok(n) if n > 0) {
-                        return;
-                    }
-                    send(&mut stream, &[0x16, 0x03, 0x03, 0x40, 0x00, 0x02]);
-                    loop {
-                        std::thread::sleep(Duration::from_millis(200));
-                        if stream.write_all(&[0]).is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        port
-    };
-    let report = doctor_within(
-        &format!("https://localhost:{port}/"),
-        Duration::from_secs(20),
-        |o| {
-            o.timeout = Duration::from_secs(1);
-            o.insecure = true;
-        },
-    );
-    assert_eq!(
-        (report.verdict.resetter, report.verdict.cause),
-        (LiveResetter::None, LiveCause::Timeout),
-        "{}",
-        report.verdict.summary
-    );
+    let port = serve_each(|mut stream| {
+        let mut hello = [0u8; 4096];
+        if !matches!(stream.read(&mut hello), Ok(n) if n > 0) {
+            return;
+        }
+        send(&mut stream, &[0x16, 0x03, 0x03, 0x40, 0x00, 0x02]);
+        trickle(&mut stream, &[0], Duration::from_millis(200));
+    });
+    let report = doctor_within(&format!("https://localhost:{port}/"), 20, |o| {
+        o.timeout = Duration::from_secs(1);
+        o.insecure = true;
+    });
+    assert_verdict(&report, LiveResetter::None, LiveCause::Timeout);
     let tls = check(&report, "tls");
     assert_eq!(tls.status, Status::Fail, "{}", tls.detail);
     // The real handshake and the control one, each bounded by the deadline.

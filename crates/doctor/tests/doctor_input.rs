@@ -2,8 +2,10 @@
 //! a message naming the fix), a non-http proxy in the environment, a server that closes
 //! without answering, and a self-signed CA certificate pinned with `--ca-file`.
 
+mod support;
+
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,39 +13,24 @@ use holdfast_doctor::live::{
     self, DoctorError, DoctorOptions, DoctorReport, LiveCause, LiveResetter, Silent, Status,
 };
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
+use support::live::{quick_options, run_doctor, serve_each, tls_config};
 
 fn doctor(url: &str, tune: impl FnOnce(&mut DoctorOptions)) -> DoctorReport {
-    let mut options = DoctorOptions::new(url);
-    options.timeout = Duration::from_secs(3);
-    options.max_idle = Duration::from_secs(1);
-    options.repeat = 1;
-    options.max_hops = 2;
-    options.capture = false;
-    options.proxy_env = Some(Vec::new());
+    let mut options = quick_options(url, Duration::from_secs(3));
     tune(&mut options);
-    let report = live::run(&options, &mut Silent).expect("the doctor runs");
-    eprintln!("{}", serde_json::to_string_pretty(&report).unwrap());
-    report
+    run_doctor(&options)
 }
 
 /// A plain server on 127.0.0.1: `answer` handles each connection after its request.
 fn server(answer: fn(&mut TcpStream)) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for mut stream in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-                let mut buf = [0u8; 4096];
-                if matches!(stream.read(&mut buf), Ok(n) if n > 0) {
-                    answer(&mut stream);
-                }
-            });
+    serve_each(move |mut stream| {
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+        let mut buf = [0u8; 4096];
+        if matches!(stream.read(&mut buf), Ok(n) if n > 0) {
+            answer(&mut stream);
         }
-    });
-    port
+    })
 }
 
 fn ok_close(stream: &mut TcpStream) {
@@ -195,43 +182,27 @@ fn ca_cert(tag: &str) -> (Arc<ServerConfig>, std::path::PathBuf) {
     let pem_path =
         std::env::temp_dir().join(format!("holdfast-doctor-{tag}-{}.pem", std::process::id()));
     std::fs::write(&pem_path, cert.pem()).unwrap();
-    let config =
-        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![CertificateDer::from(cert.der().to_vec())],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-            )
-            .unwrap();
-    (Arc::new(config), pem_path)
+    (
+        tls_config(cert.der().to_vec(), key.serialize_der()),
+        pem_path,
+    )
 }
 
 fn tls_server(config: Arc<ServerConfig>) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let config = config.clone();
-            std::thread::spawn(move || {
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-                let Ok(conn) = ServerConnection::new(config) else {
-                    return;
-                };
-                let mut tls = StreamOwned::new(conn, stream);
-                let mut buf = [0u8; 4096];
-                if matches!(tls.read(&mut buf), Ok(n) if n > 0) {
-                    let _ = tls.write_all(
-                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
-                    );
-                    tls.conn.send_close_notify();
-                    let _ = tls.flush();
-                }
-            });
+    serve_each(move |stream| {
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+        let Ok(conn) = ServerConnection::new(config.clone()) else {
+            return;
+        };
+        let mut tls = StreamOwned::new(conn, stream);
+        let mut buf = [0u8; 4096];
+        if matches!(tls.read(&mut buf), Ok(n) if n > 0) {
+            let _ = tls
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
         }
-    });
-    port
+    })
 }
 
 #[test]

@@ -3,6 +3,8 @@
 //! server name (its own TLS rejection, not SNI filtering), a closed port, a dead proxy, and
 //! bad input.
 
+mod support;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
@@ -11,8 +13,8 @@ use std::time::Duration;
 use holdfast_doctor::live::{
     self, DoctorError, DoctorOptions, DoctorReport, LiveCause, LiveResetter, Silent, Status,
 };
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
+use support::live::{localhost_cert, run_doctor, serve_each};
 
 /// A self-signed certificate for `localhost`, its PEM written to a temp file.
 struct Cert {
@@ -27,38 +29,18 @@ impl Drop for Cert {
 }
 
 fn cert(tag: &str) -> Cert {
-    let key = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (pem, config) = localhost_cert();
     let pem_path =
         std::env::temp_dir().join(format!("holdfast-doctor-{tag}-{}.pem", std::process::id()));
-    std::fs::write(&pem_path, key.cert.pem()).unwrap();
-    let certs = vec![CertificateDer::from(key.cert.der().to_vec())];
-    let private = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.signing_key.serialize_der()));
-    let config =
-        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(certs, private)
-            .unwrap();
-    Cert {
-        config: Arc::new(config),
-        pem_path,
-    }
+    std::fs::write(&pem_path, pem).unwrap();
+    Cert { config, pem_path }
 }
 
 /// A TLS server on 127.0.0.1 answering `Connection: close`. When `blocked_sni` is set, a
 /// ClientHello carrying that name is answered with a reset, as a server that rejects an
 /// unknown SNI by aborting does.
 fn tls_server(config: Arc<ServerConfig>, blocked_sni: Option<&'static str>) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let config = config.clone();
-            std::thread::spawn(move || serve_tls(stream, config, blocked_sni));
-        }
-    });
-    port
+    serve_each(move |stream| serve_tls(stream, config.clone(), blocked_sni))
 }
 
 fn serve_tls(stream: TcpStream, config: Arc<ServerConfig>, blocked_sni: Option<&str>) {
@@ -92,9 +74,7 @@ fn doctor(url: &str, tune: impl FnOnce(&mut DoctorOptions)) -> DoctorReport {
     options.max_hops = 4;
     options.proxy_env = Some(Vec::new());
     tune(&mut options);
-    let report = live::run(&options, &mut Silent).expect("the doctor runs");
-    eprintln!("{}", serde_json::to_string_pretty(&report).unwrap());
-    report
+    run_doctor(&options)
 }
 
 fn verdict(report: &DoctorReport) -> (LiveResetter, LiveCause) {
@@ -236,23 +216,15 @@ fn bad_input_is_an_error_not_a_verdict() {
 
 /// A plain HTTP server on 127.0.0.1: `answer(n, stream)` handles the n-th request (from 1).
 fn http_server(answer: fn(usize, &mut TcpStream)) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
     let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    std::thread::spawn(move || {
-        for mut stream in listener.incoming().flatten() {
-            let count = count.clone();
-            std::thread::spawn(move || {
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-                let mut buf = [0u8; 4096];
-                if matches!(stream.read(&mut buf), Ok(n) if n > 0) {
-                    let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-                    answer(n, &mut stream);
-                }
-            });
+    serve_each(move |mut stream| {
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+        let mut buf = [0u8; 4096];
+        if matches!(stream.read(&mut buf), Ok(n) if n > 0) {
+            let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            answer(n, &mut stream);
         }
-    });
-    port
+    })
 }
 
 fn abort(stream: &TcpStream) {

@@ -1,43 +1,30 @@
 //! The doctor's words for failures that are not resets (loopback): a slow server, an HTTP
 //! 5xx answer, and a proxy set in a lowercase variable.
 
+mod support;
+
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::time::Duration;
 
-use holdfast_doctor::live::{self, DoctorOptions, DoctorReport, LiveCause, LiveResetter, Silent};
+use holdfast_doctor::live::{DoctorOptions, DoctorReport, LiveCause, LiveResetter};
+use support::live::{quick_options, run_doctor, serve_each};
 
 /// A server that reads each request and answers `answer` after `delay`.
 fn server(delay: Duration, answer: &'static str) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                let _ = stream.read(&mut buf);
-                std::thread::sleep(delay);
-                let _ = stream.write_all(answer.as_bytes());
-                std::thread::sleep(Duration::from_millis(200));
-            });
-        }
-    });
-    port
+    serve_each(move |mut stream| {
+        let mut buf = [0u8; 4096];
+        let _ = stream.read(&mut buf);
+        std::thread::sleep(delay);
+        let _ = stream.write_all(answer.as_bytes());
+        std::thread::sleep(Duration::from_millis(200));
+    })
 }
 
 fn doctor(url: &str, tune: impl FnOnce(&mut DoctorOptions)) -> DoctorReport {
-    let mut options = DoctorOptions::new(url);
-    options.timeout = Duration::from_secs(1);
-    options.max_idle = Duration::from_secs(1);
-    options.repeat = 1;
-    options.max_hops = 2;
-    options.capture = false;
-    options.proxy_env = Some(Vec::new());
+    let mut options = quick_options(url, Duration::from_secs(1));
     tune(&mut options);
-    let report = live::run(&options, &mut Silent).expect("the doctor runs");
-    eprintln!("{}", serde_json::to_string_pretty(&report).unwrap());
-    report
+    run_doctor(&options)
 }
 
 #[test]

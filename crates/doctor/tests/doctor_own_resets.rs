@@ -2,46 +2,21 @@
 //! evidence; the doctor's own closes (a TLS session ticket left unread, a body not read to
 //! its end) are labelled as its own, not blamed on anyone.
 
+mod support;
+
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Duration;
 
-use holdfast_doctor::live::{self, DoctorOptions, LiveCause, LiveResetter, Silent};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use holdfast_doctor::live::{DoctorOptions, LiveCause, LiveResetter};
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-fn server_config() -> Arc<ServerConfig> {
-    let key = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let certs = vec![CertificateDer::from(key.cert.der().to_vec())];
-    let private = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.signing_key.serialize_der()));
-    let config =
-        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(certs, private)
-            .unwrap();
-    Arc::new(config)
-}
+use support::live::{end_capture, is_root, localhost_cert, run_doctor, serve_each, trickle};
 
 /// A keep-alive TLS server on 127.0.0.1 answering every request on a connection.
 fn tls_keepalive_server() -> u16 {
-    let config = server_config();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let config = config.clone();
-            std::thread::spawn(move || serve(stream, config));
-        }
-    });
-    port
+    let (_, config) = localhost_cert();
+    serve_each(move |stream| serve(stream, config.clone()))
 }
 
 fn serve(stream: TcpStream, config: Arc<ServerConfig>) {
@@ -76,20 +51,14 @@ fn a_healthy_tls_url_shows_no_reset_evidence() {
     options.repeat = 3;
     options.max_hops = 2;
     options.proxy_env = Some(Vec::new());
-    let report = live::run(&options, &mut Silent).expect("the doctor runs");
-    eprintln!("{}", serde_json::to_string_pretty(&report).unwrap());
+    let report = run_doctor(&options);
     assert_eq!(
         (report.verdict.resetter, report.verdict.cause),
         (LiveResetter::None, LiveCause::None),
         "{}",
         report.verdict.summary
     );
-    let end = report
-        .checks
-        .iter()
-        .rev()
-        .find(|c| c.name == "capture")
-        .expect("the end capture check");
+    let end = end_capture(&report);
     assert!(end.detail.contains("no reset"), "{}", end.detail);
     for check in &report.checks {
         assert!(
@@ -105,30 +74,18 @@ fn a_healthy_tls_url_shows_no_reset_evidence() {
 /// until its deadline and closes with data unread, which resets the connection from its
 /// side.
 fn endless_body_server() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for mut stream in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                if !matches!(stream.read(&mut buf), Ok(n) if n > 0) {
-                    return;
-                }
-                let _ = stream.write_all(
-                    b"HTTP/1.1 200 OK\r\nContent-Length: 104857600\r\nConnection: close\r\n\r\n",
-                );
-                let _ = stream.write_all(&vec![b'z'; 2 << 20]);
-                let block = [b'z'; 4096];
-                loop {
-                    std::thread::sleep(Duration::from_millis(50));
-                    if stream.write_all(&block).is_err() {
-                        return;
-                    }
-                }
-            });
+    serve_each(|mut stream| {
+        let mut buf = [0u8; 4096];
+        if !matches!(stream.read(&mut buf), Ok(n) if n > 0) {
+            return;
         }
-    });
-    port
+        let _ = stream.write_all(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 104857600\r\nConnection: close\r\n\r\n",
+        );
+        let _ = stream.write_all(&vec![b'z'; 2 << 20]);
+        let block = [b'z'; 4096];
+        trickle(&mut stream, &block, Duration::from_millis(50));
+    })
 }
 
 #[test]
@@ -143,20 +100,14 @@ fn the_doctor_s_own_close_of_an_unread_body_is_labelled_not_evidence() {
     options.repeat = 1;
     options.max_hops = 2;
     options.proxy_env = Some(Vec::new());
-    let report = live::run(&options, &mut Silent).expect("the doctor runs");
-    eprintln!("{}", serde_json::to_string_pretty(&report).unwrap());
+    let report = run_doctor(&options);
     assert_eq!(
         report.verdict.cause,
         LiveCause::None,
         "{}",
         report.verdict.summary
     );
-    let end = report
-        .checks
-        .iter()
-        .rev()
-        .find(|c| c.name == "capture")
-        .expect("the end capture check");
+    let end = end_capture(&report);
     assert!(
         end.detail.contains("no reset from the server or the path"),
         "{}",

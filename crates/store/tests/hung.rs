@@ -13,21 +13,11 @@ use std::time::{Duration, Instant};
 
 use holdfast_core::CallRecord;
 use holdfast_store::*;
-use records::{call, SECRET};
+use records::{call, published_service, SECRET};
 use services::{PrivatePg, PrivateRedis};
 
 fn service(name: &str) -> Service {
-    Service {
-        name: name.into(),
-        tenant: "t1".into(),
-        require_approval: false,
-        limits: Limits::default(),
-        versions: vec![ServiceVersion {
-            version: "v1".into(),
-            state: Lifecycle::Published,
-        }],
-        created_ms: 0,
-    }
+    published_service(name, "t1")
 }
 
 /// `work`'s answer and how long it took; a panic (not a hung test) past 20 s.

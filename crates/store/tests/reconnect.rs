@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use holdfast_core::CallRecord;
 use holdfast_store::*;
-use records::{call, SECRET};
+use records::{call, published_service, SECRET};
 use services::{PrivatePg, PrivateRedis};
 
 #[tokio::test]
@@ -41,17 +41,7 @@ async fn postgres_restart_reconnects_reads_writes_and_the_call_log() {
         .await
         .expect("a write after the restart");
     store
-        .create_service(&Service {
-            name: "pay".into(),
-            tenant: "t1".into(),
-            require_approval: false,
-            limits: Limits::default(),
-            versions: vec![ServiceVersion {
-                version: "v1".into(),
-                state: Lifecycle::Published,
-            }],
-            created_ms: 0,
-        })
+        .create_service(&published_service("pay", "t1"))
         .await
         .expect("a transaction after the restart (its own connection)");
     let (back, result) = store

@@ -2,15 +2,37 @@
 //! migrations, entities, keys, subscriptions with approval, tenant scoping, the call log,
 //! pruning and analytics; plus the Redis GCRA script.
 
+#[path = "support/records.rs"]
+mod records;
+
 use holdfast_core::{AiUsage, CallExtra, CallRecord, ResetClass};
 use holdfast_store::*;
+use records::{consumer, published_service, SECRET};
 
 /// The PostgreSQL tests share one database, and some of them check the store-wide generation
 /// counter ("nothing was written"): they take turns so one test's writes cannot show up in
 /// another's check.
 static PG_TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-const SECRET: &[u8] = b"test-secret-0123456789";
+/// A store on a new SQLite file `m.db` in `dir`.
+async fn sqlite_store(dir: &tempfile::TempDir) -> SqlStore {
+    let path = dir.path().join("m.db");
+    SqlStore::open_sqlite(path.to_str().expect("utf8"), SECRET)
+        .await
+        .expect("open")
+}
+
+/// The PostgreSQL of `scripts/test-services`, with this test's turn taken (hold the guard for
+/// the whole test); `None`, said on stderr, where `HOLDFAST_TEST_PG_URL` is unset.
+async fn postgres_store() -> Option<(tokio::sync::MutexGuard<'static, ()>, SqlStore)> {
+    let turn = PG_TURN.lock().await;
+    let Ok(url) = std::env::var("HOLDFAST_TEST_PG_URL") else {
+        eprintln!("skipped: HOLDFAST_TEST_PG_URL is unset (scripts/test sets it via scripts/test-services)");
+        return None;
+    };
+    let store = SqlStore::open_postgres(&url, SECRET).await.expect("open");
+    Some((turn, store))
+}
 
 async fn scenario(store: SqlStore, tag: &str) {
     assert_eq!(schema_version(&store).await.expect("version"), 3);
@@ -350,21 +372,14 @@ async fn crud_scenario(store: SqlStore, tag: &str) {
 #[tokio::test]
 async fn sqlite_crud_scenario() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("m.db");
-    let store = SqlStore::open_sqlite(path.to_str().expect("utf8"), SECRET)
-        .await
-        .expect("open");
-    crud_scenario(store, "").await;
+    crud_scenario(sqlite_store(&dir).await, "").await;
 }
 
 #[tokio::test]
 async fn postgres_crud_scenario() {
-    let _turn = PG_TURN.lock().await;
-    let Ok(url) = std::env::var("HOLDFAST_TEST_PG_URL") else {
-        eprintln!("skipped: HOLDFAST_TEST_PG_URL is unset (scripts/test sets it via scripts/test-services)");
+    let Some((_turn, store)) = postgres_store().await else {
         return;
     };
-    let store = SqlStore::open_postgres(&url, SECRET).await.expect("open");
     crud_scenario(store, &format!("{}", std::process::id())).await;
 }
 
@@ -519,27 +534,12 @@ async fn delete_races_leave_no_orphans(store: SqlStore, tag: &str) {
     let svc = format!("racesvc{tag}");
     store.create_tenant(&t).await.expect("tenant");
     store
-        .create_service(&Service {
-            name: svc.clone(),
-            tenant: t.clone(),
-            require_approval: false,
-            limits: Limits::default(),
-            versions: vec![ServiceVersion {
-                version: "v1".into(),
-                state: Lifecycle::Published,
-            }],
-            created_ms: 0,
-        })
+        .create_service(&published_service(&svc, &t))
         .await
         .expect("service");
     for _ in 0..150 {
         store
-            .create_consumer(&Consumer {
-                tenant: t.clone(),
-                name: "rk".into(),
-                limits: Limits::default(),
-                created_ms: 0,
-            })
+            .create_consumer(&consumer(&t, "rk"))
             .await
             .expect("consumer");
         let (a, b, c) = (store.clone(), store.clone(), store.clone());
@@ -568,21 +568,14 @@ async fn delete_races_leave_no_orphans(store: SqlStore, tag: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_delete_races_leave_no_orphans() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("m.db");
-    let store = SqlStore::open_sqlite(path.to_str().expect("utf8"), SECRET)
-        .await
-        .expect("open");
-    delete_races_leave_no_orphans(store, "").await;
+    delete_races_leave_no_orphans(sqlite_store(&dir).await, "").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_delete_races_leave_no_orphans() {
-    let _turn = PG_TURN.lock().await;
-    let Ok(url) = std::env::var("HOLDFAST_TEST_PG_URL") else {
-        eprintln!("skipped: HOLDFAST_TEST_PG_URL is unset (scripts/test sets it via scripts/test-services)");
+    let Some((_turn, store)) = postgres_store().await else {
         return;
     };
-    let store = SqlStore::open_postgres(&url, SECRET).await.expect("open");
     delete_races_leave_no_orphans(store, &format!("{}", std::process::id())).await;
 }
 
@@ -594,27 +587,12 @@ async fn service_delete_races_leave_no_orphans(store: SqlStore, tag: &str) {
     let svc = format!("sracesvc{tag}");
     store.create_tenant(&t).await.expect("tenant");
     store
-        .create_consumer(&Consumer {
-            tenant: t.clone(),
-            name: "sc".into(),
-            limits: Limits::default(),
-            created_ms: 0,
-        })
+        .create_consumer(&consumer(&t, "sc"))
         .await
         .expect("consumer");
     for _ in 0..400 {
         store
-            .create_service(&Service {
-                name: svc.clone(),
-                tenant: t.clone(),
-                require_approval: false,
-                limits: Limits::default(),
-                versions: vec![ServiceVersion {
-                    version: "v1".into(),
-                    state: Lifecycle::Published,
-                }],
-                created_ms: 0,
-            })
+            .create_service(&published_service(&svc, &t))
             .await
             .expect("service");
         let (a, b, c) = (store.clone(), store.clone(), store.clone());
@@ -655,20 +633,13 @@ async fn service_delete_races_leave_no_orphans(store: SqlStore, tag: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_service_delete_races_leave_no_orphans() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("m.db");
-    let store = SqlStore::open_sqlite(path.to_str().expect("utf8"), SECRET)
-        .await
-        .expect("open");
-    service_delete_races_leave_no_orphans(store, "").await;
+    service_delete_races_leave_no_orphans(sqlite_store(&dir).await, "").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_service_delete_races_leave_no_orphans() {
-    let _turn = PG_TURN.lock().await;
-    let Ok(url) = std::env::var("HOLDFAST_TEST_PG_URL") else {
-        eprintln!("skipped: HOLDFAST_TEST_PG_URL is unset (scripts/test sets it via scripts/test-services)");
+    let Some((_turn, store)) = postgres_store().await else {
         return;
     };
-    let store = SqlStore::open_postgres(&url, SECRET).await.expect("open");
     service_delete_races_leave_no_orphans(store, &format!("{}", std::process::id())).await;
 }

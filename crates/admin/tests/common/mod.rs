@@ -192,6 +192,48 @@ pub async fn provision(node: &Node, token: &str, t: &str, svc: &str, service_bod
     v["key"].as_str().expect("key shown once").to_string()
 }
 
+/// A SQLite node (see [`sqlite_node`]) with service `pay` of tenant `acme` made from
+/// `service_body` and a key of consumer `c1`: (the directory to keep, the node, the key).
+pub async fn acme_pay_node(service_body: &str) -> (tempfile::TempDir, Node, String) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let node = sqlite_node(&dir).await;
+    let key = provision(&node, ADMIN_A, "acme", "pay", service_body).await;
+    (dir, node, key)
+}
+
+/// Ask to subscribe `consumer` of tenant `acme` to `service`: the answer (status, body).
+pub async fn subscription(node: &Node, consumer: &str, service: &str) -> (u16, Value) {
+    node.api(
+        "POST",
+        "/admin/tenants/acme/subscriptions",
+        ADMIN_A,
+        Some(&format!(
+            r#"{{"consumer":"{consumer}","service":"{service}"}}"#
+        )),
+    )
+    .await
+}
+
+/// Subscribe `consumer` of tenant `acme` to `service` (201 expected); returns the subscription.
+pub async fn subscribe(node: &Node, consumer: &str, service: &str) -> Value {
+    let (s, v) = subscription(node, consumer, service).await;
+    assert_eq!(s, 201, "{v}");
+    v
+}
+
+/// Put `version` of tenant `acme`'s `service` in `state` (200 expected).
+pub async fn set_version_state(node: &Node, service: &str, version: &str, state: &str) {
+    let (s, v) = node
+        .api(
+            "PUT",
+            &format!("/admin/tenants/acme/services/{service}/versions/{version}"),
+            ADMIN_A,
+            Some(&format!(r#"{{"state":"{state}"}}"#)),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+}
+
 /// A node on a SQLite file in `dir`, with tenants `acme` and `beta` created.
 pub async fn sqlite_node(dir: &tempfile::TempDir) -> Node {
     let path = dir.path().join("m.db").to_string_lossy().into_owned();

@@ -178,6 +178,29 @@ impl Reply {
         }
         (chunks, done)
     }
+
+    /// `/v1/messages` stream: the text of its `content_block_delta` events, joined.
+    pub fn message_text(&self) -> String {
+        self.events()
+            .iter()
+            .filter(|(e, _)| e == "content_block_delta")
+            .filter_map(|(_, d)| {
+                serde_json::from_str::<Value>(d).unwrap()["delta"]["text"]
+                    .as_str()
+                    .map(String::from)
+            })
+            .collect()
+    }
+
+    /// `/v1/messages` stream: the data of its first `name` event.
+    pub fn message_event(&self, name: &str) -> Value {
+        let (_, d) = self
+            .events()
+            .into_iter()
+            .find(|(e, _)| e == name)
+            .unwrap_or_else(|| panic!("no {name} event: {}", self.body));
+        serde_json::from_str(&d).unwrap()
+    }
 }
 
 pub async fn send(method: &str, url: &str, body: Option<Value>) -> Reply {
@@ -230,6 +253,17 @@ pub async fn send(method: &str, url: &str, body: Option<Value>) -> Reply {
 
 pub async fn post(gw: &Gateway, path: &str, body: Value) -> Reply {
     send("POST", &gw.url(path), Some(body)).await
+}
+
+/// A streamed `/v1/messages` request to model `m` (at most 100 tokens) with one user message.
+pub async fn stream_message(gw: &Gateway, content: &str) -> Reply {
+    post(
+        gw,
+        "/v1/messages",
+        serde_json::json!({"model": "m", "max_tokens": 100, "stream": true,
+            "messages": [{"role": "user", "content": content}]}),
+    )
+    .await
 }
 
 /// The text content of an OpenAI stream, and the assembled tool call (name, arguments).

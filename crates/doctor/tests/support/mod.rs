@@ -1,8 +1,10 @@
-//! Shared test support for the `pcap_*` tests: the staged scenarios (what each one expects)
-//! and, for root, the code that stages them for real in a netlab lab.
+//! Shared test support: for the `pcap_*` tests the staged scenarios (what each one expects)
+//! and, for root, the code that stages them for real in a netlab lab; for the `doctor_*`
+//! tests loopback servers and quick doctor runs (`live`).
 
 #![allow(dead_code)]
 
+pub mod live;
 pub mod stage;
 pub mod synth;
 
