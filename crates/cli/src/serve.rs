@@ -162,15 +162,27 @@ async fn serve(args: ServeArgs, mut cfg: Config) -> anyhow::Result<()> {
     }
 
     let handle = metrics.clone();
+    let pools = gateway.clone();
     let mut router = axum::Router::new().route(
         "/metrics",
         // Rendering walks every series: off the serving threads.
         axum::routing::get(move || {
             let handle = handle.clone();
+            let pools = pools.clone();
             async move {
-                tokio::task::spawn_blocking(move || handle.render())
-                    .await
-                    .unwrap_or_default()
+                tokio::task::spawn_blocking(move || {
+                    let mut page = handle.render();
+                    let state = pools.state.load();
+                    page.push_str(&holdfast_proxy::observe::target_health_page(
+                        state
+                            .upstreams
+                            .iter()
+                            .map(|(name, up)| (name.as_str(), &up.balancer)),
+                    ));
+                    page
+                })
+                .await
+                .unwrap_or_default()
             }
         }),
     );

@@ -284,6 +284,63 @@ fn active_health_checks_take_a_failing_target_out_of_rotation() {
 }
 
 #[test]
+fn metrics_show_which_targets_are_down_and_why() {
+    let unavailable = Misbehaving::start(Behavior::Unavailable).unwrap();
+    let healthy = Misbehaving::start(Behavior::Healthy).unwrap();
+    let refused = refused_addr().unwrap();
+    let hf = Holdfast::start(&config(
+        &[unavailable.url(), healthy.url(), format!("http://{refused}")],
+        "",
+        "outlier = { consecutive_failures = 1, base_ejection_ms = 60000, max_ejection_ms = 60000 }\nhealth_check = { kind = \"http\", path = \"/health\", interval_ms = 100, unhealthy_threshold = 1 }",
+    ));
+    std::thread::sleep(Duration::from_millis(800));
+    let mut client = hf.client();
+    for _ in 0..6 {
+        let a = client.request("GET", "/", &[], b"").unwrap();
+        assert_eq!(a.status, 200, "{}", a.text());
+    }
+    let page = admin_get(hf.admin.unwrap(), "/metrics");
+    let gauge = |name: &str, target: &str| {
+        metric_sum(
+            &page,
+            name,
+            &format!("upstream=\"pool\",target=\"{target}\""),
+        )
+    };
+    let down = unavailable.url().trim_start_matches("http://").to_string();
+    let up = healthy.url().trim_start_matches("http://").to_string();
+    let refused = refused.to_string();
+    assert_eq!(
+        gauge("holdfast_upstream_target_healthy", &up),
+        1.0,
+        "{page}"
+    );
+    assert_eq!(gauge("holdfast_upstream_target_check_passing", &up), 1.0);
+    assert_eq!(gauge("holdfast_upstream_target_ejected", &up), 0.0);
+    // Failing its health check: out, but not ejected by outlier detection.
+    assert_eq!(
+        gauge("holdfast_upstream_target_healthy", &down),
+        0.0,
+        "{page}"
+    );
+    assert_eq!(gauge("holdfast_upstream_target_check_passing", &down), 0.0);
+    // One healthy target of three is under the panic threshold, so GETs go to every
+    // target in turn: the refused port is ejected by outlier detection.
+    assert_eq!(
+        gauge("holdfast_upstream_target_healthy", &refused),
+        0.0,
+        "{page}"
+    );
+    assert_eq!(
+        gauge("holdfast_upstream_target_ejected", &refused),
+        1.0,
+        "{page}"
+    );
+    assert!(gauge("holdfast_upstream_target_ejections", &refused) >= 1.0);
+    assert!(page.contains("# TYPE holdfast_upstream_target_healthy gauge"));
+}
+
+#[test]
 fn garbage_on_a_reused_connection_is_not_the_idle_race_for_a_post() {
     // The upstream answers the first request of a connection, then garbage: it read the
     // second request, so a POST must not go to it again (a GET may).

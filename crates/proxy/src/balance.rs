@@ -79,6 +79,17 @@ impl TargetState {
         self.last_failure.load(Ordering::Relaxed) != 0
     }
 
+    /// Ejected by passive outlier detection right now.
+    pub fn is_ejected(&self) -> bool {
+        self.ejected()
+    }
+
+    /// How many times outlier detection ejected the target in a row (the next ejection
+    /// lasts twice as long); 0 once it served well again.
+    pub fn ejection_count(&self) -> u32 {
+        self.ejections.load(Ordering::Relaxed)
+    }
+
     /// Usable right now: passes active checks and is not ejected.
     pub fn healthy(&self) -> bool {
         self.active_healthy.load(Ordering::Relaxed) && !self.ejected()

@@ -68,7 +68,7 @@ struct Family {
 }
 
 /// `value` escaped for a label value or a HELP line of the text format.
-fn escape(value: &str) -> String {
+pub(crate) fn escape(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for c in value.chars() {
         match c {

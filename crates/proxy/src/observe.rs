@@ -159,3 +159,64 @@ fn count_failures(route: &str, class: Option<ResetClass>, retried: &[ResetClass]
         counter!("holdfast_retried_exchanges_total", "route" => route.to_string(), "class" => class.as_str()).increment(1);
     }
 }
+
+/// A per-target gauge: name, help text, and its value for a target.
+type TargetGauge = (
+    &'static str,
+    &'static str,
+    fn(&crate::balance::TargetState) -> u64,
+);
+
+/// The health of every upstream target, as Prometheus gauges read when `/metrics` is scraped
+/// (ejections end by time, so there is no event to count them on):
+/// `holdfast_upstream_target_healthy` (takes traffic: passes active checks and is not
+/// ejected), `holdfast_upstream_target_check_passing` (the active health check's verdict; 1
+/// without checks), `holdfast_upstream_target_ejected` (ejected by outlier detection now)
+/// and `holdfast_upstream_target_ejections` (consecutive ejections so far).
+pub fn target_health_page<'a>(
+    upstreams: impl IntoIterator<Item = (&'a str, &'a crate::balance::Balancer)>,
+) -> String {
+    use std::fmt::Write as _;
+    use std::sync::atomic::Ordering;
+    let mut pools: Vec<_> = upstreams.into_iter().collect();
+    pools.sort_by(|a, b| a.0.cmp(b.0));
+    let gauges: [TargetGauge; 4] = [
+        (
+            "holdfast_upstream_target_healthy",
+            "1 when the target takes traffic: it passes its active health check and is not ejected",
+            |t| u64::from(t.healthy()),
+        ),
+        (
+            "holdfast_upstream_target_check_passing",
+            "1 when the active health check passes (always 1 without active checks)",
+            |t| u64::from(t.active_healthy.load(Ordering::Relaxed)),
+        ),
+        (
+            "holdfast_upstream_target_ejected",
+            "1 while passive outlier detection keeps the target out",
+            |t| u64::from(t.is_ejected()),
+        ),
+        (
+            "holdfast_upstream_target_ejections",
+            "consecutive ejections of the target (each lasts twice as long as the one before)",
+            |t| u64::from(t.ejection_count()),
+        ),
+    ];
+    let mut out = String::new();
+    for (name, help, value) in gauges {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        for (pool, balancer) in &pools {
+            for t in &balancer.targets {
+                let _ = writeln!(
+                    out,
+                    "{name}{{upstream=\"{}\",target=\"{}\"}} {}",
+                    crate::histograms::escape(pool),
+                    crate::histograms::escape(&t.authority),
+                    value(t)
+                );
+            }
+        }
+    }
+    out
+}
