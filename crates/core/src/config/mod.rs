@@ -428,6 +428,22 @@ pub fn warnings(config: &Config) -> Vec<ConfigWarning> {
             }
         }
     }
+    for (name, up) in &config.upstreams {
+        if let Some(check) = up.health_check.as_ref().filter(|c| c.timeout > c.interval) {
+            out.push(ConfigWarning::new(
+                format!("upstreams.{name}.health_check.timeout_ms"),
+                format!(
+                    "a health check may wait {} ms for an answer, longer than the {} ms between checks: one hung target stretches every round, so the others are checked late too",
+                    check.timeout.as_millis(),
+                    check.interval.as_millis()
+                ),
+                format!(
+                    "set timeout_ms to {} or less, or raise interval_ms",
+                    check.interval.as_millis()
+                ),
+            ));
+        }
+    }
     if let Some(front) = config.server.front_idle_timeout {
         if config.server.client_idle_timeout <= front {
             out.push(ConfigWarning::new(

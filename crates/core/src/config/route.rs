@@ -104,7 +104,14 @@ pub fn validate_all(
     for (i, r) in raw.iter().enumerate() {
         let key = format!("routes[{i}]");
         let name = r.name.clone().unwrap_or_else(|| format!("route-{i}"));
-        if !names.insert(name.clone()) {
+        if name.trim().is_empty() {
+            // The name labels metrics, access-log lines and call records.
+            errors.push(ConfigError::new(
+                format!("{key}.name"),
+                "a route name may not be empty",
+                format!("give the route a name, e.g. name = \"route-{i}\", or leave `name` out"),
+            ));
+        } else if !names.insert(name.clone()) {
             errors.push(ConfigError::new(
                 format!("{key}.name"),
                 format!("route name `{name}` is used twice"),

@@ -705,3 +705,35 @@ fn zero_consecutive_failures_is_refused_not_read_as_one() {
         errs[0]
     );
 }
+
+#[test]
+fn a_health_check_timeout_longer_than_its_interval_is_a_warning() {
+    let text = "[upstreams.a]\ntargets = [\"http://127.0.0.1:1\"]\nhealth_check = { kind = \"tcp\", interval_ms = 1000, timeout_ms = 3000 }\n[[routes]]\nupstream = \"a\"\n";
+    let (_, warnings) = parse_with_warnings(text, "h.toml", env).unwrap();
+    let w = warnings
+        .iter()
+        .find(|w| w.key == "upstreams.a.health_check.timeout_ms")
+        .expect("a warning about the health-check timeout");
+    assert!(
+        w.message.contains("3000 ms") && w.message.contains("1000 ms"),
+        "{w}"
+    );
+    assert!(w.fix.contains("1000 or less"), "{w}");
+    // Within the interval: no warning.
+    let text = text.replace("timeout_ms = 3000", "timeout_ms = 500");
+    let (_, warnings) = parse_with_warnings(&text, "h.toml", env).unwrap();
+    assert!(
+        warnings.iter().all(|w| !w.key.contains("health_check")),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn an_empty_route_name_is_refused() {
+    let text = "[upstreams.a]\ntargets = [\"http://127.0.0.1:1\"]\n[[routes]]\nname = \"\"\nupstream = \"a\"\n";
+    let err = parse_with_warnings(text, "r.toml", env)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("routes[0].name"), "{err}");
+    assert!(err.contains("may not be empty"), "{err}");
+}
