@@ -455,12 +455,21 @@ impl EntityStore for SqlStore {
             )
             .await?;
         if n == 0 {
-            self.execute(
-                "INSERT INTO service_versions (service, version, state) VALUES ($1, $2, $3)",
-                vec![service.into(), version.into(), state.as_str().into()],
-            )
-            .await
-            .map_err(|e| service_gone_or(e, service, tenant))?;
+            // Only while the service exists: SQLite does not enforce the foreign key, so a
+            // deletion that lands between the check above and this insert would otherwise
+            // leave a version row without its service.
+            let inserted = self
+                .execute(
+                    "INSERT INTO service_versions (service, version, state) SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM services WHERE name = $1 AND tenant = $4)",
+                    vec![service.into(), version.into(), state.as_str().into(), tenant.into()],
+                )
+                .await
+                .map_err(|e| service_gone_or(e, service, tenant))?;
+            if inserted == 0 {
+                return Err(StoreError::NotFound(format!(
+                    "service `{service}` in tenant `{tenant}`"
+                )));
+            }
         }
         self.bump().await?;
         self.get_service(tenant, service).await
