@@ -350,6 +350,7 @@ fn default_versions() -> Vec<ServiceVersion> {
     vec![ServiceVersion {
         version: "v1".into(),
         state: Lifecycle::Published,
+        since_ms: None,
     }]
 }
 

@@ -171,6 +171,30 @@ fn presented_jwt(req: &http::request::Parts) -> Option<&str> {
 /// The scopes whose limits apply to a request: global, service, consumer, key.
 type Scopes<'i> = [Option<&'i Scope>; 4];
 
+/// A caller let through to its service's version: the scopes whose limits apply, and when
+/// the version was deprecated, if it is.
+struct Admitted<'i> {
+    scopes: Scopes<'i>,
+    deprecated_since_ms: Option<i64>,
+}
+
+/// The headers of a request that passed: the tightest bucket's `RateLimit-*`, and for a
+/// deprecated version `Deprecation: @SECONDS` (RFC 9745: when it was deprecated).
+fn passing_headers(
+    tightest: Option<(Allowance, &Bucket)>,
+    deprecated_since_ms: Option<i64>,
+) -> GuardHeaders {
+    let mut headers = tightest.map(|(a, bucket)| ratelimit_headers(&a, bucket));
+    if let Some(ms) = deprecated_since_ms {
+        if let Ok(value) = HeaderValue::from_str(&format!("@{}", ms.div_euclid(1000))) {
+            headers
+                .get_or_insert_with(Vec::new)
+                .push((HeaderName::from_static("deprecation"), value));
+        }
+    }
+    headers
+}
+
 /// The service name of a route's `service = "NAME"` or `"NAME@VERSION"`.
 /// The service name of a route's `service` (`[TENANT/]NAME[@VERSION]`).
 fn service_of(spec: &str) -> &str {
@@ -384,12 +408,12 @@ impl Management {
             Some(verifier) => self.identify_jwt(&index, verifier, spec, req, ctx).await?,
             None => self.identify_key(live, &index, req, ctx, spec, now)?,
         };
-        let scopes = self.admit(live, &index, id, spec, ctx)?;
+        let admitted = self.admit(live, &index, id, spec, ctx)?;
         let tightest = self
-            .enforce_limits(&scopes, now)
+            .enforce_limits(&admitted.scopes, now)
             .await
             .map_err(|r| too_many(&r))?;
-        Ok(tightest.map(|(a, bucket)| ratelimit_headers(&a, bucket)))
+        Ok(passing_headers(tightest, admitted.deprecated_since_ms))
     }
 
     /// [`Management::check_request`] without a future, when nothing in it waits: an API-key
@@ -412,11 +436,11 @@ impl Management {
         #[allow(clippy::result_large_err)]
         let decide = || {
             let id = self.identify_key(live, &index, req, ctx, spec, now)?;
-            let scopes = self.admit(live, &index, id, spec, ctx)?;
+            let admitted = self.admit(live, &index, id, spec, ctx)?;
             let tightest = self
-                .enforce_limits_now(&scopes, now)
+                .enforce_limits_now(&admitted.scopes, now)
                 .map_err(|r| too_many(&r))?;
-            Ok(tightest.map(|(a, bucket)| ratelimit_headers(&a, bucket)))
+            Ok(passing_headers(tightest, admitted.deprecated_since_ms))
         };
         Some(decide())
     }
@@ -432,7 +456,7 @@ impl Management {
         id: Identity<'i>,
         spec: &str,
         ctx: &RequestContext,
-    ) -> Result<Scopes<'i>, Response<Body>> {
+    ) -> Result<Admitted<'i>, Response<Body>> {
         let ServiceSpec {
             name: service_name,
             version,
@@ -549,12 +573,18 @@ impl Management {
                 ))
             }
         }
-        Ok([
-            live.global.as_ref(),
-            Some(&svc.scope),
-            Some(&id.consumer.scope),
-            id.key_scope,
-        ])
+        Ok(Admitted {
+            scopes: [
+                live.global.as_ref(),
+                Some(&svc.scope),
+                Some(&id.consumer.scope),
+                id.key_scope,
+            ],
+            deprecated_since_ms: match chosen.state {
+                Lifecycle::Deprecated => chosen.since_ms.or(Some(0)),
+                _ => None,
+            },
+        })
     }
 
     /// Check every scope's buckets and budgets in order (global, service, consumer, key);

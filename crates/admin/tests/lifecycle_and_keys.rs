@@ -88,3 +88,53 @@ async fn a_whole_key_in_the_path_is_taken_as_its_prefix() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_deprecated_version_s_calls_say_since_when() {
+    let (_dir, node, key) = acme_pay_node(
+        r#"{"name":"pay","versions":[{"version":"v1","state":"published"},{"version":"v2","state":"published"}]}"#,
+    )
+    .await;
+    subscribe(&node, "c1", "pay").await;
+    let (s, headers, body, _) = node.call("acme/pay@v1", Some(&key)).await;
+    assert_eq!(s, 200, "{body}");
+    assert!(headers.get("deprecation").is_none(), "{headers:?}");
+    let before = holdfast_store::now_ms() / 1000;
+    set_state(&node, "v1", "deprecated").await;
+    let after = holdfast_store::now_ms() / 1000;
+    // Still served, with RFC 9745's `Deprecation: @SECONDS` of the change.
+    let (s, headers, body, _) = node.call("acme/pay@v1", Some(&key)).await;
+    assert_eq!(s, 200, "{body}");
+    let value = headers
+        .get("deprecation")
+        .and_then(|v| v.to_str().ok())
+        .expect("a Deprecation header")
+        .to_string();
+    let secs: i64 = value
+        .strip_prefix('@')
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("not @SECONDS: {value}"));
+    assert!(
+        (before..=after).contains(&secs),
+        "{value} not in {before}..={after}"
+    );
+    // Setting the same state again keeps the date; the published version has no header.
+    set_state(&node, "v1", "deprecated").await;
+    let (_, again, _, _) = node.call("acme/pay@v1", Some(&key)).await;
+    assert_eq!(again.get("deprecation"), headers.get("deprecation"));
+    let (s, headers, _, _) = node.call("acme/pay@v2", Some(&key)).await;
+    assert_eq!(s, 200);
+    assert!(headers.get("deprecation").is_none(), "{headers:?}");
+    // The admin API shows when each version entered its state.
+    let (s, v) = node
+        .api("GET", "/admin/tenants/acme/services/pay", ADMIN_A, None)
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let v1 = &v["versions"][0];
+    assert_eq!(v1["version"], "v1", "{v}");
+    assert_eq!(
+        v1["since_ms"].as_i64().map(|ms| ms / 1000),
+        Some(secs),
+        "{v}"
+    );
+}

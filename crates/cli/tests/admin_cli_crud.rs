@@ -58,8 +58,8 @@ fn admin_cli_updates_and_deletes() {
     assert_eq!(v["name"], "pay");
     assert_eq!(
         v["versions"],
-        serde_json::json!([{"version": "v1", "state": "published"}]),
-        "the default first version"
+        serde_json::json!([{"version": "v1", "state": "published", "since_ms": v["created_ms"]}]),
+        "the default first version, in its state since the service was created"
     );
     // A service can start as a draft (not callable until published).
     let v = json(&[
@@ -73,7 +73,7 @@ fn admin_cli_updates_and_deletes() {
     ]);
     assert_eq!(
         v["versions"],
-        serde_json::json!([{"version": "v0", "state": "draft"}]),
+        serde_json::json!([{"version": "v0", "state": "draft", "since_ms": v["created_ms"]}]),
         "{v}"
     );
     run(&["service", "delete", "beta"]);

@@ -225,7 +225,7 @@ impl SqlStore {
             .await?;
         let versions = self
             .query(
-                &format!("SELECT v.service, v.version, v.state FROM service_versions v JOIN services s ON s.name = v.service {} ORDER BY v.service, v.version",
+                &format!("SELECT v.service, v.version, v.state, v.state_since_ms FROM service_versions v JOIN services s ON s.name = v.service {} ORDER BY v.service, v.version",
                     filter.replace("tenant", "s.tenant")),
                 params,
             )
@@ -242,6 +242,7 @@ impl SqlStore {
                     version: text(v, 1)?,
                     state: Lifecycle::parse(&text(v, 2)?)
                         .ok_or_else(|| StoreError::Corrupt("lifecycle state".into()))?,
+                    since_ms: col(v, 3).int(),
                 });
             }
             vs.sort_by(|a, b| compare_versions(&a.version, &b.version));
@@ -368,11 +369,12 @@ impl EntityStore for SqlStore {
         )];
         for v in &s.versions {
             stmts.push(Stmt::new(
-                "INSERT INTO service_versions (service, version, state) VALUES ($1, $2, $3)",
+                "INSERT INTO service_versions (service, version, state, state_since_ms) VALUES ($1, $2, $3, $4)",
                 vec![
                     s.name.as_str().into(),
                     v.version.as_str().into(),
                     v.state.as_str().into(),
+                    created_ms.into(),
                 ],
             ));
         }
@@ -448,10 +450,12 @@ impl EntityStore for SqlStore {
     ) -> Result<Service, StoreError> {
         validate_name("version", version)?;
         self.get_service(tenant, service).await?;
+        let now = now_ms();
+        // The time of a state it already has is kept.
         let n = self
             .execute(
-                "UPDATE service_versions SET state = $3 WHERE service = $1 AND version = $2",
-                vec![service.into(), version.into(), state.as_str().into()],
+                "UPDATE service_versions SET state_since_ms = CASE WHEN state = $3 THEN state_since_ms ELSE $4 END, state = $3 WHERE service = $1 AND version = $2",
+                vec![service.into(), version.into(), state.as_str().into(), now.into()],
             )
             .await?;
         if n == 0 {
@@ -460,8 +464,8 @@ impl EntityStore for SqlStore {
             // leave a version row without its service.
             let inserted = self
                 .execute(
-                    "INSERT INTO service_versions (service, version, state) SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM services WHERE name = $1 AND tenant = $4)",
-                    vec![service.into(), version.into(), state.as_str().into(), tenant.into()],
+                    "INSERT INTO service_versions (service, version, state, state_since_ms) SELECT $1, $2, $3, $5 WHERE EXISTS (SELECT 1 FROM services WHERE name = $1 AND tenant = $4)",
+                    vec![service.into(), version.into(), state.as_str().into(), tenant.into(), now.into()],
                 )
                 .await
                 .map_err(|e| service_gone_or(e, service, tenant))?;

@@ -99,6 +99,13 @@ const MIGRATIONS: &[(i64, &str)] = &[
     );
     CREATE INDEX call_batches_ts ON call_batches (ts_ms);",
     ),
+    // When each version entered its current state (the `Deprecation` header of a deprecated
+    // version's calls); versions from before are dated by their service's creation.
+    (
+        4,
+        "ALTER TABLE service_versions ADD COLUMN state_since_ms BIGINT;
+    UPDATE service_versions SET state_since_ms = (SELECT created_ms FROM services WHERE services.name = service_versions.service);",
+    ),
 ];
 
 /// Apply every migration newer than the schema's version.

@@ -182,6 +182,10 @@ impl Lifecycle {
 pub struct ServiceVersion {
     pub version: String,
     pub state: Lifecycle,
+    /// When the version entered its current state (ms since the Unix epoch), set by the
+    /// store; a `deprecated` version's calls carry it as the `Deprecation` header.
+    #[serde(default, skip_deserializing)]
+    pub since_ms: Option<i64>,
 }
 
 /// A published API of a tenant. Routes bind to it with `service = "NAME"` (or `NAME@VERSION`).

@@ -35,7 +35,7 @@ async fn postgres_store() -> Option<(tokio::sync::MutexGuard<'static, ()>, SqlSt
 }
 
 async fn scenario(store: SqlStore, tag: &str) {
-    assert_eq!(schema_version(&store).await.expect("version"), 3);
+    assert_eq!(schema_version(&store).await.expect("version"), 4);
     let t_a = format!("a{tag}");
     let t_b = format!("b{tag}");
     store.create_tenant(&t_a).await.expect("tenant a");
@@ -61,6 +61,7 @@ async fn scenario(store: SqlStore, tag: &str) {
             versions: vec![ServiceVersion {
                 version: "v1".into(),
                 state: Lifecycle::Published,
+                since_ms: None,
             }],
             created_ms: 0,
         })
@@ -217,6 +218,7 @@ async fn crud_scenario(store: SqlStore, tag: &str) {
     let version = |v: &str| ServiceVersion {
         version: v.into(),
         state: Lifecycle::Published,
+        since_ms: None,
     };
     let mut svc = Service {
         name: svc_name.clone(),

@@ -34,6 +34,7 @@ pub fn published_service(name: &str, tenant: &str) -> Service {
         versions: vec![ServiceVersion {
             version: "v1".into(),
             state: Lifecycle::Published,
+            since_ms: None,
         }],
         created_ms: 0,
     }
