@@ -351,6 +351,7 @@ fn default_versions() -> Vec<ServiceVersion> {
         version: "v1".into(),
         state: Lifecycle::Published,
         since_ms: None,
+        sunset_ms: None,
     }]
 }
 
@@ -462,6 +463,9 @@ async fn delete_service(
 #[serde(deny_unknown_fields)]
 struct VersionState {
     state: Lifecycle,
+    /// The planned end (ms since the Unix epoch); absent or `null`: none (a PUT replaces it).
+    #[serde(default)]
+    sunset_ms: Option<i64>,
 }
 
 async fn set_version(
@@ -477,7 +481,7 @@ async fn set_version(
     require_tenant(&m, &tenant).await?;
     let out = m
         .store
-        .set_version_state(&tenant, &service, &version, b.state)
+        .set_version_state(&tenant, &service, &version, b.state, b.sunset_ms)
         .await?;
     m.refresh().await?;
     ok(StatusCode::OK, out)

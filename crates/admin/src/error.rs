@@ -80,7 +80,7 @@ impl IntoResponse for ApiError {
 /// Parse a JSON body strictly; errors name the field (`limits.rps`, `name`...).
 pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let whole = |message: &str| ApiError::BadRequest {
-        message: format!("the body: {message}"),
+        message: format!("the body {message}"),
         field: Some(".".to_string()),
     };
     // serde would take a JSON array for a struct (its fields in order): every body of this

@@ -176,23 +176,37 @@ type Scopes<'i> = [Option<&'i Scope>; 4];
 struct Admitted<'i> {
     scopes: Scopes<'i>,
     deprecated_since_ms: Option<i64>,
+    /// When the version is planned to go away, if its owner said.
+    sunset_ms: Option<i64>,
 }
 
-/// The headers of a request that passed: the tightest bucket's `RateLimit-*`, and for a
-/// deprecated version `Deprecation: @SECONDS` (RFC 9745: when it was deprecated).
+/// The headers of a request that passed: the tightest bucket's `RateLimit-*`; for a
+/// deprecated version `Deprecation: @SECONDS` (RFC 9745: when it was deprecated); for a version
+/// with a planned end `Sunset: HTTP-DATE` (RFC 8594).
 fn passing_headers(
     tightest: Option<(Allowance, &Bucket)>,
-    deprecated_since_ms: Option<i64>,
+    admitted: &Admitted<'_>,
 ) -> GuardHeaders {
     let mut headers = tightest.map(|(a, bucket)| ratelimit_headers(&a, bucket));
-    if let Some(ms) = deprecated_since_ms {
+    if let Some(ms) = admitted.deprecated_since_ms {
         if let Ok(value) = HeaderValue::from_str(&format!("@{}", ms.div_euclid(1000))) {
             headers
                 .get_or_insert_with(Vec::new)
                 .push((HeaderName::from_static("deprecation"), value));
         }
     }
+    if let Some(value) = admitted.sunset_ms.and_then(sunset_value) {
+        headers
+            .get_or_insert_with(Vec::new)
+            .push((HeaderName::from_static("sunset"), value));
+    }
     headers
+}
+
+/// `Sunset`'s value: the time as an IMF-fixdate (`Tue, 30 Jun 2026 00:00:00 GMT`).
+fn sunset_value(ms: i64) -> Option<HeaderValue> {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).ok()?);
+    HeaderValue::from_str(&httpdate::fmt_http_date(at)).ok()
 }
 
 /// The service name of a route's `service = "NAME"` or `"NAME@VERSION"`.
@@ -413,7 +427,7 @@ impl Management {
             .enforce_limits(&admitted.scopes, now)
             .await
             .map_err(|r| too_many(&r))?;
-        Ok(passing_headers(tightest, admitted.deprecated_since_ms))
+        Ok(passing_headers(tightest, &admitted))
     }
 
     /// [`Management::check_request`] without a future, when nothing in it waits: an API-key
@@ -440,7 +454,7 @@ impl Management {
             let tightest = self
                 .enforce_limits_now(&admitted.scopes, now)
                 .map_err(|r| too_many(&r))?;
-            Ok(passing_headers(tightest, admitted.deprecated_since_ms))
+            Ok(passing_headers(tightest, &admitted))
         };
         Some(decide())
     }
@@ -479,7 +493,15 @@ impl Management {
         };
         let service = &svc.service;
         if service.tenant != tenant {
-            known(None, None);
+            // Logged for the service's owner, who should see the attempts on its service;
+            // without the caller's consumer and key, which belong to another tenant.
+            if let Ok(mut e) = ctx.extra.lock() {
+                e.tenant = Some(service.tenant.clone());
+                e.consumer = None;
+                e.key_prefix = None;
+                e.service = Some(service.name.clone());
+                e.service_version = None;
+            }
             return Err(refuse(
                 StatusCode::FORBIDDEN,
                 &format!(
@@ -584,6 +606,7 @@ impl Management {
                 Lifecycle::Deprecated => chosen.since_ms.or(Some(0)),
                 _ => None,
             },
+            sunset_ms: chosen.sunset_ms,
         })
     }
 

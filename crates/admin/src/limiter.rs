@@ -131,7 +131,11 @@ fn refusal(bucket: &Bucket, label: &str, retry_ms: u64) -> Refusal {
     let rest_ms = (per.as_micros() as u64 * u64::from(bucket.limit.saturating_sub(1))) / 1000;
     let retry_after_s = retry_ms.div_ceil(1000).max(1);
     Refusal {
-        what: format!("{label}: {} requests per {unit}", bucket.limit),
+        what: format!(
+            "{label}: {} request{} per {unit}",
+            bucket.limit,
+            if bucket.limit == 1 { "" } else { "s" }
+        ),
         limit: u64::from(bucket.limit),
         window_s: bucket.window_ms / 1000,
         retry_after_s,

@@ -317,7 +317,9 @@ fn response_schemas() -> Map<String, Value> {
         "Tenant": object(json!({ "name": s, "created_ms": ms })),
         "ServiceVersion": object(json!({ "version": s, "state": r("Lifecycle"),
             "since_ms": { "type": ["integer", "null"], "format": "int64",
-                "description": "when the version entered its current state (ms since the Unix epoch); set by the gateway" } })),
+                "description": "when the version entered its current state (ms since the Unix epoch); set by the gateway" },
+            "sunset_ms": { "type": ["integer", "null"], "format": "int64",
+                "description": "when the version is planned to go away (ms since the Unix epoch); its answers carry `Sunset` (RFC 8594)" } })),
         "Service": object(json!({ "name": s, "tenant": s, "require_approval": { "type": "boolean" },
             "limits": r("Limits"), "versions": array("ServiceVersion"), "created_ms": ms })),
         "Consumer": object(json!({ "tenant": s, "name": s, "limits": r("Limits"), "created_ms": ms })),
@@ -364,6 +366,9 @@ fn response_schemas() -> Map<String, Value> {
 fn schemas() -> Value {
     let name = json!({ "type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$" });
     let state = r("Lifecycle");
+    let sunset = json!({ "type": ["integer", "null"], "format": "int64", "minimum": 0,
+        "maximum": holdfast_store::MAX_SUNSET_MS,
+        "description": "when the version is planned to go away (ms since the Unix epoch): its answers carry `Sunset` (RFC 8594); the version is not retired by itself" });
     let mut out = json!({
         "Limits": limits_schema(),
         "NewTenant": { "type": "object", "additionalProperties": false, "required": ["name"],
@@ -372,9 +377,9 @@ fn schemas() -> Value {
             "properties": { "name": name, "require_approval": { "type": "boolean" },
                 "limits": { "$ref": "#/components/schemas/Limits" },
                 "versions": { "type": "array", "items": { "type": "object", "additionalProperties": false,
-                    "required": ["version", "state"], "properties": { "version": name, "state": state } } } } },
+                    "required": ["version", "state"], "properties": { "version": name, "state": state, "sunset_ms": sunset } } } } },
         "VersionState": { "type": "object", "additionalProperties": false, "required": ["state"],
-            "properties": { "state": state } },
+            "properties": { "state": state, "sunset_ms": sunset } },
         "NewConsumer": { "type": "object", "additionalProperties": false, "required": ["name"],
             "properties": { "name": name, "limits": { "$ref": "#/components/schemas/Limits" } } },
         "NewKey": { "type": "object", "additionalProperties": false,

@@ -178,9 +178,14 @@ async fn roles_and_tenant_isolation() {
     // Data plane: each key reaches its own tenant's service only.
     assert_eq!(node.call("pay", Some(&key_a)).await.0, 200);
     assert_eq!(node.call("maps", Some(&key_b)).await.0, 200);
-    let (s, _, body, _) = node.call("pay", Some(&key_b)).await;
+    let (s, _, body, extra) = node.call("pay", Some(&key_b)).await;
     assert_eq!(s, 403, "{body}");
     assert!(body.contains("another tenant"), "{body}");
+    // Logged for the owner of `pay` (acme sees the attempt on its service), without beta's
+    // consumer or key, which acme may not see.
+    assert_eq!(extra.tenant.as_deref(), Some("acme"), "{extra:?}");
+    assert_eq!(extra.service.as_deref(), Some("pay"), "{extra:?}");
+    assert_eq!((extra.consumer, extra.key_prefix), (None, None));
     // B's admin cannot revoke A's key.
     let prefix = &key_a[..11];
     assert_eq!(

@@ -138,3 +138,72 @@ async fn a_deprecated_version_s_calls_say_since_when() {
         "{v}"
     );
 }
+
+#[tokio::test]
+async fn a_version_with_a_planned_end_says_when_in_sunset() {
+    let (_dir, node, key) = acme_pay_node(
+        r#"{"name":"pay","versions":[{"version":"v1","state":"published","sunset_ms":1782777600000},{"version":"v2","state":"published"}]}"#,
+    )
+    .await;
+    subscribe(&node, "c1", "pay").await;
+    // Set at creation: RFC 8594's `Sunset: HTTP-date`, on a version still published.
+    let (s, headers, body, _) = node.call("acme/pay@v1", Some(&key)).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(
+        headers.get("sunset").and_then(|v| v.to_str().ok()),
+        Some("Tue, 30 Jun 2026 00:00:00 GMT"),
+        "{headers:?}"
+    );
+    assert!(headers.get("deprecation").is_none(), "{headers:?}");
+    let (_, headers, _, _) = node.call("acme/pay@v2", Some(&key)).await;
+    assert!(headers.get("sunset").is_none(), "{headers:?}");
+    // Deprecated with a new end: both headers; the admin API shows it.
+    let put = |body: &'static str| {
+        let node = &node;
+        async move {
+            node.api(
+                "PUT",
+                "/admin/tenants/acme/services/pay/versions/v2",
+                ADMIN_A,
+                Some(body),
+            )
+            .await
+        }
+    };
+    let (s, v) = put(r#"{"state":"deprecated","sunset_ms":1798761600000}"#).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["versions"][1]["sunset_ms"], 1_798_761_600_000_i64, "{v}");
+    let (_, headers, _, _) = node.call("acme/pay@v2", Some(&key)).await;
+    assert_eq!(
+        headers.get("sunset").and_then(|v| v.to_str().ok()),
+        Some("Fri, 01 Jan 2027 00:00:00 GMT"),
+        "{headers:?}"
+    );
+    assert!(headers.get("deprecation").is_some(), "{headers:?}");
+    // A PUT replaces it: without `sunset_ms` the planned end is gone.
+    let (s, v) = put(r#"{"state":"deprecated"}"#).await;
+    assert_eq!(
+        (s, &v["versions"][1]["sunset_ms"]),
+        (200, &serde_json::Value::Null),
+        "{v}"
+    );
+    let (_, headers, _, _) = node.call("acme/pay@v2", Some(&key)).await;
+    assert!(headers.get("sunset").is_none(), "{headers:?}");
+    // Out of range: 400 naming the field, nothing changed.
+    let (s, v) = put(r#"{"state":"retired","sunset_ms":-5}"#).await;
+    assert_eq!((s, v["field"].as_str()), (400, Some("sunset_ms")), "{v}");
+    let (s, v) = node
+        .api(
+            "POST",
+            "/admin/tenants/acme/services",
+            ADMIN_A,
+            Some(r#"{"name":"late","versions":[{"version":"v1","state":"published","sunset_ms":253402300800000}]}"#),
+        )
+        .await;
+    assert_eq!(
+        (s, v["field"].as_str()),
+        (400, Some("versions[0].sunset_ms")),
+        "{v}"
+    );
+    assert_eq!(node.call("acme/pay@v2", Some(&key)).await.0, 200);
+}

@@ -218,6 +218,11 @@ enum ServiceAction {
         service: String,
         version: String,
         state: String,
+        /// When the version is planned to go away: `2027-06-30` (midnight UTC) or RFC 3339
+        /// (`2027-06-30T12:00:00Z`). Its answers then carry `Sunset` (RFC 8594). Without it,
+        /// the version has no planned end (a sunset set before is removed).
+        #[arg(long, value_parser = parse_sunset)]
+        sunset: Option<i64>,
     },
 }
 
@@ -443,6 +448,7 @@ async fn run_async(args: AdminArgs) -> anyhow::Result<u8> {
                     service,
                     version,
                     state,
+                    sunset,
                 },
         } => (
             "PUT",
@@ -452,7 +458,10 @@ async fn run_async(args: AdminArgs) -> anyhow::Result<u8> {
                 seg(service),
                 seg(version)
             ),
-            Some(json!({ "state": state })),
+            Some(match sunset {
+                Some(ms) => json!({ "state": state, "sunset_ms": ms }),
+                None => json!({ "state": state }),
+            }),
             &["name", "versions"],
         ),
         C::Consumer {
@@ -696,9 +705,30 @@ async fn answer_json(resp: reqwest::Response) -> anyhow::Result<Value> {
             .as_str()
             .map(str::to_string)
             .unwrap_or_else(|| value.to_string());
-        bail!("admin API answered {status}: {msg}");
+        bail!("admin API answered {status}: {}", for_cli(&msg));
     }
     Ok(value)
+}
+
+/// An API message in the CLI's terms: the API's query parameters become the CLI's flags
+/// (`?force=true` → `--force`), and its paths the CLI's commands.
+fn for_cli(message: &str) -> String {
+    let message = message.replace("with ?force=true", "with --force");
+    match message.find("delete it (DELETE /admin/tenants/") {
+        Some(at) => match message[at..].rsplit_once("/subscriptions/") {
+            Some((_, rest)) => {
+                let id = rest.split(')').next().unwrap_or_default();
+                let end = at + message[at..].find(") to ask again").unwrap_or(0);
+                format!(
+                    "{}delete it (`holdfast admin unsubscribe {id}`{}",
+                    &message[..at],
+                    &message[end..]
+                )
+            }
+            None => message,
+        },
+        None => message,
+    }
 }
 
 /// Columns holding a time (epoch ms): shown as RFC 3339 UTC in tables, under a header
@@ -771,6 +801,28 @@ fn cost(usd: f64) -> String {
     }
 }
 
+/// `--sunset`: a date (`2027-06-30`, midnight UTC) or an RFC 3339 time, as epoch ms.
+fn parse_sunset(text: &str) -> Result<i64, String> {
+    use time::format_description::well_known::Rfc3339;
+    let at = match time::OffsetDateTime::parse(text, &Rfc3339) {
+        Ok(at) => at,
+        Err(_) => time::Date::parse(
+            text,
+            time::macros::format_description!("[year]-[month]-[day]"),
+        )
+        .map_err(|_| {
+            format!("`{text}` is not a date: write `2027-06-30` or `2027-06-30T12:00:00Z`")
+        })?
+        .midnight()
+        .assume_utc(),
+    };
+    let ms = at.unix_timestamp_nanos() / 1_000_000;
+    if !(0..=i128::from(holdfast_store::MAX_SUNSET_MS)).contains(&ms) {
+        return Err(format!("`{text}` is not between 1970 and 9999"));
+    }
+    Ok(ms as i64)
+}
+
 /// Epoch milliseconds as RFC 3339 UTC: `2024-05-01T12:00:00Z` (`.123` when not a whole
 /// second).
 fn rfc3339_ms(ms: i64) -> String {
@@ -804,8 +856,12 @@ fn cell(v: &Value) -> String {
         Value::Array(a) if a.iter().all(|x| x.get("version").is_some()) => a
             .iter()
             .map(|x| {
+                let sunset = match x.get("sunset_ms").and_then(Value::as_i64) {
+                    Some(ms) => format!(" (sunset {})", rfc3339_ms(ms)),
+                    None => String::new(),
+                };
                 format!(
-                    "{}:{}",
+                    "{}:{}{sunset}",
                     x["version"].as_str().unwrap_or("?"),
                     x["state"].as_str().unwrap_or("?")
                 )
@@ -957,6 +1013,24 @@ mod tests {
         assert_eq!(latency(12.44), "12.4");
         assert_eq!(latency(250.4), "250");
         assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            for_cli("the subscription of `c2` to `pay` (id 3) was rejected: delete it (DELETE /admin/tenants/acme/subscriptions/3) to ask again"),
+            "the subscription of `c2` to `pay` (id 3) was rejected: delete it (`holdfast admin unsubscribe 3`) to ask again"
+        );
+        assert_eq!(
+            for_cli("tenant `b` still has 1 service(s): delete them first, or delete with ?force=true to delete them too"),
+            "tenant `b` still has 1 service(s): delete them first, or delete with --force to delete them too"
+        );
+        assert_eq!(parse_sunset("2024-05-01"), Ok(1_714_521_600_000));
+        assert_eq!(parse_sunset("2024-05-01T12:00:00Z"), Ok(1_714_564_800_000));
+        assert_eq!(
+            parse_sunset("2024-05-01T14:00:00+02:00"),
+            Ok(1_714_564_800_000)
+        );
+        assert!(parse_sunset("1969-12-31").is_err());
+        assert!(parse_sunset("next tuesday")
+            .unwrap_err()
+            .contains("not a date"));
         assert_eq!(rfc3339_ms(1_714_564_800_000), "2024-05-01T12:00:00Z");
         assert_eq!(rfc3339_ms(951_782_400_123), "2000-02-29T00:00:00.123Z");
         assert_eq!(rfc3339_ms(-1000), "1969-12-31T23:59:59Z");

@@ -45,7 +45,13 @@ enum Command {
 /// needs a restart) to stderr. `RUST_LOG` overrides the level (`RUST_LOG=debug`); the default
 /// is `info` for `serve` and `warn` for the other commands.
 fn init_logging(serving: bool) {
-    let default = if serving { "info" } else { "warn" };
+    // tokio-postgres logs the server's notices at info ("relation ... already exists,
+    // skipping" from every node's `CREATE TABLE IF NOT EXISTS` at start): warnings only.
+    let default = if serving {
+        "info,tokio_postgres=warn"
+    } else {
+        "warn"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()

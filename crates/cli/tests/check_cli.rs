@@ -152,3 +152,33 @@ fn serve_refuses_quick_mode_flags_with_a_config() {
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("TOML syntax error"), "{stderr}");
 }
+
+#[test]
+fn an_access_log_that_cannot_be_written_is_reported_on_its_line_without_creating_files() {
+    let missing_dir =
+        std::env::temp_dir().join(format!("holdfast-no-such-dir-{}", std::process::id()));
+    let file = TempFile::new(
+        "log.toml",
+        &format!(
+            "[upstreams.a]\ntargets = [\"http://127.0.0.1:9000\"]\n\n[server]\naccess_log = \"{}/x.log\"\n\n[[routes]]\nupstream = \"a\"\n",
+            missing_dir.display()
+        ),
+    );
+    let (code, _, stderr) = holdfast(&["check", file.path()]);
+    assert_eq!(code, 1, "{stderr}");
+    let want = format!("{}:5: `server.access_log`: cannot append to", file.path());
+    assert!(stderr.contains(&want), "missing {want:?} in:\n{stderr}");
+    assert!(!missing_dir.exists());
+    // A writable place that does not hold the file yet: valid, and check does not create it.
+    let log = std::env::temp_dir().join(format!("holdfast-check-log-{}.log", std::process::id()));
+    let file = TempFile::new(
+        "log2.toml",
+        &format!(
+            "[server]\naccess_log = \"{}\"\n[upstreams.a]\ntargets = [\"http://127.0.0.1:9000\"]\n[[routes]]\nupstream = \"a\"\n",
+            log.display()
+        ),
+    );
+    let (code, stdout, stderr) = holdfast(&["check", file.path()]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(!log.exists(), "check created {}", log.display());
+}

@@ -270,20 +270,37 @@ impl Balancer {
             .nth(turn % usable_slots)
     }
 
+    /// Power of two choices, weighted: two distinct candidates drawn with chances in
+    /// proportion to their weights, and the one with fewer requests in flight per unit of
+    /// weight wins (the first drawn on a tie). An idle pool thus shares its traffic by weight,
+    /// and a loaded one by weight and load.
     fn pick_p2c(&self, usable: &dyn Fn(usize) -> bool) -> Option<usize> {
         let candidates: Vec<usize> = (0..self.targets.len()).filter(|i| usable(*i)).collect();
+        let weight = |i: usize| u64::from(self.targets[i].weight.max(1));
+        let draw = |skip: Option<usize>| {
+            let total: u64 = candidates
+                .iter()
+                .filter(|i| Some(**i) != skip)
+                .map(|i| weight(*i))
+                .sum();
+            let mut at = rand::random_range(0..total.max(1));
+            for &i in candidates.iter().filter(|i| Some(**i) != skip) {
+                let w = weight(i);
+                if at < w {
+                    return i;
+                }
+                at -= w;
+            }
+            candidates[candidates.len() - 1]
+        };
         match candidates.len() {
             0 => None,
             1 => Some(candidates[0]),
-            n => {
-                let a = candidates[rand::random_range(0..n)];
-                let mut b = candidates[rand::random_range(0..n - 1)];
-                if b == a {
-                    b = candidates[n - 1];
-                }
+            _ => {
+                let a = draw(None);
+                let b = draw(Some(a));
                 let load = |i: usize| {
-                    let t = &self.targets[i];
-                    (t.inflight.load(Ordering::Relaxed) as u64 + 1) * 1000 / u64::from(t.weight)
+                    self.targets[i].inflight.load(Ordering::Relaxed) as u64 * 1000 / weight(i)
                 };
                 Some(if load(b) < load(a) { b } else { a })
             }
@@ -495,6 +512,33 @@ mod tests {
             assert_eq!(b.pick(Some(key), &[]), Some(first));
         }
         assert_ne!(b.pick(Some(key), &[first]), Some(first));
+    }
+
+    #[test]
+    fn least_request_shares_an_idle_pool_by_weight() {
+        let targets = [1, 3]
+            .iter()
+            .enumerate()
+            .map(|(i, w)| Target {
+                weight: *w,
+                ..Target::plain(&format!("10.0.0.{i}:80"))
+            })
+            .collect();
+        let mut up = Upstream::with_defaults("p", targets);
+        up.balance = Balance::LeastRequest;
+        let b = Balancer::new(up);
+        // One request at a time (nothing in flight at each pick): 1:3, not all to the heavier.
+        let mut seen = [0u32; 2];
+        for _ in 0..4000 {
+            seen[b.pick(None, &[]).unwrap()] += 1;
+        }
+        assert!((800..1200).contains(&seen[0]), "{seen:?}");
+        // Under load, in flight per unit of weight decides: 2 on weight 1 is more than 3 on 3.
+        b.targets[0].inflight.store(2, Ordering::Relaxed);
+        b.targets[1].inflight.store(3, Ordering::Relaxed);
+        for _ in 0..50 {
+            assert_eq!(b.pick(None, &[]), Some(1));
+        }
     }
 
     #[test]

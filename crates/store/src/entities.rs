@@ -38,6 +38,7 @@ pub trait EntityStore {
         service: &str,
         version: &str,
         state: Lifecycle,
+        sunset_ms: Option<i64>,
     ) -> Result<Service, StoreError>;
     async fn create_consumer(&self, consumer: &Consumer) -> Result<Consumer, StoreError>;
     async fn list_consumers(&self, tenant: Option<&str>) -> Result<Vec<Consumer>, StoreError>;
@@ -225,7 +226,7 @@ impl SqlStore {
             .await?;
         let versions = self
             .query(
-                &format!("SELECT v.service, v.version, v.state, v.state_since_ms FROM service_versions v JOIN services s ON s.name = v.service {} ORDER BY v.service, v.version",
+                &format!("SELECT v.service, v.version, v.state, v.state_since_ms, v.sunset_ms FROM service_versions v JOIN services s ON s.name = v.service {} ORDER BY v.service, v.version",
                     filter.replace("tenant", "s.tenant")),
                 params,
             )
@@ -243,6 +244,7 @@ impl SqlStore {
                     state: Lifecycle::parse(&text(v, 2)?)
                         .ok_or_else(|| StoreError::Corrupt("lifecycle state".into()))?,
                     since_ms: col(v, 3).int(),
+                    sunset_ms: col(v, 4).int(),
                 });
             }
             vs.sort_by(|a, b| compare_versions(&a.version, &b.version));
@@ -351,6 +353,7 @@ impl EntityStore for SqlStore {
         for (i, v) in s.versions.iter().enumerate() {
             let field = format!("versions[{i}].version");
             validate_name(&field, &v.version)?;
+            validate_sunset(&format!("versions[{i}].sunset_ms"), v.sunset_ms)?;
             if let Some(j) = s.versions[..i].iter().position(|w| w.version == v.version) {
                 return Err(StoreError::Invalid {
                     field,
@@ -369,12 +372,13 @@ impl EntityStore for SqlStore {
         )];
         for v in &s.versions {
             stmts.push(Stmt::new(
-                "INSERT INTO service_versions (service, version, state, state_since_ms) VALUES ($1, $2, $3, $4)",
+                "INSERT INTO service_versions (service, version, state, state_since_ms, sunset_ms) VALUES ($1, $2, $3, $4, $5)",
                 vec![
                     s.name.as_str().into(),
                     v.version.as_str().into(),
                     v.state.as_str().into(),
                     created_ms.into(),
+                    v.sunset_ms.into(),
                 ],
             ));
         }
@@ -447,15 +451,17 @@ impl EntityStore for SqlStore {
         service: &str,
         version: &str,
         state: Lifecycle,
+        sunset_ms: Option<i64>,
     ) -> Result<Service, StoreError> {
         validate_name("version", version)?;
+        validate_sunset("sunset_ms", sunset_ms)?;
         self.get_service(tenant, service).await?;
         let now = now_ms();
         // The time of a state it already has is kept.
         let n = self
             .execute(
-                "UPDATE service_versions SET state_since_ms = CASE WHEN state = $3 THEN state_since_ms ELSE $4 END, state = $3 WHERE service = $1 AND version = $2",
-                vec![service.into(), version.into(), state.as_str().into(), now.into()],
+                "UPDATE service_versions SET state_since_ms = CASE WHEN state = $3 THEN state_since_ms ELSE $4 END, state = $3, sunset_ms = $5 WHERE service = $1 AND version = $2",
+                vec![service.into(), version.into(), state.as_str().into(), now.into(), sunset_ms.into()],
             )
             .await?;
         if n == 0 {
@@ -464,8 +470,8 @@ impl EntityStore for SqlStore {
             // leave a version row without its service.
             let inserted = self
                 .execute(
-                    "INSERT INTO service_versions (service, version, state, state_since_ms) SELECT $1, $2, $3, $5 WHERE EXISTS (SELECT 1 FROM services WHERE name = $1 AND tenant = $4)",
-                    vec![service.into(), version.into(), state.as_str().into(), tenant.into(), now.into()],
+                    "INSERT INTO service_versions (service, version, state, state_since_ms, sunset_ms) SELECT $1, $2, $3, $5, $6 WHERE EXISTS (SELECT 1 FROM services WHERE name = $1 AND tenant = $4)",
+                    vec![service.into(), version.into(), state.as_str().into(), tenant.into(), now.into(), sunset_ms.into()],
                 )
                 .await
                 .map_err(|e| service_gone_or(e, service, tenant))?;
@@ -599,9 +605,16 @@ impl EntityStore for SqlStore {
                 ),
                 vec![tenant.into(), consumer_name.into(), service.into(), state.as_str().into(), now.into(), decided.into()],
             )
-            .await
-            .map_err(|e| conflict_or(e, format!("`{consumer_name}` is already subscribed to `{service}`")))
-            .map_err(|e| service_gone_or(e, service, tenant))?;
+            .await;
+        let rows = match rows {
+            Err(e) if e.is_unique_violation() => {
+                return Err(StoreError::Conflict(
+                    self.existing_subscription(tenant, consumer_name, service)
+                        .await,
+                ))
+            }
+            other => other.map_err(|e| service_gone_or(e, service, tenant))?,
+        };
         let Some(row) = rows.first() else {
             return Err(StoreError::NotFound(format!(
                 "consumer `{consumer_name}` in tenant `{tenant}`"
@@ -696,5 +709,32 @@ impl EntityStore for SqlStore {
             keys: crate::keys::load_keys(self, None).await?,
             subscriptions: self.list_subscriptions(None).await?,
         })
+    }
+}
+
+impl SqlStore {
+    /// Why a consumer cannot subscribe again: the subscription it has, by state and id.
+    async fn existing_subscription(&self, tenant: &str, consumer: &str, service: &str) -> String {
+        let found = self
+            .query(
+                "SELECT id, state FROM subscriptions WHERE tenant = $1 AND consumer = $2 AND service = $3",
+                vec![tenant.into(), consumer.into(), service.into()],
+            )
+            .await
+            .ok()
+            .and_then(|rows| rows.into_iter().next())
+            .and_then(|row| Some((col(&row, 0).int()?, col(&row, 1).text()?)));
+        match found {
+            Some((id, state)) if state == SubscriptionState::Rejected.as_str() => format!(
+                "the subscription of `{consumer}` to `{service}` (id {id}) was rejected: delete it (DELETE /admin/tenants/{tenant}/subscriptions/{id}) to ask again"
+            ),
+            Some((id, state)) if state == SubscriptionState::Pending.as_str() => format!(
+                "`{consumer}` already asked to subscribe to `{service}` (subscription {id}, waiting for approval by a tenant admin)"
+            ),
+            Some((id, _)) => {
+                format!("`{consumer}` is already subscribed to `{service}` (subscription {id})")
+            }
+            None => format!("`{consumer}` is already subscribed to `{service}`"),
+        }
     }
 }

@@ -106,6 +106,8 @@ const MIGRATIONS: &[(i64, &str)] = &[
         "ALTER TABLE service_versions ADD COLUMN state_since_ms BIGINT;
     UPDATE service_versions SET state_since_ms = (SELECT created_ms FROM services WHERE services.name = service_versions.service);",
     ),
+    // When a version is planned to go away (the `Sunset` header of its calls); none before.
+    (5, "ALTER TABLE service_versions ADD COLUMN sunset_ms BIGINT;"),
 ];
 
 /// Apply every migration newer than the schema's version.

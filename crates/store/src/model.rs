@@ -44,6 +44,22 @@ pub fn validate_name(field: &str, name: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The latest sunset accepted: the end of the year 9999 (an HTTP-date has four digits).
+pub const MAX_SUNSET_MS: i64 = 253_402_300_799_999;
+
+/// Check a version's `sunset_ms`: a time from the Unix epoch to the end of the year 9999.
+pub fn validate_sunset(field: &str, sunset_ms: Option<i64>) -> Result<(), StoreError> {
+    match sunset_ms {
+        Some(ms) if !(0..=MAX_SUNSET_MS).contains(&ms) => Err(StoreError::Invalid {
+            field: field.to_string(),
+            message: format!(
+                "{ms} is not a time between 1970 and 9999: give milliseconds since the Unix epoch (1782777600000 is 2026-06-30T00:00:00Z)"
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Order version names naturally: runs of digits compare as numbers, so `v2 < v10` and
 /// `v1.2 < v1.10`; other characters compare as bytes. Equal numbers with different leading
 /// zeros (`v01`, `v1`) fall back to byte order so the order stays total.
@@ -186,6 +202,11 @@ pub struct ServiceVersion {
     /// store; a `deprecated` version's calls carry it as the `Deprecation` header.
     #[serde(default, skip_deserializing)]
     pub since_ms: Option<i64>,
+    /// When the version is planned to go away (ms since the Unix epoch), set by its owner; a
+    /// callable version's answers carry it as the `Sunset` header (RFC 8594). A hint to
+    /// callers only: the version is not retired by itself when the time comes.
+    #[serde(default)]
+    pub sunset_ms: Option<i64>,
 }
 
 /// A published API of a tenant. Routes bind to it with `service = "NAME"` (or `NAME@VERSION`).

@@ -62,6 +62,7 @@ async fn scenario(store: SqlStore, tag: &str) {
                 version: "v1".into(),
                 state: Lifecycle::Published,
                 since_ms: None,
+                sunset_ms: None,
             }],
             created_ms: 0,
         })
@@ -73,7 +74,7 @@ async fn scenario(store: SqlStore, tag: &str) {
         "changes bump the generation"
     );
     let svc = store
-        .set_version_state(&t_a, &svc.name, "v2", Lifecycle::Draft)
+        .set_version_state(&t_a, &svc.name, "v2", Lifecycle::Draft, None)
         .await
         .expect("v2");
     assert_eq!(svc.versions.len(), 2);
@@ -219,6 +220,7 @@ async fn crud_scenario(store: SqlStore, tag: &str) {
         version: v.into(),
         state: Lifecycle::Published,
         since_ms: None,
+        sunset_ms: None,
     };
     let mut svc = Service {
         name: svc_name.clone(),
@@ -605,7 +607,7 @@ async fn service_delete_races_leave_no_orphans(store: SqlStore, tag: &str) {
         });
         let version = tokio::spawn(async move {
             let _ = b
-                .set_version_state(&tb, &sb, "v2", Lifecycle::Published)
+                .set_version_state(&tb, &sb, "v2", Lifecycle::Published, None)
                 .await;
         });
         let delete = tokio::spawn(async move { c.delete_service(&tc, &sc).await });

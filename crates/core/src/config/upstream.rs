@@ -286,6 +286,8 @@ pub fn validate(name: &str, raw: &RawUpstream, errors: &mut Vec<ConfigError>) ->
             "add at least one: targets = [\"http://127.0.0.1:9000\"]",
         ));
     }
+    // Each target's authority, with its index in `targets`.
+    let mut listed: Vec<(String, usize)> = Vec::new();
     for (i, t) in raw.targets.iter().enumerate() {
         let key = format!("{base}.targets[{i}]");
         let (url, weight) = match t {
@@ -300,6 +302,20 @@ pub fn validate(name: &str, raw: &RawUpstream, errors: &mut Vec<ConfigError>) ->
             ));
         }
         if let Some(parsed) = parse_target_url(&key, url, errors) {
+            // Listed twice, the target would be two targets of one name: their health, their
+            // metrics series and their log lines could not be told apart.
+            if let Some((_, j)) = listed.iter().find(|(a, _)| *a == parsed.authority) {
+                errors.push(ConfigError::new(
+                    key.clone(),
+                    format!(
+                        "`{}` is listed twice (also as {base}.targets[{j}])",
+                        parsed.authority
+                    ),
+                    "list each target once; to send it more traffic, give it a weight: { url = \"...\", weight = 2 }",
+                ));
+                continue;
+            }
+            listed.push((parsed.authority.clone(), i));
             up.targets.push(Target {
                 authority: parsed.authority,
                 weight: weight.clamp(1, 1000),
@@ -552,4 +568,28 @@ pub fn validate_all(
     raw.iter()
         .map(|(name, r)| (name.clone(), validate(name, r, errors)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::parse;
+
+    #[test]
+    fn a_target_listed_twice_is_refused_with_the_weight_as_fix() {
+        let text = "[upstreams.a]\ntargets = [\"http://127.0.0.1:9000\", \"http://127.0.0.1:9001\", { url = \"http://127.0.0.1:9000/\", weight = 2 }]\n[[routes]]\nupstream = \"a\"\n";
+        let errs = parse(text, "x.toml", |_| None).unwrap_err().0;
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].key, "upstreams.a.targets[2]");
+        assert!(
+            errs[0]
+                .to_string()
+                .contains("also as upstreams.a.targets[0]")
+                && errs[0].to_string().contains("weight"),
+            "{}",
+            errs[0]
+        );
+        // The same port on another host is another target.
+        let text = "[upstreams.a]\ntargets = [\"http://127.0.0.1:9000\", \"http://localhost:9000\"]\n[[routes]]\nupstream = \"a\"\n";
+        assert!(parse(text, "x.toml", |_| None).is_ok());
+    }
 }

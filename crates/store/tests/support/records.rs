@@ -35,6 +35,7 @@ pub fn published_service(name: &str, tenant: &str) -> Service {
             version: "v1".into(),
             state: Lifecycle::Published,
             since_ms: None,
+            sunset_ms: None,
         }],
         created_ms: 0,
     }
