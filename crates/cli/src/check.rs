@@ -17,8 +17,8 @@ pub struct CheckArgs {
 pub fn run(args: CheckArgs) -> u8 {
     match config::load_file_with_warnings(&args.file) {
         Ok((cfg, warnings)) => {
-            // Files the config points at (CA bundles, `sslrootcert`) are read here too, as `serve`
-            // would.
+            // Files the config points at (CA bundles, the TLS listeners' certificate and key,
+            // `sslrootcert`) are read here too, as `serve` would.
             let mut file_errors = 0;
             let lines = std::fs::read_to_string(&args.file)
                 .map(|text| config::locate::LineIndex::new(&text))
@@ -33,17 +33,24 @@ pub fn run(args: CheckArgs) -> u8 {
                     file_errors += 1;
                 }
             }
+            if let Some(files) = &cfg.server.tls {
+                if let Err(e) = holdfast_proxy::tls_listen::load(files) {
+                    let at = match lines.as_ref().and_then(|l| l.line_of(e.key())) {
+                        Some(line) => format!("{}:{line}", args.file.display()),
+                        None => args.file.display().to_string(),
+                    };
+                    eprintln!("{at}: {e}");
+                    file_errors += 1;
+                }
+            }
             if let config::AccessLog::File(path) = &cfg.server.access_log {
-                // `serve` opens it for appending; so does this (creating it if needed, as
-                // `serve` would).
-                if let Err(e) = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                {
+                if let Err(problem) = access_log_problem(std::path::Path::new(path)) {
+                    let at = match lines.as_ref().and_then(|l| l.line_of("server.access_log")) {
+                        Some(line) => format!("{}:{line}", args.file.display()),
+                        None => args.file.display().to_string(),
+                    };
                     eprintln!(
-                        "{}: server.access_log: cannot open `{path}` for appending: {e} (fix: give a writable file path, or \"stdout\" or \"off\")",
-                        args.file.display()
+                        "{at}: `server.access_log`: cannot append to `{path}`: {problem} (fix: give a writable file path, or \"stdout\" or \"off\")"
                     );
                     file_errors += 1;
                 }
@@ -84,5 +91,32 @@ pub fn run(args: CheckArgs) -> u8 {
             eprintln!("{}: {} error(s)", args.file.display(), errors.0.len());
             1
         }
+    }
+}
+
+/// Why `serve` could not append to the access log at `path`, checked without creating it: an
+/// existing file is opened for appending; for a new one, its directory must exist.
+fn access_log_problem(path: &std::path::Path) -> Result<(), String> {
+    if path.exists() {
+        return std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map(drop)
+            .map_err(|e| e.to_string());
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {
+            if m.permissions().readonly() {
+                Err(format!("its directory `{}` is read-only", dir.display()))
+            } else {
+                Ok(())
+            }
+        }
+        Ok(_) => Err(format!("`{}` is not a directory", dir.display())),
+        Err(e) => Err(format!("its directory `{}`: {e}", dir.display())),
     }
 }

@@ -1,15 +1,18 @@
 //! SIGHUP: load, validate, build and bind everything first; swap only when all of it
-//! succeeded. Client listeners (`server.listen`) and the admin listener (`server.admin`) move
-//! with the config, and so do the connection limits (for connections accepted after the
-//! reload); `workers` needs a restart.
+//! succeeded. Client listeners (`server.listen`, `server.tls_listen`) and the admin listener
+//! (`server.admin`) move with the config, and so do the connection limits (for connections
+//! accepted after the reload); the TLS listeners' certificate and key are read again (a
+//! rotated certificate serves new handshakes; one that does not load refuses the reload);
+//! `workers` needs a restart.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use holdfast_core::config;
+use holdfast_core::config::AccessLog;
 use holdfast_proxy::plugin::PluginFactory;
-use holdfast_proxy::server::ListenerChange;
-use holdfast_proxy::{health, Gateway, State};
+use holdfast_proxy::server::{Listener, ListenerChange};
+use holdfast_proxy::{health, tls_listen, Gateway, State};
 use tokio::net::TcpListener;
 
 use crate::plugins;
@@ -60,10 +63,19 @@ impl AdminListener {
 /// Listeners a reload opens before it commits: the new client addresses and the new admin
 /// address. Any failure to bind refuses the reload (the old config and listeners stay).
 struct NewListeners {
-    client: Vec<(SocketAddr, TcpListener)>,
-    removed: Vec<SocketAddr>,
+    client: Vec<Listener>,
+    /// Client listeners to stop: the configured address, and whether it is a TLS one.
+    removed: Vec<(SocketAddr, bool)>,
     /// `Some(None)`: stop the admin listener; `Some(Some(..))`: move it.
     admin: Option<Option<(SocketAddr, TcpListener)>>,
+}
+
+/// The client listeners of a `[server]`: each configured address, and whether it is TLS.
+fn client_listeners(
+    server: &holdfast_core::config::ServerConfig,
+) -> impl Iterator<Item = (SocketAddr, bool)> + '_ {
+    let plain = server.listen.iter().map(|a| (*a, false));
+    plain.chain(server.tls_listen.iter().map(|a| (*a, true)))
 }
 
 async fn bind_changes(
@@ -71,17 +83,27 @@ async fn bind_changes(
     new: &holdfast_core::config::ServerConfig,
     admin_now: Option<SocketAddr>,
 ) -> Result<NewListeners, String> {
+    let before: Vec<(SocketAddr, bool)> = client_listeners(old).collect();
+    let after: Vec<(SocketAddr, bool)> = client_listeners(new).collect();
     let mut client = Vec::new();
-    for addr in new.listen.iter().filter(|a| !old.listen.contains(a)) {
-        let l = TcpListener::bind(addr)
-            .await
-            .map_err(|e| format!("cannot listen on {addr} (server.listen): {e}"))?;
-        client.push((*addr, l));
+    for &(addr, tls) in after.iter().filter(|l| !before.contains(l)) {
+        let (key, other) = if tls {
+            ("server.tls_listen", "server.listen")
+        } else {
+            ("server.listen", "server.tls_listen")
+        };
+        let socket = TcpListener::bind(addr).await.map_err(|e| {
+            if before.contains(&(addr, !tls)) && addr.port() != 0 {
+                format!("cannot listen on {addr} ({key}): {e}; it is in {other} until the reload, and a listener cannot switch between plain and TLS in one reload (fix: reload once without it, then again with it in {key}, or restart)")
+            } else {
+                format!("cannot listen on {addr} ({key}): {e}")
+            }
+        })?;
+        client.push(Listener { addr, socket, tls });
     }
-    let removed = old
-        .listen
+    let removed = before
         .iter()
-        .filter(|a| !new.listen.contains(a))
+        .filter(|l| !after.contains(l))
         .copied()
         .collect();
     let admin = if new.admin == admin_now {
@@ -105,8 +127,9 @@ async fn bind_changes(
 }
 
 /// SIGHUP: load, validate, build and bind everything first; swap only when all of it
-/// succeeded. New `server.listen` addresses start accepting, removed ones stop (their
-/// connections carry on); `server.admin` moves.
+/// succeeded. New `server.listen` and `server.tls_listen` addresses start accepting, removed
+/// ones stop (their connections carry on); `server.admin` moves; the TLS certificate is read
+/// again.
 pub async fn reload(
     args: &ServeArgs,
     gateway: &Arc<Gateway>,
@@ -122,6 +145,15 @@ pub async fn reload(
         Ok(c) => c,
         Err(e) => {
             eprintln!("holdfast: reload refused, the old config stays:\n{e}");
+            return;
+        }
+    };
+    // Read again on every reload, changed paths or not: a certificate rotated in place.
+    let tls = match new.server.tls.as_ref().map(tls_listen::load) {
+        None => None,
+        Some(Ok(acceptor)) => Some(acceptor),
+        Some(Err(e)) => {
+            eprintln!("holdfast: reload refused, the old config and certificate stay: {e}");
             return;
         }
     };
@@ -157,11 +189,20 @@ pub async fn reload(
         health::spawn(up);
     }
     gateway.state.store(Arc::new(state));
-    for (addr, l) in bound.client {
-        if let Ok(local) = l.local_addr() {
-            eprintln!("holdfast: listening on http://{local}");
+    // The certificate first: new TLS listeners shake hands with it from their first client.
+    if let (Some(acceptor), Some(files)) = (tls, &new_server.tls) {
+        eprintln!(
+            "holdfast: reload: TLS certificate read from {} (for handshakes from now on)",
+            files.cert_file
+        );
+        let _ = listener_tx.send(ListenerChange::Tls(acceptor));
+    }
+    for listener in bound.client {
+        if let Ok(local) = listener.socket.local_addr() {
+            let scheme = if listener.tls { "https" } else { "http" };
+            eprintln!("holdfast: listening on {scheme}://{local}");
         }
-        let _ = listener_tx.send(ListenerChange::Add(addr, l));
+        let _ = listener_tx.send(ListenerChange::Add(listener));
     }
     let limits = crate::serve::limits_of(&new_server);
     if limits != crate::serve::limits_of(&old.config.server) {
@@ -170,9 +211,23 @@ pub async fn reload(
         );
         let _ = listener_tx.send(ListenerChange::Limits(limits));
     }
-    for addr in bound.removed {
-        eprintln!("holdfast: stopped listening on {addr} (open connections carry on)");
-        let _ = listener_tx.send(ListenerChange::Remove(addr));
+    if new_server.drain_timeout != old.config.server.drain_timeout {
+        let _ = listener_tx.send(ListenerChange::Drain(new_server.drain_timeout));
+    }
+    if new_server.access_log != old.config.server.access_log
+        || matches!(new_server.access_log, AccessLog::File(_))
+    {
+        // Opened again on every reload, the same path too: `mv` the log, then SIGHUP, and
+        // new lines go to a new file (log rotation).
+        match gateway.observers.reopen(&new_server.access_log) {
+            Ok(()) => {}
+            Err(e) => eprintln!("holdfast: reload: {e}; the access log goes on as before"),
+        }
+    }
+    for (addr, tls) in bound.removed {
+        let scheme = if tls { "https" } else { "http" };
+        eprintln!("holdfast: stopped listening on {scheme}://{addr} (open connections carry on)");
+        let _ = listener_tx.send(ListenerChange::Remove { addr, tls });
     }
     match bound.admin {
         Some(Some((addr, l))) => {

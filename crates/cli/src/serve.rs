@@ -1,6 +1,7 @@
 //! `holdfast serve`: run the gateway from a config file, from quick-mode flags, or in front of
 //! the built-in demo upstream. SIGHUP reloads the config atomically (an invalid one is refused
-//! and the old one stays); SIGTERM/SIGINT drains in-flight requests and stops.
+//! and the old one stays; the TLS listeners' certificate is read again); SIGTERM/SIGINT
+//! drains in-flight requests and stops.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,8 +10,8 @@ use anyhow::{bail, Context};
 use holdfast_core::config::{self, Config};
 use holdfast_proxy::histograms::{BucketRecorder, Histograms};
 use holdfast_proxy::plugin::PluginFactory;
-use holdfast_proxy::server::Limits;
-use holdfast_proxy::{demo, health, observe::Observers, Gateway, State};
+use holdfast_proxy::server::{Limits, Listener};
+use holdfast_proxy::{demo, health, observe::Observers, tls_listen, Gateway, State};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
@@ -149,6 +150,11 @@ async fn serve(args: ServeArgs, mut cfg: Config) -> anyhow::Result<()> {
     // No upkeep thread: the exporter holds only counters (nothing to aggregate), and the
     // histograms count into their buckets as they record.
     let metrics = install_metrics()?;
+    // Before anything binds: a certificate that does not load stops the start.
+    let tls = match &cfg.server.tls {
+        Some(files) => Some(tls_listen::load(files).map_err(|e| anyhow::anyhow!("{e}"))?),
+        None => None,
+    };
     let (extensions, admin_router) = plugins::init(&cfg).await?;
     let built = extensions
         .build(&cfg)
@@ -198,12 +204,22 @@ async fn serve(args: ServeArgs, mut cfg: Config) -> anyhow::Result<()> {
     }
 
     let mut listeners = Vec::new();
-    for addr in &cfg.server.listen {
-        let l = TcpListener::bind(addr)
+    let plain = cfg.server.listen.iter().map(|a| (a, false));
+    for (addr, over_tls) in plain.chain(cfg.server.tls_listen.iter().map(|a| (a, true))) {
+        let (key, scheme) = if over_tls {
+            ("server.tls_listen", "https")
+        } else {
+            ("server.listen", "http")
+        };
+        let socket = TcpListener::bind(addr)
             .await
-            .with_context(|| format!("cannot listen on {addr} (server.listen)"))?;
-        eprintln!("holdfast: listening on http://{}", l.local_addr()?);
-        listeners.push((*addr, l));
+            .with_context(|| format!("cannot listen on {addr} ({key})"))?;
+        eprintln!("holdfast: listening on {scheme}://{}", socket.local_addr()?);
+        listeners.push(Listener {
+            addr: *addr,
+            socket,
+            tls: over_tls,
+        });
     }
     let limits = limits_of(&cfg.server);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -213,6 +229,7 @@ async fn serve(args: ServeArgs, mut cfg: Config) -> anyhow::Result<()> {
         listener_rx,
         gateway.clone(),
         limits,
+        tls,
         stop_rx,
         cfg.server.drain_timeout,
     ));
@@ -229,7 +246,7 @@ async fn serve(args: ServeArgs, mut cfg: Config) -> anyhow::Result<()> {
     }
     eprintln!(
         "holdfast: draining (up to {} ms)",
-        cfg.server.drain_timeout.as_millis()
+        gateway.state.load().config.server.drain_timeout.as_millis()
     );
     let _ = stop_tx.send(true);
     if server.await.is_err() {

@@ -721,3 +721,82 @@ fn a_reload_keeps_targets_the_health_checks_marked_down() {
         "a reload sent POSTs to the target the checks had marked down: {statuses:?}"
     );
 }
+
+/// SIGHUP applies a new `access_log` path and `drain_timeout_ms`, and reopens the same path
+/// (log rotation: `mv` the file, then SIGHUP).
+#[test]
+fn sighup_reopens_the_access_log_and_applies_a_new_drain_timeout() {
+    let up = Misbehaving::start(Behavior::Healthy).unwrap();
+    let hang = Misbehaving::start(Behavior::Hang).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let with = |log: &std::path::Path, drain_ms: u64| {
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\naccess_log = \"{}\"\ndrain_timeout_ms = {drain_ms}\n\n[upstreams.pool]\ntargets = [\"{}\"]\n[upstreams.hang]\ntargets = [\"{}\"]\n\n[[routes]]\npath_prefix = \"/hang\"\nupstream = \"hang\"\n[[routes]]\nupstream = \"pool\"\n",
+            log.display(),
+            up.url(),
+            hang.url()
+        )
+    };
+    let hf = Holdfast::start(&with(&log, 30_000));
+    let reloads = |hf: &Holdfast, n: usize| {
+        eventually("the reload applies", || {
+            hf.stderr
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| l.contains("config reloaded"))
+                .count()
+                >= n
+        })
+    };
+    let lines = |path: &std::path::Path| {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"path\":\"/one\"") || l.contains("\"path\":\"/two\""))
+            .count()
+    };
+    assert_eq!(hf.client().get("/one").unwrap().status, 200);
+    eventually("the first line is written", || lines(&log) == 1);
+    // Rotation: the file moves away; after SIGHUP new lines go to a new file at the path.
+    let rotated = dir.path().join("access.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    hf.signal("HUP");
+    reloads(&hf, 1);
+    assert_eq!(hf.client().get("/two").unwrap().status, 200);
+    eventually("the new line is in the new file", || lines(&log) == 1);
+    assert_eq!(
+        lines(&rotated),
+        1,
+        "the rotated file got the later line too"
+    );
+    // A new path and a shorter drain.
+    let moved = dir.path().join("moved.log");
+    std::fs::write(&hf.config, with(&moved, 500)).unwrap();
+    hf.signal("HUP");
+    reloads(&hf, 2);
+    assert_eq!(hf.client().get("/one").unwrap().status, 200);
+    eventually("the line goes to the new path", || lines(&moved) == 1);
+    let addr = hf.addr;
+    let in_flight = std::thread::spawn(move || Client::new(addr).get("/hang"));
+    std::thread::sleep(Duration::from_millis(300));
+    let asked = Instant::now();
+    hf.signal("TERM");
+    let answer = in_flight.join().unwrap().expect("an answer");
+    assert_eq!(answer.status, 503, "{}", answer.text());
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "the drain took {:?}: the reloaded 500 ms did not apply",
+        asked.elapsed()
+    );
+    assert!(
+        hf.stderr
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("draining (up to 500 ms)")),
+        "{:?}",
+        hf.stderr.lock().unwrap()
+    );
+}

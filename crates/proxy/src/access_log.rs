@@ -24,6 +24,8 @@ struct Pending {
     /// The writer is asleep waiting for a first line.
     idle: bool,
     closed: bool,
+    /// A sink to write to from the next batch on (a reload reopened the log).
+    next_sink: Option<Box<dyn Write + Send>>,
 }
 
 struct Shared {
@@ -45,6 +47,7 @@ impl AccessLogWriter {
                 lines: Vec::with_capacity(64 << 10),
                 idle: false,
                 closed: false,
+                next_sink: None,
             }),
             wake: Condvar::new(),
         });
@@ -76,6 +79,13 @@ impl AccessLogWriter {
         }
     }
 
+    /// Write what is queued now to the current sink, and every later line to `sink` (the old
+    /// one is flushed and closed).
+    pub fn replace_sink(&self, sink: Box<dyn Write + Send>) {
+        lock(&self.shared.pending).next_sink = Some(sink);
+        self.shared.wake.notify_one();
+    }
+
     /// Write everything queued, stop the thread and wait for it. Later lines are dropped.
     pub fn close(&self) {
         lock(&self.shared.pending).closed = true;
@@ -102,7 +112,7 @@ fn write_batches(shared: &Shared, sink: Box<dyn Write + Send>) {
     let mut batch = Vec::with_capacity(64 << 10);
     loop {
         let mut p = lock(&shared.pending);
-        while p.lines.is_empty() && !p.closed {
+        while p.lines.is_empty() && !p.closed && p.next_sink.is_none() {
             p.idle = true;
             p = shared.wake.wait(p).unwrap_or_else(|e| e.into_inner());
             p.idle = false;
@@ -115,6 +125,7 @@ fn write_batches(shared: &Shared, sink: Box<dyn Write + Send>) {
         }
         std::mem::swap(&mut p.lines, &mut batch);
         let closed = p.closed;
+        let next_sink = p.next_sink.take();
         drop(p);
         if !batch.is_empty() {
             let _ = out.write_all(&batch).and_then(|()| out.flush());
@@ -123,6 +134,9 @@ fn write_batches(shared: &Shared, sink: Box<dyn Write + Send>) {
             if batch.capacity() > 4 << 20 {
                 batch = Vec::with_capacity(64 << 10);
             }
+        }
+        if let Some(sink) = next_sink {
+            out = sink;
         }
         if closed && lock(&shared.pending).lines.is_empty() {
             return;
@@ -168,6 +182,18 @@ mod tests {
         // After close, lines are dropped rather than queued forever.
         log.push(b"late");
         assert!(!String::from_utf8_lossy(&sink.0.lock().unwrap()).contains("late"));
+    }
+
+    #[test]
+    fn lines_after_a_new_sink_go_to_it_and_none_are_lost() {
+        let (first, second) = (Sink::default(), Sink::default());
+        let log = AccessLogWriter::start(Box::new(first.clone())).expect("thread");
+        log.push(b"before");
+        log.replace_sink(Box::new(second.clone()));
+        log.push(b"after");
+        log.close();
+        assert_eq!(first.0.lock().unwrap().as_slice(), b"before\n");
+        assert_eq!(second.0.lock().unwrap().as_slice(), b"after\n");
     }
 
     #[test]

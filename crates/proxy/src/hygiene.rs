@@ -156,9 +156,12 @@ pub struct Peer {
     pub addr: SocketAddr,
     /// `addr` as text (`203.0.113.9:51234`), for call records: formatted once per connection.
     pub addr_text: String,
+    /// The connection came to a TLS listener (`server.tls_listen`): the forwarding headers
+    /// say `https`.
+    pub tls: bool,
     /// `203.0.113.9` or `2001:db8::1`.
     ip: HeaderValue,
-    /// `for=203.0.113.9;proto=http` or `for="[2001:db8::1]";proto=http`.
+    /// `for=203.0.113.9;proto=http` or `for="[2001:db8::1]";proto=https`.
     forwarded: String,
     /// The header values for the last `Host` this client sent (a connection nearly always
     /// sends the same one): `(host, X-Forwarded-Host, Forwarded)`.
@@ -169,15 +172,18 @@ pub struct Peer {
 }
 
 impl Peer {
-    pub fn new(addr: SocketAddr) -> Peer {
+    /// The client at `addr`; `tls`: on a TLS listener.
+    pub fn new(addr: SocketAddr, tls: bool) -> Peer {
         let ip = addr.ip().to_string();
+        let proto = if tls { "https" } else { "http" };
         let forwarded = if addr.is_ipv6() {
-            format!("for=\"[{ip}]\";proto=http")
+            format!("for=\"[{ip}]\";proto={proto}")
         } else {
-            format!("for={ip};proto=http")
+            format!("for={ip};proto={proto}")
         };
         Peer {
             addr,
+            tls,
             addr_text: addr.to_string(),
             // An IP address is always a valid header value.
             ip: HeaderValue::from_str(&ip).unwrap_or(HeaderValue::from_static("unknown")),
@@ -237,13 +243,19 @@ pub fn add_forwarding(
     if let Some(v) = xff {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    let proto = if peer.tls { "https" } else { "http" };
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+    // `X-Forwarded-Host` is ours, like `X-Forwarded-Proto`: a client's own value (which it
+    // could set to anything) is replaced, or removed when the host cannot be passed on.
     let forwarded = match host.and_then(|h| peer.host_values(h)) {
         Some((xfh, fwd)) => {
-            headers.entry(X_FORWARDED_HOST.clone()).or_insert(xfh);
+            headers.insert(X_FORWARDED_HOST.clone(), xfh);
             Some(fwd)
         }
-        None => HeaderValue::from_str(&peer.forwarded).ok(),
+        None => {
+            headers.remove(&X_FORWARDED_HOST);
+            HeaderValue::from_str(&peer.forwarded).ok()
+        }
     };
     if let Some(v) = forwarded {
         headers.append(header::FORWARDED, v);
@@ -286,7 +298,7 @@ mod tests {
         h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
         add_forwarding(
             &mut h,
-            &Peer::new("127.0.0.1:5000".parse().unwrap()),
+            &Peer::new("127.0.0.1:5000".parse().unwrap(), false),
             Some("example.com"),
             http::Version::HTTP_11,
         );
@@ -297,6 +309,7 @@ mod tests {
         );
         assert_eq!(h["via"], "1.1 holdfast");
         assert_eq!(h["x-forwarded-host"], "example.com");
+        assert_eq!(h["x-forwarded-proto"], "http");
     }
 
     #[test]
@@ -304,12 +317,36 @@ mod tests {
         let mut h = HeaderMap::new();
         add_forwarding(
             &mut h,
-            &Peer::new("[2001:db8::1]:443".parse().unwrap()),
+            &Peer::new("[2001:db8::1]:443".parse().unwrap(), false),
             None,
             http::Version::HTTP_11,
         );
         assert_eq!(h["x-forwarded-for"], "2001:db8::1");
         assert_eq!(h["forwarded"], "for=\"[2001:db8::1]\";proto=http");
+    }
+
+    #[test]
+    fn a_tls_client_is_forwarded_as_https() {
+        for (addr, forwarded) in [
+            (
+                "127.0.0.1:5000",
+                "for=127.0.0.1;proto=https;host=\"example.com\"",
+            ),
+            (
+                "[2001:db8::1]:443",
+                "for=\"[2001:db8::1]\";proto=https;host=\"example.com\"",
+            ),
+        ] {
+            let mut h = HeaderMap::new();
+            let peer = Peer::new(addr.parse().unwrap(), true);
+            add_forwarding(&mut h, &peer, Some("example.com"), http::Version::HTTP_2);
+            assert_eq!(h["x-forwarded-proto"], "https");
+            assert_eq!(h["forwarded"], forwarded);
+        }
+        let mut h = HeaderMap::new();
+        let peer = Peer::new("127.0.0.1:5000".parse().unwrap(), true);
+        add_forwarding(&mut h, &peer, None, http::Version::HTTP_11);
+        assert_eq!(h["forwarded"], "for=127.0.0.1;proto=https");
     }
 
     #[test]
@@ -332,8 +369,27 @@ mod tests {
     }
 
     #[test]
+    fn a_client_s_own_forwarded_host_is_replaced() {
+        let peer = Peer::new("127.0.0.1:5000".parse().unwrap(), false);
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-host", HeaderValue::from_static("evil.example"));
+        add_forwarding(
+            &mut h,
+            &peer,
+            Some("real.example:8080"),
+            http::Version::HTTP_11,
+        );
+        assert_eq!(h.get_all("x-forwarded-host").iter().count(), 1);
+        assert_eq!(h["x-forwarded-host"], "real.example:8080");
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-host", HeaderValue::from_static("evil.example"));
+        add_forwarding(&mut h, &peer, None, http::Version::HTTP_11);
+        assert!(!h.contains_key("x-forwarded-host"), "{h:?}");
+    }
+
+    #[test]
     fn a_new_host_on_the_same_connection_gets_its_own_forwarded_values() {
-        let peer = Peer::new("127.0.0.1:5000".parse().unwrap());
+        let peer = Peer::new("127.0.0.1:5000".parse().unwrap(), false);
         for host in ["a.example", "a.example", "b.example", "a.example"] {
             let mut h = HeaderMap::new();
             add_forwarding(&mut h, &peer, Some(host), http::Version::HTTP_11);

@@ -2,7 +2,8 @@
 //! health checks, retries, timeouts and drain. Extensions (the AI gateway, API management)
 //! plug in through the traits in [`plugin`].
 //!
-//! The path of a request: [`server`] accepts (connection limit) and [`framing`] watches every
+//! The path of a request: [`server`] accepts (connection limit; [`tls_listen`] shakes hands on
+//! TLS listeners) and [`framing`] watches every
 //! request head (deadline, Content-Length/Transfer-Encoding ambiguity) -> [`gateway`] matches a route, applies the route's concurrency limit and the guards, then
 //! calls a handler or [`forward`]s to a pool ([`balance`] picks targets, [`conns`] pools
 //! connections, [`h1`] speaks HTTP/1.1 to upstreams) -> the response body is [`body::Tracked`] so the call record is written by
@@ -28,5 +29,6 @@ pub mod paths;
 pub mod plugin;
 pub mod responses;
 pub mod server;
+pub mod tls_listen;
 
 pub use gateway::{Gateway, State};

@@ -23,28 +23,58 @@ pub struct AccessLogError {
     source: std::io::Error,
 }
 
+/// The access log could not be switched to a reloaded config's `server.access_log`.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessLogReopenError {
+    #[error(transparent)]
+    Open(#[from] AccessLogError),
+    #[error("server.access_log: turning the access log on or off takes a restart (fix: restart holdfast, or keep it on and send it to another file)")]
+    NeedsRestart,
+}
+
+/// Open `log`'s destination for appending (`None`: the log is off).
+fn open_sink(log: &AccessLog) -> Result<Option<Box<dyn std::io::Write + Send>>, AccessLogError> {
+    Ok(match log {
+        AccessLog::Off => None,
+        AccessLog::Stdout => Some(Box::new(std::io::stdout())),
+        AccessLog::File(path) => Some(Box::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|source| AccessLogError {
+                    path: path.clone(),
+                    source,
+                })?,
+        )),
+    })
+}
+
 impl Observers {
     /// Start the access-log writer thread (if the log is on).
     pub fn new(log: &AccessLog) -> Result<Observers, AccessLogError> {
-        let sink: Box<dyn std::io::Write + Send> = match log {
-            AccessLog::Off => return Ok(Observers { log: None }),
-            AccessLog::Stdout => Box::new(std::io::stdout()),
-            AccessLog::File(path) => Box::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map_err(|source| AccessLogError {
-                        path: path.clone(),
-                        source,
-                    })?,
-            ),
+        let Some(sink) = open_sink(log)? else {
+            return Ok(Observers { log: None });
         };
         let writer = AccessLogWriter::start(sink).map_err(|source| AccessLogError {
             path: "(thread)".into(),
             source,
         })?;
         Ok(Observers { log: Some(writer) })
+    }
+
+    /// A reload: open `log`'s destination again (a new path, or the same one after the file
+    /// was moved away by log rotation) and write every later line there. Lines queued before
+    /// go to the old destination. On a failure the log goes on where it was.
+    pub fn reopen(&self, log: &AccessLog) -> Result<(), AccessLogReopenError> {
+        match (&self.log, open_sink(log)?) {
+            (Some(writer), Some(sink)) => {
+                writer.replace_sink(sink);
+                Ok(())
+            }
+            (None, None) => Ok(()),
+            _ => Err(AccessLogReopenError::NeedsRestart),
+        }
     }
 
     /// True when finished calls must be turned into a [`CallRecord`] for the access log.

@@ -1,7 +1,8 @@
 //! Client-facing listeners: accept with a connection limit (excess connections get a 503 and a
 //! FIN, never a reset), every request head watched by [`crate::framing`] (deadline: 408;
 //! Content-Length/Transfer-Encoding ambiguity: 400), then hyper (HTTP/1.1 and HTTP/2) serving
-//! the gateway; graceful drain on shutdown.
+//! the gateway; graceful drain on shutdown. Listeners in `server.tls_listen` shake hands first
+//! ([`crate::tls_listen`]) and then serve the decrypted stream the same way.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,7 +14,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -22,6 +23,7 @@ use crate::gateway::Gateway;
 use crate::hygiene::Peer;
 use crate::observe::count_unrouted;
 use crate::responses;
+use crate::tls_listen::{self, TlsAcceptor, TlsIo};
 
 /// Connection limits from `[server]`. A reload may change them
 /// ([`ListenerChange::Limits`]); connections already open keep the ones they started with.
@@ -38,7 +40,11 @@ pub struct Limits {
 /// Answer `raw` (a complete response), send a FIN, and read what the client still sends so
 /// that closing does not turn into a reset. `written` learns whether the answer went out
 /// (before the wait for the client's close).
-async fn answer_and_close(mut stream: TcpStream, raw: &[u8], written: impl FnOnce(bool)) {
+async fn answer_and_close<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    raw: &[u8],
+    written: impl FnOnce(bool),
+) {
     let mut written = Some(written);
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
         let sent = stream.write_all(raw).await.is_ok();
@@ -101,30 +107,50 @@ fn record_refused(
     }
 }
 
-/// A change to the client listeners while serving (a reload with new `server.listen`).
+/// A client listener: its address as configured (it may name port 0) and whether clients
+/// speak TLS on it (`server.tls_listen`).
+pub struct Listener {
+    pub addr: SocketAddr,
+    pub socket: TcpListener,
+    pub tls: bool,
+}
+
+/// A change to the client listeners while serving (a reload with new `server.listen` or
+/// `server.tls_listen`, or a certificate read again).
 pub enum ListenerChange {
-    /// Start accepting on a bound listener; the address is as configured (it may name port 0).
-    Add(SocketAddr, TcpListener),
-    /// Stop accepting on the listener configured as this address; its connections carry on.
-    Remove(SocketAddr),
+    /// Start accepting on a bound listener.
+    Add(Listener),
+    /// Stop accepting on the listener configured as `addr` (a TLS one if `tls`); its
+    /// connections carry on.
+    Remove { addr: SocketAddr, tls: bool },
     /// New connection limits for connections accepted from now on.
     Limits(Limits),
+    /// The certificate of the TLS listeners, for handshakes from now on.
+    Tls(TlsAcceptor),
+    /// A new drain timeout, for the stop to come.
+    Drain(Duration),
 }
+
+/// An accepted connection: the socket, the client, and whether it came to a TLS listener.
+type Accepted = (TcpStream, SocketAddr, bool);
 
 /// Accept on `listener` into `tx` until `stop` turns true or `quit` is dropped.
 fn spawn_accept_loop(
-    listener: TcpListener,
-    tx: tokio::sync::mpsc::Sender<(TcpStream, SocketAddr)>,
+    listener: Listener,
+    tx: tokio::sync::mpsc::Sender<Accepted>,
     mut stop: watch::Receiver<bool>,
     mut quit: tokio::sync::oneshot::Receiver<()>,
 ) {
     tokio::spawn(async move {
+        let Listener { socket, tls, .. } = listener;
         loop {
             tokio::select! {
                 _ = stop.changed() => return,
                 _ = &mut quit => return,
-                accepted = listener.accept() => match accepted {
-                    Ok(pair) => { if tx.send(pair).await.is_err() { return; } }
+                accepted = socket.accept() => match accepted {
+                    Ok((stream, client)) => {
+                        if tx.send((stream, client, tls)).await.is_err() { return; }
+                    }
                     // EMFILE and friends: back off instead of spinning.
                     Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
                 },
@@ -133,15 +159,16 @@ fn spawn_accept_loop(
     });
 }
 
-/// Serve `listeners` (each with its configured address) until `stop` turns true, then drain
-/// for up to `drain`. `changes` adds and removes listeners meanwhile.
+/// Serve `listeners` until `stop` turns true, then drain for up to `drain`. `changes` adds and
+/// removes listeners meanwhile; `tls` is the certificate of the TLS listeners (if any).
 pub async fn serve(
-    listeners: Vec<(SocketAddr, TcpListener)>,
+    listeners: Vec<Listener>,
     mut changes: tokio::sync::mpsc::UnboundedReceiver<ListenerChange>,
     gateway: Arc<Gateway>,
     limits: Limits,
+    tls: Option<TlsAcceptor>,
     mut stop: watch::Receiver<bool>,
-    drain: Duration,
+    mut drain: Duration,
 ) {
     let graceful = GracefulShutdown::new();
     // Every connection task, and the signal that cuts them when the drain runs out (so that
@@ -149,36 +176,44 @@ pub async fn serve(
     let tasks = tokio_util::task::TaskTracker::new();
     let cut = tokio_util::sync::CancellationToken::new();
     let active = Arc::new(AtomicUsize::new(0));
-    let (conn_tx, mut conn_rx) = tokio::sync::mpsc::channel::<(TcpStream, SocketAddr)>(1024);
+    let (conn_tx, mut conn_rx) = tokio::sync::mpsc::channel::<Accepted>(1024);
     // Dropping an accept loop's sender stops it (its listener closes; accepted connections
-    // are not affected).
-    let mut accepting: std::collections::HashMap<SocketAddr, tokio::sync::oneshot::Sender<()>> =
-        std::collections::HashMap::new();
-    for (addr, listener) in listeners {
+    // are not affected). Keyed by the configured address and whether it is a TLS listener
+    // (`127.0.0.1:0` may be both).
+    let mut accepting: std::collections::HashMap<
+        (SocketAddr, bool),
+        tokio::sync::oneshot::Sender<()>,
+    > = std::collections::HashMap::new();
+    for listener in listeners {
         let (quit_tx, quit_rx) = tokio::sync::oneshot::channel();
+        let key = (listener.addr, listener.tls);
         spawn_accept_loop(listener, conn_tx.clone(), stop.clone(), quit_rx);
-        accepting.insert(addr, quit_tx);
+        accepting.insert(key, quit_tx);
     }
     let mut changes_open = true;
     let mut limits = limits;
+    let mut tls = tls;
     let mut builder = connection_builder(&limits);
     loop {
-        let (mut stream, client) = tokio::select! {
+        let (stream, client, over_tls) = tokio::select! {
             _ = stop.changed() => break,
             change = changes.recv(), if changes_open => {
                 match change {
-                    Some(ListenerChange::Add(addr, listener)) => {
+                    Some(ListenerChange::Add(listener)) => {
                         let (quit_tx, quit_rx) = tokio::sync::oneshot::channel();
+                        let key = (listener.addr, listener.tls);
                         spawn_accept_loop(listener, conn_tx.clone(), stop.clone(), quit_rx);
-                        accepting.insert(addr, quit_tx);
+                        accepting.insert(key, quit_tx);
                     }
-                    Some(ListenerChange::Remove(addr)) => {
-                        accepting.remove(&addr);
+                    Some(ListenerChange::Remove { addr, tls }) => {
+                        accepting.remove(&(addr, tls));
                     }
                     Some(ListenerChange::Limits(new)) => {
                         builder = connection_builder(&new);
                         limits = new;
                     }
+                    Some(ListenerChange::Tls(acceptor)) => tls = Some(acceptor),
+                    Some(ListenerChange::Drain(new)) => drain = new,
                     None => changes_open = false,
                 }
                 continue;
@@ -186,72 +221,79 @@ pub async fn serve(
             next = conn_rx.recv() => match next { Some(p) => p, None => break },
         };
         let _ = stream.set_nodelay(true);
+        let acceptor = match (over_tls, &tls) {
+            (false, _) => None,
+            (true, Some(acceptor)) => Some(acceptor.clone()),
+            (true, None) => {
+                // Not reachable: a config with TLS listeners has a certificate.
+                tracing::warn!(%client, "a TLS listener has no certificate; connection closed");
+                tokio::spawn(close_quietly(stream));
+                continue;
+            }
+        };
         if active.load(Ordering::Acquire) >= limits.max_connections {
             metrics::counter!("holdfast_rejected_connections_total").increment(1);
-            let gateway = gateway.clone();
-            tokio::spawn(async move {
-                let started = (Instant::now(), SystemTime::now());
-                let _ = tokio::time::timeout(Duration::from_millis(500), async {
-                    let mut chunk = [0u8; 4096];
-                    let _ = stream.read(&mut chunk).await;
-                })
-                .await;
-                let answer = responses::raw_overloaded();
-                answer_and_close(stream, &answer, |written| {
-                    record_refused(&gateway, client, started, written.then_some(answer.len()));
-                })
-                .await;
-            });
+            tokio::spawn(refuse(
+                stream,
+                client,
+                acceptor,
+                gateway.clone(),
+                limits.header_timeout,
+            ));
             continue;
         }
         active.fetch_add(1, Ordering::AcqRel);
-        let gateway = gateway.clone();
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        let active = active.clone();
-        let limits = limits.clone();
-        let cut = cut.clone();
+        let count = CountGuard(active.clone());
+        let conn = Connection {
+            gateway: gateway.clone(),
+            builder: builder.clone(),
+            watcher: graceful.watcher(),
+            limits: limits.clone(),
+            cut: cut.clone(),
+            client,
+        };
         tasks.spawn(async move {
-            let count = CountGuard(active);
             // A second handle on the socket outlives hyper's: when hyper is done, the socket is
             // drained before it closes (see `linger`).
             let (stream, lingerer) = match split_for_linger(stream) {
                 Ok(pair) => pair,
                 Err(_) => return,
             };
-            let io = TokioIo::new(Watched::new(
-                stream,
-                limits.header_timeout,
-                limits.max_header_bytes,
-            ));
-            let peer = Arc::new(Peer::new(client));
-            let tunnel_check = peer.clone();
-            let service = service_fn(move |req| {
-                let gateway = gateway.clone();
-                // Started now, so a request dropped before its first poll is logged.
-                let pending = gateway.begin(&req, &peer);
-                async move { Ok::<_, std::convert::Infallible>(gateway.handle(req, pending).await) }
-            });
-            let conn = builder
-                .serve_connection_with_upgrades(io, service)
-                .into_owned();
-            tokio::select! {
-                _ = watcher.watch(conn) => {}
-                _ = cut.cancelled() => {
+            let ended = match acceptor {
+                None => conn.serve(stream, false).await,
+                Some(acceptor) => {
+                    let within = conn.limits.header_timeout;
+                    match tls_listen::handshake(&acceptor, stream, client, within).await {
+                        Some(tls) => {
+                            let (io, returned) = TlsIo::new(tls);
+                            let ended = conn.serve(io, true).await;
+                            returned
+                                .finish(ended == Ended::Clean, CLOSE_NOTIFY_GRACE)
+                                .await;
+                            ended
+                        }
+                        // A failed handshake closes like any other connection: a FIN, and
+                        // what the client still sends is read and dropped. The drain does
+                        // not wait for that (the watcher goes now).
+                        None => {
+                            drop(conn);
+                            Ended::Failed
+                        }
+                    }
+                }
+            };
+            match ended {
+                Ended::Cut => {
                     // The drain ran out: the connection (and a response still streaming on
                     // it, which is recorded as it drops) ends here, with a FIN.
                     let _ = lingerer.shutdown(std::net::Shutdown::Write);
-                    drop(count);
-                    return;
                 }
-            }
-            if tunnel_check.upgraded.load(Ordering::Acquire) {
                 // A tunnel owns the socket now; it closes it when either side is done.
-                return;
+                Ended::Upgraded => {}
+                // A lingering socket still counts toward `max_connections`: clients that
+                // trickle bytes after an early answer cannot hold more sockets than that.
+                Ended::Clean | Ended::Failed => linger(lingerer).await,
             }
-            // A lingering socket still counts toward `max_connections`: clients that trickle
-            // bytes after an early answer cannot hold more sockets than that.
-            linger(lingerer).await;
             drop(count);
         });
     }
@@ -278,6 +320,129 @@ pub async fn serve(
         }
     }
 }
+
+/// How hyper's work on a connection ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ended {
+    /// hyper closed it gracefully, or it idled out between requests.
+    Clean,
+    /// An error (a reset, a broken-off exchange) or a failed TLS handshake.
+    Failed,
+    /// The drain ran out and cut it.
+    Cut,
+    /// A tunnel (an upgrade such as WebSocket) owns the socket now.
+    Upgraded,
+}
+
+/// Everything one accepted connection is served with.
+struct Connection {
+    gateway: Arc<Gateway>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: hyper_util::server::graceful::Watcher,
+    limits: Limits,
+    cut: tokio_util::sync::CancellationToken,
+    client: SocketAddr,
+}
+
+impl Connection {
+    /// Serve `stream` (a plain socket, or the decrypted stream of a TLS one) with hyper, every
+    /// request head watched by [`Watched`], until hyper is done, the drain cuts it or a tunnel
+    /// takes it over.
+    async fn serve<S>(self, stream: S, tls: bool) -> Ended
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let io = TokioIo::new(Watched::new(
+            stream,
+            self.limits.header_timeout,
+            self.limits.max_header_bytes,
+        ));
+        let peer = Arc::new(Peer::new(self.client, tls));
+        let tunnel_check = peer.clone();
+        let gateway = self.gateway;
+        let service = service_fn(move |req| {
+            let gateway = gateway.clone();
+            // Started now, so a request dropped before its first poll is logged.
+            let pending = gateway.begin(&req, &peer);
+            async move { Ok::<_, std::convert::Infallible>(gateway.handle(req, pending).await) }
+        });
+        let conn = self
+            .builder
+            .serve_connection_with_upgrades(io, service)
+            .into_owned();
+        // The connection (and its stream) is dropped by the end of this statement.
+        let result = tokio::select! {
+            result = self.watcher.watch(conn) => Some(result),
+            _ = self.cut.cancelled() => None,
+        };
+        match result {
+            None => Ended::Cut,
+            Some(_) if tunnel_check.upgraded.load(Ordering::Acquire) => Ended::Upgraded,
+            Some(Ok(())) => Ended::Clean,
+            // hyper's idle timer (`client_idle_timeout_ms`) closed a keep-alive connection
+            // between requests: nothing was cut short.
+            Some(Err(e))
+                if e.downcast_ref::<hyper::Error>()
+                    .is_some_and(hyper::Error::is_timeout) =>
+            {
+                Ended::Clean
+            }
+            Some(Err(_)) => Ended::Failed,
+        }
+    }
+}
+
+/// A connection beyond `max_connections`: `503` + `Retry-After`, a FIN, and a drain before the
+/// close (over TLS after a handshake of at most [`REFUSE_HANDSHAKE`]).
+async fn refuse(
+    stream: TcpStream,
+    client: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    gateway: Arc<Gateway>,
+    header_timeout: Duration,
+) {
+    let started = (Instant::now(), SystemTime::now());
+    let answer = responses::raw_overloaded();
+    let written = |written: bool| {
+        record_refused(&gateway, client, started, written.then_some(answer.len()));
+    };
+    let Some(acceptor) = tls else {
+        return answer_and_close(read_a_little(stream).await, &answer, written).await;
+    };
+    let Ok((stream, lingerer)) = split_for_linger(stream) else {
+        return;
+    };
+    let within = header_timeout.min(REFUSE_HANDSHAKE);
+    match tls_listen::handshake(&acceptor, stream, client, within).await {
+        Some(tls) => answer_and_close(read_a_little(tls).await, &answer, written).await,
+        None => {
+            if let Ok(stream) = TcpStream::from_std(lingerer) {
+                close_quietly(stream).await;
+            }
+        }
+    }
+}
+
+/// Give a refused client up to 500 ms to send its request, and read (a first part of) it.
+async fn read_a_little<S: AsyncRead + Unpin>(mut stream: S) -> S {
+    let _ = tokio::time::timeout(Duration::from_millis(500), async {
+        let mut chunk = [0u8; 4096];
+        let _ = stream.read(&mut chunk).await;
+    })
+    .await;
+    stream
+}
+
+/// Close without an answer: a FIN, then what the client still sends is read for up to 2 s.
+async fn close_quietly(stream: TcpStream) {
+    answer_and_close(stream, b"", |_| {}).await;
+}
+
+/// The longest handshake a refused TLS connection gets (its `503` goes over TLS).
+const REFUSE_HANDSHAKE: Duration = Duration::from_secs(2);
+
+/// How long the `close_notify` of a TLS connection that ended cleanly may take to go out.
+const CLOSE_NOTIFY_GRACE: Duration = Duration::from_secs(1);
 
 /// After the drain's connections were cut, how long their tasks get to end and record.
 const CUT_GRACE: Duration = Duration::from_secs(1);

@@ -18,6 +18,9 @@
 //! front_idle_timeout_ms = 60000     # idle timeout of a load balancer in front (for `check`)
 //! workers = 0                       # threads serving requests; 0 = one per CPU, 1 = one thread
 //! ignore_client_abort = false       # true: a client that closes its side still gets its answer
+//! tls_listen = ["127.0.0.1:8443"]   # HTTPS listeners (HTTP/1.1 and h2 by ALPN)...
+//! tls_cert_file = "/etc/holdfast/cert.pem"  # ...with this PEM certificate chain...
+//! tls_key_file = "/etc/holdfast/key.pem"    # ...and its PEM private key (PKCS#8, PKCS#1, SEC1)
 //! ```
 
 use std::net::SocketAddr;
@@ -47,6 +50,20 @@ pub struct RawServer {
     pub front_idle_timeout_ms: Option<u64>,
     pub workers: Option<usize>,
     pub ignore_client_abort: Option<bool>,
+    #[serde(default)]
+    pub tls_listen: Vec<String>,
+    pub tls_cert_file: Option<String>,
+    pub tls_key_file: Option<String>,
+}
+
+/// The certificate of the TLS listeners: PEM files, read by the proxy at start, on every
+/// reload (so a rotated certificate is picked up) and by `holdfast check`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerTls {
+    /// `server.tls_cert_file`: the certificate chain, the server's own certificate first.
+    pub cert_file: String,
+    /// `server.tls_key_file`: its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: String,
 }
 
 /// Where the JSON access log goes.
@@ -85,6 +102,10 @@ pub struct ServerConfig {
     /// `client_aborted` (nginx's and Envoy's behaviour). `true`: a half-close is not an abort;
     /// the client still gets its answer (nginx's `proxy_ignore_client_abort on`).
     pub ignore_client_abort: bool,
+    /// Client listeners that speak TLS (HTTPS: HTTP/1.1 and HTTP/2 by ALPN).
+    pub tls_listen: Vec<SocketAddr>,
+    /// Their certificate and key; `Some` exactly when `tls_listen` is not empty.
+    pub tls: Option<ListenerTls>,
 }
 
 impl Default for ServerConfig {
@@ -105,6 +126,8 @@ impl Default for ServerConfig {
             front_idle_timeout: None,
             workers: 0,
             ignore_client_abort: false,
+            tls_listen: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -269,7 +292,10 @@ pub fn validate(raw: &RawServer, errors: &mut Vec<ConfigError>) -> ServerConfig 
         Some(n) => n,
         None => d.workers,
     };
+    let (tls_listen, tls) = validate_tls(raw, (&listen, admin, demo_upstream), errors);
     ServerConfig {
+        tls_listen,
+        tls,
         workers,
         listen,
         admin,
@@ -305,6 +331,108 @@ pub fn validate(raw: &RawServer, errors: &mut Vec<ConfigError>) -> ServerConfig 
         demo_upstream,
         front_idle_timeout: raw.front_idle_timeout_ms.map(Duration::from_millis),
         ignore_client_abort: raw.ignore_client_abort.unwrap_or(d.ignore_client_abort),
+    }
+}
+
+/// `server.tls_listen` with its certificate and key. The plain listeners, the admin listener
+/// and the demo upstream are given too: a TLS listener may not share an address with them.
+fn validate_tls(
+    raw: &RawServer,
+    (listen, admin, demo): (&[SocketAddr], Option<SocketAddr>, Option<SocketAddr>),
+    errors: &mut Vec<ConfigError>,
+) -> (Vec<SocketAddr>, Option<ListenerTls>) {
+    let tls_listen: Vec<SocketAddr> = raw
+        .tls_listen
+        .iter()
+        .enumerate()
+        .filter_map(|(i, v)| parse_addr(&format!("server.tls_listen[{i}]"), v, errors))
+        .collect();
+    for (j, b) in tls_listen.iter().enumerate() {
+        let key = format!("server.tls_listen[{j}]");
+        let clash = tls_listen[..j]
+            .iter()
+            .position(|a| same_socket(a, b))
+            .map(|i| format!("server.tls_listen[{i}] (`{}`)", tls_listen[i]))
+            .or_else(|| {
+                let l = listen.iter().find(|l| same_socket(l, b))?;
+                Some(format!("a plain listener (server.listen has `{l}`)"))
+            })
+            .or_else(|| {
+                let a = admin.filter(|a| same_socket(a, b))?;
+                Some(format!("server.admin (`{a}`)"))
+            })
+            .or_else(|| {
+                let d = demo.filter(|d| same_socket(d, b))?;
+                Some(format!("server.demo_upstream (`{d}`)"))
+            });
+        if let Some(clash) = clash {
+            errors.push(ConfigError::new(
+                key,
+                format!("`{b}` is also {clash}: the TLS listener could not bind"),
+                format!(
+                    "give the TLS listener its own port, e.g. `{}`",
+                    next_port(*b)
+                ),
+            ));
+        }
+    }
+    let cert = pem_path("tls_cert_file", raw.tls_cert_file.as_deref(), errors);
+    let key = pem_path("tls_key_file", raw.tls_key_file.as_deref(), errors);
+    if raw.tls_listen.is_empty() {
+        for (name, value) in [("tls_cert_file", &cert), ("tls_key_file", &key)] {
+            if value.is_some() {
+                errors.push(ConfigError::new(
+                    format!("server.{name}"),
+                    "is set but server.tls_listen is empty, so no listener would use it",
+                    "add the HTTPS addresses, e.g. `tls_listen = [\"0.0.0.0:8443\"]`, or remove tls_cert_file and tls_key_file",
+                ));
+            }
+        }
+        return (Vec::new(), None);
+    }
+    if let (Some(cert_file), Some(key_file)) = (cert, key) {
+        return (
+            tls_listen,
+            Some(ListenerTls {
+                cert_file,
+                key_file,
+            }),
+        );
+    }
+    // A key given but empty was reported above.
+    match (&raw.tls_cert_file, &raw.tls_key_file) {
+        (None, None) => errors.push(ConfigError::new(
+            "server.tls_listen",
+            "TLS listeners need a certificate and its private key, and neither is set",
+            "add `tls_cert_file = \"/etc/holdfast/cert.pem\"` (the PEM certificate chain) and `tls_key_file = \"/etc/holdfast/key.pem\"` (its PEM private key) to [server], or remove tls_listen",
+        )),
+        (Some(_), None) => errors.push(ConfigError::new(
+            "server.tls_key_file",
+            "is missing: server.tls_cert_file is set, and the TLS listeners need its private key too",
+            "add `tls_key_file = \"/etc/holdfast/key.pem\"` (the PEM private key of the certificate) to [server]",
+        )),
+        (None, Some(_)) => errors.push(ConfigError::new(
+            "server.tls_cert_file",
+            "is missing: server.tls_key_file is set, and the TLS listeners need the certificate too",
+            "add `tls_cert_file = \"/etc/holdfast/cert.pem\"` (the PEM certificate chain, the server's own certificate first) to [server]",
+        )),
+        (Some(_), Some(_)) => {}
+    }
+    (tls_listen, None)
+}
+
+/// The path in `server.KEY`, unless it is empty (an error).
+fn pem_path(key: &str, value: Option<&str>, errors: &mut Vec<ConfigError>) -> Option<String> {
+    match value {
+        Some("") => {
+            errors.push(ConfigError::new(
+                format!("server.{key}"),
+                "is empty",
+                "give the path of a PEM file, or remove the key",
+            ));
+            None
+        }
+        other => other.map(str::to_string),
     }
 }
 

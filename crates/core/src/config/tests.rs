@@ -737,3 +737,135 @@ fn an_empty_route_name_is_refused() {
     assert!(err.contains("routes[0].name"), "{err}");
     assert!(err.contains("may not be empty"), "{err}");
 }
+
+/// A config with `server` lines and one pool and route.
+fn with_server(server: &str) -> String {
+    format!("[server]\n{server}\n[upstreams.a]\ntargets = [\"http://127.0.0.1:1\"]\n[[routes]]\nupstream = \"a\"\n")
+}
+
+#[test]
+fn tls_listeners_take_a_certificate_and_a_key() {
+    let text = with_server(
+        "tls_listen = [\"127.0.0.1:8443\", \"[::1]:8443\"]\ntls_cert_file = \"/etc/c.pem\"\ntls_key_file = \"/etc/k.pem\"",
+    );
+    let c = parse(&text, "t.toml", env).unwrap();
+    assert_eq!(
+        c.server.tls_listen,
+        vec![
+            "127.0.0.1:8443".parse().unwrap(),
+            "[::1]:8443".parse().unwrap()
+        ]
+    );
+    let tls = c.server.tls.expect("tls files");
+    assert_eq!(
+        (tls.cert_file.as_str(), tls.key_file.as_str()),
+        ("/etc/c.pem", "/etc/k.pem")
+    );
+    // Plain listeners stay as they were.
+    assert_eq!(c.server.listen, ServerConfig::default().listen);
+    let plain = parse(&with_server(""), "t.toml", env).unwrap();
+    assert!(plain.server.tls_listen.is_empty() && plain.server.tls.is_none());
+}
+
+#[test]
+fn tls_listeners_without_a_certificate_or_a_certificate_without_listeners_are_refused() {
+    let one = |server: &str| {
+        let text = with_server(server);
+        let errs = parse(&text, "t.toml", env).unwrap_err().0;
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        (errs[0].clone(), text)
+    };
+    let (e, text) = one("tls_listen = [\"127.0.0.1:8443\"]");
+    assert_eq!(e.key, "server.tls_listen");
+    assert_eq!(
+        e.line,
+        Some(
+            text.lines()
+                .position(|l| l.starts_with("tls_listen"))
+                .unwrap()
+                + 1
+        )
+    );
+    assert!(
+        e.fix.contains("tls_cert_file") && e.fix.contains("tls_key_file"),
+        "{e}"
+    );
+    let (e, _) = one("tls_listen = [\"127.0.0.1:8443\"]\ntls_cert_file = \"/c.pem\"");
+    assert_eq!(e.key, "server.tls_key_file");
+    assert!(e.fix.contains("tls_key_file = "), "{e}");
+    let (e, _) = one("tls_listen = [\"127.0.0.1:8443\"]\ntls_key_file = \"/k.pem\"");
+    assert_eq!(e.key, "server.tls_cert_file");
+    let (e, text) = one("tls_cert_file = \"/c.pem\"");
+    assert_eq!(e.key, "server.tls_cert_file");
+    assert_eq!(e.line, Some(2), "{text}");
+    assert!(e.fix.contains("tls_listen = ["), "{e}");
+    let (e, _) =
+        one("tls_listen = [\"127.0.0.1:8443\"]\ntls_cert_file = \"\"\ntls_key_file = \"/k.pem\"");
+    assert_eq!(e.key, "server.tls_cert_file");
+    assert!(e.message.contains("empty"), "{e}");
+    let (e, _) = one(
+        "tls_listen = [\"localhost:8443\"]\ntls_cert_file = \"/c.pem\"\ntls_key_file = \"/k.pem\"",
+    );
+    assert_eq!(e.key, "server.tls_listen[0]");
+}
+
+#[test]
+fn a_tls_listener_may_not_share_an_address() {
+    let files = "tls_cert_file = \"/c.pem\"\ntls_key_file = \"/k.pem\"";
+    for (server, clash) in [
+        (
+            "listen = [\"127.0.0.1:8080\"]\ntls_listen = [\"127.0.0.1:8080\"]",
+            "server.listen",
+        ),
+        (
+            "listen = [\"0.0.0.0:8080\"]\ntls_listen = [\"127.0.0.1:8080\"]",
+            "server.listen",
+        ),
+        (
+            "admin = \"127.0.0.1:9901\"\ntls_listen = [\"127.0.0.1:9901\"]",
+            "server.admin",
+        ),
+        (
+            "demo_upstream = \"127.0.0.1:9000\"\ntls_listen = [\"127.0.0.1:9000\"]",
+            "server.demo_upstream",
+        ),
+        (
+            "tls_listen = [\"127.0.0.1:8443\", \"127.0.0.1:8443\"]",
+            "server.tls_listen[0]",
+        ),
+    ] {
+        let text = with_server(&format!("{server}\n{files}"));
+        let errs = parse(&text, "t.toml", env).unwrap_err().0;
+        assert_eq!(errs.len(), 1, "{server}: {errs:?}");
+        let e = &errs[0];
+        assert!(e.key.starts_with("server.tls_listen["), "{e}");
+        assert!(e.message.contains(clash), "{server}: {e}");
+        assert!(e.fix.contains("its own port"), "{e}");
+        assert!(e.line.is_some(), "{e}");
+    }
+    // Port 0 picks a free port each time: no clash.
+    let text = with_server(&format!(
+        "listen = [\"127.0.0.1:0\"]\ntls_listen = [\"127.0.0.1:0\"]\n{files}"
+    ));
+    assert!(parse(&text, "t.toml", env).is_ok());
+}
+
+#[test]
+fn the_tls_listener_keys_are_in_the_shape() {
+    let mut shape = shape().clone();
+    for path in [
+        "server.tls_listen",
+        "server.tls_cert_file",
+        "server.tls_key_file",
+    ] {
+        let found = shape.at_mut(path).cloned();
+        assert!(
+            matches!(found, Some(ref s) if *s != schema::Shape::Any),
+            "{path}: {found:?}"
+        );
+    }
+    // A typo gets the closest key.
+    let text = with_server("tls_cert_flie = \"/c.pem\"");
+    let err = parse(&text, "t.toml", env).unwrap_err().to_string();
+    assert!(err.contains("did you mean `tls_cert_file`"), "{err}");
+}
