@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use holdfast_testkit::pki::TestPki;
 use holdfast_testkit::{Behavior, Misbehaving};
 use proxy_support::{admin_get, metric_sum, Holdfast};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use tokio_rustls::rustls;
 
 /// A CA (DER) and the PEM chain and key of a `localhost` certificate it signed.
@@ -25,21 +25,11 @@ struct Pki {
 }
 
 fn pki(name: &str) -> Pki {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, format!("holdfast test CA {name}"));
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&key, &ca)
-        .unwrap();
+    let made = TestPki::new(name);
     Pki {
-        ca: ca.der().clone(),
-        chain_pem: format!("{}{}", leaf.pem(), ca.pem()),
-        key_pem: key.serialize_pem(),
+        ca: made.ca_der.into(),
+        chain_pem: made.chain_pem,
+        key_pem: made.key_pem,
     }
 }
 

@@ -19,11 +19,11 @@ use holdfast_proxy::plugin::Plugins;
 use holdfast_proxy::server::{self, Limits, Listener, ListenerChange};
 use holdfast_proxy::tls_listen::{self, TlsListenError};
 use holdfast_proxy::{Gateway, State};
+use holdfast_testkit::pki::TestPki;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -47,24 +47,14 @@ struct Pki {
 }
 
 fn pki(name: &str) -> Pki {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, format!("holdfast test CA {name}"));
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&key, &ca)
-        .unwrap();
+    let made = TestPki::new(name);
     let dir = temp_dir();
     let cert_file = dir.join(format!("{name}.crt"));
     let key_file = dir.join(format!("{name}.key"));
-    std::fs::write(&cert_file, format!("{}{}", leaf.pem(), ca.pem())).unwrap();
-    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    std::fs::write(&cert_file, &made.chain_pem).unwrap();
+    std::fs::write(&key_file, &made.key_pem).unwrap();
     Pki {
-        ca: ca.der().clone(),
+        ca: made.ca_der.into(),
         files: ListenerTls {
             cert_file: cert_file.display().to_string(),
             key_file: key_file.display().to_string(),

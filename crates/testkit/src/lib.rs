@@ -3,6 +3,9 @@
 //!
 //! Each [`Misbehaving`] server listens on `127.0.0.1:0`, runs on its own threads, counts the
 //! requests it read completely, remembers every `x-request-id` it read, and stops on drop.
+//! [`pki::TestPki`] makes a fresh CA and `localhost` certificate for TLS tests.
+
+pub mod pki;
 
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
