@@ -244,6 +244,15 @@ fn r(name: &str) -> Value {
 
 /// An object of a response: every property is always present (`required`) and there are no
 /// others.
+/// [`object`] whose `optional` properties may be absent.
+fn object_optional(props: Value, optional: &[&str]) -> Value {
+    let mut schema = object(props);
+    if let Some(required) = schema["required"].as_array_mut() {
+        required.retain(|k| !optional.iter().any(|o| k == o));
+    }
+    schema
+}
+
 fn object(props: Value) -> Value {
     let required: Vec<&String> = props.as_object().expect("properties").keys().collect();
     json!({ "type": "object", "additionalProperties": false, "required": required,
@@ -315,11 +324,12 @@ fn response_schemas() -> Map<String, Value> {
         "Lifecycle": { "type": "string", "enum": ["draft", "published", "deprecated", "retired"] },
         "SubscriptionState": { "type": "string", "enum": ["pending", "active", "rejected"] },
         "Tenant": object(json!({ "name": s, "created_ms": ms })),
-        "ServiceVersion": object(json!({ "version": s, "state": r("Lifecycle"),
+        "ServiceVersion": object_optional(json!({ "version": s, "state": r("Lifecycle"),
             "since_ms": { "type": ["integer", "null"], "format": "int64",
                 "description": "when the version entered its current state (ms since the Unix epoch); set by the gateway" },
-            "sunset_ms": { "type": ["integer", "null"], "format": "int64",
-                "description": "when the version is planned to go away (ms since the Unix epoch); its answers carry `Sunset` (RFC 8594)" } })),
+            "sunset_ms": { "type": "integer", "format": "int64",
+                "description": "when the version is planned to go away (ms since the Unix epoch); its answers carry `Sunset` (RFC 8594); absent when there is none" } }),
+            &["sunset_ms"]),
         "Service": object(json!({ "name": s, "tenant": s, "require_approval": { "type": "boolean" },
             "limits": r("Limits"), "versions": array("ServiceVersion"), "created_ms": ms })),
         "Consumer": object(json!({ "tenant": s, "name": s, "limits": r("Limits"), "created_ms": ms })),

@@ -24,8 +24,9 @@ struct Pending {
     /// The writer is asleep waiting for a first line.
     idle: bool,
     closed: bool,
-    /// A sink to write to from the next batch on (a reload reopened the log).
-    next_sink: Option<Box<dyn Write + Send>>,
+    /// Sinks to switch to, in order (a reload reopened the log), each with the lines queued
+    /// before the switch, which still go to the sink before it.
+    switches: Vec<(Vec<u8>, Box<dyn Write + Send>)>,
 }
 
 struct Shared {
@@ -47,7 +48,7 @@ impl AccessLogWriter {
                 lines: Vec::with_capacity(64 << 10),
                 idle: false,
                 closed: false,
-                next_sink: None,
+                switches: Vec::new(),
             }),
             wake: Condvar::new(),
         });
@@ -82,7 +83,10 @@ impl AccessLogWriter {
     /// Write what is queued now to the current sink, and every later line to `sink` (the old
     /// one is flushed and closed).
     pub fn replace_sink(&self, sink: Box<dyn Write + Send>) {
-        lock(&self.shared.pending).next_sink = Some(sink);
+        let mut p = lock(&self.shared.pending);
+        let before = std::mem::take(&mut p.lines);
+        p.switches.push((before, sink));
+        drop(p);
         self.shared.wake.notify_one();
     }
 
@@ -112,7 +116,7 @@ fn write_batches(shared: &Shared, sink: Box<dyn Write + Send>) {
     let mut batch = Vec::with_capacity(64 << 10);
     loop {
         let mut p = lock(&shared.pending);
-        while p.lines.is_empty() && !p.closed && p.next_sink.is_none() {
+        while p.lines.is_empty() && !p.closed && p.switches.is_empty() {
             p.idle = true;
             p = shared.wake.wait(p).unwrap_or_else(|e| e.into_inner());
             p.idle = false;
@@ -125,8 +129,14 @@ fn write_batches(shared: &Shared, sink: Box<dyn Write + Send>) {
         }
         std::mem::swap(&mut p.lines, &mut batch);
         let closed = p.closed;
-        let next_sink = p.next_sink.take();
+        let switches = std::mem::take(&mut p.switches);
         drop(p);
+        for (before, sink) in switches {
+            if !before.is_empty() {
+                let _ = out.write_all(&before).and_then(|()| out.flush());
+            }
+            out = sink;
+        }
         if !batch.is_empty() {
             let _ = out.write_all(&batch).and_then(|()| out.flush());
             batch.clear();
@@ -135,10 +145,10 @@ fn write_batches(shared: &Shared, sink: Box<dyn Write + Send>) {
                 batch = Vec::with_capacity(64 << 10);
             }
         }
-        if let Some(sink) = next_sink {
-            out = sink;
-        }
-        if closed && lock(&shared.pending).lines.is_empty() {
+        if closed && {
+            let p = lock(&shared.pending);
+            p.lines.is_empty() && p.switches.is_empty()
+        } {
             return;
         }
     }

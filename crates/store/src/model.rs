@@ -204,8 +204,9 @@ pub struct ServiceVersion {
     pub since_ms: Option<i64>,
     /// When the version is planned to go away (ms since the Unix epoch), set by its owner; a
     /// callable version's answers carry it as the `Sunset` header (RFC 8594). A hint to
-    /// callers only: the version is not retired by itself when the time comes.
-    #[serde(default)]
+    /// callers only: the version is not retired by itself when the time comes. Absent from
+    /// the JSON when there is none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sunset_ms: Option<i64>,
 }
 

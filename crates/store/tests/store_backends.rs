@@ -35,7 +35,7 @@ async fn postgres_store() -> Option<(tokio::sync::MutexGuard<'static, ()>, SqlSt
 }
 
 async fn scenario(store: SqlStore, tag: &str) {
-    assert_eq!(schema_version(&store).await.expect("version"), 4);
+    assert_eq!(schema_version(&store).await.expect("version"), 5);
     let t_a = format!("a{tag}");
     let t_b = format!("b{tag}");
     store.create_tenant(&t_a).await.expect("tenant a");
