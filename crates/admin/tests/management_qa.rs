@@ -710,6 +710,16 @@ async fn decided_subscriptions_cannot_be_decided_again() {
         .api("GET", "/admin/tenants/acme/subscriptions", ADMIN_A, None)
         .await;
     assert_eq!(v[0]["decided_ms"], decided, "{v}");
+    // Subscribing again while rejected: 409 naming the subscription and how to ask again.
+    let (s, v) = subscription(&node, "c1", "pay").await;
+    assert_eq!(s, 409, "{v}");
+    let msg = v["error"].as_str().unwrap();
+    assert!(
+        msg.contains(&format!(
+            "(id {id}) was rejected: delete subscription {id} to ask again"
+        )) && msg.contains(&format!("holdfast admin unsubscribe {id}")),
+        "{msg}"
+    );
 
     // Re-request: delete and subscribe again; then approval works once.
     node.api(

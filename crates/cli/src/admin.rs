@@ -710,25 +710,9 @@ async fn answer_json(resp: reqwest::Response) -> anyhow::Result<Value> {
     Ok(value)
 }
 
-/// An API message in the CLI's terms: the API's query parameters become the CLI's flags
-/// (`?force=true` → `--force`), and its paths the CLI's commands.
+/// An API message in the CLI's terms: `?force=true` is the CLI's `--force`.
 fn for_cli(message: &str) -> String {
-    let message = message.replace("with ?force=true", "with --force");
-    match message.find("delete it (DELETE /admin/tenants/") {
-        Some(at) => match message[at..].rsplit_once("/subscriptions/") {
-            Some((_, rest)) => {
-                let id = rest.split(')').next().unwrap_or_default();
-                let end = at + message[at..].find(") to ask again").unwrap_or(0);
-                format!(
-                    "{}delete it (`holdfast admin unsubscribe {id}`{}",
-                    &message[..at],
-                    &message[end..]
-                )
-            }
-            None => message,
-        },
-        None => message,
-    }
+    message.replace("with ?force=true", "with --force")
 }
 
 /// Columns holding a time (epoch ms): shown as RFC 3339 UTC in tables, under a header
@@ -1013,10 +997,6 @@ mod tests {
         assert_eq!(latency(12.44), "12.4");
         assert_eq!(latency(250.4), "250");
         assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00Z");
-        assert_eq!(
-            for_cli("the subscription of `c2` to `pay` (id 3) was rejected: delete it (DELETE /admin/tenants/acme/subscriptions/3) to ask again"),
-            "the subscription of `c2` to `pay` (id 3) was rejected: delete it (`holdfast admin unsubscribe 3`) to ask again"
-        );
         assert_eq!(
             for_cli("tenant `b` still has 1 service(s): delete them first, or delete with ?force=true to delete them too"),
             "tenant `b` still has 1 service(s): delete them first, or delete with --force to delete them too"

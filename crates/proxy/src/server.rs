@@ -166,7 +166,7 @@ pub async fn serve(
     mut changes: tokio::sync::mpsc::UnboundedReceiver<ListenerChange>,
     gateway: Arc<Gateway>,
     limits: Limits,
-    tls: Option<TlsAcceptor>,
+    mut tls: Option<TlsAcceptor>,
     mut stop: watch::Receiver<bool>,
     mut drain: Duration,
 ) {
@@ -192,7 +192,7 @@ pub async fn serve(
     }
     let mut changes_open = true;
     let mut limits = limits;
-    let mut tls = tls;
+
     let mut builder = connection_builder(&limits);
     loop {
         let (stream, client, over_tls) = tokio::select! {

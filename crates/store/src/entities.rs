@@ -726,7 +726,7 @@ impl SqlStore {
             .and_then(|row| Some((col(&row, 0).int()?, col(&row, 1).text()?)));
         match found {
             Some((id, state)) if state == SubscriptionState::Rejected.as_str() => format!(
-                "the subscription of `{consumer}` to `{service}` (id {id}) was rejected: delete it (DELETE /admin/tenants/{tenant}/subscriptions/{id}) to ask again"
+                "the subscription of `{consumer}` to `{service}` (id {id}) was rejected: delete subscription {id} to ask again (API: `DELETE /admin/tenants/{tenant}/subscriptions/{id}`; CLI: `holdfast admin unsubscribe {id}`)"
             ),
             Some((id, state)) if state == SubscriptionState::Pending.as_str() => format!(
                 "`{consumer}` already asked to subscribe to `{service}` (subscription {id}, waiting for approval by a tenant admin)"
