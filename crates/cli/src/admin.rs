@@ -852,6 +852,21 @@ fn cell(v: &Value) -> String {
             })
             .collect::<Vec<_>>()
             .join(","),
+        Value::Object(map) => {
+            let pairs: Vec<String> = map
+                .iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| match v {
+                    Value::Object(_) => format!("{k}=({})", cell(v)),
+                    _ => format!("{k}={}", cell(v)),
+                })
+                .collect();
+            if pairs.is_empty() {
+                "-".into()
+            } else {
+                pairs.join(" ")
+            }
+        }
         other => other.to_string(),
     }
 }
@@ -937,16 +952,18 @@ fn print_stats(v: &Value) {
         println!("\n{title}:");
         print_table(&v[key], &["name", "calls"]);
     }
-    println!("\nresets by class: {}", v["resets_by_class"]);
+    println!("\nresets by class:");
+    print_counts(&v["resets_by_class"], "class");
     println!("\ntokens and cost:");
     print_table(
         &v["usage"],
         &["consumer", "model", "calls", "tokens", "cost_usd"],
     );
-    println!("\ncalls by node: {}", v["calls_by_node"]);
+    println!("\ncalls by node:");
+    print_counts(&v["calls_by_node"], "node");
     // Only super admins see the writer's counters.
     if !v["call_log"].is_null() {
-        println!("call log writer: {}", v["call_log"]);
+        println!("\ncall log writer: {}", cell(&v["call_log"]));
     }
 }
 
@@ -980,9 +997,57 @@ fn print_calllog(v: &Value) {
     );
 }
 
+/// A JSON object of counts (`{"upstream_timeout": 3, ...}`) as a two-column table, largest
+/// first; `(none)` when it is empty.
+fn print_counts(v: &Value, key_header: &str) {
+    let rows = count_rows(v, key_header);
+    if rows.is_empty() {
+        println!("(none)");
+    } else {
+        print_table(&Value::Array(rows), &[key_header, "calls"]);
+    }
+}
+
+/// The rows of [`print_counts`]: `{key_header: name, "calls": n}`, largest count first.
+fn count_rows(v: &Value, key_header: &str) -> Vec<Value> {
+    let mut rows: Vec<(&String, &Value)> = v
+        .as_object()
+        .map(|m| m.iter().collect())
+        .unwrap_or_default();
+    let n = |v: &Value| v.as_f64().unwrap_or(0.0);
+    rows.sort_by(|a, b| n(b.1).total_cmp(&n(a.1)).then_with(|| a.0.cmp(b.0)));
+    rows.into_iter()
+        .map(|(k, n)| json!({ key_header: k, "calls": n }))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn objects_in_cells_and_count_tables_are_readable() {
+        assert_eq!(
+            cell(&json!({"rps": 10, "rpm": null, "tpm": 600})),
+            "rps=10 tpm=600"
+        );
+        assert_eq!(cell(&json!({"rps": null})), "-");
+        assert_eq!(
+            cell(&json!({"tenant": "a", "removed": {"services": 2}})),
+            "removed=(services=2) tenant=a"
+        );
+        let rows = count_rows(&json!({"b": 1, "a": 5, "c": 1}), "class");
+        assert_eq!(
+            rows,
+            vec![
+                json!({"class": "a", "calls": 5}),
+                json!({"class": "b", "calls": 1}),
+                json!({"class": "c", "calls": 1}),
+            ]
+        );
+        assert!(count_rows(&json!({}), "node").is_empty());
+        assert!(count_rows(&Value::Null, "node").is_empty());
+    }
 
     #[test]
     fn costs_latencies_and_times_are_readable() {

@@ -218,7 +218,8 @@ pub async fn reload(
         || matches!(new_server.access_log, AccessLog::File(_))
     {
         // Opened again on every reload, the same path too: `mv` the log, then SIGHUP, and
-        // new lines go to a new file (log rotation).
+        // new lines go to a new file (log rotation). `"off"` stops it, a path or `"stdout"`
+        // starts it.
         match gateway.observers.reopen(&new_server.access_log) {
             Ok(()) => {}
             Err(e) => eprintln!("holdfast: reload: {e}; the access log goes on as before"),

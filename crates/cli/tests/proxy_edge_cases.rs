@@ -792,6 +792,8 @@ fn a_stalled_request_body_gets_a_408_and_frees_its_slot() {
                 (Some(408), Some("bad_request")),
                 "{r}"
             );
+            // What did arrive is counted.
+            assert_eq!(r["bytes_in"].as_u64(), Some(sent as u64), "{r}");
         }
     }
     // The connection slots are free again.

@@ -800,3 +800,64 @@ fn sighup_reopens_the_access_log_and_applies_a_new_drain_timeout() {
         hf.stderr.lock().unwrap()
     );
 }
+
+/// SIGHUP turns the access log on (from `"off"`) and off again, without a restart.
+#[test]
+fn sighup_turns_the_access_log_on_and_off() {
+    let up = Misbehaving::start(Behavior::Healthy).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let with = |access_log: &str| {
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\naccess_log = \"{access_log}\"\n\n[upstreams.pool]\ntargets = [\"{}\"]\n\n[[routes]]\nupstream = \"pool\"\n",
+            up.url()
+        )
+    };
+    let on = with(&log.display().to_string());
+    let hf = Holdfast::start(&with("off"));
+    let mut reloaded = 0;
+    let mut reload = |hf: &Holdfast, config: &str| {
+        std::fs::write(&hf.config, config).unwrap();
+        hf.signal("HUP");
+        reloaded += 1;
+        eventually("the reload applies", || {
+            hf.stderr
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| l.contains("config reloaded"))
+                .count()
+                >= reloaded
+        });
+    };
+    let paths = || -> Vec<String> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|r| r["path"].as_str().map(str::to_string))
+            .collect()
+    };
+    assert_eq!(hf.client().get("/while-off").unwrap().status, 200);
+    reload(&hf, &on);
+    assert_eq!(hf.client().get("/now-on").unwrap().status, 200);
+    eventually("the call after turning it on is logged", || {
+        paths() == ["/now-on"]
+    });
+    reload(&hf, &with("off"));
+    assert_eq!(hf.client().get("/off-again").unwrap().status, 200);
+    reload(&hf, &on);
+    assert_eq!(hf.client().get("/on-again").unwrap().status, 200);
+    eventually("only the calls made while on are logged", || {
+        paths() == ["/now-on", "/on-again"]
+    });
+    assert!(
+        !hf.stderr
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("restart")),
+        "{:?}",
+        hf.stderr.lock().unwrap()
+    );
+}

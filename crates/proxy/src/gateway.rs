@@ -509,14 +509,16 @@ impl Gateway {
             return self.finish(resp, pending, Outcome::plain(None));
         };
         let limits = body_limits(&state.config);
-        let body = match read_body(body, parts.headers.get(header::CONTENT_LENGTH), &limits).await {
+        let declared = parts.headers.get(header::CONTENT_LENGTH);
+        let body = match read_body(body, declared, &limits, &mut pending.bytes_in).await {
             Ok(b) => b,
             Err(problem) => {
+                // `bytes_in`: what arrived before the stall, the excess or the abort.
                 return self.finish(
                     problem.answer(&limits),
                     pending,
                     Outcome::plain(Some(problem.class())),
-                )
+                );
             }
         };
         let upload = match &body {
@@ -994,11 +996,13 @@ fn declared_length(declared: Option<&header::HeaderValue>) -> Option<u64> {
 }
 
 /// Read the body into memory up to `keep` bytes; past that, stream it (up to `limit`), each
-/// wait for more bytes bounded by `stall`.
+/// wait for more bytes bounded by `stall`. `received` counts the bytes read here (also when
+/// the read fails).
 async fn read_body(
     mut body: Incoming,
     declared: Option<&header::HeaderValue>,
     limits: &BodyLimits,
+    received: &mut u64,
 ) -> Result<ReadBody, BodyProblem> {
     if body.is_end_stream() {
         return Ok(ReadBody::Whole(Bytes::new()));
@@ -1019,6 +1023,7 @@ async fn read_body(
             let frame = frame.map_err(|e| body_error(&e))?;
             if let Ok(data) = frame.into_data() {
                 seen += data.len() as u64;
+                *received = seen;
                 if seen > limits.limit {
                     return Err(BodyProblem::TooLarge);
                 }

@@ -2,6 +2,7 @@
 //! Prometheus metrics (request counts, latency histograms per route and target, reset classes).
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use holdfast_core::config::AccessLog;
@@ -12,7 +13,10 @@ use crate::access_log::AccessLogWriter;
 
 /// The built-in observers (they outlive reloads).
 pub struct Observers {
-    log: Option<AccessLogWriter>,
+    /// The access-log writer, started when the log is first turned on.
+    writer: OnceLock<AccessLogWriter>,
+    /// The access log is on: finished calls are logged.
+    on: AtomicBool,
 }
 
 /// The access log could not be opened.
@@ -21,15 +25,6 @@ pub struct Observers {
 pub struct AccessLogError {
     path: String,
     source: std::io::Error,
-}
-
-/// The access log could not be switched to a reloaded config's `server.access_log`.
-#[derive(Debug, thiserror::Error)]
-pub enum AccessLogReopenError {
-    #[error(transparent)]
-    Open(#[from] AccessLogError),
-    #[error("server.access_log: turning the access log on or off takes a restart (fix: restart holdfast, or keep it on and send it to another file)")]
-    NeedsRestart,
 }
 
 /// Open `log`'s destination for appending (`None`: the log is off).
@@ -53,33 +48,49 @@ fn open_sink(log: &AccessLog) -> Result<Option<Box<dyn std::io::Write + Send>>, 
 impl Observers {
     /// Start the access-log writer thread (if the log is on).
     pub fn new(log: &AccessLog) -> Result<Observers, AccessLogError> {
-        let Some(sink) = open_sink(log)? else {
-            return Ok(Observers { log: None });
+        let observers = Observers {
+            writer: OnceLock::new(),
+            on: AtomicBool::new(false),
         };
-        let writer = AccessLogWriter::start(sink).map_err(|source| AccessLogError {
-            path: "(thread)".into(),
-            source,
-        })?;
-        Ok(Observers { log: Some(writer) })
+        observers.reopen(log)?;
+        Ok(observers)
     }
 
     /// A reload: open `log`'s destination again (a new path, or the same one after the file
-    /// was moved away by log rotation) and write every later line there. Lines queued before
-    /// go to the old destination. On a failure the log goes on where it was.
-    pub fn reopen(&self, log: &AccessLog) -> Result<(), AccessLogReopenError> {
-        match (&self.log, open_sink(log)?) {
-            (Some(writer), Some(sink)) => {
-                writer.replace_sink(sink);
-                Ok(())
+    /// was moved away by log rotation) and write every later line there; or turn the log on
+    /// or off. Lines queued before go to the old destination. On a failure the log goes on
+    /// where it was.
+    pub fn reopen(&self, log: &AccessLog) -> Result<(), AccessLogError> {
+        match open_sink(log)? {
+            Some(sink) => {
+                match self.writer.get() {
+                    Some(writer) => writer.replace_sink(sink),
+                    None => {
+                        let writer =
+                            AccessLogWriter::start(sink).map_err(|source| AccessLogError {
+                                path: "(the writer thread)".into(),
+                                source,
+                            })?;
+                        // Reloads are serial: nothing else sets it.
+                        let _ = self.writer.set(writer);
+                    }
+                }
+                self.on.store(true, Ordering::Release);
             }
-            (None, None) => Ok(()),
-            _ => Err(AccessLogReopenError::NeedsRestart),
+            None => {
+                self.on.store(false, Ordering::Release);
+                if let Some(writer) = self.writer.get() {
+                    // What is queued still goes out; the thread then idles.
+                    writer.replace_sink(Box::new(std::io::sink()));
+                }
+            }
         }
+        Ok(())
     }
 
     /// True when finished calls must be turned into a [`CallRecord`] for the access log.
     pub fn logs(&self) -> bool {
-        self.log.is_some()
+        self.on.load(Ordering::Relaxed)
     }
 
     /// Write one finished call to the access log (if it is on). Never blocks on I/O.
@@ -87,7 +98,10 @@ impl Observers {
         thread_local! {
             static LINE: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(512));
         }
-        if let Some(log) = &self.log {
+        if !self.logs() {
+            return;
+        }
+        if let Some(log) = self.writer.get() {
             LINE.with_borrow_mut(|line| {
                 line.clear();
                 if serde_json::to_writer(&mut *line, record).is_ok() {
@@ -99,7 +113,7 @@ impl Observers {
 
     /// Write out every queued access-log line and stop the writer (at the end of a drain).
     pub fn close(&self) {
-        if let Some(log) = &self.log {
+        if let Some(log) = self.writer.get() {
             log.close();
         }
     }

@@ -190,7 +190,61 @@ pub async fn handshake(
 
 fn report(client: SocketAddr, reason: &'static str, detail: &str) {
     metrics::counter!("holdfast_tls_handshake_failures_total", "reason" => reason).increment(1);
-    tracing::warn!(%client, reason, "TLS handshake failed: {detail}");
+    static WARNINGS: WarnBudget = WarnBudget::new();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    if let Some(suppressed) = WARNINGS.allow(now_ms) {
+        tracing::warn!(
+            %client,
+            reason,
+            suppressed_since_last = suppressed,
+            "TLS handshake failed: {detail}"
+        );
+    }
+}
+
+/// At most [`WarnBudget::BURST`] warnings per [`WarnBudget::WINDOW_MS`]: a scanner or a
+/// misconfigured client fails its handshake over and over, and one line each would flood the
+/// log (the metric still counts every one).
+struct WarnBudget {
+    window_start_ms: std::sync::atomic::AtomicU64,
+    in_window: std::sync::atomic::AtomicU64,
+    suppressed: std::sync::atomic::AtomicU64,
+}
+
+impl WarnBudget {
+    const BURST: u64 = 5;
+    const WINDOW_MS: u64 = 10_000;
+
+    const fn new() -> WarnBudget {
+        use std::sync::atomic::AtomicU64;
+        WarnBudget {
+            window_start_ms: AtomicU64::new(0),
+            in_window: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(n)`: log this one, and say `n` were left out since the last line logged.
+    fn allow(&self, now_ms: u64) -> Option<u64> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let start = self.window_start_ms.load(Relaxed);
+        if now_ms.saturating_sub(start) >= Self::WINDOW_MS
+            && self
+                .window_start_ms
+                .compare_exchange(start, now_ms, Relaxed, Relaxed)
+                .is_ok()
+        {
+            self.in_window.store(0, Relaxed);
+        }
+        if self.in_window.fetch_add(1, Relaxed) < Self::BURST {
+            Some(self.suppressed.swap(0, Relaxed))
+        } else {
+            self.suppressed.fetch_add(1, Relaxed);
+            None
+        }
+    }
 }
 
 /// Where a [`TlsIo`]'s stream goes when hyper drops it.
@@ -308,6 +362,21 @@ mod tests {
             "{text}"
         );
         assert!(serde_json::from_str::<serde_json::Value>(body).is_ok());
+    }
+
+    #[test]
+    fn handshake_warnings_come_in_bursts_with_the_count_left_out() {
+        let budget = WarnBudget::new();
+        let t0 = 1_000_000;
+        for i in 0..WarnBudget::BURST {
+            assert_eq!(budget.allow(t0 + i), Some(0), "warning {i} of the burst");
+        }
+        for i in 0..7 {
+            assert_eq!(budget.allow(t0 + 100 + i), None, "over the burst");
+        }
+        // A new window: logged again, with the seven left out.
+        assert_eq!(budget.allow(t0 + WarnBudget::WINDOW_MS), Some(7));
+        assert_eq!(budget.allow(t0 + WarnBudget::WINDOW_MS + 1), Some(0));
     }
 
     #[test]
