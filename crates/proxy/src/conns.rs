@@ -9,7 +9,7 @@
 //! dials a new one. Requests that need hyper's HTTP/1 client (streamed uploads, protocol
 //! upgrades) get a connection of their own ([`ConnPool::connect`]), used once.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -113,12 +113,12 @@ impl ConnPool {
     pub fn new(dialer: Dialer, idle_timeout: Duration, max_idle: usize) -> ConnPool {
         ConnPool {
             dialer,
-            idle: Mutex::new(HashMap::new()),
+            idle: Mutex::new(HashMap::default()),
             idle_timeout,
             max_idle,
-            learned: Mutex::new(HashMap::new()),
-            shared: Mutex::new(HashMap::new()),
-            dial_time: Mutex::new(HashMap::new()),
+            learned: Mutex::new(HashMap::default()),
+            shared: Mutex::new(HashMap::default()),
+            dial_time: Mutex::new(HashMap::default()),
         }
     }
 

@@ -1,7 +1,7 @@
 //! The gateway at run time: the routes, pools and extensions of one config (swapped atomically
 //! on reload), and the handling of one request from route match to the call record.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -55,7 +55,7 @@ pub struct State {
 impl State {
     /// Build the run-time state (the only I/O: reading pools' `tls_ca_file`).
     pub fn new(config: Arc<Config>, plugins: Plugins) -> Result<State, TlsSetupError> {
-        let mut upstreams: HashMap<String, Arc<UpstreamRt>> = HashMap::new();
+        let mut upstreams: HashMap<String, Arc<UpstreamRt>> = HashMap::default();
         for (name, u) in &config.upstreams {
             upstreams.insert(name.clone(), Arc::new(UpstreamRt::new(u.clone())?));
         }
